@@ -1,0 +1,152 @@
+//! What a mapping between a Postgres table and a Salesforce object may contain.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Columns pgforce and Heroku Connect manage; never sent as Salesforce fields by default.
+/// `id`, `sfid`, `_hc_lastop` and `_hc_err` are added by `map_table`; the others are Heroku Connect's read-only
+/// Salesforce system fields that tables migrated from Connect still carry.
+pub const SYSTEM_COLUMNS: &[&str] =
+    &["id", "sfid", "_hc_lastop", "_hc_err", "systemmodstamp", "isdeleted", "createddate"];
+
+/// Columns the capture trigger never writes into `old`/`values` (Heroku Connect's `excluded_cols`).
+pub const STATUS_COLUMNS: &[&str] = &["_hc_lastop", "_hc_err"];
+
+pub fn is_system_column(column: &str) -> bool {
+    SYSTEM_COLUMNS.contains(&column)
+}
+
+/// Whether changes are sent to Salesforce (`read_write`) or only recorded as `READONLY` (`read_only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::ReadWrite => "read_write",
+            Access::ReadOnly => "read_only",
+        }
+    }
+
+    /// The state a fresh change of this mapping gets in the trigger log.
+    pub fn capture_state(self) -> &'static str {
+        match self {
+            Access::ReadWrite => "NEW",
+            Access::ReadOnly => "READONLY",
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown mapping mode {0:?}")]
+pub struct UnknownAccess(pub String);
+
+impl FromStr for Access {
+    type Err = UnknownAccess;
+
+    /// Accepts Heroku Connect's spellings (`read_write`, `read_only`) and their dashed forms, any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "read_write" | "readwrite" => Ok(Access::ReadWrite),
+            "read_only" | "readonly" => Ok(Access::ReadOnly),
+            _ => Err(UnknownAccess(s.to_string())),
+        }
+    }
+}
+
+/// A relationship column `<relationship>__r__<externalidfield>`: the parent is referenced by its external id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationshipColumn {
+    pub relationship: String,
+    pub external_id_field: String,
+}
+
+/// Splits a relationship column at its first `__r__`; both sides must be non-empty.
+pub fn relationship_column(column: &str) -> Option<RelationshipColumn> {
+    let at = column.find("__r__")?;
+    let (relationship, rest) = (&column[..at], &column[at + 5..]);
+    if relationship.is_empty() || rest.is_empty() {
+        return None;
+    }
+    Some(RelationshipColumn { relationship: relationship.to_string(), external_id_field: rest.to_string() })
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("Salesforce name is empty")]
+    Empty,
+    #[error("Salesforce name {0:?} is longer than 80 characters")]
+    TooLong(String),
+    #[error("Salesforce name {0:?} must start with a letter and hold only letters, digits and underscores")]
+    BadCharacters(String),
+}
+
+/// Checks an sObject or field API name: a letter, then letters, digits and underscores, at most 80 characters.
+pub fn check_salesforce_name(name: &str) -> Result<(), NameError> {
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return Err(NameError::Empty),
+        Some(c) if !c.is_ascii_alphabetic() => return Err(NameError::BadCharacters(name.to_string())),
+        _ => {}
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(NameError::BadCharacters(name.to_string()));
+    }
+    if name.len() > 80 {
+        return Err(NameError::TooLong(name.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_modes() {
+        assert_eq!("read_write".parse(), Ok(Access::ReadWrite));
+        assert_eq!("READ-ONLY".parse(), Ok(Access::ReadOnly));
+        assert_eq!(" readonly ".parse(), Ok(Access::ReadOnly));
+        assert_eq!("write".parse::<Access>(), Err(UnknownAccess("write".into())));
+        assert_eq!(Access::ReadOnly.capture_state(), "READONLY");
+        assert_eq!(Access::ReadWrite.capture_state(), "NEW");
+    }
+
+    #[test]
+    fn splits_relationship_columns() {
+        assert_eq!(
+            relationship_column("account__r__external_id__c"),
+            Some(RelationshipColumn { relationship: "account".into(), external_id_field: "external_id__c".into() })
+        );
+        assert_eq!(relationship_column("name"), None);
+        assert_eq!(relationship_column("__r__x"), None);
+        assert_eq!(relationship_column("account__r__"), None);
+    }
+
+    #[test]
+    fn system_columns() {
+        assert!(is_system_column("sfid"));
+        assert!(is_system_column("_hc_err"));
+        assert!(!is_system_column("email"));
+    }
+
+    #[test]
+    fn salesforce_names() {
+        assert_eq!(check_salesforce_name("Contact"), Ok(()));
+        assert_eq!(check_salesforce_name("ns__Thing__c"), Ok(()));
+        assert_eq!(check_salesforce_name(""), Err(NameError::Empty));
+        assert!(matches!(check_salesforce_name("1abc"), Err(NameError::BadCharacters(_))));
+        assert!(matches!(check_salesforce_name("Con tact"), Err(NameError::BadCharacters(_))));
+        assert!(matches!(check_salesforce_name("Robert'); DROP"), Err(NameError::BadCharacters(_))));
+        assert!(matches!(check_salesforce_name(&"a".repeat(81)), Err(NameError::TooLong(_))));
+    }
+}

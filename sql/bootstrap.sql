@@ -1,0 +1,90 @@
+-- pgforce schema objects, created before the functions pgrx generates.
+-- API: Public. Heroku Connect's trigger log: its 15 columns in Connect's order (names, order and meaning kept so the
+-- documented SQL runs unchanged; ids widened to bigint), then pgforce's retry bookkeeping.
+CREATE SEQUENCE @extschema@._trigger_log_id_seq AS bigint;
+
+CREATE TABLE @extschema@._trigger_log (
+    id              bigint NOT NULL DEFAULT nextval('@extschema@._trigger_log_id_seq'),
+    txid            bigint,
+    created_at      timestamptz DEFAULT now(),
+    updated_at      timestamptz DEFAULT now(),
+    processed_at    timestamptz,
+    processed_tx    bigint,
+    state           varchar(8) NOT NULL DEFAULT 'NEW',
+    action          varchar(7),
+    table_name      varchar(128),
+    record_id       bigint,
+    sfid            varchar(18),
+    old             text,
+    "values"        text,
+    sf_result       integer,
+    sf_message      text,
+    -- pgforce: delivery attempts made so far, and when the next one may start (NULL: at once).
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz,
+    CONSTRAINT _trigger_log_pkey PRIMARY KEY (id),
+    CONSTRAINT _trigger_log_state_check CHECK (state IN ('NEW', 'PENDING', 'SUCCESS', 'FAILED', 'MERGED', 'IGNORE',
+                                                        'IGNORED', 'READONLY', 'REQUEUE', 'REQUEUED')),
+    CONSTRAINT _trigger_log_action_check CHECK (action IN ('INSERT', 'UPDATE', 'DELETE'))
+);
+ALTER SEQUENCE @extschema@._trigger_log_id_seq OWNED BY @extschema@._trigger_log.id;
+
+-- Every index here is paid by every captured row, so the live log carries only two that capture writes to:
+-- the primary key and the work queue the worker drains in id order. FAILED rows are indexed only once they fail.
+CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (id)
+    WHERE state IN ('NEW', 'PENDING', 'IGNORE');
+CREATE INDEX _trigger_log_idx_failed ON @extschema@._trigger_log (table_name, id)
+    WHERE state = 'FAILED';
+
+COMMENT ON TABLE @extschema@._trigger_log IS
+    'pgforce: every captured change of a mapped table (Heroku Connect''s trigger log). Reset state to NEW to retry.';
+
+-- API: Public. Processed entries move here; users set state = 'REQUEUE' to have them copied back.
+CREATE TABLE @extschema@._trigger_log_archive (
+    id              bigint NOT NULL,
+    txid            bigint,
+    created_at      timestamptz,
+    updated_at      timestamptz,
+    processed_at    timestamptz,
+    processed_tx    bigint,
+    state           varchar(8),
+    action          varchar(7),
+    table_name      varchar(128),
+    record_id       bigint,
+    sfid            varchar(18),
+    old             text,
+    "values"        text,
+    sf_result       integer,
+    sf_message      text,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz,
+    CONSTRAINT _trigger_log_archive_pkey PRIMARY KEY (id)
+);
+CREATE INDEX _trigger_log_archive_idx_created_at ON @extschema@._trigger_log_archive (created_at);
+CREATE INDEX _trigger_log_archive_idx_record_id ON @extschema@._trigger_log_archive (table_name, record_id);
+CREATE INDEX _trigger_log_archive_idx_state_table_name ON @extschema@._trigger_log_archive (state, table_name)
+    WHERE state IN ('FAILED', 'REQUEUE');
+
+COMMENT ON TABLE @extschema@._trigger_log_archive IS
+    'pgforce: processed trigger log entries. Set state = ''REQUEUE'' to send an entry again.';
+
+-- API: Private. One row per mapped table; salesforce.map_table and salesforce.unmap_table maintain it.
+CREATE TABLE @extschema@._mapping (
+    table_name   varchar(128) NOT NULL,  -- as written to _trigger_log.table_name (no schema)
+    relid        regclass NOT NULL,
+    sobject      text NOT NULL,
+    access       text NOT NULL,
+    upsert_field text,
+    fields       text[] NOT NULL,        -- mapped columns, sent as Salesforce fields of the same name
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT _mapping_pkey PRIMARY KEY (table_name),
+    CONSTRAINT _mapping_relid_key UNIQUE (relid),
+    CONSTRAINT _mapping_access_check CHECK (access IN ('read_write', 'read_only'))
+);
+
+-- pg_dump keeps the queue, the archive and the mappings (they are data, not extension code).
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._trigger_log', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._trigger_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._trigger_log_archive', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._mapping', '');

@@ -1,0 +1,80 @@
+//! `_hc_lastop` / `_hc_err` upkeep, Heroku Connect's `hc_<table>_status()` semantics:
+//! a user write (xmlbinary = base64) sets `PENDING` and clears the error; a sync-engine write (hex) keeps an
+//! outcome it wrote explicitly on UPDATE (a non-NULL `_hc_lastop` different from the old one), and otherwise
+//! sets `SYNCED` and clears the error.
+
+use std::ffi::CStr;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, IntoDatum};
+
+use crate::server::is_user_write;
+
+const LASTOP: &CStr = c"_hc_lastop";
+const ERR: &CStr = c"_hc_err";
+
+#[pg_trigger]
+fn _track_status<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let data = trigger.trigger_data();
+    let is_update = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE;
+    // SAFETY: a row-level BEFORE trigger gets the row being written (and the old one on UPDATE) and the
+    // relation's descriptor; we only read them and return either that row or a modified copy.
+    unsafe {
+        let tupdesc = (*data.tg_relation).rd_att;
+        let new_tuple = if is_update { data.tg_newtuple } else { data.tg_trigtuple };
+        let result = track(tupdesc, new_tuple, is_update.then_some(data.tg_trigtuple));
+        Ok(Some(PgHeapTuple::from_heap_tuple(pgrx::PgTupleDesc::from_pg_unchecked(tupdesc), result)))
+    }
+}
+
+unsafe fn track(
+    tupdesc: pg_sys::TupleDesc,
+    new_tuple: pg_sys::HeapTuple,
+    old_tuple: Option<pg_sys::HeapTuple>,
+) -> pg_sys::HeapTuple {
+    unsafe {
+        let lastop_att = pg_sys::SPI_fnumber(tupdesc, LASTOP.as_ptr());
+        let err_att = pg_sys::SPI_fnumber(tupdesc, ERR.as_ptr());
+        if lastop_att <= 0 || err_att <= 0 {
+            return new_tuple; // columns dropped by hand: nothing to keep up to date
+        }
+        let new_lastop = text_attr(new_tuple, tupdesc, lastop_att);
+        let wanted = if is_user_write() {
+            "PENDING"
+        } else {
+            if let Some(old) = old_tuple {
+                let old_lastop = text_attr(old, tupdesc, lastop_att);
+                if new_lastop.is_some() && new_lastop != old_lastop {
+                    return new_tuple; // the sync engine recorded an outcome explicitly
+                }
+            }
+            "SYNCED"
+        };
+        let mut err_null = false;
+        pg_sys::SPI_getbinval(new_tuple, tupdesc, err_att, &mut err_null);
+        if err_null && new_lastop.as_deref() == Some(wanted) {
+            return new_tuple; // already right (the column default makes this the common INSERT case)
+        }
+        let mut columns = [lastop_att, err_att];
+        let mut values = [wanted.into_datum().unwrap_or(pg_sys::Datum::from(0usize)), pg_sys::Datum::from(0usize)];
+        let mut nulls = [false, true];
+        pg_sys::heap_modify_tuple_by_cols(
+            new_tuple,
+            tupdesc,
+            2,
+            columns.as_mut_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        )
+    }
+}
+
+unsafe fn text_attr(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, attnum: i32) -> Option<String> {
+    unsafe {
+        let mut is_null = false;
+        let datum = pg_sys::SPI_getbinval(tuple, tupdesc, attnum, &mut is_null);
+        String::from_datum(datum, is_null)
+    }
+}

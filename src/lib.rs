@@ -1,0 +1,50 @@
+//! pgforce: Heroku Connect's write path inside Postgres.
+//!
+//! Data flows one way, and the modules follow it: `capture` (triggers on mapped tables) → `log` (rows in
+//! `_trigger_log`) → delivery to Salesforce. `mapping` is the SQL surface that turns a table into a synced one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pgrx::prelude::*;
+
+mod capture;
+mod error;
+mod log;
+mod mapping;
+mod server;
+
+pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+/// Set in the postmaster when the library is loaded through `shared_preload_libraries`; backends inherit it.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a plain read of a postmaster global that is only written before _PG_init runs.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        PRELOADED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether the library was preloaded, so that the background worker can run.
+#[pg_extern(stable, parallel_safe)]
+fn _is_preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pgforce'"]
+    }
+}

@@ -1,0 +1,377 @@
+//! `salesforce.map_table` / `salesforce.unmap_table`: turn a table into a synced one and back.
+//!
+//! Mapping checks the table, adds the system columns it lacks (`id`, `sfid` with a unique index, `_hc_lastop`,
+//! `_hc_err`), installs the capture triggers and records the mapping, all in the caller's transaction, so an
+//! error leaves nothing half-done. Every identifier is quoted by Postgres and every value bound as a parameter.
+
+use pgforce_core::mapping::{check_salesforce_name, is_system_column, relationship_column, Access};
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::{quote_identifier, SpiClient};
+
+use crate::capture::{NEW_ROWS, OLD_ROWS};
+use crate::error::PgforceError;
+
+type Result<T> = std::result::Result<T, PgforceError>;
+
+/// What `map_table` needs to know about the table.
+struct TableInfo {
+    /// `schema.table`, quoted.
+    qualified: String,
+    relname: String,
+    relkind: String,
+    persistence: String,
+    is_partition: bool,
+    columns: Vec<ColumnInfo>,
+}
+
+struct ColumnInfo {
+    name: String,
+    type_name: String,
+    type_oid: pg_sys::Oid,
+    not_null: bool,
+}
+
+impl TableInfo {
+    fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+#[pg_extern]
+fn _map_table(
+    tbl: Option<pg_sys::Oid>,
+    sobject: Option<&str>,
+    mode: Option<&str>,
+    upsert_field: Option<&str>,
+    fields: Option<Vec<Option<String>>>,
+) -> std::result::Result<(), ErrorReport> {
+    let tbl = tbl.ok_or(PgforceError::NullArgument("tbl"))?;
+    let sobject = sobject.ok_or(PgforceError::NullArgument("sobject"))?;
+    let mode = mode.ok_or(PgforceError::NullArgument("mode"))?;
+    Spi::connect_mut(|client| map_table(client, tbl, sobject, mode, upsert_field, fields)).map_err(ErrorReport::from)
+}
+
+#[pg_extern]
+fn _unmap_table(tbl: Option<pg_sys::Oid>) -> std::result::Result<(), ErrorReport> {
+    let tbl = tbl.ok_or(PgforceError::NullArgument("tbl"))?;
+    Spi::connect_mut(|client| unmap_table(client, tbl)).map_err(ErrorReport::from)
+}
+
+fn map_table(
+    client: &mut SpiClient,
+    tbl: pg_sys::Oid,
+    sobject: &str,
+    mode: &str,
+    upsert_field: Option<&str>,
+    fields: Option<Vec<Option<String>>>,
+) -> Result<()> {
+    let access: Access = mode.parse().map_err(|_| PgforceError::BadMode(mode.to_string()))?;
+    check_salesforce_name(sobject).map_err(PgforceError::BadSobject)?;
+    let table = table_info(client, tbl)?;
+    check_kind(&table)?;
+    check_not_mapped(client, tbl, &table)?;
+
+    let fields = choose_fields(&table, fields, upsert_field)?;
+    add_system_columns(client, &table)?;
+    install_triggers(client, &table, access)?;
+
+    let schema = extension_schema(client)?;
+    client.update(
+        &format!(
+            "INSERT INTO {schema}._mapping (table_name, relid, sobject, access, upsert_field, fields) \
+             VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5, $6)"
+        ),
+        None,
+        &[
+            DatumWithOid::from(table.relname.as_str()),
+            DatumWithOid::from(tbl),
+            DatumWithOid::from(sobject),
+            DatumWithOid::from(access.as_str()),
+            DatumWithOid::from(upsert_field),
+            DatumWithOid::from(fields.clone()),
+        ],
+    )?;
+
+    if access == Access::ReadWrite && upsert_field.is_none() {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!("{} has no upsert field: an insert re-sent after a crash could create a duplicate in Salesforce", table.qualified),
+            "pgforce",
+        )
+        .set_hint("Map it with upsert_field => '<unique external id field>' and fill that column on insert, as Heroku Connect advises.")
+        .report(PgLogLevel::WARNING);
+    }
+    pgrx::notice!(
+        "pgforce: {} is mapped to {sobject} ({access}, {} field{}{})",
+        table.qualified,
+        fields.len(),
+        if fields.len() == 1 { "" } else { "s" },
+        upsert_field.map(|f| format!(", upsert field {f}")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn unmap_table(client: &mut SpiClient, tbl: pg_sys::Oid) -> Result<()> {
+    let table = table_info(client, tbl)?;
+    let schema = extension_schema(client)?;
+    let removed = client.update(
+        &format!("DELETE FROM {schema}._mapping WHERE relid = $1::pg_catalog.oid"),
+        None,
+        &[DatumWithOid::from(tbl)],
+    )?;
+    if removed.is_empty() {
+        return Err(PgforceError::NotMapped(table.qualified));
+    }
+    for trigger in ["pgforce_status", "pgforce_capture_insert", "pgforce_capture_update", "pgforce_capture_delete"] {
+        client.update(&format!("DROP TRIGGER IF EXISTS {trigger} ON {}", table.qualified), None, &[])?;
+    }
+    pgrx::notice!("pgforce: {} is no longer mapped; its columns and trigger log rows are kept", table.qualified);
+    Ok(())
+}
+
+fn extension_schema(client: &SpiClient) -> Result<String> {
+    let name: Option<String> = client
+        .select(
+            "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+               JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgforce'",
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get(1)?;
+    Ok(quote_identifier(name.unwrap_or_else(|| "salesforce".into())))
+}
+
+fn table_info(client: &SpiClient, tbl: pg_sys::Oid) -> Result<TableInfo> {
+    let rows = client.select(
+        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), c.relname::text, \
+                c.relkind::text, c.relpersistence::text, c.relispartition \
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.oid = $1",
+        Some(1),
+        &[DatumWithOid::from(tbl)],
+    )?;
+    let Some(row) = rows.into_iter().next() else {
+        return Err(PgforceError::WrongKindOfTable {
+            table: format!("relation with OID {}", tbl.to_u32()),
+            reason: "it does not exist",
+            hint: "Pass an existing table, such as 'salesforce.contact'.",
+        });
+    };
+    let mut table = TableInfo {
+        qualified: row.get(1)?.unwrap_or_default(),
+        relname: row.get(2)?.unwrap_or_default(),
+        relkind: row.get(3)?.unwrap_or_default(),
+        persistence: row.get(4)?.unwrap_or_default(),
+        is_partition: row.get(5)?.unwrap_or(false),
+        columns: Vec::new(),
+    };
+    let columns = client.select(
+        "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull \
+           FROM pg_catalog.pg_attribute a \
+          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        None,
+        &[DatumWithOid::from(tbl)],
+    )?;
+    for c in columns {
+        table.columns.push(ColumnInfo {
+            name: c.get(1)?.unwrap_or_default(),
+            type_name: c.get(2)?.unwrap_or_default(),
+            type_oid: c.get(3)?.unwrap_or(pg_sys::Oid::INVALID),
+            not_null: c.get(4)?.unwrap_or(false),
+        });
+    }
+    Ok(table)
+}
+
+fn check_kind(table: &TableInfo) -> Result<()> {
+    let refuse = |reason, hint| Err(PgforceError::WrongKindOfTable { table: table.qualified.clone(), reason, hint });
+    if table.persistence == "t" {
+        return refuse(
+            "it is a temporary table, which the sync worker cannot see",
+            "Map a permanent table.",
+        );
+    }
+    if table.is_partition {
+        return refuse("it is a partition of another table", "Map ordinary, unpartitioned tables.");
+    }
+    match table.relkind.as_str() {
+        "r" => Ok(()),
+        "p" => refuse("it is a partitioned table", "Map ordinary, unpartitioned tables."),
+        _ => refuse("it is not a table", "Map an ordinary table; views and foreign tables cannot be mapped."),
+    }
+}
+
+fn check_not_mapped(client: &SpiClient, tbl: pg_sys::Oid, table: &TableInfo) -> Result<()> {
+    let schema = extension_schema(client)?;
+    let rows = client.select(
+        &format!("SELECT relid::pg_catalog.oid, relid::text, sobject FROM {schema}._mapping WHERE relid = $1 OR table_name = $2"),
+        None,
+        &[DatumWithOid::from(tbl), DatumWithOid::from(table.relname.as_str())],
+    )?;
+    for row in rows {
+        let relid: Option<pg_sys::Oid> = row.get(1)?;
+        let other: String = row.get(2)?.unwrap_or_default();
+        if relid == Some(tbl) {
+            return Err(PgforceError::AlreadyMapped {
+                table: table.qualified.clone(),
+                sobject: row.get(3)?.unwrap_or_default(),
+            });
+        }
+        return Err(PgforceError::TableNameTaken { name: table.relname.clone(), other });
+    }
+    Ok(())
+}
+
+/// The mapped columns: the caller's list (checked) or every non-system column; the upsert field always included.
+fn choose_fields(
+    table: &TableInfo,
+    fields: Option<Vec<Option<String>>>,
+    upsert_field: Option<&str>,
+) -> Result<Vec<String>> {
+    let unknown = |column: &str| PgforceError::UnknownColumn { table: table.qualified.clone(), column: column.into() };
+    let mut chosen: Vec<String> = match fields {
+        Some(list) => {
+            let mut chosen = Vec::new();
+            for name in list.into_iter().flatten() {
+                if is_system_column(&name) {
+                    return Err(PgforceError::SystemColumnInFields { column: name });
+                }
+                if table.column(&name).is_none() {
+                    return Err(unknown(&name));
+                }
+                if !chosen.contains(&name) {
+                    chosen.push(name);
+                }
+            }
+            chosen
+        }
+        None => table.columns.iter().filter(|c| !is_system_column(&c.name)).map(|c| c.name.clone()).collect(),
+    };
+    if let Some(field) = upsert_field {
+        if is_system_column(field) {
+            return Err(PgforceError::SystemColumnInFields { column: field.into() });
+        }
+        if table.column(field).is_none() {
+            return Err(unknown(field));
+        }
+        if relationship_column(field).is_some() {
+            return Err(PgforceError::SystemColumnInFields { column: field.into() });
+        }
+        if !chosen.iter().any(|c| c == field) {
+            chosen.push(field.to_string());
+        }
+    }
+    if chosen.is_empty() {
+        return Err(PgforceError::NoFields { table: table.qualified.clone() });
+    }
+    Ok(chosen)
+}
+
+const INTEGER_TYPES: [pg_sys::Oid; 3] = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID];
+const TEXT_TYPES: [pg_sys::Oid; 2] = [pg_sys::TEXTOID, pg_sys::VARCHAROID];
+
+fn add_system_columns(client: &mut SpiClient, table: &TableInfo) -> Result<()> {
+    let t = &table.qualified;
+    let wrong_type = |column: &'static str, found: &str, wanted: &'static str| PgforceError::WrongColumnType {
+        table: t.clone(),
+        column,
+        found: found.to_string(),
+        wanted,
+    };
+
+    match table.column("id") {
+        Some(id) if !INTEGER_TYPES.contains(&id.type_oid) => {
+            return Err(wrong_type("id", &id.type_name, "smallint, integer or bigint"))
+        }
+        Some(id) => {
+            if !id.not_null || !has_unique_index_on(client, t, "id")? {
+                return Err(PgforceError::IdNotUnique { table: t.clone() });
+            }
+        }
+        None => {
+            let has_pkey: bool = client
+                .select(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = $1::pg_catalog.regclass AND indisprimary)",
+                    Some(1),
+                    &[DatumWithOid::from(t.as_str())],
+                )?
+                .first()
+                .get(1)?
+                .unwrap_or(false);
+            let key = if has_pkey { "UNIQUE" } else { "PRIMARY KEY" };
+            client.update(
+                &format!("ALTER TABLE {t} ADD COLUMN id bigint GENERATED BY DEFAULT AS IDENTITY {key}"),
+                None,
+                &[],
+            )?;
+        }
+    }
+
+    match table.column("sfid") {
+        Some(sfid) if !TEXT_TYPES.contains(&sfid.type_oid) => {
+            return Err(wrong_type("sfid", &sfid.type_name, "varchar(18) or text"))
+        }
+        Some(_) => {}
+        None => {
+            client.update(&format!("ALTER TABLE {t} ADD COLUMN sfid varchar(18)"), None, &[])?;
+        }
+    }
+    if !has_unique_index_on(client, t, "sfid")? {
+        let name = format!("hcu_idx_{}_sfid", table.relname);
+        // Heroku Connect's index name when it fits; otherwise Postgres picks one.
+        let index = if name.len() <= 63 { quote_identifier(&name) } else { String::new() };
+        client.update(&format!("CREATE UNIQUE INDEX {index} ON {t} (sfid)"), None, &[])?;
+    }
+
+    match table.column("_hc_lastop") {
+        Some(c) if !TEXT_TYPES.contains(&c.type_oid) => {
+            return Err(wrong_type("_hc_lastop", &c.type_name, "varchar(32) or text"))
+        }
+        Some(_) => {}
+        // Existing rows keep NULL (they were never sent); new rows default to what the status trigger would set.
+        None => client.update(&format!("ALTER TABLE {t} ADD COLUMN _hc_lastop varchar(32)"), None, &[]).map(|_| ())?,
+    }
+    client.update(&format!("ALTER TABLE {t} ALTER COLUMN _hc_lastop SET DEFAULT 'PENDING'"), None, &[])?;
+    match table.column("_hc_err") {
+        Some(c) if !TEXT_TYPES.contains(&c.type_oid) => return Err(wrong_type("_hc_err", &c.type_name, "text")),
+        Some(_) => {}
+        None => client.update(&format!("ALTER TABLE {t} ADD COLUMN _hc_err text"), None, &[]).map(|_| ())?,
+    }
+    Ok(())
+}
+
+/// Whether a valid unique index covers exactly this one column (unique without a predicate).
+fn has_unique_index_on(client: &SpiClient, qualified: &str, column: &str) -> Result<bool> {
+    Ok(client
+        .select(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+                              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                             WHERE i.indrelid = $1::pg_catalog.regclass AND i.indisunique AND i.indisvalid \
+                               AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL \
+                               AND a.attname = $2)",
+            Some(1),
+            &[DatumWithOid::from(qualified), DatumWithOid::from(column)],
+        )?
+        .first()
+        .get(1)?
+        .unwrap_or(false))
+}
+
+fn install_triggers(client: &mut SpiClient, table: &TableInfo, access: Access) -> Result<()> {
+    let t = &table.qualified;
+    let schema = extension_schema(client)?;
+    let mode = pgrx::spi::quote_literal(access.as_str());
+    let statements = [
+        format!("CREATE TRIGGER pgforce_status BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {schema}._track_status()"),
+        format!("CREATE TRIGGER pgforce_capture_insert AFTER INSERT ON {t} REFERENCING NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
+        format!("CREATE TRIGGER pgforce_capture_update AFTER UPDATE ON {t} REFERENCING OLD TABLE AS {OLD_ROWS} NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
+        format!("CREATE TRIGGER pgforce_capture_delete AFTER DELETE ON {t} REFERENCING OLD TABLE AS {OLD_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
+    ];
+    for sql in statements {
+        client.update(&sql, None, &[])?;
+    }
+    Ok(())
+}
