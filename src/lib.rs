@@ -36,7 +36,6 @@ fn _is_preloaded() -> bool {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 /// Required by `cargo pgrx test`.
