@@ -26,20 +26,10 @@ cargo pgrx install --release -p pgforce --pg-config "$pg_config" --no-default-fe
 work="$PWD/target/bench/capture"
 data="$work/pgdata"
 port=${PGFORCE_BENCH_PORT:-54339}
-postgres_dir "$work"
-as_postgres "$bindir/initdb" -A trust -U postgres -D "$data" >/dev/null
-cat >>"$data/postgresql.auto.conf" <<CONF
-port = $port
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$data'
-shared_preload_libraries = 'pgforce'
-shared_buffers = '512MB'
-max_wal_size = '4GB'
-checkpoint_timeout = '30min'
-autovacuum = off
-CONF
-as_postgres "$bindir/pg_ctl" -D "$data" -l "$work/server.log" -w start >/dev/null
-trap 'as_postgres "$bindir/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 || true' EXIT
+mkdir -p "$work"
+start_cluster "$bindir" "$data" "$port" "shared_buffers = '512MB'" "max_wal_size = '4GB'" \
+    "checkpoint_timeout = '30min'" "autovacuum = off"
+trap 'stop_cluster "$bindir" "$data"' EXIT
 psql() { "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -X -q "$@"; }
 
 psql -f bench/capture_setup.sql >/dev/null

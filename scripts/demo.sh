@@ -18,17 +18,8 @@ say "building and installing pgforce into PostgreSQL $PG"
 cargo pgrx install -p pgforce --pg-config "$pg_config" --no-default-features --features "pg$PG" >/dev/null
 
 say "starting PostgreSQL $PG with shared_preload_libraries = 'pgforce' on port $port"
-[ -f "$data/postmaster.pid" ] && as_postgres "$bindir/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 || true
-postgres_dir "$data"
-as_postgres "$bindir/initdb" -A trust -U postgres -D "$data" >/dev/null
-cat >>"$data/postgresql.auto.conf" <<CONF
-port = $port
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$data'
-shared_preload_libraries = 'pgforce'
-CONF
-as_postgres "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
-stop() { as_postgres "$bindir/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 || true; }
+start_cluster "$bindir" "$data" "$port"
+stop() { stop_cluster "$bindir" "$data"; }
 [ "${1:-}" = --keep ] || trap stop EXIT
 
 psql() { "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -X -q "$@"; }
