@@ -51,7 +51,8 @@ echo
 psql -c "UPDATE salesforce.contact SET email = 'new-' || email WHERE id <= 5"
 psql -c "UPDATE salesforce.contact SET email = email WHERE id = 6"   # a no-op: logged as IGNORE
 psql -c "DELETE FROM salesforce.contact WHERE id = 7"                 # never reached Salesforce: IGNORE
-psql -c "SET xmlbinary = 'hex'; UPDATE salesforce.contact SET sfid = '003000000000001AAA', _hc_lastop = 'INSERTED' WHERE id = 8"
+# what the sync worker will do after an insert succeeds: write back sfid and the outcome, without being captured
+psql -c "SET xmlbinary = 'hex'; UPDATE salesforce.contact SET sfid = '003000000000001AA' || chr(64 + id::int), _hc_lastop = 'INSERTED' WHERE id IN (8, 9)"
 psql -c "DELETE FROM salesforce.contact WHERE id = 8"                 # has an sfid: a delete to send
 
 show "The trigger log, by action and state:" -c "
