@@ -93,6 +93,7 @@ done
 echo >&2
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", (b > 0 ? a / b : 0)}'; }
 out="$work/results.md"
 {
     echo "Capture benchmark, PostgreSQL $PG, $(nproc) cores, ${SECONDS_PER_RUN}s x $ROUNDS rounds per cell, median rows/s ($(date -u +%Y-%m-%d))"
@@ -103,7 +104,6 @@ out="$work/results.md"
         for w in "${workloads[@]}"; do
             declare -A m=()
             for v in "${variants[@]}"; do m[$v]=$(echo "${results[$sync,$w,$v]}" | median); done
-            ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", (b > 0 ? a / b : 0)}'; }
             echo "| $sync | $w | ${m[none]} | ${m[pgforce]} | ${m[plpgsql]} | ${m[double]} | $(ratio "${m[pgforce]}" "${m[none]}") | $(ratio "${m[pgforce]}" "${m[plpgsql]}") | $(ratio "${m[pgforce]}" "${m[double]}") |"
         done
     done

@@ -8,8 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 bash scripts/setup.sh
 
-versions=("${@:-${PG_VERSIONS[@]}}")
-[ $# -gt 0 ] || versions=("${PG_VERSIONS[@]}")
+if [ $# -gt 0 ]; then versions=("$@"); else versions=("${PG_VERSIONS[@]}"); fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 

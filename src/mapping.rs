@@ -71,13 +71,13 @@ fn map_table(
     check_salesforce_name(sobject).map_err(PgforceError::BadSobject)?;
     let table = table_info(client, tbl)?;
     check_kind(&table)?;
-    check_not_mapped(client, tbl, &table)?;
+    let schema = extension_schema(client)?;
+    check_not_mapped(client, &schema, tbl, &table)?;
 
     let fields = choose_fields(&table, fields, upsert_field)?;
     add_system_columns(client, &table)?;
-    install_triggers(client, &table, access)?;
+    install_triggers(client, &schema, &table, access)?;
 
-    let schema = extension_schema(client)?;
     client.update(
         &format!(
             "INSERT INTO {schema}._mapping (table_name, relid, sobject, access, upsert_field, fields) \
@@ -124,7 +124,7 @@ fn unmap_table(client: &mut SpiClient, tbl: pg_sys::Oid) -> Result<()> {
     if removed.is_empty() {
         return Err(PgforceError::NotMapped(table.qualified));
     }
-    for trigger in ["pgforce_status", "pgforce_capture_insert", "pgforce_capture_update", "pgforce_capture_delete"] {
+    for trigger in TRIGGERS {
         client.update(&format!("DROP TRIGGER IF EXISTS {trigger} ON {}", table.qualified), None, &[])?;
     }
     pgrx::notice!("pgforce: {} is no longer mapped; its columns and trigger log rows are kept", table.qualified);
@@ -204,25 +204,23 @@ fn check_kind(table: &TableInfo) -> Result<()> {
     }
 }
 
-fn check_not_mapped(client: &SpiClient, tbl: pg_sys::Oid, table: &TableInfo) -> Result<()> {
-    let schema = extension_schema(client)?;
+/// Refuses a table that is mapped already, or whose name a mapped table in another schema uses (the trigger log
+/// names tables without their schema). The first reason wins whatever order the rows come in.
+fn check_not_mapped(client: &SpiClient, schema: &str, tbl: pg_sys::Oid, table: &TableInfo) -> Result<()> {
     let rows = client.select(
-        &format!("SELECT relid::pg_catalog.oid, relid::text, sobject FROM {schema}._mapping WHERE relid = $1 OR table_name = $2"),
+        &format!(
+            "SELECT relid::pg_catalog.oid = $1, relid::text, sobject FROM {schema}._mapping \
+              WHERE relid = $1 OR table_name = $2 ORDER BY 1 DESC LIMIT 1"
+        ),
         None,
         &[DatumWithOid::from(tbl), DatumWithOid::from(table.relname.as_str())],
     )?;
-    for row in rows {
-        let relid: Option<pg_sys::Oid> = row.get(1)?;
-        let other: String = row.get(2)?.unwrap_or_default();
-        if relid == Some(tbl) {
-            return Err(PgforceError::AlreadyMapped {
-                table: table.qualified.clone(),
-                sobject: row.get(3)?.unwrap_or_default(),
-            });
-        }
-        return Err(PgforceError::TableNameTaken { name: table.relname.clone(), other });
+    let Some(row) = rows.into_iter().next() else { return Ok(()) };
+    if row.get::<bool>(1)?.unwrap_or(false) {
+        let sobject = row.get(3)?.unwrap_or_default();
+        return Err(PgforceError::AlreadyMapped { table: table.qualified.clone(), sobject });
     }
-    Ok(())
+    Err(PgforceError::TableNameTaken { name: table.relname.clone(), other: row.get(2)?.unwrap_or_default() })
 }
 
 /// The mapped columns: the caller's list (checked) or every non-system column; the upsert field always included.
@@ -360,15 +358,18 @@ fn has_unique_index_on(client: &SpiClient, qualified: &str, column: &str) -> Res
         .unwrap_or(false))
 }
 
-fn install_triggers(client: &mut SpiClient, table: &TableInfo, access: Access) -> Result<()> {
+/// The triggers `map_table` installs, in the order of `install_triggers`; `unmap_table` drops the same set.
+const TRIGGERS: [&str; 4] = ["pgforce_status", "pgforce_capture_insert", "pgforce_capture_update", "pgforce_capture_delete"];
+
+fn install_triggers(client: &mut SpiClient, schema: &str, table: &TableInfo, access: Access) -> Result<()> {
     let t = &table.qualified;
-    let schema = extension_schema(client)?;
     let mode = pgrx::spi::quote_literal(access.as_str());
+    let [status, capture_insert, capture_update, capture_delete] = TRIGGERS;
     let statements = [
-        format!("CREATE TRIGGER pgforce_status BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {schema}._track_status()"),
-        format!("CREATE TRIGGER pgforce_capture_insert AFTER INSERT ON {t} REFERENCING NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
-        format!("CREATE TRIGGER pgforce_capture_update AFTER UPDATE ON {t} REFERENCING OLD TABLE AS {OLD_ROWS} NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
-        format!("CREATE TRIGGER pgforce_capture_delete AFTER DELETE ON {t} REFERENCING OLD TABLE AS {OLD_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
+        format!("CREATE TRIGGER {status} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {schema}._track_status()"),
+        format!("CREATE TRIGGER {capture_insert} AFTER INSERT ON {t} REFERENCING NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
+        format!("CREATE TRIGGER {capture_update} AFTER UPDATE ON {t} REFERENCING OLD TABLE AS {OLD_ROWS} NEW TABLE AS {NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
+        format!("CREATE TRIGGER {capture_delete} AFTER DELETE ON {t} REFERENCING OLD TABLE AS {OLD_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {schema}._capture_changes({mode})"),
     ];
     for sql in statements {
         client.update(&sql, None, &[])?;

@@ -100,20 +100,8 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
         let mut rows = 0usize;
 
         loop {
-            let old = match old_cursor.as_mut() {
-                Some(cursor) => match cursor.next(natts) {
-                    Some(row) => Some(row),
-                    None => break,
-                },
-                None => None,
-            };
-            let new = match new_cursor.as_mut() {
-                Some(cursor) => match cursor.next(natts) {
-                    Some(row) => Some(row),
-                    None => break,
-                },
-                None => None,
-            };
+            let Some(old) = next_row(old_cursor.as_mut(), natts) else { break };
+            let Some(new) = next_row(new_cursor.as_mut(), natts) else { break };
             scratch.switch_to(|_| match (old, new) {
                 (None, Some(new)) => {
                     let record_id = renderer.record_id(&new);
@@ -147,6 +135,15 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
         if let Some(cursor) = new_cursor {
             cursor.close();
         }
+    }
+}
+
+/// The next row of an optional transition table: `Some(None)` when the statement has no such table, `None` once
+/// the table is exhausted.
+unsafe fn next_row(cursor: Option<&mut TransitionCursor>, natts: usize) -> Option<Option<Row<'_>>> {
+    match cursor {
+        Some(cursor) => unsafe { cursor.next(natts) }.map(Some),
+        None => Some(None),
     }
 }
 

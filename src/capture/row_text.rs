@@ -26,7 +26,8 @@ pub struct RowRenderer {
     columns: Vec<Column>,
     natts: usize,
     id_index: Option<(usize, pg_sys::Oid)>,
-    sfid_index: Option<usize>,
+    /// Position of `sfid` in `columns`.
+    sfid_position: Option<usize>,
     /// Raw (unescaped) text of each logged column of the last old row, by position in `columns`.
     old_text: Vec<Option<(usize, usize)>>,
     old_buf: Vec<u8>,
@@ -48,7 +49,6 @@ impl RowRenderer {
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(natts);
         let mut candidates = Vec::with_capacity(natts);
         let mut id_index = None;
-        let mut sfid_index = None;
         for index in 0..natts {
             // SAFETY: index < natts.
             let att = unsafe { &*tuple_desc_attr(tupdesc, index) };
@@ -56,10 +56,8 @@ impl RowRenderer {
                 continue;
             }
             let name = unsafe { CStr::from_ptr(att.attname.data.as_ptr()) }.to_bytes().to_vec();
-            match name.as_slice() {
-                b"id" => id_index = Some((index, att.atttypid)),
-                b"sfid" => sfid_index = Some(index),
-                _ => {}
+            if name.as_slice() == b"id" {
+                id_index = Some((index, att.atttypid));
             }
             if STATUS_COLUMNS.iter().any(|c| c.as_bytes() == name.as_slice()) {
                 continue;
@@ -81,11 +79,12 @@ impl RowRenderer {
             columns.push(Column { index, key: std::mem::take(&mut keys[position]), output, typbyval, typlen });
         }
         let old_text = vec![None; columns.len()];
+        let sfid_position = columns.iter().position(|c: &Column| c.key == b"sfid");
         Self {
             columns,
             natts,
             id_index,
-            sfid_index,
+            sfid_position,
             old_text,
             old_buf: Vec::new(),
             old_writer: HstoreWriter::new(),
@@ -150,13 +149,13 @@ impl RowRenderer {
                 }
             }
         }
-        Rendered { old: self.old_writer.as_bytes(), values: Some(self.writer.as_bytes()), sfid: self.old_sfid(old) }
+        Rendered { old: self.old_writer.as_bytes(), values: Some(self.writer.as_bytes()), sfid: self.old_sfid() }
     }
 
     /// DELETE: the whole old row as `old`, and its `sfid`.
     pub fn render_delete(&mut self, old: &Row) -> Rendered<'_> {
         self.render_old(old);
-        Rendered { old: self.old_writer.as_bytes(), values: None, sfid: self.old_sfid(old) }
+        Rendered { old: self.old_writer.as_bytes(), values: None, sfid: self.old_sfid() }
     }
 
     fn render_old(&mut self, row: &Row) {
@@ -176,13 +175,9 @@ impl RowRenderer {
         }
     }
 
-    fn old_sfid(&self, old: &Row) -> Option<&[u8]> {
-        let index = self.sfid_index?;
-        if old.nulls[index] {
-            return None;
-        }
-        let position = self.columns.iter().position(|c| c.index == index)?;
-        self.old_text[position].map(|(start, len)| &self.old_buf[start..start + len])
+    /// `sfid` of the last old row, if set.
+    fn old_sfid(&self) -> Option<&[u8]> {
+        self.old_text[self.sfid_position?].map(|(start, len)| &self.old_buf[start..start + len])
     }
 }
 

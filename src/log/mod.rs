@@ -35,15 +35,11 @@ pub struct LogWriter {
     action: &'static str,
     table_name: CString,
     context: PgMemoryContexts,
-    states: Vec<pg_sys::Datum>,
-    record_ids: Vec<pg_sys::Datum>,
-    record_id_nulls: Vec<bool>,
-    sfids: Vec<pg_sys::Datum>,
-    sfid_nulls: Vec<bool>,
-    olds: Vec<pg_sys::Datum>,
-    old_nulls: Vec<bool>,
-    values: Vec<pg_sys::Datum>,
-    value_nulls: Vec<bool>,
+    states: ArrayColumn,
+    record_ids: ArrayColumn,
+    sfids: ArrayColumn,
+    olds: ArrayColumn,
+    values: ArrayColumn,
 }
 
 impl LogWriter {
@@ -54,15 +50,11 @@ impl LogWriter {
             action,
             table_name: table_name.to_owned(),
             context: PgMemoryContexts::new("pgforce capture"),
-            states: Vec::new(),
-            record_ids: Vec::new(),
-            record_id_nulls: Vec::new(),
-            sfids: Vec::new(),
-            sfid_nulls: Vec::new(),
-            olds: Vec::new(),
-            old_nulls: Vec::new(),
-            values: Vec::new(),
-            value_nulls: Vec::new(),
+            states: ArrayColumn::default(),
+            record_ids: ArrayColumn::default(),
+            sfids: ArrayColumn::default(),
+            olds: ArrayColumn::default(),
+            values: ArrayColumn::default(),
         }
     }
 
@@ -71,17 +63,13 @@ impl LogWriter {
         // SAFETY: text datums are copied into the writer's context, which outlives them until the next flush.
         unsafe {
             context.switch_to(|_| {
-                self.states.push(text_datum(change.state.as_bytes()));
-                push_optional(&mut self.sfids, &mut self.sfid_nulls, change.sfid.map(|v| text_datum(v)));
-                push_optional(&mut self.olds, &mut self.old_nulls, change.old.map(|v| text_datum(v)));
-                push_optional(&mut self.values, &mut self.value_nulls, change.values.map(|v| text_datum(v)));
+                self.states.push(Some(text_datum(change.state.as_bytes())));
+                self.sfids.push(change.sfid.map(|v| text_datum(v)));
+                self.olds.push(change.old.map(|v| text_datum(v)));
+                self.values.push(change.values.map(|v| text_datum(v)));
             });
         }
-        push_optional(
-            &mut self.record_ids,
-            &mut self.record_id_nulls,
-            change.record_id.map(pg_sys::Datum::from),
-        );
+        self.record_ids.push(change.record_id.map(pg_sys::Datum::from));
         if self.states.len() >= CHUNK_ROWS {
             self.flush();
         }
@@ -89,7 +77,7 @@ impl LogWriter {
 
     /// Writes the gathered rows, if any.
     pub fn flush(&mut self) {
-        if self.states.is_empty() {
+        if self.states.len() == 0 {
             return;
         }
         // SAFETY: every array holds valid datums of its element type; the plan's parameters match them.
@@ -99,61 +87,71 @@ impl LogWriter {
                 [
                     text_datum(self.action.as_bytes()),
                     text_datum(self.table_name.as_bytes()),
-                    array_datum(&self.states, None, pg_sys::TEXTOID, -1, false, b'i'),
-                    array_datum(&self.record_ids, Some(&self.record_id_nulls), pg_sys::INT8OID, 8, true, b'd'),
-                    array_datum(&self.sfids, Some(&self.sfid_nulls), pg_sys::TEXTOID, -1, false, b'i'),
-                    array_datum(&self.olds, Some(&self.old_nulls), pg_sys::TEXTOID, -1, false, b'i'),
-                    array_datum(&self.values, Some(&self.value_nulls), pg_sys::TEXTOID, -1, false, b'i'),
+                    self.states.text_array(),
+                    self.record_ids.array(pg_sys::INT8OID, 8, true, b'd'),
+                    self.sfids.text_array(),
+                    self.olds.text_array(),
+                    self.values.text_array(),
                 ]
             });
             execute_insert(self.schema, args, n);
             self.context.reset();
         }
-        for v in [&mut self.states, &mut self.record_ids, &mut self.sfids, &mut self.olds, &mut self.values] {
-            v.clear();
-        }
-        for v in [&mut self.record_id_nulls, &mut self.sfid_nulls, &mut self.old_nulls, &mut self.value_nulls] {
-            v.clear();
+        for column in [&mut self.states, &mut self.record_ids, &mut self.sfids, &mut self.olds, &mut self.values] {
+            column.clear();
         }
     }
 }
 
-fn push_optional(datums: &mut Vec<pg_sys::Datum>, nulls: &mut Vec<bool>, value: Option<pg_sys::Datum>) {
-    datums.push(value.unwrap_or(pg_sys::Datum::from(0usize)));
-    nulls.push(value.is_none());
+/// One column of a chunk: its values and NULL flags, passed to the INSERT as a Postgres array.
+#[derive(Default)]
+struct ArrayColumn {
+    datums: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+}
+
+impl ArrayColumn {
+    fn push(&mut self, value: Option<pg_sys::Datum>) {
+        self.datums.push(value.unwrap_or(pg_sys::Datum::from(0usize)));
+        self.nulls.push(value.is_none());
+    }
+
+    fn len(&self) -> usize {
+        self.datums.len()
+    }
+
+    fn clear(&mut self) {
+        self.datums.clear();
+        self.nulls.clear();
+    }
+
+    unsafe fn text_array(&self) -> pg_sys::Datum {
+        unsafe { self.array(pg_sys::TEXTOID, -1, false, b'i') }
+    }
+
+    /// A one-dimensional array of the element type described by the other arguments.
+    unsafe fn array(&self, elem_type: pg_sys::Oid, elem_len: i32, elem_byval: bool, elem_align: u8) -> pg_sys::Datum {
+        let mut dims = [self.datums.len() as i32];
+        let mut lbs = [1i32];
+        let nulls = if self.nulls.contains(&true) { self.nulls.as_ptr() as *mut bool } else { std::ptr::null_mut() };
+        unsafe {
+            pg_sys::Datum::from(pg_sys::construct_md_array(
+                self.datums.as_ptr() as *mut pg_sys::Datum,
+                nulls,
+                1,
+                dims.as_mut_ptr(),
+                lbs.as_mut_ptr(),
+                elem_type,
+                elem_len,
+                elem_byval,
+                elem_align as std::ffi::c_char,
+            ))
+        }
+    }
 }
 
 unsafe fn text_datum(bytes: &[u8]) -> pg_sys::Datum {
     unsafe { pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(bytes.as_ptr().cast(), bytes.len() as i32)) }
-}
-
-unsafe fn array_datum(
-    elems: &[pg_sys::Datum],
-    nulls: Option<&[bool]>,
-    elem_type: pg_sys::Oid,
-    elem_len: i32,
-    elem_byval: bool,
-    elem_align: u8,
-) -> pg_sys::Datum {
-    let mut dims = [elems.len() as i32];
-    let mut lbs = [1i32];
-    let nulls_ptr = match nulls {
-        Some(n) if n.iter().any(|&b| b) => n.as_ptr() as *mut bool,
-        _ => std::ptr::null_mut(),
-    };
-    unsafe {
-        pg_sys::Datum::from(pg_sys::construct_md_array(
-            elems.as_ptr() as *mut pg_sys::Datum,
-            nulls_ptr,
-            1,
-            dims.as_mut_ptr(),
-            lbs.as_mut_ptr(),
-            elem_type,
-            elem_len,
-            elem_byval,
-            elem_align as std::ffi::c_char,
-        ))
-    }
 }
 
 /// The INSERT of one chunk. Every name is schema-qualified: capture runs as the extension's owner, so the

@@ -22,7 +22,7 @@ fn run(cmd: &mut Command) -> Output {
 
 /// Runs a server binary as the `postgres` user when we are root.
 fn as_postgres(program: &Path) -> Command {
-    if unsafe_is_root() {
+    if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
@@ -31,7 +31,7 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
-fn unsafe_is_root() -> bool {
+fn is_root() -> bool {
     std::env::var("USER").map(|u| u == "root").unwrap_or(false)
         || Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
@@ -50,7 +50,7 @@ impl Cluster {
         let port = free_port();
         let datadir = std::env::temp_dir().join(format!("pgforce-it-{}-{port}", std::process::id()));
         run(Command::new("mkdir").arg("-p").arg(&datadir));
-        if unsafe_is_root() {
+        if is_root() {
             run(Command::new("chown").arg("postgres").arg(&datadir));
         }
         run(as_postgres(&bindir.join("initdb")).args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&datadir));
@@ -66,16 +66,17 @@ impl Cluster {
         Cluster { bindir, datadir, port }
     }
 
+    /// Client settings for this cluster, to adjust before connecting (e.g. a notice callback).
+    pub fn config(&self, user: &str, database: &str) -> postgres::Config {
+        let mut config = postgres::Config::new();
+        config.host("127.0.0.1").port(self.port).user(user).dbname(database);
+        config
+    }
+
     pub fn connect(&self, user: &str, database: &str) -> postgres::Client {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match postgres::Config::new()
-                .host("127.0.0.1")
-                .port(self.port)
-                .user(user)
-                .dbname(database)
-                .connect(postgres::NoTls)
-            {
+            match self.config(user, database).connect(postgres::NoTls) {
                 Ok(c) => return c,
                 Err(e) if Instant::now() > deadline => panic!("connect to port {}: {e}", self.port),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),

@@ -4,11 +4,10 @@ use std::sync::{Arc, Mutex};
 
 use pgforce_integration::Cluster;
 
-fn notices_of(client_config: &Cluster, sql: &str) -> Vec<String> {
+fn notices_of(cluster: &Cluster, sql: &str) -> Vec<String> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
-    let mut config = postgres::Config::new();
-    config.host("127.0.0.1").port(client_config.port).user("postgres").dbname("postgres");
+    let mut config = cluster.config("postgres", "postgres");
     config.notice_callback(move |n| sink.lock().unwrap().push(format!("{}: {} HINT: {}", n.severity(), n.message(), n.hint().unwrap_or(""))));
     let mut client = config.connect(postgres::NoTls).expect("connect");
     client.batch_execute(sql).expect(sql);
