@@ -129,13 +129,7 @@ fn issue(org: &Org, state: &mut State, refresh_token: Option<String>) -> Reply {
     let base = org.base_url();
     let id = format!("{base}/id/{}/{}", org.org_id, org.user_id);
     let issued_at = crate::values::now_ms().to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(org.config.auth.client_secret.as_bytes()).unwrap_or_else(|_| {
-        // HMAC takes keys of any length; this cannot fail.
-        Hmac::<Sha256>::new_from_slice(b"-").unwrap_or_else(|_| unreachable!())
-    });
-    mac.update(id.as_bytes());
-    mac.update(issued_at.as_bytes());
-    let signature = BASE64.encode(mac.finalize().into_bytes());
+    let signature = sign(&org.config.auth.client_secret, &format!("{id}{issued_at}"));
     let mut body = json!({
         "access_token": access_token,
         "signature": signature,
@@ -149,6 +143,18 @@ fn issue(org: &Org, state: &mut State, refresh_token: Option<String>) -> Reply {
         body["refresh_token"] = Value::String(rt);
     }
     Reply::json(200, &body)
+}
+
+/// Base64 HMAC-SHA256 of `text` keyed with the client secret: the token response's `signature`.
+fn sign(secret: &str, text: &str) -> String {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+    match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(text.as_bytes());
+            BASE64.encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
 }
 
 /// Checks the `Authorization: Bearer …` (or `OAuth …`) header of a data call and counts the call on its session.

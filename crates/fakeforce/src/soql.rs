@@ -255,7 +255,10 @@ pub fn parse(q: &str) -> Result<Query, ApiError> {
         p.expect_keyword("BY")?;
         loop {
             let f = p.ident()?;
-            let asc = if p.keyword("DESC") { false } else { p.keyword("ASC") || true };
+            let asc = !p.keyword("DESC");
+            if asc {
+                p.keyword("ASC");
+            }
             order.push((f, asc));
             if !p.sym(",") {
                 break;

@@ -404,7 +404,7 @@ impl Store {
             if field.kind == FieldType::Reference {
                 if let Some(raw) = v.as_str().filter(|s| !s.is_empty()) {
                     let id = ids::normalize(raw).unwrap_or_default();
-                    if !self.records.get(&id).is_some_and(|r| !r.deleted) {
+                    if self.records.get(&id).is_none_or(|r| r.deleted) {
                         return Err(RecordError::new("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[]));
                     }
                     fields.insert(field.name.clone(), Value::String(id));

@@ -263,7 +263,7 @@ pub fn collection_write(state: &mut State, kind: Kind<'_>, body: &[u8]) -> Resul
 
 /// Resolves `{SObject}/{ExternalIdField}` of upserts: 404 for an unknown object, 400 for a field that is not an
 /// external id.
-pub fn upsert_target<'m>(state: &'m State, object: &str, field: &str) -> Result<(usize, FieldDef), ApiError> {
+pub fn upsert_target(state: &State, object: &str, field: &str) -> Result<(usize, FieldDef), ApiError> {
     let model = &state.store.model;
     let o = model.object(object).ok_or_else(ApiError::not_found)?;
     if field.eq_ignore_ascii_case("id") {

@@ -6,9 +6,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn sf() -> Sf {
-    let mut c = Config::default();
-    c.bulk_processing_ms = 300;
-    Sf::with(c)
+    Sf::with(Config { bulk_processing_ms: 300, ..Config::default() })
 }
 
 fn wait_done(sf: &Sf, id: &str) -> Value {

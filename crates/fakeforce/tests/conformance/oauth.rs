@@ -77,7 +77,8 @@ fn client_credentials_in_a_basic_header() {
 #[test]
 fn token_errors_are_documented_codes() {
     let sf = Sf::start();
-    let cases: [(&[(&str, &str)], &str, &str); 4] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 4] = [
         (&[("grant_type", "client_credentials"), ("client_id", "nope"), ("client_secret", "x")], "invalid_client_id", "client identifier invalid"),
         (&[("grant_type", "client_credentials"), ("client_id", "pgforce-demo-client"), ("client_secret", "wrong")], "invalid_client", "invalid client credentials"),
         (&[("grant_type", "password"), ("client_id", "pgforce-demo-client")], "unsupported_grant_type", "grant type not supported"),

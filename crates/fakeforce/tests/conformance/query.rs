@@ -51,9 +51,7 @@ fn large_results_page_through_next_records_url() {
 
 #[test]
 fn limits_and_usage_header() {
-    let mut c = Config::default();
-    c.daily_api_requests = 5;
-    let sf = Sf::with(c);
+    let sf = Sf::with(Config { daily_api_requests: 5, ..Config::default() });
     let a = sf.call("GET", "/limits", None);
     assert_eq!(a.header("Sforce-Limit-Info"), Some("api-usage=1/5"));
     assert_eq!(a.json()["DailyApiRequests"], json!({"Max": 5, "Remaining": 4}));

@@ -39,8 +39,7 @@ fn create_update_get_delete() {
 
 #[test]
 fn upsert_status_codes() {
-    let mut c = Config::default();
-    c.objects = toml::from_str::<Config>(
+    let objects = toml::from_str::<Config>(
         r#"
         [[objects]]
         name = "Legacy__c"
@@ -53,7 +52,7 @@ fn upsert_status_codes() {
     )
     .expect("toml")
     .objects;
-    let sf = Sf::with(c);
+    let sf = Sf::with(Config { objects, ..Config::default() });
     let created = sf.call("PATCH", "/sobjects/Account/External_Id__c/K-1", Some(json!({"Name": "Upserted"})));
     assert_eq!(created.status, 201);
     let id = created.json()["id"].as_str().expect("id").to_string();
