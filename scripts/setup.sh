@@ -26,6 +26,12 @@ install_debian_packages() {
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
+    # Node.js runs the jsforce client check against fakeforce; the machine image normally has it.
+    if ! command -v npm >/dev/null; then
+        log "installing Debian packages: nodejs npm"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
     # Debian's postgresql package starts a cluster; pgforce never uses it.
     if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
         as_root pg_ctlcluster 15 main stop 2>/dev/null || true

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of pgforce: the pure crates, the SQL surface (#[pg_test]) and the out-of-process integration
+# Runs every test of pgforce: the pure crates, the Salesforce stand-in (fakeforce) and a real client against it, the SQL surface (#[pg_test]) and the out-of-process integration
 # tests, on PostgreSQL 15, 17 and 18. Installs whatever is missing first (scripts/setup.sh).
 #   scripts/test.sh            all versions
 #   scripts/test.sh 17         one version
@@ -14,6 +14,10 @@ trap 'rm -f "$log"' EXIT
 
 say "unit tests (pgforce-core)"
 cargo test -p pgforce-core 2>&1 | tee -a "$log"
+
+say "fakeforce: unit and conformance tests, and jsforce against it"
+cargo test -p fakeforce 2>&1 | tee -a "$log"
+bash scripts/check-clients.sh 2>&1 | tee -a "$log"
 
 for v in "${versions[@]}"; do
     pg_config=$(pg_config_for "$v")
