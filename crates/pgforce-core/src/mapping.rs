@@ -63,18 +63,29 @@ impl FromStr for Access {
     }
 }
 
-/// A relationship column `<relationship>__r__<externalidfield>`: the parent is referenced by its external id.
+/// A relationship column: the parent is referenced by its external id. Custom relationships are
+/// `<relationship>__r__<externalidfield>` (`account__r__external_id__c`), standard ones
+/// `<relationship>__<externalidfield>` with a custom external id field (`parent__external_id__c`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelationshipColumn {
     pub relationship: String,
     pub external_id_field: String,
 }
 
-/// Splits a relationship column at its first `__r__`; both sides must be non-empty.
+/// Splits a relationship column; both sides must be non-empty.
 pub fn relationship_column(column: &str) -> Option<RelationshipColumn> {
-    let at = column.find("__r__")?;
-    let (relationship, rest) = (&column[..at], &column[at + 5..]);
-    if relationship.is_empty() || rest.is_empty() {
+    let (relationship, rest) = match column.find("__r__") {
+        Some(at) => (&column[..at + 3], &column[at + 5..]),
+        None => {
+            let at = column.find("__")?;
+            let rest = &column[at + 2..];
+            if !rest.ends_with("__c") || rest.len() <= 3 {
+                return None;
+            }
+            (&column[..at], rest)
+        }
+    };
+    if relationship.is_empty() || relationship == "__r" || rest.is_empty() {
         return None;
     }
     Some(RelationshipColumn { relationship: relationship.to_string(), external_id_field: rest.to_string() })
@@ -125,8 +136,13 @@ mod tests {
     fn splits_relationship_columns() {
         assert_eq!(
             relationship_column("account__r__external_id__c"),
-            Some(RelationshipColumn { relationship: "account".into(), external_id_field: "external_id__c".into() })
+            Some(RelationshipColumn { relationship: "account__r".into(), external_id_field: "external_id__c".into() })
         );
+        assert_eq!(
+            relationship_column("parent__external_id__c"),
+            Some(RelationshipColumn { relationship: "parent".into(), external_id_field: "external_id__c".into() })
+        );
+        assert_eq!(relationship_column("external_id__c"), None);
         assert_eq!(relationship_column("name"), None);
         assert_eq!(relationship_column("__r__x"), None);
         assert_eq!(relationship_column("account__r__"), None);

@@ -1,0 +1,220 @@
+//! Planning: which trigger-log rows become which Salesforce writes. Under Merged writes every change of one record
+//! claimed together collapses into one write with the latest values (the others become `MERGED`); under Ordered
+//! writes a record's changes go one at a time, oldest first.
+
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "INSERT" => Some(Action::Insert),
+            "UPDATE" => Some(Action::Update),
+            "DELETE" => Some(Action::Delete),
+            _ => None,
+        }
+    }
+}
+
+pub type Values = BTreeMap<String, Option<String>>;
+
+/// One claimed `_trigger_log` row of a mapped table.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub log_id: i64,
+    pub record_id: i64,
+    pub action: Action,
+    pub sfid: Option<String>,
+    /// INSERT: the whole row; UPDATE: the changed pairs; DELETE: empty.
+    pub values: Values,
+    /// UPDATE and DELETE: the whole row before the change.
+    pub old: Values,
+    pub attempts: i32,
+}
+
+/// What one record needs in Salesforce after a run of changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub record_id: i64,
+    pub kind: WriteKind,
+    /// Fields to send: all of the row for inserts, the union of changed fields (latest value wins) for updates.
+    pub values: Values,
+    /// The record's latest whole row as far as the log knows (for the upsert key and relationship values).
+    pub row: Values,
+    /// Latest Salesforce id the log carries.
+    pub sfid: Option<String>,
+    /// The log rows this write stands for, oldest first; the last one carries the outcome, the others are MERGED.
+    pub log_ids: Vec<i64>,
+    pub attempts: i32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Planned {
+    Send(Write),
+    /// Inserted and deleted before it was ever sent: nothing to do in Salesforce.
+    Nothing { log_ids: Vec<i64> },
+}
+
+/// Merges changes (given in log order) per record, keeping records in the order of their first change.
+pub fn merge(changes: &[Change]) -> Vec<Planned> {
+    let mut order: Vec<i64> = Vec::new();
+    let mut by_record: HashMap<i64, Vec<&Change>> = HashMap::new();
+    for c in changes {
+        by_record.entry(c.record_id).or_insert_with(|| {
+            order.push(c.record_id);
+            Vec::new()
+        });
+        if let Some(list) = by_record.get_mut(&c.record_id) {
+            list.push(c);
+        }
+    }
+    order.iter().filter_map(|r| by_record.get(r)).map(|list| merge_record(list)).collect()
+}
+
+fn merge_record(changes: &[&Change]) -> Planned {
+    let mut kind: Option<WriteKind> = None;
+    let mut values = Values::new();
+    let mut row = Values::new();
+    let mut sfid = None;
+    let mut log_ids = Vec::with_capacity(changes.len());
+    let mut attempts = 0;
+    let mut nothing = false;
+    for c in changes {
+        log_ids.push(c.log_id);
+        attempts = attempts.max(c.attempts);
+        if c.sfid.is_some() {
+            sfid = c.sfid.clone();
+        }
+        nothing = false;
+        match c.action {
+            Action::Insert => {
+                kind = Some(WriteKind::Insert);
+                values = c.values.clone();
+                row = c.values.clone();
+            }
+            Action::Update => {
+                if kind.is_none() || kind == Some(WriteKind::Delete) {
+                    kind = Some(WriteKind::Update);
+                    values.clear();
+                }
+                if !c.old.is_empty() {
+                    row = c.old.clone();
+                }
+                for (k, v) in &c.values {
+                    values.insert(k.clone(), v.clone());
+                    row.insert(k.clone(), v.clone());
+                }
+            }
+            Action::Delete => {
+                if !c.old.is_empty() {
+                    row = c.old.clone();
+                }
+                let row_sfid = row.get("sfid").cloned().flatten();
+                if sfid.is_none() {
+                    sfid = row_sfid;
+                }
+                // An insert that never reached Salesforce and is gone again needs no call.
+                nothing = kind == Some(WriteKind::Insert) && sfid.is_none();
+                kind = Some(WriteKind::Delete);
+                values.clear();
+            }
+        }
+    }
+    if nothing {
+        return Planned::Nothing { log_ids };
+    }
+    let record_id = changes.first().map(|c| c.record_id).unwrap_or_default();
+    Planned::Send(Write { record_id, kind: kind.unwrap_or(WriteKind::Update), values, row, sfid, log_ids, attempts })
+}
+
+/// Ordered writes: the oldest change of each record goes now; later changes of the same record wait (returned as
+/// the second list) until it has an outcome.
+pub fn first_per_record(changes: Vec<Change>) -> (Vec<Change>, Vec<i64>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut now = Vec::new();
+    let mut later = Vec::new();
+    for c in changes {
+        if seen.insert(c.record_id) {
+            now.push(c);
+        } else {
+            later.push(c.log_id);
+        }
+    }
+    (now, later)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(pairs: &[(&str, Option<&str>)]) -> Values {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect()
+    }
+
+    fn change(log_id: i64, record_id: i64, action: Action, values: Values, old: Values, sfid: Option<&str>) -> Change {
+        Change { log_id, record_id, action, sfid: sfid.map(str::to_string), values, old, attempts: 0 }
+    }
+
+    #[test]
+    fn insert_then_updates_become_one_insert_with_latest_values() {
+        let changes = vec![
+            change(1, 7, Action::Insert, vals(&[("name", Some("a")), ("email", Some("x@y"))]), Values::new(), None),
+            change(2, 8, Action::Update, vals(&[("name", Some("other"))]), vals(&[("name", Some("o")), ("sfid", Some("003A"))]), Some("003A")),
+            change(3, 7, Action::Update, vals(&[("name", Some("b"))]), vals(&[("name", Some("a")), ("email", Some("x@y"))]), None),
+            change(4, 7, Action::Update, vals(&[("email", None)]), vals(&[("name", Some("b")), ("email", Some("x@y"))]), None),
+        ];
+        let planned = merge(&changes);
+        assert_eq!(planned.len(), 2);
+        let Planned::Send(w) = &planned[0] else { panic!("send") };
+        assert_eq!((w.record_id, w.kind.clone(), w.log_ids.clone()), (7, WriteKind::Insert, vec![1, 3, 4]));
+        assert_eq!(w.values, vals(&[("email", None), ("name", Some("b"))]));
+        let Planned::Send(u) = &planned[1] else { panic!("send") };
+        assert_eq!((u.kind.clone(), u.sfid.as_deref()), (WriteKind::Update, Some("003A")));
+        assert_eq!(u.values, vals(&[("name", Some("other"))]));
+        assert_eq!(u.row.get("sfid").cloned().flatten().as_deref(), Some("003A"));
+    }
+
+    #[test]
+    fn updates_merge_and_deletes_win() {
+        let changes = vec![
+            change(1, 1, Action::Update, vals(&[("a", Some("1"))]), vals(&[("a", Some("0")), ("b", Some("0"))]), Some("001X")),
+            change(2, 1, Action::Update, vals(&[("b", Some("2"))]), vals(&[("a", Some("1")), ("b", Some("0"))]), Some("001X")),
+            change(3, 2, Action::Update, vals(&[("a", Some("9"))]), vals(&[("a", Some("8"))]), Some("001Y")),
+            change(4, 2, Action::Delete, Values::new(), vals(&[("a", Some("9")), ("sfid", Some("001Y"))]), Some("001Y")),
+            change(5, 3, Action::Insert, vals(&[("a", Some("1"))]), Values::new(), None),
+            change(6, 3, Action::Delete, Values::new(), vals(&[("a", Some("1"))]), None),
+        ];
+        let planned = merge(&changes);
+        let Planned::Send(w) = &planned[0] else { panic!("send") };
+        assert_eq!(w.values, vals(&[("a", Some("1")), ("b", Some("2"))]));
+        assert_eq!(w.row, vals(&[("a", Some("1")), ("b", Some("2"))]));
+        let Planned::Send(d) = &planned[1] else { panic!("send") };
+        assert_eq!((d.kind.clone(), d.sfid.as_deref(), d.log_ids.clone()), (WriteKind::Delete, Some("001Y"), vec![3, 4]));
+        assert!(matches!(&planned[2], Planned::Nothing { log_ids } if log_ids == &vec![5, 6]));
+    }
+
+    #[test]
+    fn ordered_writes_take_one_change_per_record() {
+        let changes = vec![
+            change(1, 1, Action::Insert, Values::new(), Values::new(), None),
+            change(2, 1, Action::Update, Values::new(), Values::new(), None),
+            change(3, 2, Action::Insert, Values::new(), Values::new(), None),
+        ];
+        let (now, later) = first_per_record(changes);
+        assert_eq!(now.iter().map(|c| c.log_id).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(later, vec![2]);
+    }
+}

@@ -1,0 +1,409 @@
+//! The Salesforce side: OAuth (client credentials, JWT bearer, refresh token) with a cached token that is renewed
+//! once on `INVALID_SESSION_ID`, sObject Collection calls with a timeout each, and `deliver`, which sends batches with
+//! several calls in flight, splits a batch Salesforce refuses as a whole until every record has its own verdict, and
+//! stops at the first sign of connection trouble so the rest stay queued.
+
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFlow {
+    ClientCredentials,
+    JwtBearer,
+    RefreshToken,
+}
+
+impl std::str::FromStr for AuthFlow {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "client_credentials" => Ok(AuthFlow::ClientCredentials),
+            "jwt_bearer" => Ok(AuthFlow::JwtBearer),
+            "refresh_token" => Ok(AuthFlow::RefreshToken),
+            other => Err(format!("unknown auth flow {other:?} (client_credentials, jwt_bearer or refresh_token)")),
+        }
+    }
+}
+
+/// Everything needed to reach one org. Secrets stay in here: `Debug` does not print them.
+#[derive(Clone)]
+pub struct Settings {
+    pub login_url: String,
+    pub auth_flow: AuthFlow,
+    pub client_id: String,
+    pub client_secret: String,
+    pub username: String,
+    pub jwt_private_key_pem: Vec<u8>,
+    pub refresh_token: String,
+    pub api_version: String,
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("login_url", &self.login_url)
+            .field("auth_flow", &self.auth_flow)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("api_version", &self.api_version)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Salesforce could not be reached or is not serving (refused, timeout, 5xx, 503 maintenance, 403 limits):
+    /// pause the connection; the records lose nothing.
+    #[error("Salesforce unavailable: {0}")]
+    Unavailable(String),
+    /// The credentials were refused.
+    #[error("authentication failed: {0}")]
+    Unauthorized(String),
+    /// The whole request was refused (400 and friends): split it to find the record that causes it.
+    #[error("{code}: {message}")]
+    Rejected { status: u16, code: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfError {
+    pub code: String,
+    pub message: String,
+    pub fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordResult {
+    pub id: Option<String>,
+    pub success: bool,
+    pub created: Option<bool>,
+    pub errors: Vec<SfError>,
+}
+
+/// `Sforce-Limit-Info: api-usage=used/limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub used: u64,
+    pub limit: u64,
+}
+
+impl Usage {
+    pub fn parse(header: &str) -> Option<Usage> {
+        let part = header.split(';').map(str::trim).find_map(|p| p.strip_prefix("api-usage="))?;
+        let (used, limit) = part.split_once('/')?;
+        Some(Usage { used: used.trim().parse().ok()?, limit: limit.trim().parse().ok()? })
+    }
+
+    pub fn fraction(&self) -> f64 {
+        if self.limit == 0 {
+            1.0
+        } else {
+            self.used as f64 / self.limit as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallKind {
+    Create,
+    Update,
+    Upsert { object: String, field: String },
+    Delete,
+}
+
+#[derive(Clone)]
+struct Session {
+    token: String,
+    instance_url: String,
+}
+
+pub struct Client {
+    settings: Settings,
+    agent: ureq::Agent,
+    session: Mutex<Option<Session>>,
+    usage: Mutex<Option<Usage>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn describe_transport(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(t) => format!("timed out ({t:?})"),
+        ureq::Error::Io(io) => format!("connection failed: {io}"),
+        other => other.to_string(),
+    }
+}
+
+impl Client {
+    pub fn new(settings: Settings) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(settings.request_timeout))
+            .user_agent("pgforce")
+            .build()
+            .into();
+        Client { settings, agent, session: Mutex::new(None), usage: Mutex::new(None) }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The latest API usage Salesforce reported.
+    pub fn usage(&self) -> Option<Usage> {
+        *lock(&self.usage)
+    }
+
+    /// Forgets the cached token (the next call logs in again).
+    pub fn forget_session(&self) {
+        *lock(&self.session) = None;
+    }
+
+    fn session(&self) -> Result<Session, CallError> {
+        if let Some(s) = lock(&self.session).clone() {
+            return Ok(s);
+        }
+        let s = self.login()?;
+        *lock(&self.session) = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Logs in now (and caches the token), to check the credentials.
+    pub fn authenticate(&self) -> Result<(), CallError> {
+        self.forget_session();
+        self.session().map(|_| ())
+    }
+
+    /// Runs the configured OAuth flow against `<login_url>/services/oauth2/token`.
+    fn login(&self) -> Result<Session, CallError> {
+        let s = &self.settings;
+        let url = format!("{}/services/oauth2/token", s.login_url.trim_end_matches('/'));
+        let form: Vec<(&str, String)> = match s.auth_flow {
+            AuthFlow::ClientCredentials => vec![
+                ("grant_type", "client_credentials".into()),
+                ("client_id", s.client_id.clone()),
+                ("client_secret", s.client_secret.clone()),
+            ],
+            AuthFlow::RefreshToken => {
+                let mut f = vec![("grant_type", "refresh_token".into()), ("client_id", s.client_id.clone()), ("refresh_token", s.refresh_token.clone())];
+                if !s.client_secret.is_empty() {
+                    f.push(("client_secret", s.client_secret.clone()));
+                }
+                f
+            }
+            AuthFlow::JwtBearer => vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()), ("assertion", self.assertion()?)],
+        };
+        let mut r = self
+            .agent
+            .post(&url)
+            .send_form(form.iter().map(|(k, v)| (*k, v.as_str())))
+            .map_err(|e| CallError::Unavailable(describe_transport(&e)))?;
+        let status = r.status().as_u16();
+        let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+        if status >= 500 {
+            return Err(CallError::Unavailable(format!("token endpoint answered HTTP {status}")));
+        }
+        if status != 200 {
+            let error = body.get("error").and_then(Value::as_str).unwrap_or("error");
+            let description = body.get("error_description").and_then(Value::as_str).unwrap_or("");
+            return Err(CallError::Unauthorized(format!("{error}: {description} (HTTP {status})")));
+        }
+        let token = body.get("access_token").and_then(Value::as_str);
+        let instance_url = body.get("instance_url").and_then(Value::as_str);
+        match (token, instance_url) {
+            (Some(t), Some(i)) => Ok(Session { token: t.to_string(), instance_url: i.trim_end_matches('/').to_string() }),
+            _ => Err(CallError::Unauthorized("the token response has no access_token or instance_url".into())),
+        }
+    }
+
+    fn assertion(&self) -> Result<String, CallError> {
+        let s = &self.settings;
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&s.jwt_private_key_pem)
+            .map_err(|e| CallError::Unauthorized(format!("the JWT private key cannot be read as an RSA PEM key: {e}")))?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let claims = json!({"iss": s.client_id, "sub": s.username, "aud": s.login_url.trim_end_matches('/'), "exp": now + 180});
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)
+            .map_err(|e| CallError::Unauthorized(format!("cannot sign the JWT assertion: {e}")))
+    }
+
+    /// One sObject Collections call; a 401 logs in again and retries once.
+    pub fn call(&self, kind: &CallKind, records: &[Value]) -> Result<Vec<RecordResult>, CallError> {
+        match self.call_once(kind, records) {
+            Err(CallError::Unauthorized(m)) if m.contains("INVALID_SESSION_ID") => {
+                self.forget_session();
+                self.call_once(kind, records)
+            }
+            other => other,
+        }
+    }
+
+    fn call_once(&self, kind: &CallKind, records: &[Value]) -> Result<Vec<RecordResult>, CallError> {
+        let session = self.session()?;
+        let base = format!("{}/services/data/v{}/composite/sobjects", session.instance_url, self.settings.api_version);
+        let auth = format!("Bearer {}", session.token);
+        let body = json!({"allOrNone": false, "records": records});
+        let sent = match kind {
+            CallKind::Create => self.agent.post(&base).header("Authorization", &auth).send_json(&body),
+            CallKind::Update => self.agent.patch(&base).header("Authorization", &auth).send_json(&body),
+            CallKind::Upsert { object, field } => {
+                self.agent.patch(format!("{base}/{object}/{field}")).header("Authorization", &auth).send_json(&body)
+            }
+            CallKind::Delete => {
+                let ids: Vec<&str> = records.iter().filter_map(Value::as_str).collect();
+                let url = format!("{base}?ids={}&allOrNone=false", ids.join(","));
+                self.agent.delete(&url).header("Authorization", &auth).call()
+            }
+        };
+        let mut r = sent.map_err(|e| CallError::Unavailable(describe_transport(&e)))?;
+        if let Some(u) = r.headers().get("Sforce-Limit-Info").and_then(|h| h.to_str().ok()).and_then(Usage::parse) {
+            *lock(&self.usage) = Some(u);
+        }
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().map_err(|e| CallError::Unavailable(format!("reading the answer: {e}")))?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status == 200 {
+            let list = body.as_array().ok_or_else(|| CallError::Unavailable(format!("unexpected answer: {}", truncate(&text))))?;
+            return Ok(list.iter().map(record_result).collect());
+        }
+        let first = body.get(0);
+        let code = first.and_then(|e| e.get("errorCode")).and_then(Value::as_str).unwrap_or("").to_string();
+        let message = first.and_then(|e| e.get("message")).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| truncate(&text));
+        match status {
+            401 => Err(CallError::Unauthorized(format!("{code}: {message}"))),
+            403 if code == "REQUEST_LIMIT_EXCEEDED" => Err(CallError::Unavailable(format!("{code}: {message}"))),
+            420 | 500..=599 => Err(CallError::Unavailable(format!("HTTP {status} {code}: {message}"))),
+            _ => Err(CallError::Rejected { status, code: if code.is_empty() { format!("HTTP_{status}") } else { code }, message }),
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(300).collect()
+}
+
+fn record_result(v: &Value) -> RecordResult {
+    let errors = v
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|e| SfError {
+                    code: e.get("statusCode").and_then(Value::as_str).unwrap_or("UNKNOWN").to_string(),
+                    message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+                    fields: e.get("fields").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    RecordResult {
+        id: v.get("id").and_then(Value::as_str).map(str::to_string),
+        success: v.get("success").and_then(Value::as_bool).unwrap_or(false),
+        created: v.get("created").and_then(Value::as_bool),
+        errors,
+    }
+}
+
+/// Records for one call: the caller's key for each (to map verdicts back) and the record (or id for deletes).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub kind: CallKind,
+    pub items: Vec<(usize, Value)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Salesforce took it; the id (new for creates) and whether an upsert created the record.
+    Done { id: Option<String>, created: bool },
+    Failed { code: String, message: String, transient: bool },
+    /// Not sent (or no answer) because the connection is in trouble: try again later, at no cost to the record.
+    Unsent,
+}
+
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub verdicts: Vec<(usize, Verdict)>,
+    /// Set when the connection should pause (unreachable, 5xx, limits) or credentials were refused.
+    pub trouble: Option<CallError>,
+    pub calls: usize,
+}
+
+/// Sends every batch, `concurrency` calls at a time, and returns a verdict for every item.
+pub fn deliver(client: &Client, batches: Vec<Batch>, concurrency: usize) -> Delivery {
+    let queue = Mutex::new(batches.into_iter().collect::<VecDeque<_>>());
+    let stop = AtomicBool::new(false);
+    let out = Mutex::new(Delivery::default());
+    let workers = concurrency.clamp(1, 64).min(lock(&queue).len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some(batch) = lock(&queue).pop_front() else { break };
+                if stop.load(Ordering::SeqCst) {
+                    lock(&out).verdicts.extend(batch.items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+                    continue;
+                }
+                let mut local = Delivery::default();
+                send_split(client, &batch.kind, &batch.items, &mut local);
+                if local.trouble.is_some() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                let mut o = lock(&out);
+                o.verdicts.append(&mut local.verdicts);
+                o.calls += local.calls;
+                if o.trouble.is_none() {
+                    o.trouble = local.trouble;
+                }
+            });
+        }
+    });
+    out.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends one batch; a whole-request refusal splits it in halves until each record has its own verdict.
+fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &mut Delivery) {
+    if out.trouble.is_some() {
+        out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+        return;
+    }
+    let records: Vec<Value> = items.iter().map(|(_, v)| v.clone()).collect();
+    out.calls += 1;
+    match client.call(kind, &records) {
+        Ok(results) => {
+            for (i, (key, _)) in items.iter().enumerate() {
+                let verdict = match results.get(i) {
+                    Some(r) if r.success => Verdict::Done { id: r.id.clone(), created: r.created.unwrap_or(*kind == CallKind::Create) },
+                    Some(r) => {
+                        let e = r.errors.first().cloned().unwrap_or(SfError { code: "UNKNOWN".into(), message: "failed without an error".into(), fields: vec![] });
+                        if *kind == CallKind::Delete && e.code == "ENTITY_IS_DELETED" {
+                            // Already gone in Salesforce: the delete's goal is met.
+                            Verdict::Done { id: None, created: false }
+                        } else {
+                            let transient = crate::retry::is_transient(&e.code, &e.message);
+                            Verdict::Failed { code: e.code, message: e.message, transient }
+                        }
+                    }
+                    None => Verdict::Failed { code: "NO_RESULT".into(), message: "Salesforce returned fewer results than records".into(), transient: true },
+                };
+                out.verdicts.push((*key, verdict));
+            }
+        }
+        Err(CallError::Rejected { code, message, .. }) if items.len() == 1 => {
+            out.verdicts.push((items[0].0, Verdict::Failed { code, message, transient: false }));
+        }
+        Err(CallError::Rejected { .. }) => {
+            let (a, b) = items.split_at(items.len() / 2);
+            send_split(client, kind, a, out);
+            send_split(client, kind, b, out);
+        }
+        Err(e) => {
+            out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+            out.trouble = Some(e);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The Salesforce client and `deliver` against fakeforce, in process.
+
+use fakeforce::{Config, FakeForce};
+use pgforce_core::salesforce::{deliver, AuthFlow, Batch, CallError, CallKind, Client, Settings, Usage, Verdict};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn settings(ff: &FakeForce) -> Settings {
+    Settings {
+        login_url: ff.url().to_string(),
+        auth_flow: AuthFlow::ClientCredentials,
+        client_id: "pgforce-demo-client".into(),
+        client_secret: "pgforce-demo-secret".into(),
+        username: "integration@pgforce.example".into(),
+        jwt_private_key_pem: Vec::new(),
+        refresh_token: "pgforce-demo-refresh-token".into(),
+        api_version: "62.0".into(),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn contact(last: &str, ext: &str) -> Value {
+    json!({"attributes": {"type": "Contact"}, "LastName": last, "External_Id__c": ext})
+}
+
+fn admin(ff: &FakeForce, method: &str, path: &str, body: Value) -> Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{}/fakeforce/admin{path}", ff.url());
+    let mut r = match method {
+        "GET" => agent.get(&url).call(),
+        "PUT" => agent.put(&url).send_json(body),
+        _ => agent.post(&url).send_json(body),
+    }
+    .expect("admin");
+    r.body_mut().read_json().expect("json")
+}
+
+fn upsert_batch(items: Vec<Value>) -> Batch {
+    Batch { kind: CallKind::Upsert { object: "Contact".into(), field: "External_Id__c".into() }, items: items.into_iter().enumerate().collect() }
+}
+
+#[test]
+fn every_auth_flow_logs_in() {
+    let key_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fakeforce/tests/fixtures");
+    let mut config = Config::default();
+    config.auth.jwt_public_key = Some(key_dir.join("jwt_test_public.pem"));
+    let ff = FakeForce::start(config).expect("fakeforce");
+    for flow in [AuthFlow::ClientCredentials, AuthFlow::RefreshToken, AuthFlow::JwtBearer] {
+        let mut s = settings(&ff);
+        s.auth_flow = flow;
+        s.jwt_private_key_pem = std::fs::read(key_dir.join("jwt_test_private.pem")).expect("key");
+        Client::new(s).authenticate().unwrap_or_else(|e| panic!("{flow:?}: {e}"));
+    }
+    let mut bad = settings(&ff);
+    bad.client_secret = "wrong".into();
+    assert!(matches!(Client::new(bad.clone()).authenticate(), Err(CallError::Unauthorized(m)) if m.starts_with("invalid_client")));
+    assert!(!format!("{bad:?}").contains("wrong"), "secrets stay out of Debug output");
+}
+
+#[test]
+fn delivers_and_reads_usage_and_renews_expired_tokens() {
+    let ff = FakeForce::start(Config::default()).expect("fakeforce");
+    let client = Client::new(settings(&ff));
+    let d = deliver(&client, vec![upsert_batch(vec![contact("A", "E1"), contact("B", "E2")])], 2);
+    assert!(d.trouble.is_none());
+    assert!(d.verdicts.iter().all(|(_, v)| matches!(v, Verdict::Done { id: Some(_), created: true })));
+    assert_eq!(client.usage().map(|u| u.used), Some(1));
+    admin(&ff, "POST", "/expire-sessions", json!({}));
+    let d = deliver(&client, vec![upsert_batch(vec![contact("A2", "E1")])], 1);
+    assert!(matches!(d.verdicts[0].1, Verdict::Done { created: false, .. }), "{:?}", d.verdicts);
+    assert_eq!(Usage::parse("api-usage=18/5000; api-bursts=1/10"), Some(Usage { used: 18, limit: 5000 }));
+}
+
+#[test]
+fn a_refused_batch_is_split_until_the_bad_record_is_found() {
+    let ff = FakeForce::start(Config::default()).expect("fakeforce");
+    let client = Client::new(settings(&ff));
+    let mut items: Vec<Value> = (0..10).map(|i| contact(&format!("c{i}"), &format!("S{i}"))).collect();
+    items[6]["Birthdate"] = json!("2024-02-30");
+    let d = deliver(&client, vec![upsert_batch(items)], 1);
+    let failed: Vec<usize> = d.verdicts.iter().filter(|(_, v)| matches!(v, Verdict::Failed { .. })).map(|(k, _)| *k).collect();
+    assert_eq!(failed, vec![6]);
+    let Some((_, Verdict::Failed { code, transient, .. })) = d.verdicts.iter().find(|(k, _)| *k == 6) else { panic!("verdict") };
+    assert_eq!((code.as_str(), *transient), ("JSON_PARSER_ERROR", false));
+    assert_eq!(d.calls, 1 + 2 + 2 + 2, "halves: 10 → 5+5 → 5 → 2+3 → 3 → 1+2");
+    assert_eq!(d.verdicts.len(), 10);
+}
+
+#[test]
+fn lock_errors_are_transient_and_outages_leave_records_unsent() {
+    let ff = FakeForce::start(Config::default()).expect("fakeforce");
+    let client = Client::new(settings(&ff));
+    admin(&ff, "PUT", "/faults", json!([{"field": "LastName", "equals": "locked", "effect": {"type": "lock_chunk"}}]));
+    let d = deliver(&client, vec![upsert_batch(vec![contact("locked", "L1"), contact("x", "L2")])], 1);
+    assert!(d.verdicts.iter().all(|(_, v)| matches!(v, Verdict::Failed { code, transient: true, .. } if code == "UNABLE_TO_LOCK_ROW")));
+
+    admin(&ff, "PUT", "/faults", json!([]));
+    admin(&ff, "POST", "/outage", json!({"mode": "refuse", "seconds": 30}));
+    let batches = vec![upsert_batch(vec![contact("a", "O1")]), upsert_batch(vec![contact("b", "O2")]), upsert_batch(vec![contact("c", "O3")])];
+    let d = deliver(&client, batches, 2);
+    assert!(matches!(d.trouble, Some(CallError::Unavailable(_))), "{:?}", d.trouble);
+    assert_eq!(d.verdicts.len(), 3);
+    assert!(d.verdicts.iter().all(|(_, v)| *v == Verdict::Unsent));
+
+    let ff2 = FakeForce::start(Config::default()).expect("fakeforce");
+    admin(&ff2, "PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "http", "status": 403, "error_code": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}}]));
+    let d = deliver(&Client::new(settings(&ff2)), vec![upsert_batch(vec![contact("a", "Q1")])], 1);
+    assert!(matches!(d.trouble, Some(CallError::Unavailable(ref m)) if m.contains("REQUEST_LIMIT_EXCEEDED")));
+}
