@@ -78,6 +78,9 @@ CREATE TABLE @extschema@._mapping (
     fields       text[] NOT NULL,        -- mapped columns, sent as Salesforce fields of the same name
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
+    last_success_at timestamptz,         -- written by the sync worker
+    last_error_at   timestamptz,
+    last_error      text,
     CONSTRAINT _mapping_pkey PRIMARY KEY (table_name),
     CONSTRAINT _mapping_relid_key UNIQUE (relid),
     CONSTRAINT _mapping_access_check CHECK (access IN ('read_write', 'read_only'))
@@ -88,3 +91,14 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@._trigger_log', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._trigger_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._trigger_log_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._mapping', '');
+
+-- API: Private. The sync worker's connection state, one row; read it through salesforce.sync_status.
+CREATE TABLE @extschema@._sync_state (
+    state      text NOT NULL DEFAULT 'IDLE',
+    message    text,
+    api_used   bigint,
+    api_limit  bigint,
+    worker_pid integer,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO @extschema@._sync_state DEFAULT VALUES;

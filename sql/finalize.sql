@@ -120,3 +120,36 @@ AS $fn$ SELECT @extschema@._map_table(tbl::oid, sobject, mode, upsert_field, fie
 CREATE FUNCTION @extschema@.unmap_table(tbl regclass) RETURNS void
 LANGUAGE sql
 AS $fn$ SELECT @extschema@._unmap_table(tbl::oid) $fn$;
+
+-- Rows inserted into the log, reset to NEW, or set to REQUEUE in the archive by users (the documented retry SQL)
+-- wake the sync worker when their transaction commits; its own writes (xmlbinary = hex) do not.
+CREATE TRIGGER pgforce_wake AFTER INSERT OR UPDATE ON @extschema@._trigger_log
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._wake_worker();
+CREATE TRIGGER pgforce_wake AFTER UPDATE ON @extschema@._trigger_log_archive
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._wake_worker();
+
+-- API: Public. One row per mapping: what waits, what failed, when it last worked, and how the connection is.
+CREATE VIEW @extschema@.sync_status AS
+SELECT m.table_name,
+       m.sobject,
+       m.access,
+       coalesce(l.pending, 0)      AS pending_writes,
+       coalesce(l.errored, 0)      AS errored_writes,
+       l.oldest_pending_age,
+       m.last_success_at,
+       m.last_error_at,
+       m.last_error,
+       s.state                     AS connection_state,
+       s.message                   AS connection_message,
+       s.api_used,
+       s.api_limit,
+       s.updated_at                AS state_updated_at
+  FROM @extschema@._mapping m
+  LEFT JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE t.state IN ('NEW', 'PENDING'))                      AS pending,
+               count(*) FILTER (WHERE t.state = 'FAILED')                                 AS errored,
+               now() - min(t.created_at) FILTER (WHERE t.state IN ('NEW', 'PENDING'))     AS oldest_pending_age
+          FROM @extschema@._trigger_log t
+         WHERE t.table_name = m.table_name) l ON true
+ CROSS JOIN @extschema@._sync_state s;
+GRANT SELECT ON @extschema@.sync_status TO PUBLIC;

@@ -9,9 +9,11 @@ use pgrx::prelude::*;
 
 mod capture;
 mod error;
+mod guc;
 mod log;
 mod mapping;
 mod server;
+mod worker;
 
 pgrx::pg_module_magic!();
 
@@ -24,15 +26,24 @@ static PRELOADED: AtomicBool = AtomicBool::new(false);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a plain read of a postmaster global that is only written before _PG_init runs.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    guc::register(preloading);
+    if preloading {
         PRELOADED.store(true, Ordering::Relaxed);
+        worker::wake::init_shared_memory();
+        worker::register();
     }
+}
+
+/// Whether the library was preloaded (so the worker and its wake-up latch exist).
+pub fn is_preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
 }
 
 /// Whether the library was preloaded, so that the background worker can run.
 #[pg_extern(stable, parallel_safe)]
 fn _is_preloaded() -> bool {
-    PRELOADED.load(Ordering::Relaxed)
+    is_preloaded()
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -20,6 +20,10 @@ use crate::server::is_user_write;
 use row_text::{Row, RowRenderer};
 
 
+/// Set by the sync worker while it writes outcomes (`sfid`, `_hc_lastop`, `_hc_err`) into mapped rows, so the
+/// status trigger keeps them as written. Process-local: only the worker's own writes are affected.
+pub static WRITING_OUTCOMES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Names of the transition tables the capture triggers declare (`REFERENCING ... AS`).
 pub const OLD_ROWS: &str = "pgforce_old_rows";
 pub const NEW_ROWS: &str = "pgforce_new_rows";

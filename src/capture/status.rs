@@ -40,8 +40,12 @@ unsafe fn track(
         if lastop_att <= 0 || err_att <= 0 {
             return new_tuple; // columns dropped by hand: nothing to keep up to date
         }
+        let user_write = is_user_write();
+        if !user_write && super::WRITING_OUTCOMES.load(std::sync::atomic::Ordering::Relaxed) {
+            return new_tuple; // the worker's outcome, exactly as written
+        }
         let new_lastop = text_attr(new_tuple, tupdesc, lastop_att);
-        let wanted = if is_user_write() {
+        let wanted = if user_write {
             "PENDING"
         } else {
             if let Some(old) = old_tuple {

@@ -170,8 +170,10 @@ fn record_from(target: &Target, values: &Values) -> Map<String, Value> {
 }
 
 /// Decides the call for one write: upsert by the mapping's external id when it has one and the row carries a
-/// value, otherwise create/update/delete by Salesforce id.
-pub fn operation(target: &Target, write: &Write) -> Operation {
+/// value, otherwise create/update/delete by Salesforce id. Under Merged writes an update of a record that has no
+/// Salesforce id yet (its insert failed) is sent as an insert of the whole row, as Heroku Connect does; under
+/// Ordered writes it fails with Salesforce's "Id not specified in an update call".
+pub fn operation(target: &Target, write: &Write, merged: bool) -> Operation {
     let sfid = write.sfid.clone().or_else(|| write.row.get("sfid").cloned().flatten()).filter(|s| !s.is_empty());
     let key = target.upsert_field.as_ref().and_then(|f| {
         let value = write.values.get(f).cloned().flatten().or_else(|| write.row.get(f).cloned().flatten())?;
@@ -199,6 +201,7 @@ pub fn operation(target: &Target, write: &Write) -> Operation {
                     record.insert("Id".into(), Value::String(id));
                     Operation::Update(record)
                 }
+                (_, None) if merged => Operation::Create(record_from(target, &write.row)),
                 (_, None) => Operation::Refuse("Id not specified in an update call: the record has no sfid yet (its insert has not succeeded)".into()),
             }
         }
@@ -255,21 +258,23 @@ mod tests {
     #[test]
     fn operations_follow_the_mapping() {
         let ins = write(WriteKind::Insert, &[("lastname", Some("A")), ("external_id__c", Some("E1")), ("account__r__external_id__c", Some("P1")), ("id", Some("1")), ("hasoptedoutofemail", Some("f"))], &[], None);
-        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &ins) else { panic!("upsert") };
+        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &ins, true) else { panic!("upsert") };
         assert_eq!(Value::Object(r), json!({"attributes": {"type": "Contact"}, "lastname": "A", "external_id__c": "E1", "account__r": {"external_id__c": "P1"}, "hasoptedoutofemail": false}));
-        assert!(matches!(operation(&target(None), &ins), Operation::Create(_)));
+        assert!(matches!(operation(&target(None), &ins, true), Operation::Create(_)));
 
         let upd = write(WriteKind::Update, &[("lastname", Some("B")), ("account__r__external_id__c", None)], &[("external_id__c", Some("E1"))], Some("003X"));
-        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &upd) else { panic!("upsert") };
+        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &upd, true) else { panic!("upsert") };
         assert_eq!(r.get("external_id__c"), Some(&json!("E1")), "the key comes from the whole row");
         assert_eq!(r.get("account__c"), Some(&Value::Null));
-        let Operation::Update(r) = operation(&target(None), &upd) else { panic!("update") };
+        let Operation::Update(r) = operation(&target(None), &upd, true) else { panic!("update") };
         assert_eq!(r.get("Id"), Some(&json!("003X")));
-        let orphan = write(WriteKind::Update, &[("lastname", Some("B"))], &[], None);
-        assert!(matches!(operation(&target(None), &orphan), Operation::Refuse(m) if m.starts_with("Id not specified")));
+        let orphan = write(WriteKind::Update, &[("lastname", Some("B"))], &[("lastname", Some("B")), ("hasoptedoutofemail", Some("t"))], None);
+        assert!(matches!(operation(&target(None), &orphan, false), Operation::Refuse(m) if m.starts_with("Id not specified")));
+        let Operation::Create(r) = operation(&target(None), &orphan, true) else { panic!("merged writes insert the whole row") };
+        assert_eq!(r.get("hasoptedoutofemail"), Some(&json!(true)));
         let unmapped = write(WriteKind::Update, &[("some_local_column", Some("x"))], &[], Some("003X"));
-        assert_eq!(operation(&target(None), &unmapped), Operation::Skip);
+        assert_eq!(operation(&target(None), &unmapped, true), Operation::Skip);
         let del = write(WriteKind::Delete, &[], &[("sfid", Some("003Y"))], None);
-        assert_eq!(operation(&target(None), &del), Operation::Delete("003Y".into()));
+        assert_eq!(operation(&target(None), &del, true), Operation::Delete("003Y".into()));
     }
 }

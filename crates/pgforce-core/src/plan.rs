@@ -64,7 +64,7 @@ pub struct Write {
 #[derive(Debug, Clone)]
 pub enum Planned {
     Send(Write),
-    /// Inserted and deleted before it was ever sent: nothing to do in Salesforce.
+    /// Deleted before it ever reached Salesforce (no Salesforce id): nothing to do there.
     Nothing { log_ids: Vec<i64> },
 }
 
@@ -126,8 +126,9 @@ fn merge_record(changes: &[&Change]) -> Planned {
                 if sfid.is_none() {
                     sfid = row_sfid;
                 }
-                // An insert that never reached Salesforce and is gone again needs no call.
-                nothing = kind == Some(WriteKind::Insert) && sfid.is_none();
+                // Without a Salesforce id the record never reached Salesforce (or its insert is still unanswered):
+                // an insert claimed with it is cancelled, and there is nothing to delete.
+                nothing = sfid.is_none();
                 kind = Some(WriteKind::Delete);
                 values.clear();
             }
@@ -196,6 +197,7 @@ mod tests {
             change(4, 2, Action::Delete, Values::new(), vals(&[("a", Some("9")), ("sfid", Some("001Y"))]), Some("001Y")),
             change(5, 3, Action::Insert, vals(&[("a", Some("1"))]), Values::new(), None),
             change(6, 3, Action::Delete, Values::new(), vals(&[("a", Some("1"))]), None),
+            change(7, 4, Action::Delete, Values::new(), vals(&[("a", Some("1"))]), None),
         ];
         let planned = merge(&changes);
         let Planned::Send(w) = &planned[0] else { panic!("send") };
@@ -204,6 +206,7 @@ mod tests {
         let Planned::Send(d) = &planned[1] else { panic!("send") };
         assert_eq!((d.kind.clone(), d.sfid.as_deref(), d.log_ids.clone()), (WriteKind::Delete, Some("001Y"), vec![3, 4]));
         assert!(matches!(&planned[2], Planned::Nothing { log_ids } if log_ids == &vec![5, 6]));
+        assert!(matches!(&planned[3], Planned::Nothing { log_ids } if log_ids == &vec![7]), "an sfid-less delete alone is a no-op");
     }
 
     #[test]

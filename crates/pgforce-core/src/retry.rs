@@ -19,9 +19,12 @@ const TRANSIENT_CODES: &[&str] = &[
 ];
 
 /// Whether a record that failed with `code` (and `message`) should be tried again. An Apex or flow failure that
-/// wraps a lock error is transient too.
+/// wraps a lock error is transient too, and so is a parent referenced by external id that does not exist yet: it
+/// may be in flight in the same run.
 pub fn is_transient(code: &str, message: &str) -> bool {
-    TRANSIENT_CODES.contains(&code) || (code == "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY" && message.contains("UNABLE_TO_LOCK_ROW"))
+    TRANSIENT_CODES.contains(&code)
+        || (code == "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY" && message.contains("UNABLE_TO_LOCK_ROW"))
+        || (code == "INVALID_FIELD" && message.starts_with("Foreign key external ID"))
 }
 
 /// Full jitter: a uniform wait in `0..=min(cap, base * 2^attempt)` (attempt counts from 0).
@@ -83,6 +86,8 @@ mod tests {
         assert!(!is_transient("CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY", "MyTrigger: validation failed"));
         assert!(!is_transient("REQUIRED_FIELD_MISSING", ""));
         assert!(!is_transient("DUPLICATE_VALUE", ""));
+        assert!(is_transient("INVALID_FIELD", "Foreign key external ID: A-1 not found for field External_Id__c in entity Account"));
+        assert!(!is_transient("INVALID_FIELD", "No such column 'x' on sobject of type Contact"));
     }
 
     #[test]

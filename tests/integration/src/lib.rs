@@ -41,8 +41,14 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// Starts a new cluster; `preload` puts pgforce in `shared_preload_libraries`.
+    /// Starts a new cluster; `preload` puts pgforce in `shared_preload_libraries`. Delivery is off
+    /// (`pgforce.enabled = off`): tests of capture see the log exactly as written.
     pub fn start(preload: bool) -> Cluster {
+        Cluster::start_with(preload, &["pgforce.enabled = off".to_string()])
+    }
+
+    /// Starts a new cluster with extra `postgresql.conf` lines.
+    pub fn start_with(preload: bool, settings: &[String]) -> Cluster {
         let pg_config = std::env::var("PGFORCE_PG_CONFIG")
             .expect("PGFORCE_PG_CONFIG must name the pg_config of a PostgreSQL with pgforce installed (scripts/test.sh sets it)");
         let out = run(Command::new(&pg_config).arg("--bindir"));
@@ -60,6 +66,10 @@ impl Cluster {
         );
         if preload {
             conf.push_str("shared_preload_libraries = 'pgforce'\n");
+        }
+        for line in settings {
+            conf.push_str(line);
+            conf.push('\n');
         }
         std::fs::write(datadir.join("postgresql.auto.conf"), conf).expect("write postgresql.auto.conf");
         run(as_postgres(&bindir.join("pg_ctl")).args(["-w", "-l"]).arg(datadir.join("server.log")).arg("-D").arg(&datadir).arg("start"));
@@ -89,6 +99,19 @@ impl Cluster {
         self.connect("postgres", "postgres")
     }
 
+    /// Stops the server the hard way (no checkpoint, like a power cut) and starts it again.
+    pub fn crash_and_restart(&self) {
+        run(as_postgres(&self.bindir.join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&self.datadir).arg("stop"));
+        run(as_postgres(&self.bindir.join("pg_ctl")).args(["-w", "-l"]).arg(self.datadir.join("server.log")).arg("-D").arg(&self.datadir).arg("start"));
+    }
+
+    /// The sync worker's process id, once it runs.
+    pub fn worker_pid(&self) -> Option<i32> {
+        let mut c = self.config("postgres", "postgres").connect(postgres::NoTls).ok()?;
+        let row = c.query_opt("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[]).ok()??;
+        Some(row.get(0))
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.datadir.join("server.log")).unwrap_or_default()
     }
@@ -110,5 +133,54 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// fakeforce in process, with the admin calls tests use.
+pub struct Salesforce {
+    pub ff: fakeforce::FakeForce,
+    agent: ureq::Agent,
+}
+
+impl Salesforce {
+    pub fn start() -> Salesforce {
+        let ff = fakeforce::FakeForce::start(fakeforce::Config::default()).expect("fakeforce starts");
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        Salesforce { ff, agent }
+    }
+
+    /// `postgresql.conf` lines that point the sync worker at this stand-in.
+    pub fn settings(&self) -> Vec<String> {
+        vec![
+            format!("pgforce.login_url = '{}'", self.ff.url()),
+            "pgforce.client_id = 'pgforce-demo-client'".into(),
+            "pgforce.client_secret = 'pgforce-demo-secret'".into(),
+            "pgforce.request_timeout = '5s'".into(),
+        ]
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("{}/fakeforce/admin{path}", self.ff.url());
+        let r = match method {
+            "GET" => self.agent.get(&url).call(),
+            "PUT" => self.agent.put(&url).send_json(body),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self.agent.post(&url).send_json(body),
+        };
+        let mut r = r.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        r.body_mut().read_json().unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Every record of an object (deleted ones too), each with `_writes`.
+    pub fn records(&self, object: &str) -> Vec<serde_json::Value> {
+        self.admin("GET", &format!("/records/{object}"), serde_json::Value::Null)["records"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn live(&self, object: &str) -> Vec<serde_json::Value> {
+        self.records(object).into_iter().filter(|r| r["IsDeleted"] == serde_json::Value::Bool(false)).collect()
+    }
+
+    pub fn counters(&self) -> serde_json::Value {
+        self.admin("GET", "/counters", serde_json::Value::Null)
     }
 }
