@@ -57,7 +57,7 @@ pub fn register() {
 pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&guc::database()), None);
-    wake::publish_worker_latch();
+    wake::publish_worker();
     let mut worker = Worker::new();
     let mut wait = Duration::ZERO;
     while BackgroundWorker::wait_latch(Some(wait)) {
@@ -70,7 +70,11 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
         }
         wait = worker.cycle();
     }
-    wake::withdraw_worker_latch();
+    wake::withdraw_worker();
+    // A non-zero exit asks the postmaster to start the worker again (after 5 s): a terminated worker comes back.
+    // At server shutdown nothing is restarted. `pgforce.enabled = off` is the way to stop delivery.
+    // SAFETY: ends this background worker process.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// Runs `f` in its own transaction; an error (SQL or Rust) aborts it and is returned as text, so the worker lives on.

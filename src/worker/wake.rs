@@ -1,8 +1,10 @@
-//! Waking the worker at commit: the first captured (or user-reset) log row of a transaction registers a commit
-//! callback that sets the worker's latch, so a commit costs one `SetLatch`, not one per row.
+//! What other backends know of the worker, through shared memory: its latch, so a commit can wake it (the first
+//! captured or user-reset log row of a transaction registers a commit callback that sets the latch: one `SetLatch`
+//! per commit, not per row), and its pid and database, so `DROP DATABASE` of that database can ask it to leave
+//! instead of failing with "being accessed by other users".
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, pg_sys, register_xact_callback, PgAtomic, PgXactCallbackEvent};
@@ -12,6 +14,9 @@ use crate::server::is_user_write;
 /// Address of the worker's latch in shared memory (0 when no worker runs). Latches live in the PGPROC array,
 /// which every process maps at the same address.
 static WORKER_LATCH: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"pgforce_worker_latch") };
+static WORKER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"pgforce_worker_pid") };
+static WORKER_DATABASE: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"pgforce_worker_database") };
+static mut PREVIOUS_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
 
 thread_local! {
     static ARMED: Cell<bool> = const { Cell::new(false) };
@@ -21,17 +26,62 @@ thread_local! {
 #[allow(unexpected_cfgs)] // pgrx's macro tests features of Postgres versions this crate does not build for
 pub fn init_shared_memory() {
     pg_shmem_init!(WORKER_LATCH);
+    pg_shmem_init!(WORKER_PID);
+    pg_shmem_init!(WORKER_DATABASE);
+    // SAFETY: hooks are installed in the postmaster while preloading; backends inherit them.
+    unsafe {
+        PREVIOUS_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
+        pg_sys::object_access_hook = Some(on_object_access);
+    }
 }
 
-/// Called by the worker: commits from now on wake it.
-pub fn publish_worker_latch() {
-    // SAFETY: MyLatch is this process's latch, valid for its lifetime.
-    let latch = unsafe { pg_sys::MyLatch } as u64;
-    WORKER_LATCH.get().store(latch, Ordering::SeqCst);
+/// Called by the worker once connected: commits from now on wake it.
+pub fn publish_worker() {
+    // SAFETY: MyLatch, MyProcPid and MyDatabaseId describe this process and stay valid for its lifetime.
+    unsafe {
+        WORKER_LATCH.get().store(pg_sys::MyLatch as u64, Ordering::SeqCst);
+        WORKER_PID.get().store(pg_sys::MyProcPid, Ordering::SeqCst);
+        WORKER_DATABASE.get().store(pg_sys::MyDatabaseId.to_u32(), Ordering::SeqCst);
+    }
 }
 
-pub fn withdraw_worker_latch() {
+pub fn withdraw_worker() {
     WORKER_LATCH.get().store(0, Ordering::SeqCst);
+    WORKER_PID.get().store(0, Ordering::SeqCst);
+    WORKER_DATABASE.get().store(0, Ordering::SeqCst);
+}
+
+/// `DROP DATABASE` of the worker's database: ask the worker to exit (it restarts and reconnects later), so the
+/// drop does not wait five seconds and fail. Runs in the dropping backend, before Postgres counts other sessions.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_object_access(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: pg_sys::Oid,
+    object_id: pg_sys::Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut std::ffi::c_void,
+) {
+    unsafe {
+        if let Some(previous) = PREVIOUS_OBJECT_ACCESS_HOOK {
+            previous(access, class_id, object_id, sub_id, arg);
+        }
+    }
+    let dropping_database = access == pg_sys::ObjectAccessType::OAT_DROP && class_id == pg_sys::DatabaseRelationId;
+    if dropping_database && object_id.to_u32() == WORKER_DATABASE.get().load(Ordering::SeqCst) {
+        let pid = WORKER_PID.get().load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: signalling a postmaster child by pid, as pg_terminate_backend does.
+            unsafe { libc_kill(pid) };
+        }
+    }
+}
+
+unsafe fn libc_kill(pid: i32) {
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    // SIGTERM: the worker's handler sets its shutdown flag and latch.
+    unsafe { kill(pid, 15) };
 }
 
 fn set_worker_latch() {

@@ -1,0 +1,140 @@
+//! The worker's life: visible in pg_stat_activity, tolerant of a missing extension, restarted after SIGTERM and
+//! crashes, never in the way of DROP EXTENSION or DROP DATABASE; and the crash test: SIGKILL and immediate
+//! shutdowns at random moments while draining a large backlog lose nothing and duplicate nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pgforce_integration::{wait_for, Cluster, Salesforce};
+use rand::Rng;
+use serde_json::json;
+
+fn worker_row(cluster: &Cluster) -> Option<(i32, Option<String>)> {
+    let mut c = cluster.config("postgres", "postgres").connect(postgres::NoTls).ok()?;
+    let row = c.query_opt("SELECT pid, datname::text FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[]).ok()??;
+    Some((row.get(0), row.get(1)))
+}
+
+#[test]
+fn worker_lifecycle() {
+    let sf = Salesforce::start();
+    let cluster = Cluster::start_with(true, &sf.settings());
+    // Running before the extension exists, connected to pgforce.database.
+    let (pid, db) = wait_for(Duration::from_secs(10), "the worker in pg_stat_activity", || worker_row(&cluster));
+    assert_eq!(db.as_deref(), Some("postgres"));
+
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');
+         INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('One', 'W-1');",
+    )
+    .expect("setup");
+    wait_for(Duration::from_secs(8), "delivery", || (sf.live("Contact").len() == 1).then_some(()));
+
+    // DROP EXTENSION is never blocked, and a re-created extension is served again.
+    c.batch_execute("SET statement_timeout = '10s'; DROP EXTENSION pgforce CASCADE; RESET statement_timeout;").expect("drop extension");
+    c.batch_execute(
+        "CREATE EXTENSION pgforce;
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');
+         INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Two', 'W-2');",
+    )
+    .expect("re-create");
+    wait_for(Duration::from_secs(8), "delivery after re-creation", || (sf.live("Contact").len() == 2).then_some(()));
+    assert_eq!(worker_row(&cluster).map(|w| w.0), Some(pid), "the same worker served both");
+
+    // SIGTERM stops it promptly; the postmaster starts it again.
+    c.query_one("SELECT pg_terminate_backend($1)", &[&pid]).expect("terminate");
+    let (new_pid, _) = wait_for(Duration::from_secs(20), "a restarted worker", || worker_row(&cluster).filter(|w| w.0 != pid));
+    assert_ne!(new_pid, pid);
+    let log = cluster.server_log();
+    assert!(!log.contains("PANIC") && !log.contains("pgforce: SYSTEM_ERROR"), "{log}");
+}
+
+#[test]
+fn drop_database_is_not_blocked_by_the_worker() {
+    let sf = Salesforce::start();
+    let mut settings = sf.settings();
+    settings.push("pgforce.database = 'app'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute("CREATE DATABASE app").expect("create database");
+    wait_for(Duration::from_secs(20), "the worker connected to app", || worker_row(&cluster).filter(|w| w.1.as_deref() == Some("app")));
+    let mut app = cluster.connect("postgres", "app");
+    app.batch_execute("CREATE EXTENSION pgforce CASCADE").expect("extension");
+    drop(app);
+    c.batch_execute("DROP DATABASE app").expect("DROP DATABASE succeeds while the worker serves it");
+}
+
+#[test]
+fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
+    const ROWS: i64 = 20_000;
+    let sf = Salesforce::start();
+    sf.admin("PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "latency", "ms": 5, "jitter_ms": 20}}]));
+    let mut settings = sf.settings();
+    settings.extend(["pgforce.enabled = off".to_string(), "pgforce.batch_size = 1000".to_string(), "restart_after_crash = on".to_string()]);
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(&format!(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text, email text, external_id__c text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');
+         INSERT INTO salesforce.contact (lastname, email, external_id__c)
+              SELECT 'Row ' || g, 'r' || g || '@example.com', 'X-' || g FROM generate_series(1, {ROWS}) g;
+         UPDATE salesforce.contact SET lastname = lastname || ' (updated)' WHERE id % 10 = 0;"
+    ))
+    .expect("backlog");
+    c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on").expect("enable");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    drop(c);
+
+    let mut rng = rand::rng();
+    let mut crashes = 0;
+    let mut mid_drain = 0;
+    for round in 0..12 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+        let open: i64 = cluster
+            .config("postgres", "postgres")
+            .connect(postgres::NoTls)
+            .ok()
+            .and_then(|mut c| c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[]).ok())
+            .map_or(0, |r| r.get(0));
+        if open > 0 {
+            mid_drain += 1;
+        }
+        if round % 4 == 3 {
+            cluster.crash_and_restart();
+            crashes += 1;
+        } else if let Some(pid) = cluster.worker_pid() {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            crashes += 1;
+        }
+        // Let the postmaster finish crash recovery before the next blow.
+        wait_for(Duration::from_secs(30), "the server back", || cluster.config("postgres", "postgres").connect(postgres::NoTls).ok().map(|_| ()));
+    }
+    assert!(crashes >= 8, "the crashes happened ({crashes})");
+    assert!(mid_drain >= 6, "most crashes hit a drain in progress ({mid_drain} of {crashes})");
+
+    let mut c = cluster.connect("postgres", "postgres");
+    wait_for(Duration::from_secs(240), "the backlog drained", || {
+        let open: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[]).ok()?.get(0);
+        (open == 0).then_some(())
+    });
+    let failed: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'FAILED'", &[]).expect("q").get(0);
+    assert_eq!(failed, 0);
+
+    let records = sf.live("Contact");
+    let mut seen: HashMap<String, serde_json::Value> = HashMap::new();
+    for r in &records {
+        let ext = r["External_Id__c"].as_str().unwrap_or_default().to_string();
+        assert!(seen.insert(ext.clone(), r.clone()).is_none(), "duplicate record for {ext}");
+    }
+    assert_eq!(seen.len() as i64, ROWS, "every row arrived exactly once");
+    for i in [10, 20, 9_990, 20_000] {
+        assert_eq!(seen[&format!("X-{i}")]["LastName"], json!(format!("Row {i} (updated)")), "latest values for X-{i}");
+    }
+    assert_eq!(seen["X-11"]["LastName"], json!("Row 11"));
+    let sfids: i64 = c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid IS NOT NULL", &[]).expect("q").get(0);
+    assert_eq!(sfids, ROWS, "every row got its sfid back");
+}
