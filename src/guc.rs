@@ -17,14 +17,14 @@ static JWT_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 static REFRESH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static API_VERSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"62.0"));
 static WRITE_ALGORITHM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"merged"));
-static MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(4);
+static MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 static RETRY_FAILED_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static MAX_API_USAGE: GucSetting<f64> = GucSetting::<f64>::new(0.9);
 static ARCHIVE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static ARCHIVE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(31 * 24 * 3600);
-static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2000);
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4000);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 /// Registers the settings. `preloading`: called from the postmaster, where `pgforce.database` (a start-up-only

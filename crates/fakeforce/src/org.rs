@@ -50,6 +50,9 @@ pub struct Counters {
     pub dropped_connections: u64,
     pub refused_connections: u64,
     pub faults_fired: u64,
+    /// When the latest write call (create, update, upsert, delete) arrived, for latency measurements in process.
+    #[serde(skip)]
+    pub last_write_at: Option<Instant>,
 }
 
 pub struct State {

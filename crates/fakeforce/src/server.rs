@@ -222,6 +222,9 @@ async fn data_call(org: Arc<Org>, call: &Call, version: &str, rest: &[&str]) -> 
     let (kind, op, object) = classify(&call.method, rest);
     let faults = {
         let mut st = org.lock();
+        if matches!(op, Operation::Create | Operation::Update | Operation::Upsert | Operation::Delete) {
+            st.counters.last_write_at = Some(Instant::now());
+        }
         if let Err(e) = oauth::check_session(&org, &mut st, call.authorization.as_deref()) {
             drop(st);
             return Ok(counted(&org, kind, with_usage(&org, Reply::error(&e))));

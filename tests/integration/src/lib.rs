@@ -168,7 +168,7 @@ impl Salesforce {
             _ => self.agent.post(&url).send_json(body),
         };
         let mut r = r.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        r.body_mut().read_json().unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        r.body_mut().with_config().limit(u64::MAX).read_json().unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// Every record of an object (deleted ones too), each with `_writes`.
