@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The pgforce demo: a real PostgreSQL with pgforce preloaded, a mapped salesforce.contact table, application
-# writes, and the trigger log they produce. Installs whatever is missing first (scripts/setup.sh).
+# The pgforce demo: a real PostgreSQL with pgforce preloaded, fakeforce (the Salesforce stand-in), mapped tables,
+# application writes delivered as they commit, one failure shown, fixed and retried with the documented SQL. Installs whatever is missing first (scripts/setup.sh).
 #   scripts/demo.sh          run the demo and stop the server
 #   scripts/demo.sh --keep   leave the server running to explore (the script prints how to connect)
 set -euo pipefail
@@ -17,59 +17,117 @@ port=${PGFORCE_DEMO_PORT:-54329}
 say "building and installing pgforce into PostgreSQL $PG"
 cargo pgrx install -p pgforce --pg-config "$pg_config" --no-default-features --features "pg$PG" >/dev/null
 
-say "starting PostgreSQL $PG with shared_preload_libraries = 'pgforce' on port $port"
-start_cluster "$bindir" "$data" "$port"
-stop() { stop_cluster "$bindir" "$data"; }
+ff_url_file="$PWD/target/demo/fakeforce.url"
+say "starting fakeforce, the local Salesforce stand-in (an org with a validation rule on Contact.Email)"
+cat >"$PWD/target/demo/fakeforce.toml" <<'TOML'
+# Salesforce refuses contacts whose e-mail is at example.invalid, like a validation rule in a real org.
+[[faults]]
+object = "Contact"
+field = "Email"
+contains = "@example.invalid"
+effect = { type = "record_error", status_code = "FIELD_CUSTOM_VALIDATION_EXCEPTION", message = "Email domain example.invalid is not allowed", fields = ["Email"] }
+TOML
+cargo build -q -p fakeforce --bin fakeforce
+rm -f "$ff_url_file"
+target/debug/fakeforce --config "$PWD/target/demo/fakeforce.toml" --port 0 --url-file "$ff_url_file" >/dev/null &
+ff_pid=$!
+for _ in $(seq 100); do [ -s "$ff_url_file" ] && break; sleep 0.05; done
+ff=$(cat "$ff_url_file")
+
+say "starting PostgreSQL $PG with shared_preload_libraries = 'pgforce' on port $port, delivering to $ff"
+start_cluster "$bindir" "$data" "$port" \
+    "pgforce.login_url = '$ff'" "pgforce.client_id = 'pgforce-demo-client'" "pgforce.client_secret = 'pgforce-demo-secret'"
+stop() { stop_cluster "$bindir" "$data"; kill "$ff_pid" 2>/dev/null || true; }
 [ "${1:-}" = --keep ] || trap stop EXIT
 
 psql() { "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -X -q "$@"; }
+value() { psql -At -c "$1"; }
 show() { printf '\n\033[1m%s\033[0m\n' "$1"; shift; psql -P pager=off "$@"; }
+soql() {  # a SOQL query against the stand-in, as any Salesforce client would send it
+    local token
+    token=$(curl -s -d grant_type=client_credentials -d client_id=pgforce-demo-client -d client_secret=pgforce-demo-secret \
+        "$ff/services/oauth2/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    curl -s -G -H "Authorization: Bearer $token" --data-urlencode "q=$1" "$ff/services/data/v62.0/query" |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); print("  totalSize:", r["totalSize"]); [print("  ", {k: v for k, v in x.items() if k != "attributes"}) for x in r["records"]]'
+}
+progress() {  # progress <label> <total>: a bar of delivered (SUCCESS) trigger log rows
+    local n bar
+    n=$(value "SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('SUCCESS', 'MERGED') AND table_name = 'contact'")
+    bar=$(printf '%*s' $((n * 40 / $2)) '' | tr ' ' '#')
+    printf '\r  [%-40s] %5d / %d %s' "$bar" "$n" "$2" "$1"
+}
 
-say "creating the extension and mapping salesforce.contact to the Contact object"
+say "creating the extension and mapping salesforce.account and salesforce.contact"
 psql <<'SQL'
 CREATE EXTENSION pgforce CASCADE;
+CREATE TABLE salesforce.account (name text NOT NULL, external_id__c text UNIQUE);
+SELECT salesforce.map_table('salesforce.account', 'Account', upsert_field => 'external_id__c');
 CREATE TABLE salesforce.contact (
     firstname text, lastname text NOT NULL, email text,
     external_id__c text UNIQUE,              -- the mapping's upsert field
-    account__r__external_id__c text          -- parent Account by its external id
+    account__external_id__c text             -- parent Account by its external id
 );
 SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');
+INSERT INTO salesforce.account (name, external_id__c) SELECT 'Account ' || g, 'A-' || g FROM generate_series(0, 9) g;
 SQL
 show "Columns map_table added (id, sfid, _hc_lastop, _hc_err) and the triggers it installed:" \
     -c "\d salesforce.contact"
 
-say "the application writes 2,000 contacts in 20 transactions"
-total=20
-for i in $(seq 1 $total); do
-    psql -c "INSERT INTO salesforce.contact (firstname, lastname, email, external_id__c, account__r__external_id__c)
-             SELECT 'First' || g, 'Last' || g, 'user' || g || '@example.com', 'C-' || g, 'A-' || (g % 10)
+total=2000
+say "the application writes $total contacts in 20 transactions; the worker delivers them as they commit"
+for i in $(seq 1 20); do
+    psql -c "INSERT INTO salesforce.contact (firstname, lastname, email, external_id__c, account__external_id__c)
+             SELECT 'First' || g, 'Last' || g,
+                    CASE WHEN g = 1234 THEN 'user1234@example.invalid' ELSE 'user' || g || '@example.com' END,
+                    'C-' || g, 'A-' || (g % 10)
                FROM generate_series(($i - 1) * 100 + 1, $i * 100) g"
-    done_n=$((i * 100)); bar=$(printf '%*s' $((i * 40 / total)) '' | tr ' ' '#')
-    printf '\r  [%-40s] %5d / %d rows written and captured' "$bar" "$done_n" $((total * 100))
+    progress "delivered" $total
 done
-echo
-psql -c "UPDATE salesforce.contact SET email = 'new-' || email WHERE id <= 5"
-psql -c "UPDATE salesforce.contact SET email = email WHERE id = 6"   # a no-op: logged as IGNORE
-psql -c "DELETE FROM salesforce.contact WHERE id = 7"                 # never reached Salesforce: IGNORE
-# what the sync worker will do after an insert succeeds: write back sfid and the outcome, without being captured
-psql -c "SET xmlbinary = 'hex'; UPDATE salesforce.contact SET sfid = '003000000000001AA' || chr(64 + id::int), _hc_lastop = 'INSERTED' WHERE id IN (8, 9)"
-psql -c "DELETE FROM salesforce.contact WHERE id = 8"                 # has an sfid: a delete to send
+for _ in $(seq 200); do
+    [ "$(value "SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING') AND table_name = 'contact'")" = 0 ] && break
+    progress "delivered" $total; sleep 0.05
+done
+progress "delivered" $total; echo
 
-show "The trigger log, by action and state:" -c "
-    SELECT action, state, count(*) FROM salesforce._trigger_log GROUP BY 1, 2 ORDER BY 1, 2"
-show "A few entries (values/old are hstore text, exactly as hstore(row) renders it):" -c "
-    SELECT id, txid, action, state, record_id, sfid, left(values, 70) AS values, left(old, 30) AS old
-      FROM salesforce._trigger_log WHERE id IN (1, 2, 2001, 2006, 2007, 2008, 2009) ORDER BY id"
-show "Status columns on the table (the worker's own write set INSERTED without being captured):" -c "
-    SELECT id, email, sfid, _hc_lastop FROM salesforce.contact WHERE id IN (1, 6, 9) ORDER BY id"
-show "Heroku Connect's documented query for failed writes works unchanged (none yet: delivery comes with the sync worker):" -c "
+show "The trigger log, by state (one contact failed):" -c "
+    SELECT table_name, action, state, count(*) FROM salesforce._trigger_log GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+show "salesforce.sync_status:" -c "
+    SELECT table_name, sobject, pending_writes, errored_writes, last_error, connection_state, api_used, api_limit
+      FROM salesforce.sync_status"
+show "Heroku Connect's documented query for failed writes:" -c "
     SELECT table_name, record_id, action, sf_message FROM salesforce._trigger_log WHERE state = 'FAILED'"
-show "The repair function re-captures a row as a fresh INSERT, as in Heroku Connect:" -c "
-    SELECT salesforce.hc_capture_insert_from_row(hstore(salesforce.contact.*), 'contact') AS new_log_id
-      FROM salesforce.contact WHERE id = 1"
+show "The failed row carries the outcome too, and delivered rows their Salesforce id:" -c "
+    SELECT id, email, sfid, _hc_lastop, _hc_err FROM salesforce.contact WHERE id IN (1, 1234) ORDER BY id"
+printf '\n\033[1m%s\033[0m\n' "What Salesforce (the stand-in) holds, through SOQL:"
+soql "SELECT COUNT() FROM Contact"
+soql "SELECT Id, LastName, Email, Account.Name FROM Contact WHERE External_Id__c IN ('C-1', 'C-2')"
+
+say "fixing the data and retrying with the documented SQL (Merged writes: the fix and the failed insert go as one)"
+psql <<'SQL'
+BEGIN;
+UPDATE salesforce.contact SET email = 'user1234@example.com' WHERE external_id__c = 'C-1234';
+UPDATE salesforce._trigger_log SET state = 'NEW'
+WHERE state = 'FAILED' AND table_name = 'contact';
+COMMIT;
+SQL
+for _ in $(seq 100); do
+    [ "$(value "SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING', 'FAILED')")" = 0 ] && break
+    sleep 0.05
+done
+show "After the retry:" -c "
+    SELECT id, email, sfid, _hc_lastop, _hc_err FROM salesforce.contact WHERE id = 1234" -c "
+    SELECT table_name, pending_writes, errored_writes, connection_state FROM salesforce.sync_status"
+soql "SELECT LastName, Email FROM Contact WHERE External_Id__c = 'C-1234'"
+
+say "an update and a delete reach Salesforce too"
+psql -c "UPDATE salesforce.contact SET lastname = 'Lovelace' WHERE external_id__c = 'C-1'; DELETE FROM salesforce.contact WHERE external_id__c = 'C-2'"
+sleep 0.5
+soql "SELECT LastName FROM Contact WHERE External_Id__c IN ('C-1', 'C-2')"
+printf '\n\033[1m%s\033[0m\n' "What the stand-in saw (requests by kind, records by operation):"
+curl -s "$ff/fakeforce/admin/counters" | python3 -c 'import json,sys; c=json.load(sys.stdin); print("  requests:", c["by_kind"], "\n  records:", c["records"], "\n  failed records:", c["records_failed"])'
 
 if [ "${1:-}" = --keep ]; then
-    say "server left running: $bindir/psql -h 127.0.0.1 -p $port -U postgres"
-    say "stop it with: runuser -u postgres -- $bindir/pg_ctl -D $data stop"
+    say "server left running: $bindir/psql -h 127.0.0.1 -p $port -U postgres; fakeforce at $ff"
+    say "stop them with: runuser -u postgres -- $bindir/pg_ctl -D $data stop; kill $ff_pid"
 fi
-say "demo finished: changes are captured in salesforce._trigger_log"
+say "demo finished: every change was delivered, the failure was shown, fixed and retried"

@@ -429,7 +429,8 @@ impl Worker {
 
     /// Writes the connection state when it changes (and API usage at most once a second).
     fn report(&mut self, schema: &str, state: ConnState, message: Option<String>) {
-        let usage = self.reported.as_ref().and_then(|r| r.2);
+        let latest = self.client.as_ref().and_then(|(_, c)| c.usage()).map(|u| (u.used, u.limit));
+        let usage = latest.or(self.reported.as_ref().and_then(|r| r.2));
         let current = (state, message.clone(), usage);
         if self.reported.as_ref() == Some(&current) {
             return;
