@@ -426,4 +426,51 @@ mod tests {
         // The test cluster preloads pgforce (see pg_test::postgresql_conf_options).
         assert_eq!(one::<bool>("SELECT salesforce._is_preloaded()"), Some(true));
     }
+
+    #[pg_test]
+    fn sync_status_reports_each_mapping() {
+        contact_table();
+        sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");
+        sql("SELECT salesforce.map_table('salesforce.lead', 'Lead', 'read_only')");
+        sql("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('a', '1'), ('b', '2')");
+        sql("UPDATE salesforce._trigger_log SET state = 'FAILED', sf_message = 'REQUIRED_FIELD_MISSING: x' WHERE id = (SELECT min(id) FROM salesforce._trigger_log)");
+        let row = text("SELECT concat_ws('|', table_name, sobject, access, pending_writes, errored_writes, oldest_pending_age IS NOT NULL, connection_state)
+                          FROM salesforce.sync_status WHERE table_name = 'contact'");
+        assert_eq!(row, "contact|Contact|read_write|1|1|t|IDLE");
+        assert_eq!(one::<i64>("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'lead'"), Some(0));
+        // Everyone may read it; the log itself stays private.
+        sql("CREATE ROLE pgforce_status_reader");
+        sql("SET LOCAL ROLE pgforce_status_reader");
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.sync_status"), Some(2));
+        assert_eq!(outcome("SELECT count(*) FROM salesforce._trigger_log"), "42501");
+    }
+
+    #[pg_test]
+    fn settings_have_documented_defaults_and_secrets_are_hidden() {
+        for (name, value) in [
+            ("pgforce.enabled", "on"),
+            ("pgforce.login_url", "https://login.salesforce.com"),
+            ("pgforce.auth_flow", "client_credentials"),
+            ("pgforce.api_version", "62.0"),
+            ("pgforce.write_algorithm", "merged"),
+            ("pgforce.max_concurrency", "8"),
+            ("pgforce.request_timeout", "30s"),
+            ("pgforce.batch_size", "4000"),
+            ("pgforce.max_attempts", "5"),
+            ("pgforce.retry_failed_after", "-1"),
+            ("pgforce.max_api_usage", "0.9"),
+            ("pgforce.archive_after", "1d"),
+            ("pgforce.archive_retention", "31d"),
+            ("pgforce.poll_interval", "10s"),
+            ("pgforce.database", "postgres"),
+        ] {
+            assert_eq!(text(&format!("SELECT current_setting('{name}')")), value, "{name}");
+        }
+        sql("CREATE ROLE pgforce_snoop");
+        sql("SET LOCAL ROLE pgforce_snoop");
+        assert_eq!(outcome("SELECT current_setting('pgforce.client_secret')"), "42501");
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_settings WHERE name IN ('pgforce.client_secret', 'pgforce.refresh_token', 'pgforce.jwt_key_file')"), Some(0));
+        assert_eq!(outcome("SET pgforce.batch_size = 10"), "55P02");
+        assert_eq!(outcome("SET pgforce.bogus = 1"), "42602");
+    }
 }
