@@ -30,6 +30,8 @@ fn values(text: Option<String>) -> Values {
 
 /// Claims up to `limit` due rows. Under ordered writes only the oldest change of each record is claimed.
 pub fn claim(client: &mut SpiClient<'_>, schema: &str, limit: i64, ordered: bool) -> SpiResult<Claimed> {
+    // The worker's own log updates must not wake it again (the wake trigger skips hex writes).
+    client.update("SET LOCAL xmlbinary = 'hex'", None, &[])?;
     // `update`, not `select`: SPI runs selects read-only, and FOR UPDATE needs a writable snapshot.
     let rows = client.update(
         &format!(
@@ -88,11 +90,13 @@ pub fn claim(client: &mut SpiClient<'_>, schema: &str, limit: i64, ordered: bool
             orphans.push(c.log_id);
         }
     }
-    client.update(
-        &format!("UPDATE {schema}._trigger_log SET state = 'PENDING', updated_at = now() WHERE id = ANY($1)"),
-        None,
-        &[DatumWithOid::from(pending.clone())],
-    )?;
+    if !pending.is_empty() {
+        client.update(
+            &format!("UPDATE {schema}._trigger_log SET state = 'PENDING', updated_at = now() WHERE id = ANY($1)"),
+            None,
+            &[DatumWithOid::from(pending.clone())],
+        )?;
+    }
     if !ignored.is_empty() {
         client.update(
             &format!(

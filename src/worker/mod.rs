@@ -205,7 +205,10 @@ impl Worker {
         if claimed.count == 0 {
             self.report(&schema, ConnState::Idle, None);
             let next = in_transaction(|c| next_retry_in(c, &schema)).ok().flatten();
-            let wait = next.map_or(poll, |d| d.min(poll));
+            // Time-based work (archiving, retrying failed rows) must not wait for the fallback poll when its
+            // settings are shorter than it.
+            let timed = [Some(guc::archive_after()), guc::retry_failed_after()].into_iter().flatten().min().unwrap_or(poll);
+            let wait = next.map_or(poll, |d| d.min(poll)).min(timed.max(ARCHIVE_EVERY));
             return if maintenance > 0 { Duration::ZERO } else { wait };
         }
         self.report(&schema, ConnState::Polling, None);

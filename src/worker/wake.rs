@@ -93,9 +93,13 @@ fn set_worker_latch() {
     }
 }
 
-/// Arms one wake-up for when the current transaction commits.
+/// Arms one wake-up for when the current transaction commits (never in the worker itself).
 pub fn wake_at_commit() {
     if !crate::is_preloaded() || ARMED.with(Cell::get) {
+        return;
+    }
+    // SAFETY: reading this process's pid.
+    if WORKER_PID.get().load(Ordering::SeqCst) == unsafe { pg_sys::MyProcPid } {
         return;
     }
     ARMED.with(|a| a.set(true));

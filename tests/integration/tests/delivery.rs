@@ -276,8 +276,63 @@ fn archive_requeue_and_sync_status() {
     let requeued: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log_archive WHERE state = 'REQUEUED'", &[]).expect("q").get(0);
     assert!(requeued >= 2);
 
+    // Retention: archive rows older than pgforce.archive_retention are deleted.
+    c.batch_execute("ALTER SYSTEM SET pgforce.archive_retention = 0").expect("retention");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    wait_for(WAIT, "the archive purged", || {
+        let n: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log_archive", &[]).ok()?.get(0);
+        (n == 0).then_some(())
+    });
+
     let row = c.query_one("SELECT pending_writes, errored_writes, last_success_at IS NOT NULL, connection_state, api_used, api_limit FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).expect("status");
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, bool>(2)), (0, 0, true));
     assert!(["IDLE", "POLLING_DB_CHANGES"].contains(&row.get::<_, String>(3).as_str()));
     assert_eq!(row.get::<_, Option<i64>>(5), Some(100_000));
+}
+
+#[test]
+fn ordered_writes_send_one_change_at_a_time() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, &["pgforce.enabled = off", "pgforce.write_algorithm = 'ordered'"]);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('v1', 'R-1')").expect("insert");
+    c.batch_execute("UPDATE salesforce.contact SET lastname = 'v2'").expect("update");
+    c.batch_execute("UPDATE salesforce.contact SET title = 'v3'").expect("update");
+    c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on").expect("enable");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    wait_for(WAIT, "ordered delivery", || all_done(&mut c, "contact").then_some(()));
+    assert_eq!(states(&mut c, "contact"), ["SUCCESS", "SUCCESS", "SUCCESS"]);
+    let r = by_ext(&sf.live("Contact"), "R-1").cloned().expect("record");
+    assert_eq!((r["LastName"].clone(), r["Title"].clone(), r["_writes"].clone()), (json!("v2"), json!("v3"), json!(3)));
+}
+
+#[test]
+fn failed_records_are_retried_later_when_configured() {
+    let sf = Salesforce::start();
+    sf.admin("PUT", "/faults", json!([{"object": "Contact", "times": 1, "effect": {"type": "record_error", "status_code": "INSUFFICIENT_ACCESS_OR_READONLY", "message": "insufficient access rights on object id"}}]));
+    let cluster = setup(&sf, &["pgforce.retry_failed_after = '1s'"]);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Later', 'F-1')").expect("insert");
+    wait_for(WAIT, "the permanent failure", || (states(&mut c, "contact") == ["FAILED"]).then_some(()));
+    wait_for(WAIT, "the retry after pgforce.retry_failed_after", || (states(&mut c, "contact") == ["SUCCESS"]).then_some(()));
+    assert!(by_ext(&sf.live("Contact"), "F-1").is_some());
+}
+
+#[test]
+fn the_api_budget_is_respected() {
+    let sf = Salesforce::start();
+    sf.admin("PUT", "/api-usage", json!({"used": 95, "limit": 100}));
+    let cluster = setup(&sf, &["pgforce.max_api_usage = 0.9", "pgforce.batch_size = 10"]);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) SELECT 'B' || g, 'B-' || g FROM generate_series(1, 30) g").expect("insert");
+    let state = wait_for(WAIT, "throttling", || {
+        let s: String = c.query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).ok()?.get(0);
+        (s == "THROTTLED").then_some(s)
+    });
+    assert_eq!(state, "THROTTLED");
+    std::thread::sleep(Duration::from_secs(2));
+    let calls = sf.counters()["by_kind"]["upsert"].as_u64().unwrap_or_default();
+    assert!(calls <= 2, "one batch per pause above the budget threshold, not all three at once ({calls})");
+    let pending: i64 = c.query_one("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).expect("q").get(0);
+    assert!(pending >= 10, "the rest waits ({pending})");
 }

@@ -44,6 +44,17 @@ fn worker_lifecycle() {
     wait_for(Duration::from_secs(8), "delivery after re-creation", || (sf.live("Contact").len() == 2).then_some(()));
     assert_eq!(worker_row(&cluster).map(|w| w.0), Some(pid), "the same worker served both");
 
+    // Idle, it sleeps: its own log updates must not wake it (a bug once made it spin).
+    let cpu_ticks = |pid: i32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 20, "an idle worker used {used} CPU ticks in 2 s");
+
     // SIGTERM stops it promptly; the postmaster starts it again.
     c.query_one("SELECT pg_terminate_backend($1)", &[&pid]).expect("terminate");
     let (new_pid, _) = wait_for(Duration::from_secs(20), "a restarted worker", || worker_row(&cluster).filter(|w| w.0 != pid));
