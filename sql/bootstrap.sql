@@ -30,11 +30,17 @@ CREATE TABLE @extschema@._trigger_log (
 ALTER SEQUENCE @extschema@._trigger_log_id_seq OWNED BY @extschema@._trigger_log.id;
 
 -- Every index here is paid by every captured row, so the live log carries only two that capture writes to:
--- the primary key and the work queue the worker drains in id order. FAILED rows are indexed only once they fail.
+-- the primary key and the work queue the worker drains in id order. The others are partial indexes whose rows
+-- only the worker creates: FAILED rows, rows waiting for a scheduled retry, and finished rows by age (what the
+-- archiver moves), so no worker query scans the whole log.
 CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (id)
     WHERE state IN ('NEW', 'PENDING', 'IGNORE');
 CREATE INDEX _trigger_log_idx_failed ON @extschema@._trigger_log (table_name, id)
     WHERE state = 'FAILED';
+CREATE INDEX _trigger_log_idx_retry ON @extschema@._trigger_log (next_attempt_at)
+    WHERE state = 'NEW' AND next_attempt_at IS NOT NULL;
+CREATE INDEX _trigger_log_idx_finished ON @extschema@._trigger_log ((coalesce(processed_at, created_at)))
+    WHERE state IN ('SUCCESS', 'MERGED', 'IGNORED', 'FAILED', 'READONLY', 'REQUEUED');
 
 COMMENT ON TABLE @extschema@._trigger_log IS
     'pgforce: every captured change of a mapped table (Heroku Connect''s trigger log). Reset state to NEW to retry.';

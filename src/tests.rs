@@ -57,7 +57,12 @@ mod tests {
         assert_eq!(one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hstore')"), Some(true));
         // Only the primary key and the work queue are written by capture; the FAILED index only by the worker.
         let indexes = text("SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY indexrelid::regclass::text) FROM pg_index WHERE indrelid = 'salesforce._trigger_log'::regclass");
-        assert_eq!(indexes, "salesforce._trigger_log_idx_failed,salesforce._trigger_log_idx_queue,salesforce._trigger_log_pkey");
+        assert_eq!(indexes, "salesforce._trigger_log_idx_failed,salesforce._trigger_log_idx_finished,salesforce._trigger_log_idx_queue,salesforce._trigger_log_idx_retry,salesforce._trigger_log_pkey");
+        // Capture writes only to the primary key and the queue: the other indexes' predicates exclude new rows.
+        sql("CREATE TABLE salesforce.idx_probe (id serial PRIMARY KEY, name text)");
+        sql("SELECT salesforce.map_table('salesforce.idx_probe', 'Account')");
+        sql("INSERT INTO salesforce.idx_probe (name) VALUES ('x')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'NEW' AND next_attempt_at IS NULL"), Some(1));
     }
 
     #[pg_test]

@@ -30,7 +30,7 @@ pub fn archive(client: &mut SpiClient<'_>, schema: &str, after: Duration) -> Spi
                              SELECT id FROM {schema}._trigger_log
                               WHERE state IN ('SUCCESS', 'MERGED', 'IGNORED', 'FAILED', 'READONLY', 'REQUEUED')
                                 AND coalesce(processed_at, created_at) < now() - make_interval(secs => $1)
-                              ORDER BY id LIMIT $2)
+                              ORDER BY coalesce(processed_at, created_at) LIMIT $2)
                          RETURNING {COLUMNS})
                      INSERT INTO {schema}._trigger_log_archive ({COLUMNS}) SELECT {COLUMNS} FROM moved"
                 ),

@@ -37,7 +37,7 @@ pub fn claim(client: &mut SpiClient<'_>, schema: &str, limit: i64, ordered: bool
         &format!(
             "WITH held AS (
                  SELECT DISTINCT table_name, record_id FROM {schema}._trigger_log
-                  WHERE state = 'NEW' AND next_attempt_at > now())
+                  WHERE state = 'NEW' AND next_attempt_at IS NOT NULL AND next_attempt_at > now())
              SELECT l.id, l.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
                     l.\"values\"::text, l.old::text, l.attempts
                FROM {schema}._trigger_log l
