@@ -90,36 +90,30 @@ pub fn claim(client: &mut SpiClient<'_>, schema: &str, limit: i64, ordered: bool
             orphans.push(c.log_id);
         }
     }
-    if !pending.is_empty() {
-        client.update(
-            &format!("UPDATE {schema}._trigger_log SET state = 'PENDING', updated_at = now() WHERE id = ANY($1)"),
-            None,
-            &[DatumWithOid::from(pending.clone())],
-        )?;
-    }
-    if !ignored.is_empty() {
-        client.update(
-            &format!(
-                "UPDATE {schema}._trigger_log SET state = 'IGNORED', updated_at = now(), processed_at = now(),
-                        processed_tx = txid_current() WHERE id = ANY($1)"
-            ),
-            None,
-            &[DatumWithOid::from(ignored.clone())],
-        )?;
-    }
-    if !orphans.is_empty() {
-        client.update(
-            &format!(
-                "UPDATE {schema}._trigger_log SET state = 'FAILED', updated_at = now(), processed_at = now(),
-                        processed_tx = txid_current(), sf_message = 'table is not mapped (salesforce.map_table)'
-                  WHERE id = ANY($1)"
-            ),
-            None,
-            &[DatumWithOid::from(orphans.clone())],
-        )?;
-    }
+    set_state(client, schema, &pending, "PENDING", None)?;
+    set_state(client, schema, &ignored, "IGNORED", None)?;
+    set_state(client, schema, &orphans, "FAILED", Some("table is not mapped (salesforce.map_table)"))?;
     let count = pending.len() + ignored.len() + orphans.len();
     Ok(Claimed { changes, tables, count })
+}
+
+/// Moves claimed rows to `state`; final states get their processing time, transaction and message.
+fn set_state(client: &mut SpiClient<'_>, schema: &str, ids: &[i64], state: &str, message: Option<&str>) -> SpiResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    client.update(
+        &format!(
+            "UPDATE {schema}._trigger_log
+                SET state = $2, sf_message = $3, updated_at = now(),
+                    processed_at = CASE WHEN $2 = 'PENDING' THEN NULL ELSE now() END,
+                    processed_tx = CASE WHEN $2 = 'PENDING' THEN NULL ELSE txid_current() END
+              WHERE id = ANY($1)"
+        ),
+        None,
+        &[DatumWithOid::from(ids.to_vec()), DatumWithOid::from(state), DatumWithOid::from(message)],
+    )?;
+    Ok(())
 }
 
 /// The read-write mappings with the columns they send and how each column's text is read.

@@ -124,6 +124,17 @@ impl Drop for Cluster {
     }
 }
 
+/// Copies a file to where the server (running as `postgres`) can read it, owned by that user, mode 600.
+pub fn file_for_server(source: &Path, name: &str) -> PathBuf {
+    let target = std::env::temp_dir().join(format!("pgforce-{}-{name}", std::process::id()));
+    std::fs::copy(source, &target).unwrap_or_else(|e| panic!("copy {}: {e}", source.display()));
+    if is_root() {
+        run(Command::new("chown").arg("postgres").arg(&target));
+    }
+    run(Command::new("chmod").arg("600").arg(&target));
+    target
+}
+
 /// Polls `check` until it returns Some, or panics after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -144,7 +155,11 @@ pub struct Salesforce {
 
 impl Salesforce {
     pub fn start() -> Salesforce {
-        let ff = fakeforce::FakeForce::start(fakeforce::Config::default()).expect("fakeforce starts");
+        Salesforce::start_with(fakeforce::Config::default())
+    }
+
+    pub fn start_with(config: fakeforce::Config) -> Salesforce {
+        let ff = fakeforce::FakeForce::start(config).expect("fakeforce starts");
         let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         Salesforce { ff, agent }
     }

@@ -29,6 +29,12 @@ fn setup(sf: &Salesforce, extra: &[&str]) -> Cluster {
     cluster
 }
 
+/// Turns delivery on with a reload, as an operator would.
+fn enable(c: &mut postgres::Client) {
+    c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on").expect("enable");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+}
+
 fn states(c: &mut postgres::Client, table: &str) -> Vec<String> {
     c.query("SELECT state::text FROM salesforce._trigger_log WHERE table_name = $1 ORDER BY id", &[&table])
         .expect("log")
@@ -108,8 +114,7 @@ fn changes_of_one_record_merge_into_one_write() {
     c.batch_execute("UPDATE salesforce.contact SET lastname = 'Second'").expect("update");
     c.batch_execute("UPDATE salesforce.contact SET email = 'final@example.com'").expect("update");
     c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Gone', 'M-2'); DELETE FROM salesforce.contact WHERE external_id__c = 'M-2';").expect("insert+delete");
-    c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on").expect("enable");
-    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    enable(&mut c);
     wait_for(WAIT, "merged delivery", || all_done(&mut c, "contact").then_some(()));
     assert_eq!(states(&mut c, "contact"), ["MERGED", "MERGED", "SUCCESS", "MERGED", "IGNORED"]);
     let records = sf.live("Contact");
@@ -298,8 +303,7 @@ fn ordered_writes_send_one_change_at_a_time() {
     c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('v1', 'R-1')").expect("insert");
     c.batch_execute("UPDATE salesforce.contact SET lastname = 'v2'").expect("update");
     c.batch_execute("UPDATE salesforce.contact SET title = 'v3'").expect("update");
-    c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on").expect("enable");
-    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    enable(&mut c);
     wait_for(WAIT, "ordered delivery", || all_done(&mut c, "contact").then_some(()));
     assert_eq!(states(&mut c, "contact"), ["SUCCESS", "SUCCESS", "SUCCESS"]);
     let r = by_ext(&sf.live("Contact"), "R-1").cloned().expect("record");
@@ -335,4 +339,33 @@ fn the_api_budget_is_respected() {
     assert!(calls <= 2, "one batch per pause above the budget threshold, not all three at once ({calls})");
     let pending: i64 = c.query_one("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).expect("q").get(0);
     assert!(pending >= 10, "the rest waits ({pending})");
+}
+
+#[test]
+fn jwt_bearer_and_refresh_token_flows() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/fakeforce/tests/fixtures");
+    let mut config = fakeforce::Config::default();
+    config.auth.jwt_public_key = Some(fixtures.join("jwt_test_public.pem"));
+    let sf = Salesforce::start_with(config);
+    let key = pgforce_integration::file_for_server(&fixtures.join("jwt_test_private.pem"), "jwt.pem");
+    let jwt = [
+        "pgforce.auth_flow = 'jwt_bearer'".to_string(),
+        "pgforce.username = 'integration@pgforce.example'".to_string(),
+        format!("pgforce.jwt_key_file = '{}'", key.display()),
+    ];
+    let cluster = setup(&sf, &jwt.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Signed', 'J-1')").expect("insert");
+    wait_for(WAIT, "delivery with a JWT bearer token", || all_done(&mut c, "contact").then_some(()));
+    assert_eq!(states(&mut c, "contact"), ["SUCCESS"]);
+
+    c.batch_execute("ALTER SYSTEM SET pgforce.auth_flow = 'refresh_token'").expect("flow");
+    c.batch_execute("ALTER SYSTEM SET pgforce.refresh_token = 'pgforce-demo-refresh-token'").expect("token");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    std::thread::sleep(Duration::from_millis(300));
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Refreshed', 'J-2')").expect("insert");
+    wait_for(WAIT, "delivery with a refreshed token", || (states(&mut c, "contact").len() == 2 && all_done(&mut c, "contact")).then_some(()));
+    assert_eq!(states(&mut c, "contact"), ["SUCCESS", "SUCCESS"]);
+    assert_eq!(sf.counters()["by_kind"]["token"], json!(2), "one login per flow");
+    let _ = std::fs::remove_file(key);
 }
