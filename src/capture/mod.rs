@@ -128,7 +128,7 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
                 (None, None) => {}
             });
             rows += 1;
-            if rows % 256 == 0 {
+            if rows.is_multiple_of(256) {
                 scratch.reset();
             }
         }

@@ -136,14 +136,24 @@ impl ConnState {
 /// Identity of the settings a client was built from: a change (after SIGHUP) builds a new client.
 type SettingsKey = (String, String, String, String, String, String, String, String, Duration);
 
+/// What `_sync_state` shows: state, message, API usage (used, limit).
+type Reported = (ConnState, Option<String>, Option<(u64, u64)>);
+
 struct Worker {
     client: Option<(SettingsKey, Client)>,
     breaker: Breaker,
     rng: StdRng,
-    reported: Option<(ConnState, Option<String>, Option<(u64, u64)>)>,
+    reported: Option<Reported>,
     last_report: Instant,
     last_archive: Option<Instant>,
     schema: Option<String>,
+}
+
+/// What one cycle writes back: log rows, mapped rows (by qualified table name), per-mapping stats.
+struct Outcomes {
+    log: Vec<LogOutcome>,
+    rows: HashMap<String, Vec<RowOutcome>>,
+    stats: HashMap<String, MappingStats>,
 }
 
 /// One claimed write and what it becomes.
@@ -169,7 +179,7 @@ impl Worker {
     /// One pass; returns how long to sleep unless woken.
     fn cycle(&mut self) -> Duration {
         let poll = guc::poll_interval();
-        let schema = match in_transaction(|c| installed_schema(c)) {
+        let schema = match in_transaction(installed_schema) {
             Ok(Some(s)) => s,
             Ok(None) => return poll, // the extension is not installed (yet) in this database
             Err(e) => {
@@ -334,7 +344,7 @@ impl Worker {
             Err(e) => pgforce_core::salesforce::Delivery { trouble: Some(CallError::Unauthorized(e)), ..Default::default() },
         };
         let verdicts: HashMap<usize, Verdict> = delivery.verdicts.into_iter().collect();
-        let (log, rows, stats) = self.outcomes(&jobs, &nothing, &verdicts, &tables);
+        let Outcomes { log, rows, stats } = self.outcomes(&jobs, &nothing, &verdicts, &tables);
         if let Err(e) = in_transaction(|c| record::record(c, schema, &log, &rows, &stats)) {
             // The rows stay PENDING; the next start (or this worker after the error clears) reclaims them.
             self.report(schema, ConnState::SystemError, Some(format!("recording outcomes: {e}")));
@@ -372,7 +382,7 @@ impl Worker {
         nothing: &[Vec<i64>],
         verdicts: &HashMap<usize, Verdict>,
         tables: &HashMap<String, claim::Table>,
-    ) -> (Vec<LogOutcome>, HashMap<String, Vec<RowOutcome>>, HashMap<String, MappingStats>) {
+    ) -> Outcomes {
         let max_attempts = guc::max_attempts();
         let mut log = Vec::new();
         let mut rows: HashMap<String, Vec<RowOutcome>> = HashMap::new();
@@ -427,7 +437,7 @@ impl Worker {
                 Verdict::Unsent => log.extend(all(ids, "NEW", None, attempts, None)),
             }
         }
-        (log, rows, stats)
+        Outcomes { log, rows, stats }
     }
 
     /// Writes the connection state when it changes (and API usage at most once a second).
@@ -454,7 +464,7 @@ impl Worker {
         self.write_state(schema, (state, message, Some(usage)));
     }
 
-    fn write_state(&mut self, schema: &str, current: (ConnState, Option<String>, Option<(u64, u64)>)) {
+    fn write_state(&mut self, schema: &str, current: Reported) {
         let (state, message, usage) = current.clone();
         let written = in_transaction(|c| {
             c.update(
