@@ -27,7 +27,7 @@ work="$PWD/target/bench/capture"
 data="$work/pgdata"
 port=${PGFORCE_BENCH_PORT:-54339}
 mkdir -p "$work"
-start_cluster "$bindir" "$data" "$port" "shared_buffers = '512MB'" "max_wal_size = '4GB'" \
+start_cluster "$bindir" "$data" "$port" "pgforce.enabled = off" "shared_buffers = '512MB'" "max_wal_size = '4GB'" \
     "checkpoint_timeout = '30min'" "autovacuum = off"
 trap 'stop_cluster "$bindir" "$data"' EXIT
 psql() { "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -X -q "$@"; }
