@@ -1,10 +1,11 @@
-//! The sync worker: a background worker that drains `_trigger_log` to Salesforce. Each cycle claims due rows (one
-//! short transaction), plans them (`pgforce_core::plan`), sends them with no transaction open
-//! (`pgforce_core::salesforce::deliver`), records the outcomes (another short transaction), and keeps the log small
-//! (`archive`). Commits wake it (`wake`); a slow poll is the fallback.
+//! The sync worker: a background worker that drains `_trigger_log` to Salesforce. Each cycle follows the data:
+//! `claim` due rows (one short transaction) → `plan` them into calls → send them with no transaction open
+//! (`pgforce_core::salesforce::deliver`) → `record` the outcomes (another short transaction) → `archive`. Commits
+//! wake it (`wake`); a slow poll is the fallback.
 
 mod archive;
 mod claim;
+mod plan;
 mod record;
 pub mod wake;
 
@@ -12,25 +13,19 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use pgforce_core::convert::{operation, Operation};
-use pgforce_core::plan::{merge, Planned, Write, WriteKind};
-use pgforce_core::retry::{backoff, Breaker};
-use pgforce_core::salesforce::{deliver, AuthFlow, Batch, CallError, CallKind, Client, Settings, Verdict};
+use pgforce_core::retry::Breaker;
+use pgforce_core::salesforce::{deliver, AuthFlow, CallError, Client, Settings, Verdict};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiResult};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde_json::Value;
 
 use crate::guc;
 use claim::Claimed;
-use record::{LogOutcome, MappingStats, RowOutcome};
+use record::Outcomes;
 
-const MAX_RECORDS_PER_CALL: usize = 200;
-const RETRY_BASE: Duration = Duration::from_millis(500);
-const RETRY_CAP: Duration = Duration::from_secs(300);
 /// How often archive maintenance runs at most.
 const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 /// Pause between cycles while the org's API usage is above `pgforce.max_api_usage`.
@@ -147,20 +142,6 @@ struct Worker {
     last_report: Instant,
     last_archive: Option<Instant>,
     schema: Option<String>,
-}
-
-/// What one cycle writes back: log rows, mapped rows (by qualified table name), per-mapping stats.
-struct Outcomes {
-    log: Vec<LogOutcome>,
-    rows: HashMap<String, Vec<RowOutcome>>,
-    stats: HashMap<String, MappingStats>,
-}
-
-/// One claimed write and what it becomes.
-struct Job {
-    table: String,
-    write: Write,
-    op: Operation,
 }
 
 impl Worker {
@@ -300,51 +281,28 @@ impl Worker {
 
     /// Plans, sends and records one claim. `Err` carries how long to wait (the connection is paused).
     fn deliver_claimed(&mut self, schema: &str, claimed: Claimed, merged: bool) -> Result<(), Duration> {
-        let Claimed { changes, tables, .. } = claimed;
-        let mut jobs: Vec<Job> = Vec::new();
-        let mut nothing: Vec<Vec<i64>> = Vec::new();
-        for (table, list) in &changes {
-            if !tables.contains_key(table) {
-                continue;
-            }
-            for planned in merge(list) {
-                match planned {
-                    Planned::Nothing { log_ids } => nothing.push(log_ids),
-                    Planned::Send(w) => jobs.push(Job { table: table.clone(), write: w, op: Operation::Skip }),
-                }
-            }
-        }
+        let mut plan = plan::merge_claimed(&claimed);
+        let tables = &claimed.tables;
         // Updates and deletes whose log rows carry no sfid take the mapped row's current one.
-        let lookups: Result<HashMap<String, HashMap<i64, String>>, String> = in_transaction(|c| {
+        let wanted = plan.sfids_wanted();
+        let sfids = in_transaction(|c| {
             let mut out = HashMap::new();
-            for (table, t) in &tables {
-                let ids: Vec<i64> = jobs
-                    .iter()
-                    .filter(|j| &j.table == table && j.write.sfid.is_none() && j.write.kind != WriteKind::Insert)
-                    .map(|j| j.write.record_id)
-                    .collect();
-                if !ids.is_empty() {
-                    out.insert(table.clone(), claim::current_sfids(c, t, ids)?);
+            for (table, ids) in wanted {
+                if let Some(t) = tables.get(&table) {
+                    out.insert(table, claim::current_sfids(c, t, ids)?);
                 }
             }
             Ok(out)
-        });
-        let lookups = lookups.unwrap_or_default();
-        for j in jobs.iter_mut() {
-            if j.write.sfid.is_none() {
-                j.write.sfid = lookups.get(&j.table).and_then(|m| m.get(&j.write.record_id)).cloned();
-            }
-            if let Some(t) = tables.get(&j.table) {
-                j.op = operation(&t.target, &j.write, merged);
-            }
-        }
-        let batches = batches(&jobs, &tables);
+        })
+        .unwrap_or_default();
+        plan.decide(tables, &sfids, merged);
+        let batches = plan.batches(tables);
         let delivery = match self.client() {
             Ok(client) => deliver(client, batches, guc::max_concurrency()),
             Err(e) => pgforce_core::salesforce::Delivery { trouble: Some(CallError::Unauthorized(e)), ..Default::default() },
         };
         let verdicts: HashMap<usize, Verdict> = delivery.verdicts.into_iter().collect();
-        let Outcomes { log, rows, stats } = self.outcomes(&jobs, &nothing, &verdicts, &tables);
+        let Outcomes { log, rows, stats } = record::outcomes(&plan, &verdicts, tables, guc::max_attempts(), &mut self.rng);
         if let Err(e) = in_transaction(|c| record::record(c, schema, &log, &rows, &stats)) {
             // The rows stay PENDING; the next start (or this worker after the error clears) reclaims them.
             self.report(schema, ConnState::SystemError, Some(format!("recording outcomes: {e}")));
@@ -373,71 +331,6 @@ impl Worker {
                 Err(wait)
             }
         }
-    }
-
-    /// Turns verdicts into log and mapped-row outcomes.
-    fn outcomes(
-        &mut self,
-        jobs: &[Job],
-        nothing: &[Vec<i64>],
-        verdicts: &HashMap<usize, Verdict>,
-        tables: &HashMap<String, claim::Table>,
-    ) -> Outcomes {
-        let max_attempts = guc::max_attempts();
-        let mut log = Vec::new();
-        let mut rows: HashMap<String, Vec<RowOutcome>> = HashMap::new();
-        let mut stats: HashMap<String, MappingStats> = HashMap::new();
-        let all = |ids: &[i64], state: &'static str, message: Option<String>, attempts: i32, retry_in_ms: Option<i64>| -> Vec<LogOutcome> {
-            ids.iter().map(|id| LogOutcome { id: *id, state, message: message.clone(), sfid: None, attempts, retry_in_ms }).collect()
-        };
-        for ids in nothing {
-            if let Some((last, merged)) = ids.split_last() {
-                log.extend(all(merged, "MERGED", None, 0, None));
-                log.extend(all(&[*last], "IGNORED", Some("inserted and deleted before it was sent".into()), 0, None));
-            }
-        }
-        for (i, job) in jobs.iter().enumerate() {
-            let ids = &job.write.log_ids;
-            let Some((last, merged)) = ids.split_last() else { continue };
-            let qualified = tables.get(&job.table).map(|t| t.qualified.clone()).unwrap_or_default();
-            let attempts = job.write.attempts;
-            let verdict = match &job.op {
-                Operation::Skip => Verdict::Done { id: None, created: false },
-                Operation::Refuse(m) => Verdict::Failed { code: "NOT_SENT".into(), message: m.clone(), transient: false },
-                _ => verdicts.get(&i).cloned().unwrap_or(Verdict::Unsent),
-            };
-            match verdict {
-                Verdict::Done { id, created } => {
-                    stats.entry(job.table.clone()).or_default().succeeded = true;
-                    log.extend(all(merged, "MERGED", None, attempts, None));
-                    log.push(LogOutcome { id: *last, state: "SUCCESS", message: None, sfid: id.clone(), attempts, retry_in_ms: None });
-                    if job.write.kind != WriteKind::Delete {
-                        let inserted = matches!(job.op, Operation::Create(_)) || created;
-                        rows.entry(qualified).or_default().push(RowOutcome {
-                            record_id: job.write.record_id,
-                            sfid: id,
-                            lastop: if inserted { "INSERTED" } else { "UPDATED" },
-                            err: None,
-                        });
-                    }
-                }
-                Verdict::Failed { code, message, transient } if transient && attempts + 1 < max_attempts => {
-                    let wait = backoff(attempts as u32, RETRY_BASE, RETRY_CAP, &mut self.rng);
-                    let note = Some(format!("{code}: {message} (attempt {} of {max_attempts}, retrying)", attempts + 1));
-                    log.extend(all(ids, "NEW", note, attempts + 1, Some(wait.as_millis() as i64)));
-                }
-                Verdict::Failed { code, message, .. } => {
-                    let text = format!("{code}: {message}");
-                    stats.entry(job.table.clone()).or_default().last_error = Some(text.clone());
-                    log.extend(all(ids, "FAILED", Some(text.clone()), attempts + 1, None));
-                    if job.write.kind != WriteKind::Delete {
-                        rows.entry(qualified).or_default().push(RowOutcome { record_id: job.write.record_id, sfid: None, lastop: "FAILED", err: Some(text) });
-                    }
-                }
-                Verdict::Unsent => log.extend(all(ids, "NEW", None, attempts, None)),
-            }
-        }
-        Outcomes { log, rows, stats }
     }
 
     /// Writes the connection state when it changes (and API usage at most once a second).
@@ -487,38 +380,6 @@ impl Worker {
             self.last_report = Instant::now();
         }
     }
-}
-
-/// Groups jobs into calls of at most 200 records of one kind (and one sObject for upserts).
-fn batches(jobs: &[Job], tables: &HashMap<String, claim::Table>) -> Vec<Batch> {
-    let mut groups: Vec<(CallKind, Vec<(usize, Value)>)> = Vec::new();
-    let mut index: HashMap<(String, u8), usize> = HashMap::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let Some(t) = tables.get(&job.table) else { continue };
-        let (kind, tag, item) = match &job.op {
-            Operation::Create(r) => (CallKind::Create, 0, Value::Object(r.clone())),
-            Operation::Update(r) => (CallKind::Update, 1, Value::Object(r.clone())),
-            Operation::Upsert(r) => (
-                CallKind::Upsert { object: t.target.sobject.clone(), field: t.target.upsert_field.clone().unwrap_or_default() },
-                2,
-                Value::Object(r.clone()),
-            ),
-            Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
-            Operation::Skip | Operation::Refuse(_) => continue,
-        };
-        let key = (job.table.clone(), tag);
-        let g = *index.entry(key).or_insert_with(|| {
-            groups.push((kind, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push((i, item));
-    }
-    groups
-        .into_iter()
-        .flat_map(|(kind, items)| {
-            items.chunks(MAX_RECORDS_PER_CALL).map(|c| Batch { kind: kind.clone(), items: c.to_vec() }).collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// The schema pgforce is installed in, if it is installed in this database.
