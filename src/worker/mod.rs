@@ -296,9 +296,26 @@ impl Worker {
         })
         .unwrap_or_default();
         plan.decide(tables, &sfids, merged);
-        let batches = plan.batches(tables);
+        // Parents first: records referenced by external id from another mapped table go in an earlier wave, so a
+        // child does not race its parent's insert.
         let delivery = match self.client() {
-            Ok(client) => deliver(client, batches, guc::max_concurrency()),
+            Ok(client) => {
+                let mut all = pgforce_core::salesforce::Delivery::default();
+                for wave in plan.waves(tables) {
+                    if all.trouble.is_some() {
+                        let unsent = wave.iter().flat_map(|b| b.items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+                        all.verdicts.extend(unsent);
+                        continue;
+                    }
+                    let d = deliver(client, wave, guc::max_concurrency());
+                    all.verdicts.extend(d.verdicts);
+                    all.calls += d.calls;
+                    if all.trouble.is_none() {
+                        all.trouble = d.trouble;
+                    }
+                }
+                all
+            }
             Err(e) => pgforce_core::salesforce::Delivery { trouble: Some(CallError::Unauthorized(e)), ..Default::default() },
         };
         let verdicts: HashMap<usize, Verdict> = delivery.verdicts.into_iter().collect();

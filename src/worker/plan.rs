@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use pgforce_core::convert::{operation, Operation};
+use pgforce_core::mapping::relationship_column;
 use pgforce_core::plan::{merge, Planned, Write, WriteKind};
 use pgforce_core::salesforce::{Batch, CallKind};
 use serde_json::Value;
@@ -64,11 +65,34 @@ impl Plan {
         }
     }
 
-    /// Groups jobs into calls of at most 200 records of one kind (and one sObject for upserts).
-    pub fn batches(&self, tables: &HashMap<String, Table>) -> Vec<Batch> {
+    /// The calls in dependency order: first the writes (not deletes) of sObjects that another mapped table in this
+    /// plan references through a relationship column, then everything else.
+    pub fn waves(&self, tables: &HashMap<String, Table>) -> Vec<Vec<Batch>> {
+        let referenced: Vec<String> = self
+            .jobs
+            .iter()
+            .filter_map(|j| tables.get(&j.table))
+            .flat_map(|t| t.target.columns.iter().filter_map(|(c, _)| relationship_column(c)))
+            .map(|r| parent_object(&r.relationship))
+            .collect();
+        let is_parent = |job: &Job| {
+            job.write.kind != WriteKind::Delete
+                && tables.get(&job.table).is_some_and(|t| referenced.iter().any(|r| r.eq_ignore_ascii_case(&t.target.sobject)))
+        };
+        let (first, rest): (Vec<usize>, Vec<usize>) = (0..self.jobs.len()).partition(|i| is_parent(&self.jobs[*i]));
+        [first, rest]
+            .into_iter()
+            .map(|ids| self.batches_of(&ids, tables))
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    /// Groups the given jobs into calls of at most 200 records of one kind (and one sObject for upserts).
+    fn batches_of(&self, ids: &[usize], tables: &HashMap<String, Table>) -> Vec<Batch> {
         let mut groups: Vec<(CallKind, Vec<(usize, Value)>)> = Vec::new();
         let mut index: HashMap<(String, u8), usize> = HashMap::new();
-        for (i, job) in self.jobs.iter().enumerate() {
+        for &i in ids {
+            let job = &self.jobs[i];
             let Some(t) = tables.get(&job.table) else { continue };
             let (kind, tag, item) = match &job.op {
                 Operation::Create(r) => (CallKind::Create, 0, Value::Object(r.clone())),
@@ -94,5 +118,14 @@ impl Plan {
                 items.chunks(MAX_RECORDS_PER_CALL).map(|c| Batch { kind: kind.clone(), items: c.to_vec() }).collect::<Vec<_>>()
             })
             .collect()
+    }
+}
+
+/// The sObject a relationship points at: `account__r` → `account__c` (custom), `account` → `account` (standard;
+/// `parent` and other standard names that differ from their object are not recognised and simply go unordered).
+fn parent_object(relationship: &str) -> String {
+    match relationship.strip_suffix("__r") {
+        Some(base) => format!("{base}__c"),
+        None => relationship.to_string(),
     }
 }

@@ -369,3 +369,21 @@ fn jwt_bearer_and_refresh_token_flows() {
     assert_eq!(sf.counters()["by_kind"]["token"], json!(2), "one login per flow");
     let _ = std::fs::remove_file(key);
 }
+
+#[test]
+fn parents_go_before_children_claimed_with_them() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, &["pgforce.enabled = off"]);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "INSERT INTO salesforce.contact (lastname, external_id__c, account__external_id__c)
+              SELECT 'Child ' || g, 'CH-' || g, 'PA-' || (g % 5) FROM generate_series(1, 400) g;
+         INSERT INTO salesforce.account (name, external_id__c) SELECT 'Parent ' || g, 'PA-' || g FROM generate_series(0, 4) g;",
+    )
+    .expect("children logged before their parents");
+    enable(&mut c);
+    wait_for(WAIT, "delivery", || (all_done(&mut c, "contact") && all_done(&mut c, "account")).then_some(()));
+    let retried: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE attempts > 0 OR state <> 'SUCCESS'", &[]).expect("q").get(0);
+    assert_eq!(retried, 0, "every child found its parent on the first attempt");
+    assert_eq!(sf.live("Contact").iter().filter(|r| r["AccountId"].is_string()).count(), 400);
+}
