@@ -82,9 +82,16 @@ fn drop_database_is_not_blocked_by_the_worker() {
 fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
     const ROWS: i64 = 20_000;
     let sf = Salesforce::start();
-    sf.admin("PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "latency", "ms": 5, "jitter_ms": 20}}]));
+    // A slow org (100-150 ms per call, two calls in flight) keeps the drain going long enough for every blow to
+    // land mid-drain, whatever the machine's speed.
+    sf.admin("PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "latency", "ms": 100, "jitter_ms": 50}}]));
     let mut settings = sf.settings();
-    settings.extend(["pgforce.enabled = off".to_string(), "pgforce.batch_size = 1000".to_string(), "restart_after_crash = on".to_string()]);
+    settings.extend([
+        "pgforce.enabled = off".to_string(),
+        "pgforce.batch_size = 1000".to_string(),
+        "pgforce.max_concurrency = 2".to_string(),
+        "restart_after_crash = on".to_string(),
+    ]);
     let cluster = Cluster::start_with(true, &settings);
     let mut c = cluster.admin();
     c.batch_execute(&format!(
@@ -100,19 +107,20 @@ fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
     c.batch_execute("SELECT pg_reload_conf()").expect("reload");
     drop(c);
 
-    let mut rng = rand::rng();
-    let mut crashes = 0;
-    let mut mid_drain = 0;
-    for round in 0..12 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
-        let open: i64 = cluster
+    let open_rows = || -> i64 {
+        cluster
             .config("postgres", "postgres")
             .connect(postgres::NoTls)
             .ok()
             .and_then(|mut c| c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[]).ok())
-            .map_or(0, |r| r.get(0));
-        if open > 0 {
-            mid_drain += 1;
+            .map_or(0, |r| r.get(0))
+    };
+    let mut rng = rand::rng();
+    let mut crashes = 0;
+    for round in 0..12 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+        if open_rows() == 0 {
+            break; // drained: blows from now on would not be mid-drain
         }
         if round % 4 == 3 {
             cluster.crash_and_restart();
@@ -124,8 +132,7 @@ fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
         // Let the postmaster finish crash recovery before the next blow.
         wait_for(Duration::from_secs(30), "the server back", || cluster.config("postgres", "postgres").connect(postgres::NoTls).ok().map(|_| ()));
     }
-    assert!(crashes >= 8, "the crashes happened ({crashes})");
-    assert!(mid_drain >= 6, "most crashes hit a drain in progress ({mid_drain} of {crashes})");
+    assert!(crashes >= 8, "at least eight blows landed mid-drain ({crashes})");
 
     let mut c = cluster.connect("postgres", "postgres");
     wait_for(Duration::from_secs(240), "the backlog drained", || {
