@@ -171,7 +171,11 @@ impl Worker {
         if self.schema.as_deref() != Some(schema.as_str()) {
             // First cycle (or extension re-created): rows a crash left PENDING are claimed again.
             if let Err(e) = in_transaction(|c| reclaim_pending(c, &schema)) {
-                pgrx::warning!("pgforce: cannot reclaim pending rows: {e}");
+                self.schema = Some(schema.clone());
+                if !self.vanished() {
+                    pgrx::warning!("pgforce: cannot reclaim pending rows: {e}");
+                }
+                self.schema = None;
                 return poll;
             }
             self.schema = Some(schema.clone());
@@ -189,7 +193,9 @@ impl Worker {
         let claimed = match in_transaction(|c| claim::claim(c, &schema, guc::batch_size(), ordered)) {
             Ok(c) => c,
             Err(e) => {
-                self.report(&schema, ConnState::SystemError, Some(format!("claiming changes: {e}")));
+                if !self.vanished() {
+                    self.report(&schema, ConnState::SystemError, Some(format!("claiming changes: {e}")));
+                }
                 return poll;
             }
         };
@@ -239,9 +245,23 @@ impl Worker {
             self.last_archive = Some(Instant::now());
         }
         result.unwrap_or_else(|e| {
-            pgrx::warning!("pgforce: archive maintenance failed: {e}");
+            if !self.vanished() {
+                pgrx::warning!("pgforce: archive maintenance failed: {e}");
+            }
             0
         })
+    }
+
+    /// After an error: whether it came from the extension being dropped meanwhile (a DROP EXTENSION between two of
+    /// the worker's transactions), which is no error of the worker's; the next cycle starts afresh.
+    fn vanished(&mut self) -> bool {
+        match in_transaction(installed_schema) {
+            Ok(now) if now.is_some() && now == self.schema => false,
+            _ => {
+                self.schema = None;
+                true
+            }
+        }
     }
 
     fn client(&mut self) -> Result<&Client, String> {
@@ -321,6 +341,9 @@ impl Worker {
         let verdicts: HashMap<usize, Verdict> = delivery.verdicts.into_iter().collect();
         let Outcomes { log, rows, stats } = record::outcomes(&plan, &verdicts, tables, guc::max_attempts(), &mut self.rng);
         if let Err(e) = in_transaction(|c| record::record(c, schema, &log, &rows, &stats)) {
+            if self.vanished() {
+                return Err(Duration::ZERO);
+            }
             // The rows stay PENDING; the next start (or this worker after the error clears) reclaims them.
             self.report(schema, ConnState::SystemError, Some(format!("recording outcomes: {e}")));
             let _ = in_transaction(|c| reclaim_pending(c, schema));
