@@ -171,11 +171,9 @@ impl Worker {
         if self.schema.as_deref() != Some(schema.as_str()) {
             // First cycle (or extension re-created): rows a crash left PENDING are claimed again.
             if let Err(e) = in_transaction(|c| reclaim_pending(c, &schema)) {
-                self.schema = Some(schema.clone());
-                if !self.vanished() {
+                if !extension_gone(&schema) {
                     pgrx::warning!("pgforce: cannot reclaim pending rows: {e}");
                 }
-                self.schema = None;
                 return poll;
             }
             self.schema = Some(schema.clone());
@@ -253,15 +251,13 @@ impl Worker {
     }
 
     /// After an error: whether it came from the extension being dropped meanwhile (a DROP EXTENSION between two of
-    /// the worker's transactions), which is no error of the worker's; the next cycle starts afresh.
+    /// the worker's transactions), which is no error of the worker's; the next cycle then starts afresh.
     fn vanished(&mut self) -> bool {
-        match in_transaction(installed_schema) {
-            Ok(now) if now.is_some() && now == self.schema => false,
-            _ => {
-                self.schema = None;
-                true
-            }
+        let gone = self.schema.as_deref().is_none_or(extension_gone);
+        if gone {
+            self.schema = None;
         }
+        gone
     }
 
     fn client(&mut self) -> Result<&Client, String> {
@@ -373,14 +369,15 @@ impl Worker {
         }
     }
 
-    /// Writes the connection state when it changes (and API usage at most once a second).
+    /// Writes the connection state when it changes. Only a new state or message is written here; API usage alone
+    /// changes on every call and is written by `report_usage`, at most once a second, so a busy drain does not pay
+    /// one more transaction per cycle.
     fn report(&mut self, schema: &str, state: ConnState, message: Option<String>) {
-        let latest = self.client.as_ref().and_then(|(_, c)| c.usage()).map(|u| (u.used, u.limit));
-        let usage = latest.or(self.reported.as_ref().and_then(|r| r.2));
-        let current = (state, message.clone(), usage);
-        if self.reported.as_ref() == Some(&current) {
+        if self.reported.as_ref().is_some_and(|r| r.0 == state && r.1 == message) {
             return;
         }
+        let latest = self.client.as_ref().and_then(|(_, c)| c.usage()).map(|u| (u.used, u.limit));
+        let current = (state, message.clone(), latest.or(self.reported.as_ref().and_then(|r| r.2)));
         if matches!(state, ConnState::Paused | ConnState::Unauthorized | ConnState::SystemError) {
             pgrx::log!("pgforce: {}: {}", state.as_str(), message.as_deref().unwrap_or(""));
         }
@@ -435,6 +432,11 @@ fn installed_schema(c: &mut SpiClient<'_>) -> SpiResult<Option<String>> {
         out = row.get::<String>(1)?;
     }
     Ok(out)
+}
+
+/// Whether pgforce is no longer installed in `schema` (dropped, or moved).
+fn extension_gone(schema: &str) -> bool {
+    !matches!(in_transaction(installed_schema), Ok(Some(now)) if now == schema)
 }
 
 /// Rows left PENDING (a crash between claim and record) go back to NEW.

@@ -170,31 +170,28 @@ pub fn record(
             ],
         )?;
     }
-    // The status trigger leaves these rows as written: they are outcomes, not changes.
+    // The status trigger leaves these rows as written: they are outcomes, not changes. The worker's
+    // `in_transaction` clears the flag when the transaction ends, however it ends.
     WRITING_OUTCOMES.store(true, Ordering::SeqCst);
-    let result = (|| {
-        for (qualified, outcomes) in rows {
-            if outcomes.is_empty() {
-                continue;
-            }
-            client.update(
-                &format!(
-                    "UPDATE {qualified} AS t
-                        SET sfid = coalesce(u.sfid, t.sfid), _hc_lastop = u.lastop, _hc_err = u.err
-                       FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, sfid, lastop, err)
-                      WHERE t.id = u.id"
-                ),
-                None,
-                &[
-                    DatumWithOid::from(outcomes.iter().map(|o| o.record_id).collect::<Vec<_>>()),
-                    DatumWithOid::from(outcomes.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
-                    DatumWithOid::from(outcomes.iter().map(|o| o.lastop.to_string()).collect::<Vec<_>>()),
-                    DatumWithOid::from(outcomes.iter().map(|o| o.err.clone()).collect::<Vec<_>>()),
-                ],
-            )?;
+    for (qualified, outcomes) in rows {
+        if outcomes.is_empty() {
+            continue;
         }
-        Ok(())
-    })();
-    WRITING_OUTCOMES.store(false, Ordering::SeqCst);
-    result
+        client.update(
+            &format!(
+                "UPDATE {qualified} AS t
+                    SET sfid = coalesce(u.sfid, t.sfid), _hc_lastop = u.lastop, _hc_err = u.err
+                   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, sfid, lastop, err)
+                  WHERE t.id = u.id"
+            ),
+            None,
+            &[
+                DatumWithOid::from(outcomes.iter().map(|o| o.record_id).collect::<Vec<_>>()),
+                DatumWithOid::from(outcomes.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
+                DatumWithOid::from(outcomes.iter().map(|o| o.lastop.to_string()).collect::<Vec<_>>()),
+                DatumWithOid::from(outcomes.iter().map(|o| o.err.clone()).collect::<Vec<_>>()),
+            ],
+        )?;
+    }
+    Ok(())
 }

@@ -292,7 +292,7 @@ impl Store {
             }
         }
         self.apply_values(object, &mut fields, input)?;
-        check_required(def.fields.iter(), &fields, true)?;
+        check_required(def.fields.iter(), &fields)?;
         let id = self.mint.mint(&def.key_prefix);
         self.check_unique(object, &id, &fields)?;
         let now = values::now_datetime();
@@ -326,7 +326,7 @@ impl Store {
         let mut fields = current.fields.clone();
         self.apply_values(object, &mut fields, input)?;
         let touched: Vec<&FieldDef> = input.values.iter().map(|(j, _)| &def.fields[*j]).collect();
-        check_required(touched.into_iter(), &fields, false)?;
+        check_required(touched.into_iter(), &fields)?;
         self.check_unique(object, id, &fields)?;
         let mut updated = current.clone();
         updated.fields = fields;
@@ -500,7 +500,7 @@ fn not_writable(field: &str) -> RecordError {
 }
 
 /// On create every required field must have a value; on update only the fields being set are checked.
-fn check_required<'a>(fields: impl Iterator<Item = &'a FieldDef>, values: &Map<String, Value>, _create: bool) -> Result<(), RecordError> {
+fn check_required<'a>(fields: impl Iterator<Item = &'a FieldDef>, values: &Map<String, Value>) -> Result<(), RecordError> {
     let missing: Vec<&str> = fields
         .filter(|f| f.required)
         .filter(|f| values.get(&f.name).and_then(index_key).is_none())

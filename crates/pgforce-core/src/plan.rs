@@ -73,13 +73,13 @@ pub fn merge(changes: &[Change]) -> Vec<Planned> {
     let mut order: Vec<i64> = Vec::new();
     let mut by_record: HashMap<i64, Vec<&Change>> = HashMap::new();
     for c in changes {
-        by_record.entry(c.record_id).or_insert_with(|| {
-            order.push(c.record_id);
-            Vec::new()
-        });
-        if let Some(list) = by_record.get_mut(&c.record_id) {
-            list.push(c);
-        }
+        by_record
+            .entry(c.record_id)
+            .or_insert_with(|| {
+                order.push(c.record_id);
+                Vec::new()
+            })
+            .push(c);
     }
     order.iter().filter_map(|r| by_record.get(r)).map(|list| merge_record(list)).collect()
 }
