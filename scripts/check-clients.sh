@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Runs a common Salesforce client library, unchanged, against fakeforce: jsforce (Node.js) gets a token by client
 # credentials, creates, updates, upserts, deletes, queries and runs a Bulk API 2.0 ingest job.
-# jsforce is installed once into target/clients/jsforce (from the npm registry) and reused.
+# jsforce and its dependencies are installed with `npm ci` from the committed lockfile (exact versions, integrity
+# hashes, no registry host) into target/clients/jsforce once, and reused while the lockfile is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 dir=target/clients/jsforce
 mkdir -p "$dir"
-cp tests/clients/jsforce/package.json tests/clients/jsforce/check.cjs "$dir/"
-if [ ! -f "$dir/node_modules/jsforce/package.json" ]; then
-    say "installing jsforce into $dir"
-    (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+src=tests/clients/jsforce
+cp "$src/package.json" "$src/package-lock.json" "$src/.npmrc" "$src/check.cjs" "$dir/"
+lock_sum=$(sha256sum "$src/package-lock.json" | cut -d' ' -f1)
+if [ -f "$dir/node_modules/jsforce/package.json" ] && [ "$(cat "$dir/installed-lock.sha256" 2>/dev/null)" = "$lock_sum" ]; then
+    say "jsforce: already installed from this lockfile"
+else
+    say "installing jsforce into $dir (npm ci from the lockfile)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock_sum" >"$dir/installed-lock.sha256"
 fi
 cargo build -q -p fakeforce --bin fakeforce
 url_file=$(mktemp)

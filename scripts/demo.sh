@@ -17,6 +17,7 @@ port=${PGFORCE_DEMO_PORT:-54329}
 say "building and installing pgforce into PostgreSQL $PG"
 cargo pgrx install -p pgforce --pg-config "$pg_config" --no-default-features --features "pg$PG" >/dev/null
 
+mkdir -p "$PWD/target/demo"
 ff_url_file="$PWD/target/demo/fakeforce.url"
 say "starting fakeforce, the local Salesforce stand-in (an org with a validation rule on Contact.Email)"
 cat >"$PWD/target/demo/fakeforce.toml" <<'TOML'

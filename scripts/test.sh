@@ -12,6 +12,9 @@ if [ $# -gt 0 ]; then versions=("$@"); else versions=("${PG_VERSIONS[@]}"); fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+say "set-up scripts: PostgreSQL source selection (fake Debian archive, no network)"
+bash scripts/tests/postgres_source_test.sh 2>&1 | tee -a "$log"
+
 say "unit tests (pgforce-core)"
 cargo test -p pgforce-core 2>&1 | tee -a "$log"
 
