@@ -11,5 +11,5 @@ say "installing a release build of pgforce into PostgreSQL 15"
 cargo pgrx install --release -p pgforce --pg-config "$pg_config" --no-default-features --features pg15 >/dev/null
 say "running (this takes a few minutes)"
 mkdir -p target/bench
-PGFORCE_PG_CONFIG=$pg_config cargo run -q --release -p pgforce-integration --bin delivery_bench -- "${1:-100000}" | tee target/bench/delivery.md
+PGFORCE_PG_CONFIG=$pg_config cargo run -q --release -p pgforce-bench-delivery -- "${1:-100000}" | tee target/bench/delivery.md
 say "results in target/bench/delivery.md; scripts/test.sh reinstalls the test build"

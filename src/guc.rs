@@ -1,22 +1,77 @@
-//! Every `pgforce.*` setting, registered in one place and read through typed accessors. The worker reads them at the
-//! top of each cycle, so a reload (SIGHUP) takes effect without a restart (except `pgforce.database`).
+//! Every `pgforce.*` setting, registered in one place. Settings with a fixed set of values are enums, and the API
+//! version and login URL are checked when set, so `SET`, `ALTER SYSTEM` and the configuration file refuse a typo
+//! instead of it silently meaning something else. The worker reads them all at once into a `Config` at the top of
+//! each cycle (`config()`), so a reload (SIGHUP) takes effect at the next cycle without a restart (except
+//! `pgforce.database`).
 
-use std::ffi::CString;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgforce_core::config::{check_api_version, check_login_url, Config, WriteAlgorithm};
+use pgforce_core::salesforce::{AuthFlow, Settings};
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+
+/// `pgforce.auth_flow` as Postgres stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+enum AuthFlowSetting {
+    #[name = c"client_credentials"]
+    ClientCredentials,
+    #[name = c"jwt_bearer"]
+    JwtBearer,
+    #[name = c"refresh_token"]
+    RefreshToken,
+}
+
+impl From<AuthFlowSetting> for AuthFlow {
+    fn from(s: AuthFlowSetting) -> AuthFlow {
+        match s {
+            AuthFlowSetting::ClientCredentials => AuthFlow::ClientCredentials,
+            AuthFlowSetting::JwtBearer => AuthFlow::JwtBearer,
+            AuthFlowSetting::RefreshToken => AuthFlow::RefreshToken,
+        }
+    }
+}
+
+/// `pgforce.write_algorithm` as Postgres stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+enum WriteAlgorithmSetting {
+    #[name = c"merged"]
+    Merged,
+    #[name = c"ordered"]
+    Ordered,
+}
+
+impl From<WriteAlgorithmSetting> for WriteAlgorithm {
+    fn from(s: WriteAlgorithmSetting) -> WriteAlgorithm {
+        match s {
+            WriteAlgorithmSetting::Merged => WriteAlgorithm::Merged,
+            WriteAlgorithmSetting::Ordered => WriteAlgorithm::Ordered,
+        }
+    }
+}
+
+/// `pgforce.debug_fault`: a fault the worker causes on purpose, so tests can show it survives its own bugs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+enum DebugFault {
+    #[name = c"none"]
+    None,
+    #[name = c"panic_while_sending"]
+    PanicWhileSending,
+}
 
 static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static LOGIN_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"https://login.salesforce.com"));
-static AUTH_FLOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"client_credentials"));
+static AUTH_FLOW: GucSetting<AuthFlowSetting> = GucSetting::<AuthFlowSetting>::new(AuthFlowSetting::ClientCredentials);
 static CLIENT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CLIENT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static USERNAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static JWT_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REFRESH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static API_VERSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"62.0"));
-static WRITE_ALGORITHM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"merged"));
+static WRITE_ALGORITHM: GucSetting<WriteAlgorithmSetting> = GucSetting::<WriteAlgorithmSetting>::new(WriteAlgorithmSetting::Merged);
 static MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
@@ -26,6 +81,7 @@ static ARCHIVE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static ARCHIVE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(31 * 24 * 3600);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4000);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static DEBUG_FAULT: GucSetting<DebugFault> = GucSetting::<DebugFault>::new(DebugFault::None);
 
 /// Registers the settings. `preloading`: called from the postmaster, where `pgforce.database` (a start-up-only
 /// setting, which Postgres refuses to create later) is defined too.
@@ -38,15 +94,18 @@ pub fn register(preloading: bool) {
         GucRegistry::define_string_guc(c"pgforce.database", c"Database the sync worker serves.", c"The worker connects to this database at server start; changing it needs a restart.", &DATABASE, Postmaster, GucFlags::SUPERUSER_ONLY);
     }
     GucRegistry::define_bool_guc(c"pgforce.enabled", c"Whether the sync worker delivers changes.", c"Off: changes are still captured and wait in _trigger_log.", &ENABLED, Sighup, none);
-    GucRegistry::define_string_guc(c"pgforce.login_url", c"Salesforce login URL (token endpoint host).", c"https://login.salesforce.com, https://test.salesforce.com or the org's My Domain URL.", &LOGIN_URL, Sighup, none);
-    GucRegistry::define_string_guc(c"pgforce.auth_flow", c"OAuth flow: client_credentials, jwt_bearer or refresh_token.", c"", &AUTH_FLOW, Sighup, none);
+    // SAFETY: the check hooks are #[pg_guard]ed and only read their argument.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(c"pgforce.login_url", c"Salesforce login URL (token endpoint host).", c"https://login.salesforce.com, https://test.salesforce.com or the org's My Domain URL.", &LOGIN_URL, Sighup, none, Some(check_login_url_hook), None, None);
+        GucRegistry::define_string_guc_with_hooks(c"pgforce.api_version", c"Salesforce REST API version, such as 62.0.", c"", &API_VERSION, Sighup, none, Some(check_api_version_hook), None, None);
+    }
+    GucRegistry::define_enum_guc(c"pgforce.auth_flow", c"OAuth flow: client_credentials, jwt_bearer or refresh_token.", c"", &AUTH_FLOW, Sighup, none);
     GucRegistry::define_string_guc(c"pgforce.client_id", c"Connected app consumer key.", c"", &CLIENT_ID, Sighup, none);
     GucRegistry::define_string_guc(c"pgforce.client_secret", c"Connected app consumer secret.", c"Readable by superusers only.", &CLIENT_SECRET, Sighup, secret);
     GucRegistry::define_string_guc(c"pgforce.username", c"Integration user (the JWT bearer flow's subject).", c"", &USERNAME, Sighup, none);
     GucRegistry::define_string_guc(c"pgforce.jwt_key_file", c"PEM file with the RSA private key for the JWT bearer flow.", c"Readable by superusers only.", &JWT_KEY_FILE, Sighup, secret);
     GucRegistry::define_string_guc(c"pgforce.refresh_token", c"Refresh token for the refresh_token flow.", c"Readable by superusers only.", &REFRESH_TOKEN, Sighup, secret);
-    GucRegistry::define_string_guc(c"pgforce.api_version", c"Salesforce REST API version.", c"", &API_VERSION, Sighup, none);
-    GucRegistry::define_string_guc(c"pgforce.write_algorithm", c"merged (collapse a record's changes into one write) or ordered (one change at a time).", c"", &WRITE_ALGORITHM, Sighup, none);
+    GucRegistry::define_enum_guc(c"pgforce.write_algorithm", c"merged (collapse a record's changes into one write) or ordered (one change at a time).", c"", &WRITE_ALGORITHM, Sighup, none);
     GucRegistry::define_int_guc(c"pgforce.max_concurrency", c"Salesforce requests in flight at once.", c"", &MAX_CONCURRENCY, 1, 64, Sighup, none);
     GucRegistry::define_int_guc(c"pgforce.request_timeout", c"Timeout of each Salesforce request.", c"", &REQUEST_TIMEOUT_MS, 100, 600_000, Sighup, GucFlags::UNIT_MS);
     GucRegistry::define_int_guc(c"pgforce.max_attempts", c"Attempts for records failing with transient errors before they stay FAILED.", c"", &MAX_ATTEMPTS, 1, 1000, Sighup, none);
@@ -56,73 +115,90 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(c"pgforce.archive_retention", c"Archive rows older than this are deleted.", c"", &ARCHIVE_RETENTION_S, 0, i32::MAX, Sighup, GucFlags::UNIT_S);
     GucRegistry::define_int_guc(c"pgforce.batch_size", c"Log rows claimed per delivery cycle.", c"", &BATCH_SIZE, 1, 100_000, Sighup, none);
     GucRegistry::define_int_guc(c"pgforce.poll_interval", c"Fallback poll when no commit wakes the worker.", c"", &POLL_INTERVAL_MS, 10, 3_600_000, Sighup, GucFlags::UNIT_MS);
+    GucRegistry::define_enum_guc(c"pgforce.debug_fault", c"For pgforce's own tests: a fault the worker causes on purpose.", c"Never set this in production.", &DEBUG_FAULT, Sighup, GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL);
     // SAFETY: called from _PG_init in the postmaster (or a backend loading the library), as Postgres expects.
-    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pgforce".as_ptr()) };
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pgforce".as_ptr()) };
+}
+
+/// Runs a value check for a string setting's check hook: on refusal, Postgres reports the reason (with SQLSTATE
+/// 22023) and `hint`, and keeps the old value.
+///
+/// # Safety
+/// `newval` must be the check hook's argument.
+unsafe fn check_string(name: &str, newval: *mut *mut c_char, check: fn(&str) -> Result<(), String>, hint: &CStr) -> bool {
+    // SAFETY: Postgres passes a pointer to the proposed value, a palloc'd C string or NULL.
+    let value = unsafe { newval.as_ref().filter(|p| !p.is_null()).map(|p| CStr::from_ptr(*p)) };
+    let Some(text) = value.map(|v| v.to_string_lossy()) else { return true };
+    match check(&text) {
+        Ok(()) => true,
+        Err(reason) => {
+            let message = CString::new(format!("invalid value for parameter \"{name}\": {reason}")).unwrap_or_default();
+            // SAFETY: GUC_check_errmsg/errhint take palloc'd strings, which Postgres reports and frees.
+            unsafe {
+                pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32);
+                pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+                pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+            }
+            false
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_login_url_hook(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    // SAFETY: called by Postgres as this setting's check hook.
+    unsafe {
+        check_string("pgforce.login_url", newval, check_login_url, c"Use https://login.salesforce.com, https://test.salesforce.com or the org's My Domain URL, such as https://mycompany.my.salesforce.com.")
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_api_version_hook(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    // SAFETY: called by Postgres as this setting's check hook.
+    unsafe { check_string("pgforce.api_version", newval, check_api_version, c"Use a REST API version the org supports, such as 62.0.") }
 }
 
 fn text(s: &GucSetting<Option<CString>>) -> String {
     s.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
+/// The database the worker serves (read once, at worker start).
 pub fn database() -> String {
     text(&DATABASE)
 }
-pub fn enabled() -> bool {
-    ENABLED.get()
+
+/// Every setting the worker uses, read now.
+pub fn config() -> Config {
+    let request_timeout = Duration::from_millis(REQUEST_TIMEOUT_MS.get().max(1) as u64);
+    let retry_failed_after = RETRY_FAILED_AFTER_S.get();
+    Config {
+        enabled: ENABLED.get(),
+        connection: Settings {
+            login_url: text(&LOGIN_URL),
+            auth_flow: AUTH_FLOW.get().into(),
+            client_id: text(&CLIENT_ID),
+            client_secret: text(&CLIENT_SECRET),
+            username: text(&USERNAME),
+            jwt_key_file: PathBuf::from(text(&JWT_KEY_FILE)),
+            refresh_token: text(&REFRESH_TOKEN),
+            api_version: text(&API_VERSION),
+            request_timeout,
+        },
+        write_algorithm: WRITE_ALGORITHM.get().into(),
+        max_concurrency: MAX_CONCURRENCY.get().max(1) as usize,
+        batch_size: i64::from(BATCH_SIZE.get().max(1)),
+        max_attempts: MAX_ATTEMPTS.get(),
+        retry_failed_after: (retry_failed_after >= 0).then(|| Duration::from_secs(retry_failed_after as u64)),
+        max_api_usage: MAX_API_USAGE.get(),
+        archive_after: Duration::from_secs(ARCHIVE_AFTER_S.get().max(0) as u64),
+        archive_retention: Duration::from_secs(ARCHIVE_RETENTION_S.get().max(0) as u64),
+        poll_interval: Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64),
+    }
 }
-pub fn login_url() -> String {
-    text(&LOGIN_URL)
-}
-pub fn auth_flow() -> String {
-    text(&AUTH_FLOW)
-}
-pub fn client_id() -> String {
-    text(&CLIENT_ID)
-}
-pub fn client_secret() -> String {
-    text(&CLIENT_SECRET)
-}
-pub fn username() -> String {
-    text(&USERNAME)
-}
-pub fn jwt_key_file() -> String {
-    text(&JWT_KEY_FILE)
-}
-pub fn refresh_token() -> String {
-    text(&REFRESH_TOKEN)
-}
-pub fn api_version() -> String {
-    text(&API_VERSION)
-}
-pub fn ordered_writes() -> bool {
-    text(&WRITE_ALGORITHM).eq_ignore_ascii_case("ordered")
-}
-pub fn max_concurrency() -> usize {
-    MAX_CONCURRENCY.get().max(1) as usize
-}
-pub fn request_timeout() -> Duration {
-    Duration::from_millis(REQUEST_TIMEOUT_MS.get().max(1) as u64)
-}
-pub fn max_attempts() -> i32 {
-    MAX_ATTEMPTS.get()
-}
-/// `None` when failed records are not retried automatically.
-pub fn retry_failed_after() -> Option<Duration> {
-    let s = RETRY_FAILED_AFTER_S.get();
-    (s >= 0).then(|| Duration::from_secs(s as u64))
-}
-pub fn max_api_usage() -> f64 {
-    MAX_API_USAGE.get()
-}
-pub fn archive_after() -> Duration {
-    Duration::from_secs(ARCHIVE_AFTER_S.get().max(0) as u64)
-}
-pub fn archive_retention() -> Duration {
-    Duration::from_secs(ARCHIVE_RETENTION_S.get().max(0) as u64)
-}
-pub fn batch_size() -> i64 {
-    BATCH_SIZE.get().max(1) as i64
-}
-pub fn poll_interval() -> Duration {
-    Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64)
+
+/// With `pgforce.debug_fault = panic_while_sending`, panics (a stand-in for a bug in the worker).
+pub fn inject_fault_while_sending() {
+    if DEBUG_FAULT.get() == DebugFault::PanicWhileSending {
+        panic!("pgforce.debug_fault = panic_while_sending");
+    }
 }

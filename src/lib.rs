@@ -1,18 +1,20 @@
 //! pgforce: Heroku Connect's write path inside Postgres.
 //!
-//! Data flows one way, and the modules follow it: `capture` (triggers on mapped tables) → `log` (rows in
-//! `_trigger_log`) → delivery to Salesforce. `mapping` is the SQL surface that turns a table into a synced one.
+//! Data flows one way, and the modules follow it: `api` (the SQL functions users call, such as `map_table`) →
+//! `capture` (triggers on mapped tables write `_trigger_log`, and wake the worker at commit through `shmem`) →
+//! `worker` (claim → plan → send → record → archive; the pure steps live in `pgforce_core::delivery`). `guc` holds
+//! every setting, `error` the SQL errors users see.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::prelude::*;
 
+mod api;
 mod capture;
 mod error;
 mod guc;
-mod log;
-mod mapping;
 mod server;
+mod shmem;
 mod worker;
 
 pgrx::pg_module_magic!();
@@ -30,7 +32,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register(preloading);
     if preloading {
         PRELOADED.store(true, Ordering::Relaxed);
-        worker::wake::init_shared_memory();
+        shmem::init_shared_memory();
         worker::register();
     }
 }

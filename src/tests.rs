@@ -65,6 +65,25 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'NEW' AND next_attempt_at IS NULL"), Some(1));
     }
 
+    /// The quoted words of an SQL expression, e.g. the states in `state IN ('NEW', 'PENDING')`.
+    fn quoted_words(expr: &str) -> std::collections::BTreeSet<String> {
+        expr.split('\'').skip(1).step_by(2).map(str::to_string).collect()
+    }
+
+    #[pg_test]
+    fn the_state_vocabulary_matches_the_schema() {
+        use pgforce_core::log::{Action, LogState};
+        let names = |states: &[LogState]| states.iter().map(|s| s.as_str().to_string()).collect::<std::collections::BTreeSet<_>>();
+        let predicate = |index: &str| text(&format!("SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'salesforce.{index}'::regclass"));
+        let check = |constraint: &str| text(&format!("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = '{constraint}'"));
+        assert_eq!(quoted_words(&predicate("_trigger_log_idx_finished")), names(&LogState::FINISHED), "what the archiver moves");
+        assert_eq!(quoted_words(&predicate("_trigger_log_idx_queue")), names(&LogState::QUEUED), "what the worker claims");
+        assert_eq!(quoted_words(&check("_trigger_log_state_check")), names(&LogState::ALL));
+        let actions: std::collections::BTreeSet<String> =
+            [Action::Insert, Action::Update, Action::Delete].iter().map(|a| a.as_str().to_string()).collect();
+        assert_eq!(quoted_words(&check("_trigger_log_action_check")), actions);
+    }
+
     #[pg_test]
     fn trigger_log_rejects_unknown_states() {
         assert_eq!(outcome("INSERT INTO salesforce._trigger_log (state, action, table_name) VALUES ('BOGUS', 'INSERT', 'x')"), "23514");
@@ -476,6 +495,10 @@ mod tests {
         assert_eq!(outcome("SELECT current_setting('pgforce.client_secret')"), "42501");
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_settings WHERE name IN ('pgforce.client_secret', 'pgforce.refresh_token', 'pgforce.jwt_key_file')"), Some(0));
         assert_eq!(outcome("SET pgforce.batch_size = 10"), "55P02");
+        // Settings with a fixed set of values are enums: Postgres refuses anything else (tested with ALTER SYSTEM in
+        // the integration tests, since SET cannot change them).
+        assert_eq!(text("SELECT vartype || ' ' || array_to_string(enumvals, ',') FROM pg_settings WHERE name = 'pgforce.write_algorithm'"), "enum merged,ordered");
+        assert_eq!(text("SELECT vartype || ' ' || array_to_string(enumvals, ',') FROM pg_settings WHERE name = 'pgforce.auth_flow'"), "enum client_credentials,jwt_bearer,refresh_token");
         assert_eq!(outcome("SET pgforce.bogus = 1"), "42602");
     }
 }

@@ -5,45 +5,28 @@
 //!   with the semantics of Connect's VERSION 4 logger, but in one set-based write per statement instead of one
 //!   PL/pgSQL call and one INSERT per row.
 
+mod log_writer;
 mod row_text;
 mod status;
+mod wake;
 
 use std::ffi::CStr;
 
+use pgforce_core::log::{Action, LogState};
 use pgforce_core::mapping::Access;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgMemoryContexts};
 
 use crate::error::{raise, PgforceError};
-use crate::log::{CapturedChange, LogWriter};
 use crate::server::is_user_write;
+use log_writer::{CapturedChange, LogWriter};
 use row_text::{Row, RowRenderer};
 
-
-/// Set by the sync worker while it writes outcomes (`sfid`, `_hc_lastop`, `_hc_err`) into mapped rows, so the
-/// status trigger keeps them as written. Process-local: only the worker's own writes are affected.
-pub static WRITING_OUTCOMES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub use status::WRITING_OUTCOMES;
 
 /// Names of the transition tables the capture triggers declare (`REFERENCING ... AS`).
 pub const OLD_ROWS: &str = "pgforce_old_rows";
 pub const NEW_ROWS: &str = "pgforce_new_rows";
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Insert,
-    Update,
-    Delete,
-}
-
-impl Action {
-    fn as_str(self) -> &'static str {
-        match self {
-            Action::Insert => "INSERT",
-            Action::Update => "UPDATE",
-            Action::Delete => "DELETE",
-        }
-    }
-}
 
 /// Statement-level capture trigger. Its one argument is the mapping's access mode.
 #[pg_trigger]
@@ -93,7 +76,7 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
         let table_name = CStr::from_ptr((*(*relation).rd_rel).relname.data.as_ptr());
         let schema = pg_sys::get_func_namespace((*data.tg_trigger).tgfoid);
 
-        let mut writer = LogWriter::new(schema, action.as_str(), table_name);
+        let mut writer = LogWriter::new(schema, action, table_name);
         let mut renderer = RowRenderer::new(tupdesc);
         let mut old_cursor = (!old_rows.is_null()).then(|| TransitionCursor::new(old_rows, tupdesc));
         let mut new_cursor = (!new_rows.is_null()).then(|| TransitionCursor::new(new_rows, tupdesc));
@@ -103,8 +86,7 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
         let mut scratch = PgMemoryContexts::new("pgforce capture rendering");
         let mut rows = 0usize;
 
-        loop {
-            let Some(old) = next_row(old_cursor.as_mut(), natts) else { break };
+        while let Some(old) = next_row(old_cursor.as_mut(), natts) {
             let Some(new) = next_row(new_cursor.as_mut(), natts) else { break };
             scratch.switch_to(|_| match (old, new) {
                 (None, Some(new)) => {
@@ -116,13 +98,13 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
                     let record_id = renderer.record_id(&new);
                     let text = renderer.render_update(&old, &new);
                     let nothing_changed = text.values.is_some_and(<[u8]>::is_empty);
-                    let state = if access == Access::ReadWrite && nothing_changed { "IGNORE" } else { base_state };
+                    let state = if access == Access::ReadWrite && nothing_changed { LogState::Ignore } else { base_state };
                     writer.push(CapturedChange { state, record_id, sfid: text.sfid, old: Some(text.old), values: text.values });
                 }
                 (Some(old), None) => {
                     let record_id = renderer.record_id(&old);
                     let text = renderer.render_delete(&old);
-                    let state = if access == Access::ReadWrite && text.sfid.is_none() { "IGNORE" } else { base_state };
+                    let state = if access == Access::ReadWrite && text.sfid.is_none() { LogState::Ignore } else { base_state };
                     writer.push(CapturedChange { state, record_id, sfid: text.sfid, old: Some(text.old), values: None });
                 }
                 (None, None) => {}

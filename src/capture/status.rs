@@ -4,11 +4,17 @@
 //! sets `SYNCED` and clears the error.
 
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use pgforce_core::log::LastOp;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, IntoDatum};
 
 use crate::server::is_user_write;
+
+/// Set by the sync worker while it writes outcomes (`sfid`, `_hc_lastop`, `_hc_err`) into mapped rows, so the
+/// status trigger keeps them as written. Process-local: only the worker's own writes are affected.
+pub static WRITING_OUTCOMES: AtomicBool = AtomicBool::new(false);
 
 const LASTOP: &CStr = c"_hc_lastop";
 const ERR: &CStr = c"_hc_err";
@@ -41,12 +47,12 @@ unsafe fn track(
             return new_tuple; // columns dropped by hand: nothing to keep up to date
         }
         let user_write = is_user_write();
-        if !user_write && super::WRITING_OUTCOMES.load(std::sync::atomic::Ordering::Relaxed) {
+        if !user_write && WRITING_OUTCOMES.load(Ordering::Relaxed) {
             return new_tuple; // the worker's outcome, exactly as written
         }
         let new_lastop = text_attr(new_tuple, tupdesc, lastop_att);
         let wanted = if user_write {
-            "PENDING"
+            LastOp::Pending.as_str()
         } else {
             if let Some(old) = old_tuple {
                 let old_lastop = text_attr(old, tupdesc, lastop_att);
@@ -54,7 +60,7 @@ unsafe fn track(
                     return new_tuple; // the sync engine recorded an outcome explicitly
                 }
             }
-            "SYNCED"
+            LastOp::Synced.as_str()
         };
         let mut err_null = false;
         pg_sys::SPI_getbinval(new_tuple, tupdesc, err_att, &mut err_null);

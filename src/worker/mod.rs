@@ -1,35 +1,47 @@
-//! The sync worker: a background worker that drains `_trigger_log` to Salesforce. Each cycle follows the data:
-//! `claim` due rows (one short transaction) → `plan` them into calls → send them with no transaction open
-//! (`pgforce_core::salesforce::deliver`) → `record` the outcomes (another short transaction) → `archive`. Commits
-//! wake it (`wake`); a slow poll is the fallback.
+//! The sync worker: a background worker that drains `_trigger_log` to Salesforce. Each cycle reads the settings
+//! once (`guc::config`), then follows the data: `claim` due rows (one short transaction) → plan them
+//! (`pgforce_core::delivery::plan`) → send them with no transaction open (`delivery::send`) → turn the answers into
+//! outcomes (`delivery::outcome`) → `record` them (another short transaction) → `archive`. Commits wake it
+//! (`crate::shmem`); a slow poll is the fallback. Each cycle runs inside a panic boundary: a bug is logged with
+//! what the worker was doing, the cycle's rows go back to the queue, and the worker goes on.
 
 mod archive;
 mod claim;
-mod plan;
+mod error;
 mod record;
-pub mod wake;
+mod sql;
+mod status;
+mod transaction;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
+use pgforce_core::config::Config;
+use pgforce_core::delivery::outcome::outcomes;
+use pgforce_core::delivery::plan::plan;
+use pgforce_core::delivery::send::{send_waves, Verdict};
+use pgforce_core::delivery::Claimed;
 use pgforce_core::retry::Breaker;
-use pgforce_core::salesforce::{deliver, AuthFlow, CallError, Client, Settings, Verdict};
+use pgforce_core::salesforce::{CallError, Client, Settings};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
-use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiResult};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::guc;
-use claim::Claimed;
-use record::Outcomes;
+use crate::{guc, shmem};
+use error::WorkerError;
+use sql::Statements;
+use status::{show, ConnState, Reporter, Step};
+use transaction::{as_sync_engine, in_transaction};
 
 /// How often archive maintenance runs at most.
 const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 /// Pause between cycles while the org's API usage is above `pgforce.max_api_usage`.
 const THROTTLE_PAUSE: Duration = Duration::from_secs(5);
+/// Pause after a cycle that failed inside the worker (a database error or a bug).
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Registers the worker; called from `_PG_init` while preloading.
 pub fn register() {
@@ -52,7 +64,7 @@ pub fn register() {
 pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&guc::database()), None);
-    wake::publish_worker();
+    shmem::publish_worker();
     let mut worker = Worker::new();
     let mut wait = Duration::ZERO;
     while BackgroundWorker::wait_latch(Some(wait)) {
@@ -63,85 +75,29 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
                 pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
             }
         }
-        wait = worker.cycle();
+        wait = worker.run(&guc::config());
+        show(&Step::Waiting);
     }
-    wake::withdraw_worker();
+    shmem::withdraw_worker();
     // A non-zero exit asks the postmaster to start the worker again (after 5 s): a terminated worker comes back.
     // At server shutdown nothing is restarted. `pgforce.enabled = off` is the way to stop delivery.
     // SAFETY: ends this background worker process.
     unsafe { pg_sys::proc_exit(1) };
 }
 
-/// Runs `f` in its own transaction; an error (SQL or Rust) aborts it and is returned as text, so the worker lives on.
-fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> SpiResult<R>) -> Result<R, String> {
-    // SAFETY: the worker's main thread, between transactions.
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    let body = AssertUnwindSafe(|| Spi::connect_mut(|client| f(client)).map_err(|e| e.to_string()));
-    let result = PgTryBuilder::new(body)
-        .catch_others(|e| {
-            Err(match e {
-                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-            })
-        })
-        .execute();
-    crate::capture::WRITING_OUTCOMES.store(false, std::sync::atomic::Ordering::SeqCst);
-    // SAFETY: ends the transaction started above, whichever way it went.
-    unsafe {
-        if result.is_ok() {
-            pg_sys::PopActiveSnapshot();
-            pg_sys::CommitTransactionCommand();
-        } else {
-            pg_sys::AbortCurrentTransaction();
-        }
-    }
-    result
-}
-
-/// The connection states `sync_status` shows (Heroku Connect's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConnState {
-    Idle,
-    Polling,
-    Paused,
-    Unauthorized,
-    SystemError,
-    Disabled,
-    Throttled,
-}
-
-impl ConnState {
-    fn as_str(self) -> &'static str {
-        match self {
-            ConnState::Idle => "IDLE",
-            ConnState::Polling => "POLLING_DB_CHANGES",
-            ConnState::Paused => "PAUSED",
-            ConnState::Unauthorized => "UNAUTHORIZED",
-            ConnState::SystemError => "SYSTEM_ERROR",
-            ConnState::Disabled => "DISABLED",
-            ConnState::Throttled => "THROTTLED",
-        }
-    }
-}
-
-/// Identity of the settings a client was built from: a change (after SIGHUP) builds a new client.
-type SettingsKey = (String, String, String, String, String, String, String, String, Duration);
-
-/// What `_sync_state` shows: state, message, API usage (used, limit).
-type Reported = (ConnState, Option<String>, Option<(u64, u64)>);
-
 struct Worker {
-    client: Option<(SettingsKey, Client)>,
+    /// The client and the connection settings it was built from (a reload that changes them builds a new one).
+    client: Option<(Settings, Client)>,
     breaker: Breaker,
     rng: StdRng,
-    reported: Option<Reported>,
-    last_report: Instant,
+    reporter: Reporter,
     last_archive: Option<Instant>,
-    schema: Option<String>,
+    /// The catalog query that finds pgforce's schema; prepared once.
+    find_schema: Option<OwnedPreparedStatement>,
+    /// The worker's statements for the schema pgforce is installed in.
+    statements: Option<Statements>,
+    /// What the cycle is doing, for `pg_stat_activity` and for the report of a bug.
+    step: Step,
 }
 
 impl Worker {
@@ -150,67 +106,89 @@ impl Worker {
             client: None,
             breaker: Breaker::new(Duration::from_millis(250), Duration::from_secs(60)),
             rng: StdRng::from_os_rng(),
-            reported: None,
-            last_report: Instant::now(),
+            reporter: Reporter::default(),
             last_archive: None,
-            schema: None,
+            find_schema: None,
+            statements: None,
+            step: Step::Waiting,
         }
     }
 
-    /// One pass; returns how long to sleep unless woken.
-    fn cycle(&mut self) -> Duration {
-        let poll = guc::poll_interval();
-        let schema = match in_transaction(installed_schema) {
-            Ok(Some(s)) => s,
-            Ok(None) => return poll, // the extension is not installed (yet) in this database
-            Err(e) => {
-                pgrx::warning!("pgforce: cannot read the catalog: {e}");
-                return poll;
-            }
-        };
-        if self.schema.as_deref() != Some(schema.as_str()) {
-            // First cycle (or extension re-created): rows a crash left PENDING are claimed again.
-            if let Err(e) = in_transaction(|c| reclaim_pending(c, &schema)) {
-                if !extension_gone(&schema) {
-                    pgrx::warning!("pgforce: cannot reclaim pending rows: {e}");
+    fn set_step(&mut self, step: Step) {
+        show(&step);
+        self.step = step;
+    }
+
+    /// One cycle inside a panic boundary. Returns how long to sleep unless woken.
+    fn run(&mut self, config: &Config) -> Duration {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.cycle(config))) {
+            Ok(wait) => wait,
+            Err(payload) => {
+                // SAFETY: the worker's main thread; leaves no transaction or error state behind the panic.
+                unsafe {
+                    if pg_sys::IsTransactionState() {
+                        pg_sys::AbortCurrentTransaction();
+                    }
+                    pg_sys::FlushErrorState();
                 }
+                let message = panic_message(payload.as_ref());
+                let text = format!("internal error while {}: {message}", self.step);
+                pgrx::warning!("pgforce: {text}; the changes of this cycle go back to the queue");
+                if let Some(st) = &self.statements {
+                    let _ = as_sync_engine(|c| Ok(c.update(&st.reclaim_pending, None, &[])?.len()));
+                    self.reporter.report(st, ConnState::SystemError, Some(text), None);
+                }
+                ERROR_PAUSE
+            }
+        }
+    }
+
+    fn cycle(&mut self, config: &Config) -> Duration {
+        let poll = config.poll_interval;
+        match self.prepare() {
+            Ok(true) => {}
+            Ok(false) => return poll, // the extension is not installed (yet) in this database
+            Err(e) => {
+                // An error because the extension was dropped meanwhile is no error of the worker's.
+                if matches!(self.installed_schema(), Ok(Some(_))) {
+                    pgrx::warning!("pgforce: cannot prepare the worker's statements: {e}");
+                }
+                self.statements = None;
                 return poll;
             }
-            self.schema = Some(schema.clone());
         }
-        if !guc::enabled() {
-            self.report(&schema, ConnState::Disabled, None);
+        if !config.enabled {
+            self.report(ConnState::Disabled, None);
             return poll;
         }
-        let maintenance = self.maintain(&schema);
+        let requeued = self.maintain(config);
         let paused = self.breaker.remaining();
         if !paused.is_zero() {
             return paused.min(poll);
         }
-        let ordered = guc::ordered_writes();
-        let claimed = match in_transaction(|c| claim::claim(c, &schema, guc::batch_size(), ordered)) {
+        self.set_step(Step::Claiming);
+        let claimed = match self.with_statements(|c, st| {
+            let claimed = claim::claim(c, st, config)?;
+            let names: Vec<&str> = claimed.tables.values().map(|t| t.qualified.as_str()).collect();
+            st.keep_tables(&names);
+            Ok(claimed)
+        }) {
             Ok(c) => c,
             Err(e) => {
                 if !self.vanished() {
-                    self.report(&schema, ConnState::SystemError, Some(format!("claiming changes: {e}")));
+                    self.report(ConnState::SystemError, Some(format!("claiming changes: {e}")));
                 }
                 return poll;
             }
         };
         if claimed.count == 0 {
-            self.report(&schema, ConnState::Idle, None);
-            let next = in_transaction(|c| next_retry_in(c, &schema)).ok().flatten();
-            // Time-based work (archiving, retrying failed rows) must not wait for the fallback poll when its
-            // settings are shorter than it.
-            let timed = [Some(guc::archive_after()), guc::retry_failed_after()].into_iter().flatten().min().unwrap_or(poll);
-            let wait = next.map_or(poll, |d| d.min(poll)).min(timed.max(ARCHIVE_EVERY));
-            return if maintenance > 0 { Duration::ZERO } else { wait };
+            self.report(ConnState::Idle, None);
+            return if requeued > 0 { Duration::ZERO } else { self.idle_wait(config) };
         }
-        self.report(&schema, ConnState::Polling, None);
-        let outcome = self.deliver_claimed(&schema, claimed, !ordered);
-        match outcome {
-            Ok(()) if self.throttled() => {
-                self.report(&schema, ConnState::Throttled, Some("API usage above pgforce.max_api_usage".into()));
+        self.report(ConnState::Polling, None);
+        match self.deliver(config, claimed) {
+            Ok(()) if self.throttled(config) => {
+                self.report(ConnState::Throttled, Some("API usage above pgforce.max_api_usage".into()));
                 THROTTLE_PAUSE
             }
             // More may be waiting (or arrived while sending): look again at once.
@@ -219,22 +197,110 @@ impl Worker {
         }
     }
 
-    fn throttled(&self) -> bool {
+    /// How long to sleep with nothing to do: until the next scheduled retry, the fallback poll, or time-based work
+    /// (archiving, retrying failed rows), whichever comes first.
+    fn idle_wait(&mut self, config: &Config) -> Duration {
+        let poll = config.poll_interval;
+        let next_retry = self
+            .with_statements(|c, st| {
+                let mut next = None;
+                for row in c.select(&st.next_retry_in, None, &[])? {
+                    next = row.get::<f64>(1)?.map(|s| Duration::from_secs_f64(s.max(0.0)));
+                }
+                Ok(next)
+            })
+            .ok()
+            .flatten();
+        let timed = [Some(config.archive_after), config.retry_failed_after].into_iter().flatten().min().unwrap_or(poll);
+        next_retry.map_or(poll, |d| d.min(poll)).min(timed.max(ARCHIVE_EVERY))
+    }
+
+    /// Runs `f` as the sync engine with the prepared statements.
+    fn with_statements<R>(&mut self, f: impl FnOnce(&mut SpiClient<'_>, &mut Statements) -> Result<R, WorkerError>) -> Result<R, WorkerError> {
+        let Some(st) = self.statements.as_mut() else {
+            return Err(WorkerError::NotInstalled);
+        };
+        as_sync_engine(|c| f(c, st))
+    }
+
+    /// Finds the schema pgforce is installed in and prepares the statements for it when that changed (first cycle,
+    /// or the extension was re-created); rows a crash left `PENDING` are then claimed again. Returns whether pgforce
+    /// is installed.
+    fn prepare(&mut self) -> Result<bool, WorkerError> {
+        let Some(schema) = self.installed_schema()? else {
+            self.statements = None;
+            return Ok(false);
+        };
+        if self.statements.as_ref().is_some_and(|st| st.schema == schema) {
+            return Ok(true);
+        }
+        let st = as_sync_engine(|c| {
+            let st = Statements::prepare(c, &schema)?;
+            c.update(&st.reclaim_pending, None, &[])?;
+            Ok(st)
+        })?;
+        self.statements = Some(st);
+        self.reporter.forget();
+        Ok(true)
+    }
+
+    fn installed_schema(&mut self) -> Result<Option<String>, WorkerError> {
+        let find = &mut self.find_schema;
+        in_transaction(|c| {
+            if find.is_none() {
+                *find = Some(c.prepare(sql::INSTALLED_SCHEMA, &[])?.keep());
+            }
+            let mut out = None;
+            if let Some(statement) = find.as_ref() {
+                for row in c.select(statement, None, &[])? {
+                    out = row.get::<String>(1)?;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// After an error: whether it came from the extension being dropped (or moved) meanwhile, which is no error of
+    /// the worker's; the next cycle then starts afresh.
+    fn vanished(&mut self) -> bool {
+        let before = self.statements.as_ref().map(|st| st.schema.clone());
+        let now = self.installed_schema().ok().flatten();
+        let gone = before.is_none() || before != now;
+        if gone {
+            self.statements = None;
+        }
+        gone
+    }
+
+    fn report(&mut self, state: ConnState, message: Option<String>) {
+        let usage = self.usage();
+        if let Some(st) = &self.statements {
+            self.reporter.report(st, state, message, usage);
+        }
+    }
+
+    fn usage(&self) -> Option<(u64, u64)> {
+        self.client.as_ref().and_then(|(_, c)| c.usage()).map(|u| (u.used, u.limit))
+    }
+
+    fn throttled(&self, config: &Config) -> bool {
         let usage = self.client.as_ref().and_then(|(_, c)| c.usage());
-        usage.is_some_and(|u| u.fraction() > guc::max_api_usage())
+        usage.is_some_and(|u| u.fraction() > config.max_api_usage)
     }
 
     /// Archive, purge, requeue and failed-row retries. Returns how many rows were put back in the queue.
-    fn maintain(&mut self, schema: &str) -> u64 {
+    fn maintain(&mut self, config: &Config) -> u64 {
         let due = self.last_archive.is_none_or(|t| t.elapsed() >= ARCHIVE_EVERY);
-        let result = in_transaction(|c| {
-            c.update("SET LOCAL xmlbinary = 'hex'", None, &[])?;
-            let mut queued = archive::requeue(c, schema)?;
+        if due {
+            self.set_step(Step::Maintaining);
+        }
+        let result = self.with_statements(|c, st| {
+            let mut queued = archive::requeue(c, st)?;
             if due {
-                archive::archive(c, schema, guc::archive_after())?;
-                archive::purge(c, schema, guc::archive_retention())?;
-                if let Some(after) = guc::retry_failed_after() {
-                    queued += archive::retry_failed(c, schema, after)?;
+                archive::archive(c, st, config.archive_after)?;
+                archive::purge(c, st, config.archive_retention)?;
+                if let Some(after) = config.retry_failed_after {
+                    queued += archive::retry_failed(c, st, after)?;
                 }
             }
             Ok(queued)
@@ -250,106 +316,52 @@ impl Worker {
         })
     }
 
-    /// After an error: whether it came from the extension being dropped meanwhile (a DROP EXTENSION between two of
-    /// the worker's transactions), which is no error of the worker's; the next cycle then starts afresh.
-    fn vanished(&mut self) -> bool {
-        let gone = self.schema.as_deref().is_none_or(extension_gone);
-        if gone {
-            self.schema = None;
+    /// The client for these settings, built anew when they changed.
+    fn client(&mut self, settings: &Settings) -> &Client {
+        if self.client.as_ref().is_none_or(|(current, _)| current != settings) {
+            self.client = Some((settings.clone(), Client::new(settings.clone())));
         }
-        gone
+        &self.client.get_or_insert_with(|| (settings.clone(), Client::new(settings.clone()))).1
     }
 
-    fn client(&mut self) -> Result<&Client, String> {
-        let key: SettingsKey = (
-            guc::login_url(),
-            guc::auth_flow(),
-            guc::client_id(),
-            guc::client_secret(),
-            guc::username(),
-            guc::jwt_key_file(),
-            guc::refresh_token(),
-            guc::api_version(),
-            guc::request_timeout(),
-        );
-        if self.client.as_ref().is_none_or(|(k, _)| *k != key) {
-            let flow: AuthFlow = key.1.parse()?;
-            let pem = if flow == AuthFlow::JwtBearer {
-                std::fs::read(&key.5).map_err(|e| format!("pgforce.jwt_key_file {:?}: {e}", key.5))?
-            } else {
-                Vec::new()
-            };
-            let settings = Settings {
-                login_url: key.0.clone(),
-                auth_flow: flow,
-                client_id: key.2.clone(),
-                client_secret: key.3.clone(),
-                username: key.4.clone(),
-                jwt_private_key_pem: pem,
-                refresh_token: key.6.clone(),
-                api_version: key.7.clone(),
-                request_timeout: key.8,
-            };
-            self.client = Some((key, Client::new(settings)));
-        }
-        self.client.as_ref().map(|(_, c)| c).ok_or_else(|| "no client".to_string())
-    }
-
-    /// Plans, sends and records one claim. `Err` carries how long to wait (the connection is paused).
-    fn deliver_claimed(&mut self, schema: &str, claimed: Claimed, merged: bool) -> Result<(), Duration> {
-        let mut plan = plan::merge_claimed(&claimed);
+    /// Plans, sends and records one claim. `Err` carries how long to wait (the connection is paused, or recording
+    /// failed).
+    fn deliver(&mut self, config: &Config, claimed: Claimed) -> Result<(), Duration> {
+        let mut plan = plan(&claimed);
         let tables = &claimed.tables;
         // Updates and deletes whose log rows carry no sfid take the mapped row's current one.
         let wanted = plan.sfids_wanted();
-        let sfids = in_transaction(|c| {
-            let mut out = HashMap::new();
-            for (table, ids) in wanted {
-                if let Some(t) = tables.get(&table) {
-                    out.insert(table, claim::current_sfids(c, t, ids)?);
-                }
-            }
-            Ok(out)
-        })
-        .unwrap_or_default();
-        plan.decide(tables, &sfids, merged);
-        // Parents first: records referenced by external id from another mapped table go in an earlier wave, so a
-        // child does not race its parent's insert.
-        let delivery = match self.client() {
-            Ok(client) => {
-                let mut all = pgforce_core::salesforce::Delivery::default();
-                for wave in plan.waves(tables) {
-                    if all.trouble.is_some() {
-                        let unsent = wave.iter().flat_map(|b| b.items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
-                        all.verdicts.extend(unsent);
-                        continue;
-                    }
-                    let d = deliver(client, wave, guc::max_concurrency());
-                    all.verdicts.extend(d.verdicts);
-                    all.calls += d.calls;
-                    if all.trouble.is_none() {
-                        all.trouble = d.trouble;
-                    }
-                }
-                all
-            }
-            Err(e) => pgforce_core::salesforce::Delivery { trouble: Some(CallError::Unauthorized(e)), ..Default::default() },
+        let sfids = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            self.with_statements(|c, st| record::current_sfids(c, st, tables, wanted)).unwrap_or_default()
         };
+        plan.decide(tables, &sfids, config.write_algorithm);
+        let waves = plan.waves(tables);
+        let records = waves.iter().flatten().map(|b| b.items.len()).sum();
+        let objects: BTreeSet<String> = waves.iter().flatten().flat_map(|b| b.items.iter()).map(|(i, _)| plan.jobs[*i].table.clone()).filter_map(|t| tables.get(&t).map(|t| t.target.sobject.clone())).collect();
+        self.set_step(Step::Sending { records, objects: objects.into_iter().collect() });
+        guc::inject_fault_while_sending();
+        let delivery = send_waves(self.client(&config.connection), waves, config.max_concurrency);
         let verdicts: HashMap<usize, Verdict> = delivery.verdicts.into_iter().collect();
-        let Outcomes { log, rows, stats } = record::outcomes(&plan, &verdicts, tables, guc::max_attempts(), &mut self.rng);
-        if let Err(e) = in_transaction(|c| record::record(c, schema, &log, &rows, &stats)) {
+        let outcomes = outcomes(&plan, &verdicts, tables, config.max_attempts, &mut self.rng);
+        self.set_step(Step::Recording);
+        if let Err(e) = self.with_statements(|c, st| record::record(c, st, &outcomes)) {
             if self.vanished() {
                 return Err(Duration::ZERO);
             }
-            // The rows stay PENDING; the next start (or this worker after the error clears) reclaims them.
-            self.report(schema, ConnState::SystemError, Some(format!("recording outcomes: {e}")));
-            let _ = in_transaction(|c| reclaim_pending(c, schema));
-            return Err(Duration::from_secs(1));
+            // The rows stay PENDING; they go back to the queue now, or at the next start.
+            self.report(ConnState::SystemError, Some(format!("recording outcomes: {e}")));
+            let _ = self.with_statements(|c, st| Ok(c.update(&st.reclaim_pending, None, &[])?.len()));
+            return Err(ERROR_PAUSE);
         }
         match delivery.trouble {
             None => {
                 self.breaker.success();
-                let usage = self.client.as_ref().and_then(|(_, c)| c.usage());
-                self.report_usage(schema, usage.map(|u| (u.used, u.limit)));
+                let usage = self.usage();
+                if let Some(st) = &self.statements {
+                    self.reporter.report_usage(st, usage);
+                }
                 Ok(())
             }
             Some(trouble) => {
@@ -363,102 +375,25 @@ impl Worker {
                         c.forget_session();
                     }
                 }
-                self.report(schema, state, Some(trouble.to_string()));
+                self.report(state, Some(trouble.to_string()));
                 Err(wait)
             }
         }
     }
-
-    /// Writes the connection state when it changes. Only a new state or message is written here; API usage alone
-    /// changes on every call and is written by `report_usage`, at most once a second, so a busy drain does not pay
-    /// one more transaction per cycle.
-    fn report(&mut self, schema: &str, state: ConnState, message: Option<String>) {
-        if self.reported.as_ref().is_some_and(|r| r.0 == state && r.1 == message) {
-            return;
-        }
-        let latest = self.client.as_ref().and_then(|(_, c)| c.usage()).map(|u| (u.used, u.limit));
-        let current = (state, message.clone(), latest.or(self.reported.as_ref().and_then(|r| r.2)));
-        if matches!(state, ConnState::Paused | ConnState::Unauthorized | ConnState::SystemError) {
-            pgrx::log!("pgforce: {}: {}", state.as_str(), message.as_deref().unwrap_or(""));
-        }
-        self.write_state(schema, current);
-    }
-
-    fn report_usage(&mut self, schema: &str, usage: Option<(u64, u64)>) {
-        let Some(usage) = usage else { return };
-        let (state, message) = self.reported.as_ref().map_or((ConnState::Polling, None), |r| (r.0, r.1.clone()));
-        let previous = self.reported.as_ref().and_then(|r| r.2);
-        if previous == Some(usage) || (previous.is_some() && self.last_report.elapsed() < Duration::from_secs(1)) {
-            return;
-        }
-        self.write_state(schema, (state, message, Some(usage)));
-    }
-
-    fn write_state(&mut self, schema: &str, current: Reported) {
-        let (state, message, usage) = current.clone();
-        let written = in_transaction(|c| {
-            c.update(
-                &format!(
-                    "UPDATE {schema}._sync_state SET state = $1, message = $2, api_used = coalesce($3, api_used),
-                            api_limit = coalesce($4, api_limit), worker_pid = pg_backend_pid(), updated_at = now()"
-                ),
-                None,
-                &[
-                    DatumWithOid::from(state.as_str()),
-                    DatumWithOid::from(message),
-                    DatumWithOid::from(usage.map(|u| u.0 as i64)),
-                    DatumWithOid::from(usage.map(|u| u.1 as i64)),
-                ],
-            )?;
-            Ok(())
-        });
-        if written.is_ok() {
-            self.reported = Some(current);
-            self.last_report = Instant::now();
-        }
-    }
 }
 
-/// The schema pgforce is installed in, if it is installed in this database.
-fn installed_schema(c: &mut SpiClient<'_>) -> SpiResult<Option<String>> {
-    let rows = c.select(
-        "SELECT quote_ident(n.nspname)::text FROM pg_catalog.pg_extension e
-           JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgforce'",
-        None,
-        &[],
-    )?;
-    let mut out = None;
-    for row in rows {
-        out = row.get::<String>(1)?;
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(e) = payload.downcast_ref::<pg_sys::panic::CaughtError>() {
+        match e {
+            pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+        }
+    } else {
+        "unknown panic".to_string()
     }
-    Ok(out)
-}
-
-/// Whether pgforce is no longer installed in `schema` (dropped, or moved).
-fn extension_gone(schema: &str) -> bool {
-    !matches!(in_transaction(installed_schema), Ok(Some(now)) if now == schema)
-}
-
-/// Rows left PENDING (a crash between claim and record) go back to NEW.
-fn reclaim_pending(c: &mut SpiClient<'_>, schema: &str) -> SpiResult<()> {
-    c.update("SET LOCAL xmlbinary = 'hex'", None, &[])?;
-    c.update(&format!("UPDATE {schema}._trigger_log SET state = 'NEW', updated_at = now() WHERE state = 'PENDING'"), None, &[])?;
-    Ok(())
-}
-
-/// Time until the earliest scheduled retry, if any.
-fn next_retry_in(c: &mut SpiClient<'_>, schema: &str) -> SpiResult<Option<Duration>> {
-    let rows = c.select(
-        &format!(
-            "SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8
-               FROM {schema}._trigger_log WHERE state = 'NEW' AND next_attempt_at IS NOT NULL"
-        ),
-        None,
-        &[],
-    )?;
-    let mut out = None;
-    for row in rows {
-        out = row.get::<f64>(1)?.map(|s| Duration::from_secs_f64(s.max(0.0)));
-    }
-    Ok(out)
 }

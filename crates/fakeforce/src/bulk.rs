@@ -3,6 +3,7 @@
 //! in an order that is not the upload order.
 
 use crate::errors::ApiError;
+use crate::jobs::{Job, JobState};
 use crate::org::State;
 use crate::reply::Reply;
 use crate::store::Prepared;
@@ -10,56 +11,6 @@ use crate::values;
 use crate::writes::{apply_all, upsert_target, Item, Kind};
 use rand::seq::SliceRandom;
 use serde_json::{json, Map, Value};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Open,
-    UploadComplete,
-    InProgress,
-    JobComplete,
-    Failed,
-    Aborted,
-}
-
-impl JobState {
-    fn name(self) -> &'static str {
-        match self {
-            JobState::Open => "Open",
-            JobState::UploadComplete => "UploadComplete",
-            JobState::InProgress => "InProgress",
-            JobState::JobComplete => "JobComplete",
-            JobState::Failed => "Failed",
-            JobState::Aborted => "Aborted",
-        }
-    }
-    fn terminal(self) -> bool {
-        matches!(self, JobState::JobComplete | JobState::Failed | JobState::Aborted)
-    }
-}
-
-#[derive(Debug)]
-pub struct Job {
-    pub id: String,
-    object: String,
-    operation: String,
-    external_id_field: Option<String>,
-    delimiter: (String, u8),
-    line_ending: String,
-    api_version: String,
-    pub state: JobState,
-    created_by: String,
-    created_date: String,
-    modstamp: String,
-    data: Option<Vec<u8>>,
-    header: Vec<String>,
-    successes: Vec<Vec<String>>,
-    failures: Vec<Vec<String>>,
-    unprocessed: Vec<Vec<String>>,
-    processed: u64,
-    failed: u64,
-    error_message: Option<String>,
-    processing_ms: u64,
-}
 
 const DELIMITERS: [(&str, u8); 6] = [("COMMA", b','), ("BACKQUOTE", b'`'), ("CARET", b'^'), ("PIPE", b'|'), ("SEMICOLON", b';'), ("TAB", b'\t')];
 const OPERATIONS: [&str; 5] = ["insert", "update", "upsert", "delete", "hardDelete"];
@@ -230,11 +181,6 @@ pub fn delete(state: &mut State, id: &str) -> Result<Reply, ApiError> {
     Ok(Reply::empty(204))
 }
 
-impl Job {
-    fn terminal_or_open_empty(&self) -> bool {
-        self.state.terminal() || (self.state == JobState::Open && self.data.is_none())
-    }
-}
 
 /// `GET …/successfulResults/`, `…/failedResults/`, `…/unprocessedrecords/`.
 pub fn results(state: &mut State, id: &str, which: &str) -> Result<Reply, ApiError> {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod errors;
 pub mod faults;
 pub mod ids;
+pub mod jobs;
 pub mod model;
 pub mod oauth;
 pub mod org;

@@ -1,7 +1,7 @@
 //! One stand-in org: its configuration, records, sessions, API budget, fault rules, Bulk jobs and counters, behind
 //! one lock (no call holds it while sleeping or doing I/O).
 
-use crate::bulk::Job;
+use crate::jobs::Job;
 use crate::config::{Config, ConfigError};
 use crate::faults::Faults;
 use crate::model::Model;

@@ -2,8 +2,8 @@
 //! the JSON Salesforce expects — booleans, numbers, dates, datetimes in UTC, NULL as null — and relationship columns
 //! become references to the parent by its external id.
 
+use crate::delivery::Values;
 use crate::mapping::relationship_column;
-use crate::plan::{Values, Write, WriteKind};
 use serde_json::{Map, Number, Value};
 
 /// How a Postgres column's text is read.
@@ -39,22 +39,6 @@ pub struct Target {
     pub sobject: String,
     pub upsert_field: Option<String>,
     pub columns: Vec<(String, PgKind)>,
-}
-
-/// One Salesforce call's worth of intent for a write.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Operation {
-    /// Create; the new id is written back to `sfid`.
-    Create(Map<String, Value>),
-    /// Update by Salesforce id.
-    Update(Map<String, Value>),
-    /// Upsert by the mapping's external id field (the record carries the key).
-    Upsert(Map<String, Value>),
-    Delete(String),
-    /// Nothing to send (no mapped field changed).
-    Skip,
-    /// Cannot be sent; the message says why (e.g. an update whose insert never succeeded).
-    Refuse(String),
 }
 
 /// A value as Salesforce JSON.
@@ -143,11 +127,7 @@ fn put(record: &mut Map<String, Value>, column: &str, kind: PgKind, text: Option
                 record.insert(rel.relationship.clone(), Value::Object(parent));
             }
             None => {
-                let lookup = match rel.relationship.strip_suffix("__r") {
-                    Some(base) => format!("{base}__c"),
-                    None => format!("{}id", rel.relationship),
-                };
-                record.insert(lookup, Value::Null);
+                record.insert(rel.lookup_field(), Value::Null);
             }
         },
         None => {
@@ -156,7 +136,8 @@ fn put(record: &mut Map<String, Value>, column: &str, kind: PgKind, text: Option
     }
 }
 
-fn record_from(target: &Target, values: &Values) -> Map<String, Value> {
+/// The Salesforce record for the mapped columns among `values` (`attributes.type` first).
+pub fn record_from(target: &Target, values: &Values) -> Map<String, Value> {
     let mut record = Map::new();
     let mut attributes = Map::new();
     attributes.insert("type".into(), Value::String(target.sobject.clone()));
@@ -167,45 +148,6 @@ fn record_from(target: &Target, values: &Values) -> Map<String, Value> {
         }
     }
     record
-}
-
-/// Decides the call for one write: upsert by the mapping's external id when it has one and the row carries a
-/// value, otherwise create/update/delete by Salesforce id. Under Merged writes an update of a record that has no
-/// Salesforce id yet (its insert failed) is sent as an insert of the whole row, as Heroku Connect does; under
-/// Ordered writes it fails with Salesforce's "Id not specified in an update call".
-pub fn operation(target: &Target, write: &Write, merged: bool) -> Operation {
-    let sfid = write.sfid.clone().or_else(|| write.row.get("sfid").cloned().flatten()).filter(|s| !s.is_empty());
-    let key = target.upsert_field.as_ref().and_then(|f| {
-        let value = write.values.get(f).cloned().flatten().or_else(|| write.row.get(f).cloned().flatten())?;
-        Some((f.clone(), value))
-    });
-    match write.kind {
-        WriteKind::Delete => match sfid {
-            Some(id) => Operation::Delete(id),
-            None => Operation::Refuse("cannot delete: the record has no sfid (it never reached Salesforce)".into()),
-        },
-        WriteKind::Insert | WriteKind::Update => {
-            let mut record = record_from(target, &write.values);
-            let sent_fields = record.len() - 1;
-            if write.kind == WriteKind::Update && sent_fields == 0 {
-                return Operation::Skip;
-            }
-            if let Some((field, value)) = key {
-                let kind = target.columns.iter().find(|(c, _)| c == &field).map_or(PgKind::Text, |(_, k)| *k);
-                record.insert(field, field_value(kind, Some(&value)));
-                return Operation::Upsert(record);
-            }
-            match (write.kind.clone(), sfid) {
-                (WriteKind::Insert, _) => Operation::Create(record),
-                (_, Some(id)) => {
-                    record.insert("Id".into(), Value::String(id));
-                    Operation::Update(record)
-                }
-                (_, None) if merged => Operation::Create(record_from(target, &write.row)),
-                (_, None) => Operation::Refuse("Id not specified in an update call: the record has no sfid yet (its insert has not succeeded)".into()),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -235,46 +177,5 @@ mod tests {
         }
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_782), (2024, 2, 29));
-    }
-
-    fn target(upsert: Option<&str>) -> Target {
-        Target {
-            sobject: "Contact".into(),
-            upsert_field: upsert.map(str::to_string),
-            columns: vec![
-                ("lastname".into(), PgKind::Text),
-                ("external_id__c".into(), PgKind::Text),
-                ("account__r__external_id__c".into(), PgKind::Text),
-                ("hasoptedoutofemail".into(), PgKind::Bool),
-            ],
-        }
-    }
-
-    fn write(kind: WriteKind, values: &[(&str, Option<&str>)], row: &[(&str, Option<&str>)], sfid: Option<&str>) -> Write {
-        let v = |p: &[(&str, Option<&str>)]| p.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect();
-        Write { record_id: 1, kind, values: v(values), row: v(row), sfid: sfid.map(str::to_string), log_ids: vec![1], attempts: 0 }
-    }
-
-    #[test]
-    fn operations_follow_the_mapping() {
-        let ins = write(WriteKind::Insert, &[("lastname", Some("A")), ("external_id__c", Some("E1")), ("account__r__external_id__c", Some("P1")), ("id", Some("1")), ("hasoptedoutofemail", Some("f"))], &[], None);
-        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &ins, true) else { panic!("upsert") };
-        assert_eq!(Value::Object(r), json!({"attributes": {"type": "Contact"}, "lastname": "A", "external_id__c": "E1", "account__r": {"external_id__c": "P1"}, "hasoptedoutofemail": false}));
-        assert!(matches!(operation(&target(None), &ins, true), Operation::Create(_)));
-
-        let upd = write(WriteKind::Update, &[("lastname", Some("B")), ("account__r__external_id__c", None)], &[("external_id__c", Some("E1"))], Some("003X"));
-        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &upd, true) else { panic!("upsert") };
-        assert_eq!(r.get("external_id__c"), Some(&json!("E1")), "the key comes from the whole row");
-        assert_eq!(r.get("account__c"), Some(&Value::Null));
-        let Operation::Update(r) = operation(&target(None), &upd, true) else { panic!("update") };
-        assert_eq!(r.get("Id"), Some(&json!("003X")));
-        let orphan = write(WriteKind::Update, &[("lastname", Some("B"))], &[("lastname", Some("B")), ("hasoptedoutofemail", Some("t"))], None);
-        assert!(matches!(operation(&target(None), &orphan, false), Operation::Refuse(m) if m.starts_with("Id not specified")));
-        let Operation::Create(r) = operation(&target(None), &orphan, true) else { panic!("merged writes insert the whole row") };
-        assert_eq!(r.get("hasoptedoutofemail"), Some(&json!(true)));
-        let unmapped = write(WriteKind::Update, &[("some_local_column", Some("x"))], &[], Some("003X"));
-        assert_eq!(operation(&target(None), &unmapped, true), Operation::Skip);
-        let del = write(WriteKind::Delete, &[], &[("sfid", Some("003Y"))], None);
-        assert_eq!(operation(&target(None), &del, true), Operation::Delete("003Y".into()));
     }
 }

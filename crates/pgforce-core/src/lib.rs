@@ -1,10 +1,14 @@
-//! pgforce's logic that needs no Postgres: the hstore text of the trigger log, mapping rules, planning merged
-//! writes, converting values, and the Salesforce client with its retry rules.
+//! pgforce's logic that needs no Postgres, in the order data flows through it: the trigger log's vocabulary
+//! (`log`) and hstore text (`hstore`), what a mapping may contain (`mapping`), the worker's settings (`config`),
+//! one delivery from claimed rows to recorded outcomes (`delivery`: merge → plan → send → outcome), with values
+//! converted to Salesforce JSON (`convert`), the Salesforce client (`salesforce`) and the retry rules (`retry`).
 //! Plain `cargo test` covers it.
 
-pub mod hstore;
-pub mod mapping;
+pub mod config;
 pub mod convert;
-pub mod plan;
+pub mod delivery;
+pub mod hstore;
+pub mod log;
+pub mod mapping;
 pub mod retry;
 pub mod salesforce;

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::log::LogState;
+
 /// Columns pgforce and Heroku Connect manage; never sent as Salesforce fields by default.
 /// `id`, `sfid`, `_hc_lastop` and `_hc_err` are added by `map_table`; the others are Heroku Connect's read-only
 /// Salesforce system fields that tables migrated from Connect still carry.
@@ -32,10 +34,10 @@ impl Access {
     }
 
     /// The state a fresh change of this mapping gets in the trigger log.
-    pub fn capture_state(self) -> &'static str {
+    pub fn capture_state(self) -> LogState {
         match self {
-            Access::ReadWrite => "NEW",
-            Access::ReadOnly => "READONLY",
+            Access::ReadWrite => LogState::New,
+            Access::ReadOnly => LogState::ReadOnly,
         }
     }
 }
@@ -72,7 +74,28 @@ pub struct RelationshipColumn {
     pub external_id_field: String,
 }
 
-/// Splits a relationship column; both sides must be non-empty.
+impl RelationshipColumn {
+    /// The sObject the relationship points at: custom `account__r` → `account__c`; a standard relationship is named
+    /// like its object (`account` → `account`; standard names that differ from their object, such as `parent`, are
+    /// not recognised and go unordered).
+    pub fn parent_object(&self) -> String {
+        match self.relationship.strip_suffix("__r") {
+            Some(base) => format!("{base}__c"),
+            None => self.relationship.clone(),
+        }
+    }
+
+    /// The lookup field that holds the parent's id, which a NULL clears: `account__r` → `account__c`, standard
+    /// `account` → `accountid`.
+    pub fn lookup_field(&self) -> String {
+        match self.relationship.strip_suffix("__r") {
+            Some(base) => format!("{base}__c"),
+            None => format!("{}id", self.relationship),
+        }
+    }
+}
+
+/// Splits a relationship column; both sides must be non-empty. The one rule `map_table`, planning and conversion use.
 pub fn relationship_column(column: &str) -> Option<RelationshipColumn> {
     let (relationship, rest) = match column.find("__r__") {
         Some(at) => (&column[..at + 3], &column[at + 5..]),
@@ -128,8 +151,8 @@ mod tests {
         assert_eq!("READ-ONLY".parse(), Ok(Access::ReadOnly));
         assert_eq!(" readonly ".parse(), Ok(Access::ReadOnly));
         assert_eq!("write".parse::<Access>(), Err(UnknownAccess("write".into())));
-        assert_eq!(Access::ReadOnly.capture_state(), "READONLY");
-        assert_eq!(Access::ReadWrite.capture_state(), "NEW");
+        assert_eq!(Access::ReadOnly.capture_state(), LogState::ReadOnly);
+        assert_eq!(Access::ReadWrite.capture_state(), LogState::New);
     }
 
     #[test]
@@ -146,6 +169,10 @@ mod tests {
         assert_eq!(relationship_column("name"), None);
         assert_eq!(relationship_column("__r__x"), None);
         assert_eq!(relationship_column("account__r__"), None);
+        let custom = relationship_column("account__r__external_id__c").unwrap();
+        assert_eq!((custom.parent_object(), custom.lookup_field()), ("account__c".into(), "account__c".into()));
+        let standard = relationship_column("account__external_id__c").unwrap();
+        assert_eq!((standard.parent_object(), standard.lookup_field()), ("account".into(), "accountid".into()));
     }
 
     #[test]

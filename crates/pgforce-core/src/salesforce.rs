@@ -1,11 +1,9 @@
-//! The Salesforce side: OAuth (client credentials, JWT bearer, refresh token) with a cached token that is renewed
-//! once on `INVALID_SESSION_ID`, sObject Collection calls with a timeout each, and `deliver`, which sends batches with
-//! several calls in flight, splits a batch Salesforce refuses as a whole until every record has its own verdict, and
-//! stops at the first sign of connection trouble so the rest stay queued.
+//! The Salesforce client: OAuth (client credentials, JWT bearer, refresh token) with a cached token that is renewed
+//! once on `INVALID_SESSION_ID`, and sObject Collection calls with a timeout each. What to send, and what the
+//! answers mean, is `delivery`'s business.
 
 use serde_json::{json, Value};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,27 +14,17 @@ pub enum AuthFlow {
     RefreshToken,
 }
 
-impl std::str::FromStr for AuthFlow {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "client_credentials" => Ok(AuthFlow::ClientCredentials),
-            "jwt_bearer" => Ok(AuthFlow::JwtBearer),
-            "refresh_token" => Ok(AuthFlow::RefreshToken),
-            other => Err(format!("unknown auth flow {other:?} (client_credentials, jwt_bearer or refresh_token)")),
-        }
-    }
-}
-
-/// Everything needed to reach one org. Secrets stay in here: `Debug` does not print them.
-#[derive(Clone)]
+/// Everything needed to reach one org (the worker's `pgforce.*` connection settings). Secrets stay in here: `Debug`
+/// does not print them. A change of any of them means a new client.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     pub login_url: String,
     pub auth_flow: AuthFlow,
     pub client_id: String,
     pub client_secret: String,
     pub username: String,
-    pub jwt_private_key_pem: Vec<u8>,
+    /// PEM file with the RSA private key of the JWT bearer flow, read at each login (so a rotated key is used).
+    pub jwt_key_file: PathBuf,
     pub refresh_token: String,
     pub api_version: String,
     pub request_timeout: Duration,
@@ -49,6 +37,7 @@ impl std::fmt::Debug for Settings {
             .field("auth_flow", &self.auth_flow)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
+            .field("jwt_key_file", &self.jwt_key_file)
             .field("api_version", &self.api_version)
             .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
@@ -128,7 +117,7 @@ pub struct Client {
     usage: Mutex<Option<Usage>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -150,10 +139,6 @@ impl Client {
             .build()
             .into();
         Client { settings, agent, session: Mutex::new(None), usage: Mutex::new(None) }
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// The latest API usage Salesforce reported.
@@ -225,7 +210,9 @@ impl Client {
 
     fn assertion(&self) -> Result<String, CallError> {
         let s = &self.settings;
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&s.jwt_private_key_pem)
+        let pem = std::fs::read(&s.jwt_key_file)
+            .map_err(|e| CallError::Unauthorized(format!("pgforce.jwt_key_file {}: {e}", s.jwt_key_file.display())))?;
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
             .map_err(|e| CallError::Unauthorized(format!("the JWT private key cannot be read as an RSA PEM key: {e}")))?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let claims = json!({"iss": s.client_id, "sub": s.username, "aud": s.login_url.trim_end_matches('/'), "exp": now + 180});
@@ -307,103 +294,5 @@ fn record_result(v: &Value) -> RecordResult {
         success: v.get("success").and_then(Value::as_bool).unwrap_or(false),
         created: v.get("created").and_then(Value::as_bool),
         errors,
-    }
-}
-
-/// Records for one call: the caller's key for each (to map verdicts back) and the record (or id for deletes).
-#[derive(Debug, Clone)]
-pub struct Batch {
-    pub kind: CallKind,
-    pub items: Vec<(usize, Value)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Salesforce took it; the id (new for creates) and whether an upsert created the record.
-    Done { id: Option<String>, created: bool },
-    Failed { code: String, message: String, transient: bool },
-    /// Not sent (or no answer) because the connection is in trouble: try again later, at no cost to the record.
-    Unsent,
-}
-
-#[derive(Debug, Default)]
-pub struct Delivery {
-    pub verdicts: Vec<(usize, Verdict)>,
-    /// Set when the connection should pause (unreachable, 5xx, limits) or credentials were refused.
-    pub trouble: Option<CallError>,
-    pub calls: usize,
-}
-
-/// Sends every batch, `concurrency` calls at a time, and returns a verdict for every item.
-pub fn deliver(client: &Client, batches: Vec<Batch>, concurrency: usize) -> Delivery {
-    let queue = Mutex::new(batches.into_iter().collect::<VecDeque<_>>());
-    let stop = AtomicBool::new(false);
-    let out = Mutex::new(Delivery::default());
-    let workers = concurrency.clamp(1, 64).min(lock(&queue).len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let Some(batch) = lock(&queue).pop_front() else { break };
-                if stop.load(Ordering::SeqCst) {
-                    lock(&out).verdicts.extend(batch.items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
-                    continue;
-                }
-                let mut local = Delivery::default();
-                send_split(client, &batch.kind, &batch.items, &mut local);
-                if local.trouble.is_some() {
-                    stop.store(true, Ordering::SeqCst);
-                }
-                let mut o = lock(&out);
-                o.verdicts.append(&mut local.verdicts);
-                o.calls += local.calls;
-                if o.trouble.is_none() {
-                    o.trouble = local.trouble;
-                }
-            });
-        }
-    });
-    out.into_inner().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Sends one batch; a whole-request refusal splits it in halves until each record has its own verdict.
-fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &mut Delivery) {
-    if out.trouble.is_some() {
-        out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
-        return;
-    }
-    let records: Vec<Value> = items.iter().map(|(_, v)| v.clone()).collect();
-    out.calls += 1;
-    match client.call(kind, &records) {
-        Ok(results) => {
-            for (i, (key, _)) in items.iter().enumerate() {
-                let verdict = match results.get(i) {
-                    Some(r) if r.success => Verdict::Done { id: r.id.clone(), created: r.created.unwrap_or(*kind == CallKind::Create) },
-                    Some(r) => {
-                        let e = r.errors.first().cloned().unwrap_or(SfError { code: "UNKNOWN".into(), message: "failed without an error".into(), fields: vec![] });
-                        if *kind == CallKind::Delete && e.code == "ENTITY_IS_DELETED" {
-                            // Already gone in Salesforce: the delete's goal is met.
-                            Verdict::Done { id: None, created: false }
-                        } else {
-                            let transient = crate::retry::is_transient(&e.code, &e.message);
-                            Verdict::Failed { code: e.code, message: e.message, transient }
-                        }
-                    }
-                    None => Verdict::Failed { code: "NO_RESULT".into(), message: "Salesforce returned fewer results than records".into(), transient: true },
-                };
-                out.verdicts.push((*key, verdict));
-            }
-        }
-        Err(CallError::Rejected { code, message, .. }) if items.len() == 1 => {
-            out.verdicts.push((items[0].0, Verdict::Failed { code, message, transient: false }));
-        }
-        Err(CallError::Rejected { .. }) => {
-            let (a, b) = items.split_at(items.len() / 2);
-            send_split(client, kind, a, out);
-            send_split(client, kind, b, out);
-        }
-        Err(e) => {
-            out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
-            out.trouble = Some(e);
-        }
     }
 }

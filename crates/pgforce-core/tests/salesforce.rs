@@ -1,7 +1,8 @@
-//! The Salesforce client and `deliver` against fakeforce, in process.
+//! The Salesforce client and sending (`delivery::send`) against fakeforce, in process.
 
 use fakeforce::{Config, FakeForce};
-use pgforce_core::salesforce::{deliver, AuthFlow, Batch, CallError, CallKind, Client, Settings, Usage, Verdict};
+use pgforce_core::delivery::send::{deliver, Batch, Verdict};
+use pgforce_core::salesforce::{AuthFlow, CallError, CallKind, Client, Settings, Usage};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ fn settings(ff: &FakeForce) -> Settings {
         client_id: "pgforce-demo-client".into(),
         client_secret: "pgforce-demo-secret".into(),
         username: "integration@pgforce.example".into(),
-        jwt_private_key_pem: Vec::new(),
+        jwt_key_file: Default::default(),
         refresh_token: "pgforce-demo-refresh-token".into(),
         api_version: "62.0".into(),
         request_timeout: Duration::from_secs(5),
@@ -48,13 +49,18 @@ fn every_auth_flow_logs_in() {
     for flow in [AuthFlow::ClientCredentials, AuthFlow::RefreshToken, AuthFlow::JwtBearer] {
         let mut s = settings(&ff);
         s.auth_flow = flow;
-        s.jwt_private_key_pem = std::fs::read(key_dir.join("jwt_test_private.pem")).expect("key");
+        s.jwt_key_file = key_dir.join("jwt_test_private.pem");
         Client::new(s).authenticate().unwrap_or_else(|e| panic!("{flow:?}: {e}"));
     }
     let mut bad = settings(&ff);
     bad.client_secret = "wrong".into();
     assert!(matches!(Client::new(bad.clone()).authenticate(), Err(CallError::Unauthorized(m)) if m.starts_with("invalid_client")));
     assert!(!format!("{bad:?}").contains("wrong"), "secrets stay out of Debug output");
+    let mut no_key = settings(&ff);
+    no_key.auth_flow = AuthFlow::JwtBearer;
+    no_key.jwt_key_file = "/nonexistent/key.pem".into();
+    let e = Client::new(no_key).authenticate().expect_err("no key file");
+    assert!(matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.jwt_key_file /nonexistent/key.pem:")), "{e}");
 }
 
 #[test]
@@ -82,7 +88,7 @@ fn a_refused_batch_is_split_until_the_bad_record_is_found() {
     assert_eq!(failed, vec![6]);
     let Some((_, Verdict::Failed { code, transient, .. })) = d.verdicts.iter().find(|(k, _)| *k == 6) else { panic!("verdict") };
     assert_eq!((code.as_str(), *transient), ("JSON_PARSER_ERROR", false));
-    assert_eq!(d.calls, 1 + 2 + 2 + 2, "halves: 10 → 5+5 → 5 → 2+3 → 3 → 1+2");
+    assert_eq!(client.usage().map(|u| u.used), Some(1 + 2 + 2 + 2), "calls: halves 10 → 5+5 → 5 → 2+3 → 3 → 1+2");
     assert_eq!(d.verdicts.len(), 10);
 }
 

@@ -9,6 +9,16 @@ use pgforce_integration::{wait_for, Cluster, Salesforce};
 use rand::Rng;
 use serde_json::json;
 
+/// Creates the extension and a mapped `salesforce.contact` (upsert field `external_id__c`).
+fn map_contact(c: &mut postgres::Client) {
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');",
+    )
+    .expect("map salesforce.contact");
+}
+
 fn worker_row(cluster: &Cluster) -> Option<(i32, Option<String>)> {
     let mut c = cluster.config("postgres", "postgres").connect(postgres::NoTls).ok()?;
     let row = c.query_opt("SELECT pid, datname::text FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[]).ok()??;
@@ -24,13 +34,8 @@ fn worker_lifecycle() {
     assert_eq!(db.as_deref(), Some("postgres"));
 
     let mut c = cluster.admin();
-    c.batch_execute(
-        "CREATE EXTENSION pgforce CASCADE;
-         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
-         SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');
-         INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('One', 'W-1');",
-    )
-    .expect("setup");
+    map_contact(&mut c);
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('One', 'W-1')").expect("insert");
     wait_for(Duration::from_secs(8), "delivery", || (sf.live("Contact").len() == 1).then_some(()));
 
     // DROP EXTENSION is never blocked, and a re-created extension is served again.
@@ -155,4 +160,85 @@ fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
     assert_eq!(seen["X-11"]["LastName"], json!("Row 11"));
     let sfids: i64 = c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid IS NOT NULL", &[]).expect("q").get(0);
     assert_eq!(sfids, ROWS, "every row got its sfid back");
+}
+
+#[test]
+fn settings_with_fixed_values_refuse_typos_with_a_clear_message() {
+    let cluster = Cluster::start(true);
+    let mut c = cluster.admin();
+    for (setting, value, message, hint) in [
+        ("pgforce.write_algorithm", "mergd", "invalid value for parameter \"pgforce.write_algorithm\": \"mergd\"", "Available values: merged, ordered"),
+        ("pgforce.auth_flow", "client_credential", "invalid value for parameter \"pgforce.auth_flow\"", "client_credentials, jwt_bearer, refresh_token"),
+        ("pgforce.api_version", "62", "invalid value for parameter \"pgforce.api_version\": \"62\" is not a Salesforce API version", "such as 62.0"),
+        ("pgforce.login_url", "http://login.salesforce.com", "\"http://login.salesforce.com\" is not https", "My Domain URL"),
+        ("pgforce.login_url", "login.salesforce.com", "\"login.salesforce.com\" is not a URL", "https://login.salesforce.com"),
+    ] {
+        let e = c.batch_execute(&format!("ALTER SYSTEM SET {setting} = '{value}'")).expect_err(value);
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{value}: {e}"));
+        assert_eq!(db.code(), &postgres::error::SqlState::INVALID_PARAMETER_VALUE, "{value}: {}", db.message());
+        assert!(db.message().contains(message), "{value}: {}", db.message());
+        assert!(db.hint().unwrap_or_default().contains(hint), "{value}: {:?}", db.hint());
+    }
+    // Good values are taken; none of the refused ones reached the configuration file.
+    for good in [
+        "ALTER SYSTEM SET pgforce.write_algorithm = 'ordered'",
+        "ALTER SYSTEM SET pgforce.api_version = '59.0'",
+        "ALTER SYSTEM SET pgforce.login_url = 'https://acme.my.salesforce.com'",
+    ] {
+        c.batch_execute(good).expect(good);
+    }
+    let conf: String = c.query_one("SELECT pg_read_file('postgresql.auto.conf')", &[]).expect("auto.conf").get(0);
+    assert!(conf.contains("pgforce.write_algorithm = 'ordered'") && !conf.contains("mergd") && !conf.contains("'62'"), "{conf}");
+}
+
+#[test]
+fn a_bug_in_one_cycle_is_reported_and_the_worker_goes_on() {
+    let sf = Salesforce::start();
+    let mut settings = sf.settings();
+    settings.push("pgforce.debug_fault = 'panic_while_sending'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let (pid, _) = wait_for(Duration::from_secs(10), "the worker", || worker_row(&cluster));
+    let mut c = cluster.admin();
+    map_contact(&mut c);
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Bug', 'B-1')").expect("insert");
+    // The cycle's panic is reported with what the worker was doing; the change goes back to the queue, at no cost.
+    let message: String = wait_for(Duration::from_secs(10), "SYSTEM_ERROR in sync_status", || {
+        let row = c.query_one("SELECT connection_state, connection_message FROM salesforce.sync_status", &[]).ok()?;
+        (row.get::<_, String>(0) == "SYSTEM_ERROR").then(|| row.get::<_, Option<String>>(1).unwrap_or_default())
+    });
+    assert_eq!(message, "internal error while sending 1 record to Contact: pgforce.debug_fault = panic_while_sending");
+    let row = c.query_one("SELECT state::text, attempts FROM salesforce._trigger_log", &[]).expect("log row");
+    assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, i32>(1)), ("NEW", 0));
+    assert_eq!(worker_row(&cluster).map(|w| w.0), Some(pid), "the same process goes on");
+    assert!(cluster.server_log().contains("pgforce: internal error while sending 1 record to Contact"));
+    assert!(sf.live("Contact").is_empty());
+
+    // With the bug gone, the change is delivered.
+    c.batch_execute("ALTER SYSTEM RESET pgforce.debug_fault").expect("reset");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    wait_for(Duration::from_secs(10), "delivery", || (sf.live("Contact").len() == 1).then_some(()));
+    assert_eq!(worker_row(&cluster).map(|w| w.0), Some(pid));
+}
+
+#[test]
+fn pg_stat_activity_shows_what_the_worker_is_doing() {
+    let sf = Salesforce::start();
+    let cluster = Cluster::start_with(true, &sf.settings());
+    let mut c = cluster.admin();
+    map_contact(&mut c);
+    let activity = |c: &mut postgres::Client| -> Option<(String, String)> {
+        let row = c.query_opt("SELECT state, query FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[]).ok()??;
+        Some((row.get::<_, Option<String>>(0)?, row.get::<_, Option<String>>(1)?))
+    };
+    wait_for(Duration::from_secs(10), "an idle worker", || {
+        activity(&mut c).filter(|a| a == &("idle".to_string(), "pgforce: waiting for changes".to_string()))
+    });
+    // A slow org keeps the worker in its sending step long enough to see it.
+    sf.admin("PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "latency", "ms": 3000}}]));
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) SELECT 'n' || g, 'S-' || g FROM generate_series(1, 3) g")
+        .expect("insert");
+    wait_for(Duration::from_secs(10), "the sending step", || {
+        activity(&mut c).filter(|a| a == &("active".to_string(), "pgforce: sending 3 records to Contact".to_string()))
+    });
+    wait_for(Duration::from_secs(10), "delivery", || (sf.live("Contact").len() == 3).then_some(()));
 }

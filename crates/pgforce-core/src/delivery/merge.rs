@@ -1,45 +1,14 @@
-//! Planning: which trigger-log rows become which Salesforce writes. Under Merged writes every change of one record
-//! claimed together collapses into one write with the latest values (the others become `MERGED`); under Ordered
-//! writes a record's changes go one at a time, oldest first.
+//! Which trigger-log rows become which Salesforce writes. Under Merged writes every change of one record claimed
+//! together collapses into one write with the latest values (the others become `MERGED`); under Ordered writes a
+//! record's changes go one at a time, oldest first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Insert,
-    Update,
-    Delete,
-}
-
-impl Action {
-    pub fn parse(s: &str) -> Option<Action> {
-        match s {
-            "INSERT" => Some(Action::Insert),
-            "UPDATE" => Some(Action::Update),
-            "DELETE" => Some(Action::Delete),
-            _ => None,
-        }
-    }
-}
-
-pub type Values = BTreeMap<String, Option<String>>;
-
-/// One claimed `_trigger_log` row of a mapped table.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub log_id: i64,
-    pub record_id: i64,
-    pub action: Action,
-    pub sfid: Option<String>,
-    /// INSERT: the whole row; UPDATE: the changed pairs; DELETE: empty.
-    pub values: Values,
-    /// UPDATE and DELETE: the whole row before the change.
-    pub old: Values,
-    pub attempts: i32,
-}
+use super::{Change, Values};
+use crate::log::Action;
 
 /// What one record needs in Salesforce after a run of changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteKind {
     Insert,
     Update,
@@ -141,20 +110,11 @@ fn merge_record(changes: &[&Change]) -> Planned {
     Planned::Send(Write { record_id, kind: kind.unwrap_or(WriteKind::Update), values, row, sfid, log_ids, attempts })
 }
 
-/// Ordered writes: the oldest change of each record goes now; later changes of the same record wait (returned as
-/// the second list) until it has an outcome.
-pub fn first_per_record(changes: Vec<Change>) -> (Vec<Change>, Vec<i64>) {
+/// Ordered writes: only the oldest change of each record goes now; later changes of the same record stay in the
+/// queue until it has an outcome.
+pub fn first_per_record(changes: Vec<Change>) -> Vec<Change> {
     let mut seen = std::collections::HashSet::new();
-    let mut now = Vec::new();
-    let mut later = Vec::new();
-    for c in changes {
-        if seen.insert(c.record_id) {
-            now.push(c);
-        } else {
-            later.push(c.log_id);
-        }
-    }
-    (now, later)
+    changes.into_iter().filter(|c| seen.insert(c.record_id)).collect()
 }
 
 #[cfg(test)]
@@ -180,10 +140,10 @@ mod tests {
         let planned = merge(&changes);
         assert_eq!(planned.len(), 2);
         let Planned::Send(w) = &planned[0] else { panic!("send") };
-        assert_eq!((w.record_id, w.kind.clone(), w.log_ids.clone()), (7, WriteKind::Insert, vec![1, 3, 4]));
+        assert_eq!((w.record_id, w.kind, w.log_ids.clone()), (7, WriteKind::Insert, vec![1, 3, 4]));
         assert_eq!(w.values, vals(&[("email", None), ("name", Some("b"))]));
         let Planned::Send(u) = &planned[1] else { panic!("send") };
-        assert_eq!((u.kind.clone(), u.sfid.as_deref()), (WriteKind::Update, Some("003A")));
+        assert_eq!((u.kind, u.sfid.as_deref()), (WriteKind::Update, Some("003A")));
         assert_eq!(u.values, vals(&[("name", Some("other"))]));
         assert_eq!(u.row.get("sfid").cloned().flatten().as_deref(), Some("003A"));
     }
@@ -204,7 +164,7 @@ mod tests {
         assert_eq!(w.values, vals(&[("a", Some("1")), ("b", Some("2"))]));
         assert_eq!(w.row, vals(&[("a", Some("1")), ("b", Some("2"))]));
         let Planned::Send(d) = &planned[1] else { panic!("send") };
-        assert_eq!((d.kind.clone(), d.sfid.as_deref(), d.log_ids.clone()), (WriteKind::Delete, Some("001Y"), vec![3, 4]));
+        assert_eq!((d.kind, d.sfid.as_deref(), d.log_ids.clone()), (WriteKind::Delete, Some("001Y"), vec![3, 4]));
         assert!(matches!(&planned[2], Planned::Nothing { log_ids } if log_ids == &vec![5, 6]));
         assert!(matches!(&planned[3], Planned::Nothing { log_ids } if log_ids == &vec![7]), "an sfid-less delete alone is a no-op");
     }
@@ -216,8 +176,7 @@ mod tests {
             change(2, 1, Action::Update, Values::new(), Values::new(), None),
             change(3, 2, Action::Insert, Values::new(), Values::new(), None),
         ];
-        let (now, later) = first_per_record(changes);
+        let now = first_per_record(changes);
         assert_eq!(now.iter().map(|c| c.log_id).collect::<Vec<_>>(), vec![1, 3]);
-        assert_eq!(later, vec![2]);
     }
 }

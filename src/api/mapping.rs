@@ -4,6 +4,9 @@
 //! `_hc_err`), installs the capture triggers and records the mapping, all in the caller's transaction, so an
 //! error leaves nothing half-done. Every identifier is quoted by Postgres and every value bound as a parameter.
 
+// ErrorReport is how pgrx carries an SQLSTATE, message and hint to the caller; its size does not matter here.
+#![allow(clippy::result_large_err)]
+
 use pgforce_core::mapping::{check_salesforce_name, is_system_column, relationship_column, Access};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 
+use pgforce_core::log::{Action, LogState};
 use pgrx::pg_sys;
 use pgrx::PgMemoryContexts;
 
@@ -12,7 +13,7 @@ const CHUNK_ROWS: usize = 8192;
 
 /// One change as the trigger log records it.
 pub struct CapturedChange<'a> {
-    pub state: &'static str,
+    pub state: LogState,
     pub record_id: Option<i64>,
     pub sfid: Option<&'a [u8]>,
     pub old: Option<&'a [u8]>,
@@ -32,7 +33,7 @@ thread_local! {
 /// Collects the changes of one statement on one table, then writes them.
 pub struct LogWriter {
     schema: pg_sys::Oid,
-    action: &'static str,
+    action: Action,
     table_name: CString,
     context: PgMemoryContexts,
     states: ArrayColumn,
@@ -44,7 +45,7 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// `schema` is the extension's schema (where `_trigger_log` lives).
-    pub fn new(schema: pg_sys::Oid, action: &'static str, table_name: &CStr) -> Self {
+    pub fn new(schema: pg_sys::Oid, action: Action, table_name: &CStr) -> Self {
         Self {
             schema,
             action,
@@ -63,7 +64,7 @@ impl LogWriter {
         // SAFETY: text datums are copied into the writer's context, which outlives them until the next flush.
         unsafe {
             context.switch_to(|_| {
-                self.states.push(Some(text_datum(change.state.as_bytes())));
+                self.states.push(Some(text_datum(change.state.as_str().as_bytes())));
                 self.sfids.push(change.sfid.map(|v| text_datum(v)));
                 self.olds.push(change.old.map(|v| text_datum(v)));
                 self.values.push(change.values.map(|v| text_datum(v)));
@@ -85,7 +86,7 @@ impl LogWriter {
             let n = self.states.len();
             let args = self.context.switch_to(|_| {
                 [
-                    text_datum(self.action.as_bytes()),
+                    text_datum(self.action.as_str().as_bytes()),
                     text_datum(self.table_name.as_bytes()),
                     self.states.text_array(),
                     self.record_ids.array(pg_sys::INT8OID, 8, true, b'd'),

@@ -1,7 +1,7 @@
-//! What other backends know of the worker, through shared memory: its latch, so a commit can wake it (the first
-//! captured or user-reset log row of a transaction registers a commit callback that sets the latch: one `SetLatch`
-//! per commit, not per row), and its pid and database, so `DROP DATABASE` of that database can ask it to leave
-//! instead of failing with "being accessed by other users".
+//! What other backends know of the sync worker, through shared memory: its latch, so a commit can wake it (the
+//! first captured or user-reset log row of a transaction registers a commit callback that sets the latch: one
+//! `SetLatch` per commit, not per row), and its pid and database, so `DROP DATABASE` of that database can ask it to
+//! leave instead of failing with "being accessed by other users". Reserved while preloading.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, pg_sys, register_xact_callback, PgAtomic, PgXactCallbackEvent};
 
-use crate::server::is_user_write;
 
 /// Address of the worker's latch in shared memory (0 when no worker runs). Latches live in the PGPROC array,
 /// which every process maps at the same address.
@@ -108,16 +107,4 @@ pub fn wake_at_commit() {
         set_worker_latch();
     });
     register_xact_callback(PgXactCallbackEvent::Abort, || ARMED.with(|a| a.set(false)));
-}
-
-/// Statement trigger on `_trigger_log` and `_trigger_log_archive`: rows inserted, reset to NEW or set to REQUEUE
-/// by users (the documented retry SQL) wake the worker at commit. The worker's own writes (xmlbinary = hex) do not.
-#[pg_trigger]
-fn _wake_worker<'a>(
-    _trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
-    if is_user_write() {
-        wake_at_commit();
-    }
-    Ok(None)
 }

@@ -1,0 +1,48 @@
+//! One delivery, as pure data transformations the worker drives: the rows it claimed (`Claimed`) are merged per
+//! record (`merge`), planned into Salesforce calls in dependency order (`plan`), sent (`send`), and each answer is
+//! turned into what to record for every log row and mapped row (`outcome`). Only claiming and recording need
+//! Postgres; they live in the extension's worker.
+
+pub mod merge;
+pub mod outcome;
+pub mod plan;
+pub mod send;
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::convert::Target;
+use crate::log::Action;
+
+/// A row's columns as the trigger log holds them: name → text (NULL as `None`).
+pub type Values = BTreeMap<String, Option<String>>;
+
+/// One claimed `_trigger_log` row of a mapped table.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub log_id: i64,
+    pub record_id: i64,
+    pub action: Action,
+    pub sfid: Option<String>,
+    /// INSERT: the whole row; UPDATE: the changed pairs; DELETE: empty.
+    pub values: Values,
+    /// UPDATE and DELETE: the whole row before the change.
+    pub old: Values,
+    pub attempts: i32,
+}
+
+/// A read-write mapping as the worker sends it.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// The table's name, schema-qualified and quoted for SQL.
+    pub qualified: String,
+    pub target: Target,
+}
+
+/// What one claim holds: changes per log `table_name` (in log order) and the mappings they belong to.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub changes: HashMap<String, Vec<Change>>,
+    pub tables: HashMap<String, Table>,
+    /// Log rows the claim moved out of the queue (including those finished on the spot, such as `IGNORE` rows).
+    pub count: usize,
+}

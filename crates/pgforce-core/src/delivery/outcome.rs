@@ -1,0 +1,255 @@
+//! What each answer means: the verdicts of one delivery become, for every log row, its new state, message,
+//! attempts and retry time; for every mapped row, its `sfid`, `_hc_lastop` and `_hc_err`; and per mapping, whether
+//! anything succeeded and the last error.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::merge::WriteKind;
+use super::plan::{Operation, Plan};
+use super::send::Verdict;
+use super::Table;
+use crate::log::{LastOp, LogState};
+use crate::retry::backoff;
+
+/// Transient failures wait 0..min(cap, base·2^attempt) before the next attempt.
+pub const RETRY_BASE: Duration = Duration::from_millis(500);
+pub const RETRY_CAP: Duration = Duration::from_secs(300);
+
+/// What happens to one log row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOutcome {
+    pub id: i64,
+    pub state: LogState,
+    pub message: Option<String>,
+    pub sfid: Option<String>,
+    pub attempts: i32,
+    /// For rows going back to `NEW`: wait this long before the next attempt (`None`: at once).
+    pub retry_in: Option<Duration>,
+}
+
+/// What happens to one mapped row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowOutcome {
+    pub record_id: i64,
+    pub sfid: Option<String>,
+    pub lastop: LastOp,
+    pub err: Option<String>,
+}
+
+/// Per mapping: whether anything succeeded in this cycle, and the last error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingStats {
+    pub succeeded: bool,
+    pub last_error: Option<String>,
+}
+
+/// What one cycle writes back: log rows, mapped rows (by qualified table name), per-mapping stats (by log
+/// `table_name`).
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub log: Vec<LogOutcome>,
+    pub rows: HashMap<String, Vec<RowOutcome>>,
+    pub stats: HashMap<String, MappingStats>,
+}
+
+fn each(ids: &[i64], state: LogState, message: Option<String>, attempts: i32, retry_in: Option<Duration>) -> impl Iterator<Item = LogOutcome> + '_ {
+    ids.iter().map(move |id| LogOutcome { id: *id, state, message: message.clone(), sfid: None, attempts, retry_in })
+}
+
+/// Turns the verdicts of one delivery (by job index) into log, mapped-row and per-mapping outcomes. A job with no
+/// verdict was not sent: it goes back to the queue at no cost.
+pub fn outcomes(
+    plan: &Plan,
+    verdicts: &HashMap<usize, Verdict>,
+    tables: &HashMap<String, Table>,
+    max_attempts: i32,
+    rng: &mut impl rand::Rng,
+) -> Outcomes {
+    let mut out = Outcomes::default();
+    for ids in &plan.nothing {
+        if let Some((last, merged)) = ids.split_last() {
+            out.log.extend(each(merged, LogState::Merged, None, 0, None));
+            let why = Some("deleted before it reached Salesforce: nothing to send".to_string());
+            out.log.extend(each(&[*last], LogState::Ignored, why, 0, None));
+        }
+    }
+    for (i, job) in plan.jobs.iter().enumerate() {
+        let ids = &job.write.log_ids;
+        let Some((last, merged)) = ids.split_last() else { continue };
+        let qualified = tables.get(&job.table).map(|t| t.qualified.clone()).unwrap_or_default();
+        let attempts = job.write.attempts;
+        let verdict = match &job.op {
+            Operation::Skip => Verdict::Done { id: None, created: false },
+            Operation::Refuse(m) => Verdict::Failed { code: "NOT_SENT".into(), message: m.clone(), transient: false },
+            _ => verdicts.get(&i).cloned().unwrap_or(Verdict::Unsent),
+        };
+        match verdict {
+            Verdict::Done { id, created } => {
+                out.stats.entry(job.table.clone()).or_default().succeeded = true;
+                out.log.extend(each(merged, LogState::Merged, None, attempts, None));
+                out.log.push(LogOutcome { id: *last, state: LogState::Success, message: None, sfid: id.clone(), attempts, retry_in: None });
+                if job.write.kind != WriteKind::Delete {
+                    let inserted = matches!(job.op, Operation::Create(_)) || created;
+                    out.rows.entry(qualified).or_default().push(RowOutcome {
+                        record_id: job.write.record_id,
+                        sfid: id,
+                        lastop: if inserted { LastOp::Inserted } else { LastOp::Updated },
+                        err: None,
+                    });
+                }
+            }
+            Verdict::Failed { code, message, transient } if transient && attempts + 1 < max_attempts => {
+                let wait = backoff(attempts as u32, RETRY_BASE, RETRY_CAP, rng);
+                let note = format!("{code}: {message} (attempt {} of {max_attempts}, retrying)", attempts + 1);
+                out.log.extend(each(ids, LogState::New, Some(note), attempts + 1, Some(wait)));
+            }
+            Verdict::Failed { code, message, .. } => {
+                let text = format!("{code}: {message}");
+                out.stats.entry(job.table.clone()).or_default().last_error = Some(text.clone());
+                out.log.extend(each(ids, LogState::Failed, Some(text.clone()), attempts + 1, None));
+                if job.write.kind != WriteKind::Delete {
+                    out.rows.entry(qualified).or_default().push(RowOutcome {
+                        record_id: job.write.record_id,
+                        sfid: None,
+                        lastop: LastOp::Failed,
+                        err: Some(text),
+                    });
+                }
+            }
+            Verdict::Unsent => out.log.extend(each(ids, LogState::New, None, attempts, None)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{PgKind, Target};
+    use crate::delivery::merge::Write;
+    use crate::delivery::plan::Job;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use serde_json::Map;
+
+    const TABLE: &str = "contact";
+    const QUALIFIED: &str = "salesforce.contact";
+
+    fn tables() -> HashMap<String, Table> {
+        let target = Target { sobject: "Contact".into(), upsert_field: None, columns: vec![("lastname".into(), PgKind::Text)] };
+        HashMap::from([(TABLE.to_string(), Table { qualified: QUALIFIED.into(), target })])
+    }
+
+    fn job(kind: WriteKind, op: Operation, log_ids: &[i64], attempts: i32) -> Job {
+        let write = Write {
+            record_id: 7,
+            kind,
+            values: Default::default(),
+            row: Default::default(),
+            sfid: None,
+            log_ids: log_ids.to_vec(),
+            attempts,
+        };
+        Job { table: TABLE.into(), write, op }
+    }
+
+    /// The outcomes of one job answered with `verdict` (`None`: no answer).
+    fn one(job: Job, verdict: Option<Verdict>) -> Outcomes {
+        let plan = Plan { jobs: vec![job], nothing: vec![] };
+        let verdicts: HashMap<usize, Verdict> = verdict.into_iter().map(|v| (0, v)).collect();
+        outcomes(&plan, &verdicts, &tables(), 3, &mut StdRng::seed_from_u64(1))
+    }
+
+    fn record() -> Map<String, serde_json::Value> {
+        Map::new()
+    }
+
+    fn states(o: &Outcomes) -> Vec<(i64, LogState)> {
+        o.log.iter().map(|l| (l.id, l.state)).collect()
+    }
+
+    #[test]
+    fn a_created_record_succeeds_its_last_log_row_merges_the_others_and_the_row_gets_its_sfid() {
+        let done = Verdict::Done { id: Some("003000000000001AAA".into()), created: true };
+        let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1, 2, 3], 0), Some(done));
+        assert_eq!(states(&o), [(1, LogState::Merged), (2, LogState::Merged), (3, LogState::Success)]);
+        assert_eq!(o.log[2].sfid.as_deref(), Some("003000000000001AAA"));
+        let row = &o.rows[QUALIFIED][0];
+        assert_eq!((row.record_id, row.sfid.as_deref(), row.lastop, row.err.as_deref()), (7, Some("003000000000001AAA"), LastOp::Inserted, None));
+        assert_eq!(o.stats[TABLE], MappingStats { succeeded: true, last_error: None });
+    }
+
+    #[test]
+    fn upserts_report_inserted_or_updated_as_salesforce_says() {
+        let created = one(job(WriteKind::Update, Operation::Upsert(record()), &[1], 0), Some(Verdict::Done { id: Some("003A".into()), created: true }));
+        assert_eq!(created.rows[QUALIFIED][0].lastop, LastOp::Inserted);
+        let updated = one(job(WriteKind::Insert, Operation::Upsert(record()), &[1], 0), Some(Verdict::Done { id: Some("003A".into()), created: false }));
+        assert_eq!(updated.rows[QUALIFIED][0].lastop, LastOp::Updated);
+        let by_id = one(job(WriteKind::Update, Operation::Update(record()), &[1], 0), Some(Verdict::Done { id: Some("003A".into()), created: false }));
+        assert_eq!(by_id.rows[QUALIFIED][0].lastop, LastOp::Updated);
+    }
+
+    #[test]
+    fn a_delete_succeeds_without_touching_the_gone_row() {
+        let o = one(job(WriteKind::Delete, Operation::Delete("003A".into()), &[4], 0), Some(Verdict::Done { id: None, created: false }));
+        assert_eq!(states(&o), [(4, LogState::Success)]);
+        assert!(o.rows.is_empty());
+        let failed = one(job(WriteKind::Delete, Operation::Delete("003A".into()), &[4], 0), Some(Verdict::Failed { code: "INSUFFICIENT_ACCESS_OR_READONLY".into(), message: "no".into(), transient: false }));
+        assert_eq!(states(&failed), [(4, LogState::Failed)]);
+        assert!(failed.rows.is_empty(), "a deleted row has nothing to write back");
+    }
+
+    #[test]
+    fn a_transient_error_goes_back_to_the_queue_with_backoff_until_attempts_run_out() {
+        let lock = || Verdict::Failed { code: "UNABLE_TO_LOCK_ROW".into(), message: "busy".into(), transient: true };
+        let o = one(job(WriteKind::Update, Operation::Update(record()), &[1, 2], 0), Some(lock()));
+        assert_eq!(states(&o), [(1, LogState::New), (2, LogState::New)], "every row of the write waits, none is merged away");
+        assert!(o.log.iter().all(|l| l.attempts == 1 && l.retry_in.is_some_and(|d| d <= RETRY_BASE)));
+        assert_eq!(o.log[0].message.as_deref(), Some("UNABLE_TO_LOCK_ROW: busy (attempt 1 of 3, retrying)"));
+        assert!(o.rows.is_empty() && o.stats.is_empty(), "a pending retry is no outcome yet");
+
+        // The third attempt of three: it stays FAILED, on the log and on the row.
+        let last = one(job(WriteKind::Update, Operation::Update(record()), &[1], 2), Some(lock()));
+        assert_eq!(states(&last), [(1, LogState::Failed)]);
+        assert_eq!((last.log[0].attempts, last.log[0].retry_in), (3, None));
+        assert_eq!(last.rows[QUALIFIED][0].lastop, LastOp::Failed);
+        assert_eq!(last.stats[TABLE].last_error.as_deref(), Some("UNABLE_TO_LOCK_ROW: busy"));
+    }
+
+    #[test]
+    fn a_permanent_error_fails_at_once_with_salesforces_message_on_the_log_and_the_row() {
+        let bad = Verdict::Failed { code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(), message: "Email blocked".into(), transient: false };
+        let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1, 2], 0), Some(bad));
+        assert_eq!(states(&o), [(1, LogState::Failed), (2, LogState::Failed)]);
+        let text = "FIELD_CUSTOM_VALIDATION_EXCEPTION: Email blocked";
+        assert!(o.log.iter().all(|l| l.message.as_deref() == Some(text) && l.attempts == 1));
+        let row = &o.rows[QUALIFIED][0];
+        assert_eq!((row.lastop, row.err.as_deref(), row.sfid.as_deref()), (LastOp::Failed, Some(text), None));
+    }
+
+    #[test]
+    fn unsent_records_go_back_at_no_cost() {
+        let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), Some(Verdict::Unsent));
+        assert_eq!(o.log, [LogOutcome { id: 1, state: LogState::New, message: None, sfid: None, attempts: 2, retry_in: None }]);
+        let no_answer = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), None);
+        assert_eq!(no_answer.log, o.log, "a job without a verdict was not sent");
+    }
+
+    #[test]
+    fn skipped_and_refused_writes_need_no_answer() {
+        let skip = one(job(WriteKind::Update, Operation::Skip, &[5], 0), None);
+        assert_eq!(states(&skip), [(5, LogState::Success)], "an update of unmapped columns only is done");
+        let refused = one(job(WriteKind::Update, Operation::Refuse("no sfid".into()), &[5], 0), None);
+        assert_eq!(states(&refused), [(5, LogState::Failed)]);
+        assert_eq!(refused.log[0].message.as_deref(), Some("NOT_SENT: no sfid"));
+    }
+
+    #[test]
+    fn a_record_deleted_before_it_was_sent_merges_into_an_ignored_delete() {
+        let plan = Plan { jobs: vec![], nothing: vec![vec![1, 2, 3]] };
+        let o = outcomes(&plan, &HashMap::new(), &tables(), 3, &mut StdRng::seed_from_u64(1));
+        assert_eq!(states(&o), [(1, LogState::Merged), (2, LogState::Merged), (3, LogState::Ignored)]);
+        assert!(o.rows.is_empty());
+    }
+}

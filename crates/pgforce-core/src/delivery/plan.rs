@@ -1,0 +1,315 @@
+//! Planning one claim: each record's merged write gets its Salesforce operation, and the operations are grouped
+//! into calls of at most 200 records, in waves so that parents go before the children that reference them.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::merge::{merge, Planned, Write, WriteKind};
+use super::send::{Batch, CallKind};
+use super::{Claimed, Table};
+use crate::config::WriteAlgorithm;
+use crate::convert::{field_value, record_from, PgKind, Target};
+use crate::mapping::relationship_column;
+
+/// sObject Collections take at most 200 records per call.
+pub const MAX_RECORDS_PER_CALL: usize = 200;
+
+/// One Salesforce call's worth of intent for a write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// Create; the new id is written back to `sfid`.
+    Create(Map<String, Value>),
+    /// Update by Salesforce id.
+    Update(Map<String, Value>),
+    /// Upsert by the mapping's external id field (the record carries the key).
+    Upsert(Map<String, Value>),
+    Delete(String),
+    /// Nothing to send (no mapped field changed).
+    Skip,
+    /// Cannot be sent; the message says why (e.g. an update whose insert never succeeded).
+    Refuse(String),
+}
+
+/// Decides the call for one write: upsert by the mapping's external id when it has one and the row carries a
+/// value, otherwise create/update/delete by Salesforce id. Under Merged writes an update of a record that has no
+/// Salesforce id yet (its insert failed) is sent as an insert of the whole row, as Heroku Connect does; under
+/// Ordered writes it fails with Salesforce's "Id not specified in an update call".
+pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> Operation {
+    let sfid = write.sfid.clone().or_else(|| write.row.get("sfid").cloned().flatten()).filter(|s| !s.is_empty());
+    let key = target.upsert_field.as_ref().and_then(|f| {
+        let value = write.values.get(f).cloned().flatten().or_else(|| write.row.get(f).cloned().flatten())?;
+        Some((f.clone(), value))
+    });
+    match write.kind {
+        WriteKind::Delete => match sfid {
+            Some(id) => Operation::Delete(id),
+            None => Operation::Refuse("cannot delete: the record has no sfid (it never reached Salesforce)".into()),
+        },
+        WriteKind::Insert | WriteKind::Update => {
+            let mut record = record_from(target, &write.values);
+            let sent_fields = record.len() - 1;
+            if write.kind == WriteKind::Update && sent_fields == 0 {
+                return Operation::Skip;
+            }
+            if let Some((field, value)) = key {
+                let kind = target.columns.iter().find(|(c, _)| c == &field).map_or(PgKind::Text, |(_, k)| *k);
+                record.insert(field, field_value(kind, Some(&value)));
+                return Operation::Upsert(record);
+            }
+            match (write.kind, sfid) {
+                (WriteKind::Insert, _) => Operation::Create(record),
+                (_, Some(id)) => {
+                    record.insert("Id".into(), Value::String(id));
+                    Operation::Update(record)
+                }
+                (_, None) if algorithm == WriteAlgorithm::Merged => Operation::Create(record_from(target, &write.row)),
+                (_, None) => Operation::Refuse("Id not specified in an update call: the record has no sfid yet (its insert has not succeeded)".into()),
+            }
+        }
+    }
+}
+
+/// One write, the mapping it belongs to (by log `table_name`) and the operation it becomes.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub table: String,
+    pub write: Write,
+    pub op: Operation,
+}
+
+/// A claim, planned.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    /// Log ids of records deleted before they reached Salesforce: nothing to send.
+    pub nothing: Vec<Vec<i64>>,
+}
+
+/// Merges each mapped table's claimed changes into writes; operations are decided later, by `decide`, once the
+/// Salesforce ids the log lacks have been looked up.
+pub fn plan(claimed: &Claimed) -> Plan {
+    let mut plan = Plan::default();
+    for (table, list) in &claimed.changes {
+        if !claimed.tables.contains_key(table) {
+            continue;
+        }
+        for planned in merge(list) {
+            match planned {
+                Planned::Nothing { log_ids } => plan.nothing.push(log_ids),
+                Planned::Send(w) => plan.jobs.push(Job { table: table.clone(), write: w, op: Operation::Skip }),
+            }
+        }
+    }
+    plan
+}
+
+impl Plan {
+    /// Per table, the records whose update or delete has no Salesforce id in the log.
+    pub fn sfids_wanted(&self) -> HashMap<String, Vec<i64>> {
+        let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+        for j in self.jobs.iter().filter(|j| j.write.sfid.is_none() && j.write.kind != WriteKind::Insert) {
+            out.entry(j.table.clone()).or_default().push(j.write.record_id);
+        }
+        out
+    }
+
+    /// Fills in looked-up Salesforce ids (per table: record id → sfid) and decides each write's operation.
+    pub fn decide(&mut self, tables: &HashMap<String, Table>, sfids: &HashMap<String, HashMap<i64, String>>, algorithm: WriteAlgorithm) {
+        for j in self.jobs.iter_mut() {
+            if j.write.sfid.is_none() {
+                j.write.sfid = sfids.get(&j.table).and_then(|m| m.get(&j.write.record_id)).cloned();
+            }
+            if let Some(t) = tables.get(&j.table) {
+                j.op = operation(&t.target, &j.write, algorithm);
+            }
+        }
+    }
+
+    /// The calls in dependency order: first the writes (not deletes) of sObjects that another mapped table in this
+    /// plan references through a relationship column, then everything else. Each batch item is keyed by its job's
+    /// index in `jobs`.
+    pub fn waves(&self, tables: &HashMap<String, Table>) -> Vec<Vec<Batch>> {
+        let referenced: Vec<String> = self
+            .jobs
+            .iter()
+            .filter_map(|j| tables.get(&j.table))
+            .flat_map(|t| t.target.columns.iter().filter_map(|(c, _)| relationship_column(c)))
+            .map(|r| r.parent_object())
+            .collect();
+        let is_parent = |job: &Job| {
+            job.write.kind != WriteKind::Delete
+                && tables.get(&job.table).is_some_and(|t| referenced.iter().any(|r| r.eq_ignore_ascii_case(&t.target.sobject)))
+        };
+        let (first, rest): (Vec<usize>, Vec<usize>) = (0..self.jobs.len()).partition(|i| is_parent(&self.jobs[*i]));
+        [first, rest].into_iter().map(|ids| self.batches_of(&ids, tables)).filter(|w| !w.is_empty()).collect()
+    }
+
+    /// Groups the given jobs into calls of at most 200 records of one kind (and one sObject for upserts).
+    fn batches_of(&self, ids: &[usize], tables: &HashMap<String, Table>) -> Vec<Batch> {
+        let mut groups: Vec<(CallKind, Vec<(usize, Value)>)> = Vec::new();
+        let mut index: HashMap<(&str, u8), usize> = HashMap::new();
+        for &i in ids {
+            let job = &self.jobs[i];
+            let Some(t) = tables.get(&job.table) else { continue };
+            let (kind, tag, item) = match &job.op {
+                Operation::Create(r) => (CallKind::Create, 0, Value::Object(r.clone())),
+                Operation::Update(r) => (CallKind::Update, 1, Value::Object(r.clone())),
+                Operation::Upsert(r) => (
+                    CallKind::Upsert { object: t.target.sobject.clone(), field: t.target.upsert_field.clone().unwrap_or_default() },
+                    2,
+                    Value::Object(r.clone()),
+                ),
+                Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
+                Operation::Skip | Operation::Refuse(_) => continue,
+            };
+            let g = *index.entry((job.table.as_str(), tag)).or_insert_with(|| {
+                groups.push((kind, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push((i, item));
+        }
+        groups
+            .into_iter()
+            .flat_map(|(kind, items)| {
+                items.chunks(MAX_RECORDS_PER_CALL).map(|c| Batch { kind: kind.clone(), items: c.to_vec() }).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::Change;
+    use crate::log::Action;
+    use serde_json::json;
+
+    const MERGED: WriteAlgorithm = WriteAlgorithm::Merged;
+    const ORDERED: WriteAlgorithm = WriteAlgorithm::Ordered;
+
+    fn target(upsert: Option<&str>) -> Target {
+        Target {
+            sobject: "Contact".into(),
+            upsert_field: upsert.map(str::to_string),
+            columns: vec![
+                ("lastname".into(), PgKind::Text),
+                ("external_id__c".into(), PgKind::Text),
+                ("account__r__external_id__c".into(), PgKind::Text),
+                ("hasoptedoutofemail".into(), PgKind::Bool),
+            ],
+        }
+    }
+
+    fn write(kind: WriteKind, values: &[(&str, Option<&str>)], row: &[(&str, Option<&str>)], sfid: Option<&str>) -> Write {
+        let v = |p: &[(&str, Option<&str>)]| p.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect();
+        Write { record_id: 1, kind, values: v(values), row: v(row), sfid: sfid.map(str::to_string), log_ids: vec![1], attempts: 0 }
+    }
+
+    #[test]
+    fn operations_follow_the_mapping() {
+        let ins = write(WriteKind::Insert, &[("lastname", Some("A")), ("external_id__c", Some("E1")), ("account__r__external_id__c", Some("P1")), ("id", Some("1")), ("hasoptedoutofemail", Some("f"))], &[], None);
+        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &ins, MERGED) else { panic!("upsert") };
+        assert_eq!(Value::Object(r), json!({"attributes": {"type": "Contact"}, "lastname": "A", "external_id__c": "E1", "account__r": {"external_id__c": "P1"}, "hasoptedoutofemail": false}));
+        assert!(matches!(operation(&target(None), &ins, MERGED), Operation::Create(_)));
+
+        let upd = write(WriteKind::Update, &[("lastname", Some("B")), ("account__r__external_id__c", None)], &[("external_id__c", Some("E1"))], Some("003X"));
+        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &upd, MERGED) else { panic!("upsert") };
+        assert_eq!(r.get("external_id__c"), Some(&json!("E1")), "the key comes from the whole row");
+        assert_eq!(r.get("account__c"), Some(&Value::Null));
+        let Operation::Update(r) = operation(&target(None), &upd, MERGED) else { panic!("update") };
+        assert_eq!(r.get("Id"), Some(&json!("003X")));
+        let orphan = write(WriteKind::Update, &[("lastname", Some("B"))], &[("lastname", Some("B")), ("hasoptedoutofemail", Some("t"))], None);
+        assert!(matches!(operation(&target(None), &orphan, ORDERED), Operation::Refuse(m) if m.starts_with("Id not specified")));
+        let Operation::Create(r) = operation(&target(None), &orphan, MERGED) else { panic!("merged writes insert the whole row") };
+        assert_eq!(r.get("hasoptedoutofemail"), Some(&json!(true)));
+        let unmapped = write(WriteKind::Update, &[("some_local_column", Some("x"))], &[], Some("003X"));
+        assert_eq!(operation(&target(None), &unmapped, MERGED), Operation::Skip);
+        let del = write(WriteKind::Delete, &[], &[("sfid", Some("003Y"))], None);
+        assert_eq!(operation(&target(None), &del, MERGED), Operation::Delete("003Y".into()));
+    }
+
+    fn table(sobject: &str, columns: &[&str], upsert: Option<&str>) -> Table {
+        Table {
+            qualified: format!("public.{}", sobject.to_lowercase()),
+            target: Target {
+                sobject: sobject.into(),
+                upsert_field: upsert.map(str::to_string),
+                columns: columns.iter().map(|c| (c.to_string(), PgKind::Text)).collect(),
+            },
+        }
+    }
+
+    fn insert(log_id: i64, record_id: i64, pairs: &[(&str, &str)]) -> Change {
+        Change {
+            log_id,
+            record_id,
+            action: Action::Insert,
+            sfid: None,
+            values: pairs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
+            old: Default::default(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn calls_hold_at_most_200_records_of_one_kind_and_object() {
+        let mut claimed = Claimed::default();
+        claimed.tables.insert("account".into(), table("Account", &["name", "external_id__c"], Some("external_id__c")));
+        claimed.tables.insert("invoice".into(), table("Invoice__c", &["amount__c"], None));
+        claimed.changes.insert("invoice".into(), (0..250).map(|i| insert(1000 + i, i, &[("amount__c", "1")])).collect());
+        claimed.changes.insert("account".into(), vec![insert(1, 1, &[("name", "A"), ("external_id__c", "A-1")])]);
+        let mut p = plan(&claimed);
+        assert!(p.sfids_wanted().is_empty(), "inserts need no Salesforce id");
+        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        let waves = p.waves(&claimed.tables);
+        assert_eq!(waves.len(), 1, "no relationships: one wave");
+        let mut calls: Vec<(String, usize)> = waves[0].iter().map(|b| (format!("{:?}", b.kind), b.items.len())).collect();
+        calls.sort();
+        assert_eq!(
+            calls,
+            [("Create".to_string(), 50), ("Create".to_string(), 200), ("Upsert { object: \"Account\", field: \"external_id__c\" }".to_string(), 1)]
+        );
+        let keys: std::collections::BTreeSet<usize> = waves[0].iter().flat_map(|b| b.items.iter().map(|(k, _)| *k)).collect();
+        assert_eq!(keys.len(), 251, "every job is sent exactly once");
+    }
+
+    #[test]
+    fn a_custom_parent_object_goes_first() {
+        let mut claimed = Claimed::default();
+        claimed.tables.insert("account__c".into(), table("Account__c", &["name", "external_id__c"], Some("external_id__c")));
+        claimed.tables.insert("invoice".into(), table("Invoice__c", &["amount__c", "account__r__external_id__c"], None));
+        claimed.changes.insert("invoice".into(), vec![insert(2, 7, &[("amount__c", "1"), ("account__r__external_id__c", "A-1")])]);
+        claimed.changes.insert("account__c".into(), vec![insert(1, 1, &[("name", "A"), ("external_id__c", "A-1")])]);
+        let mut p = plan(&claimed);
+        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        let waves = p.waves(&claimed.tables);
+        assert_eq!(waves.len(), 2, "parent wave, then child wave");
+        assert_eq!(waves[0][0].kind, CallKind::Upsert { object: "Account__c".into(), field: "external_id__c".into() });
+        assert_eq!(waves[1][0].kind, CallKind::Create);
+        let child = &p.jobs[waves[1][0].items[0].0];
+        assert_eq!(child.write.log_ids, vec![2]);
+    }
+
+    #[test]
+    fn looked_up_sfids_turn_updates_into_updates_by_id() {
+        let mut claimed = Claimed::default();
+        claimed.tables.insert("contact".into(), table("Contact", &["lastname"], None));
+        let update = Change {
+            log_id: 5,
+            record_id: 9,
+            action: Action::Update,
+            sfid: None,
+            values: [("lastname".to_string(), Some("B".to_string()))].into(),
+            old: [("lastname".to_string(), Some("A".to_string()))].into(),
+            attempts: 0,
+        };
+        claimed.changes.insert("contact".into(), vec![update]);
+        let mut p = plan(&claimed);
+        assert_eq!(p.sfids_wanted(), HashMap::from([("contact".to_string(), vec![9])]));
+        let found = HashMap::from([("contact".to_string(), HashMap::from([(9, "003000000000001AAA".to_string())]))]);
+        p.decide(&claimed.tables, &found, ORDERED);
+        let Operation::Update(r) = &p.jobs[0].op else { panic!("update by id: {:?}", p.jobs[0].op) };
+        assert_eq!(r.get("Id"), Some(&json!("003000000000001AAA")));
+    }
+}

@@ -1,0 +1,124 @@
+//! Sending: batches go to Salesforce with several calls in flight; a batch Salesforce refuses as a whole is split
+//! until every record has its own verdict; the first sign of connection trouble stops the rest, which stay queued
+//! at no cost to them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+pub use crate::salesforce::CallKind;
+use crate::salesforce::{lock, CallError, Client, SfError};
+
+/// Records for one call: the caller's key for each (to map verdicts back) and the record (or id for deletes).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub kind: CallKind,
+    pub items: Vec<(usize, Value)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Salesforce took it; the id (new for creates) and whether an upsert created the record.
+    Done { id: Option<String>, created: bool },
+    Failed { code: String, message: String, transient: bool },
+    /// Not sent (or no answer) because the connection is in trouble: try again later, at no cost to the record.
+    Unsent,
+}
+
+/// What sending produced: a verdict per item key, and the connection trouble that stopped it, if any.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub verdicts: Vec<(usize, Verdict)>,
+    /// Set when the connection should pause (unreachable, 5xx, limits) or credentials were refused.
+    pub trouble: Option<CallError>,
+}
+
+/// Sends waves in order (each wave's calls concurrently), so a later wave's records can reference records the
+/// earlier waves created. After connection trouble nothing more is sent: the rest is `Unsent`.
+pub fn send_waves(client: &Client, waves: Vec<Vec<Batch>>, concurrency: usize) -> Delivery {
+    let mut all = Delivery::default();
+    for wave in waves {
+        if all.trouble.is_some() {
+            all.verdicts.extend(wave.iter().flat_map(|b| b.items.iter().map(|(k, _)| (*k, Verdict::Unsent))));
+            continue;
+        }
+        let d = deliver(client, wave, concurrency);
+        all.verdicts.extend(d.verdicts);
+        all.trouble = d.trouble;
+    }
+    all
+}
+
+/// Sends every batch, `concurrency` calls at a time, and returns a verdict for every item.
+pub fn deliver(client: &Client, batches: Vec<Batch>, concurrency: usize) -> Delivery {
+    let queue = Mutex::new(batches.into_iter().collect::<VecDeque<_>>());
+    let stop = AtomicBool::new(false);
+    let out = Mutex::new(Delivery::default());
+    let workers = concurrency.clamp(1, 64).min(lock(&queue).len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some(batch) = lock(&queue).pop_front() else { break };
+                if stop.load(Ordering::SeqCst) {
+                    lock(&out).verdicts.extend(batch.items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+                    continue;
+                }
+                let mut local = Delivery::default();
+                send_split(client, &batch.kind, &batch.items, &mut local);
+                if local.trouble.is_some() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                let mut o = lock(&out);
+                o.verdicts.append(&mut local.verdicts);
+                if o.trouble.is_none() {
+                    o.trouble = local.trouble;
+                }
+            });
+        }
+    });
+    out.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends one batch; a whole-request refusal splits it in halves until each record has its own verdict.
+fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &mut Delivery) {
+    if out.trouble.is_some() {
+        out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+        return;
+    }
+    let records: Vec<Value> = items.iter().map(|(_, v)| v.clone()).collect();
+    match client.call(kind, &records) {
+        Ok(results) => {
+            for (i, (key, _)) in items.iter().enumerate() {
+                let verdict = match results.get(i) {
+                    Some(r) if r.success => Verdict::Done { id: r.id.clone(), created: r.created.unwrap_or(*kind == CallKind::Create) },
+                    Some(r) => {
+                        let e = r.errors.first().cloned().unwrap_or(SfError { code: "UNKNOWN".into(), message: "failed without an error".into(), fields: vec![] });
+                        if *kind == CallKind::Delete && e.code == "ENTITY_IS_DELETED" {
+                            // Already gone in Salesforce: the delete's goal is met.
+                            Verdict::Done { id: None, created: false }
+                        } else {
+                            let transient = crate::retry::is_transient(&e.code, &e.message);
+                            Verdict::Failed { code: e.code, message: e.message, transient }
+                        }
+                    }
+                    None => Verdict::Failed { code: "NO_RESULT".into(), message: "Salesforce returned fewer results than records".into(), transient: true },
+                };
+                out.verdicts.push((*key, verdict));
+            }
+        }
+        Err(CallError::Rejected { code, message, .. }) if items.len() == 1 => {
+            out.verdicts.push((items[0].0, Verdict::Failed { code, message, transient: false }));
+        }
+        Err(CallError::Rejected { .. }) => {
+            let (a, b) = items.split_at(items.len() / 2);
+            send_split(client, kind, a, out);
+            send_split(client, kind, b, out);
+        }
+        Err(e) => {
+            out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+            out.trouble = Some(e);
+        }
+    }
+}

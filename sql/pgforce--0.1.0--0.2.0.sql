@@ -1,0 +1,8 @@
+-- pgforce 0.1.0 → 0.2.0. Run by ALTER EXTENSION pgforce UPDATE.
+--
+-- Every change to the schema (sql/bootstrap.sql, sql/finalize.sql, or the SQL pgrx generates for #[pg_extern] and
+-- #[pg_trigger] functions) goes here as well, until 0.2.0 is released; after that this file is never edited again.
+-- The upgrade test (tests/integration/tests/upgrade.rs) installs sql/releases/pgforce--0.1.0.sql, runs this script
+-- and compares the catalog with a fresh install of 0.2.0.
+--
+-- 0.2.0 so far: the worker and capture were reorganised without changing any object.

@@ -1,0 +1,3 @@
+//! The SQL functions users call. Their public signatures are in `sql/finalize.sql`, thin wrappers over these.
+
+mod mapping;

@@ -1,0 +1,266 @@
+//! Every statement the sync worker runs, in one place. They are prepared once per connection (and again only when
+//! the extension is re-created), name every table with its schema and every function with `pg_catalog`, and take
+//! their values as parameters. State and action names are printed from `pgforce_core::log`.
+
+use std::collections::HashMap;
+
+use pgforce_core::log::{sql_list, LogState};
+use pgrx::pg_sys::{self, PgOid};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+
+use super::error::WorkerError;
+
+/// The log's columns, in Heroku Connect's order, then pgforce's (for moves between the log and the archive).
+const LOG_COLUMNS: &str = "id, txid, created_at, updated_at, processed_at, processed_tx, state, action, table_name, \
+                           record_id, sfid, old, \"values\", sf_result, sf_message, attempts, next_attempt_at";
+
+/// The schema pgforce is installed in (quoted), if it is installed in this database.
+pub const INSTALLED_SCHEMA: &str = "SELECT pg_catalog.quote_ident(n.nspname)::text FROM pg_catalog.pg_extension e \
+                                    JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgforce'";
+
+/// Statements on one mapped table.
+pub struct TableStatements {
+    /// `$1 bigint[]` record ids → `(id, sfid)` of those that have an sfid.
+    pub current_sfids: OwnedPreparedStatement,
+    /// `$1 bigint[]` ids, `$2 text[]` sfids, `$3 text[]` `_hc_lastop`, `$4 text[]` `_hc_err`.
+    pub write_back: OwnedPreparedStatement,
+}
+
+/// The worker's statements for the extension installed in `schema`.
+pub struct Statements {
+    pub schema: String,
+    /// Rows a crash left `PENDING` go back to `NEW`.
+    pub reclaim_pending: OwnedPreparedStatement,
+    /// `$1 bigint` limit → due queue rows, oldest first, locked.
+    pub claim: OwnedPreparedStatement,
+    /// `$1 bigint[]` ids, `$2 text` state, `$3 text` message.
+    pub set_state: OwnedPreparedStatement,
+    /// The read-write mappings with their columns and types.
+    pub load_tables: OwnedPreparedStatement,
+    /// `$1 text` table, `$2 bool` succeeded, `$3 text` last error.
+    pub mapping_stats: OwnedPreparedStatement,
+    /// Arrays of ids, states, messages, sfids, attempts, retry delays in ms.
+    pub record_log: OwnedPreparedStatement,
+    /// Seconds until the earliest scheduled retry.
+    pub next_retry_in: OwnedPreparedStatement,
+    /// `$1 text` state, `$2 text` message, `$3 bigint` API used, `$4 bigint` API limit.
+    pub write_state: OwnedPreparedStatement,
+    /// `$1 float8` age in seconds, `$2 bigint` batch size.
+    pub archive: OwnedPreparedStatement,
+    /// `$1 float8` retention in seconds, `$2 bigint` limit.
+    pub purge: OwnedPreparedStatement,
+    pub requeue: OwnedPreparedStatement,
+    /// `$1 float8` seconds since failing, `$2 bigint` limit.
+    pub retry_failed: OwnedPreparedStatement,
+    tables: HashMap<String, TableStatements>,
+}
+
+const TEXT: pg_sys::Oid = pg_sys::TEXTOID;
+const TEXT_ARRAY: pg_sys::Oid = pg_sys::TEXTARRAYOID;
+const INT8: pg_sys::Oid = pg_sys::INT8OID;
+const INT8_ARRAY: pg_sys::Oid = pg_sys::INT8ARRAYOID;
+
+fn prepare(client: &SpiClient<'_>, sql: &str, types: &[pg_sys::Oid]) -> Result<OwnedPreparedStatement, WorkerError> {
+    let types: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
+    Ok(client.prepare_mut(sql, &types)?.keep())
+}
+
+impl Statements {
+    pub fn prepare(client: &SpiClient<'_>, schema: &str) -> Result<Statements, WorkerError> {
+        let log = format!("{schema}._trigger_log");
+        let archive = format!("{schema}._trigger_log_archive");
+        let (new, pending, ignore, failed, requeue, requeued) = (
+            LogState::New.as_str(),
+            LogState::Pending.as_str(),
+            LogState::Ignore.as_str(),
+            LogState::Failed.as_str(),
+            LogState::Requeue.as_str(),
+            LogState::Requeued.as_str(),
+        );
+        let finished = sql_list(&LogState::FINISHED);
+        Ok(Statements {
+            schema: schema.to_string(),
+            reclaim_pending: prepare(
+                client,
+                &format!("UPDATE {log} SET state = '{new}', updated_at = pg_catalog.now() WHERE state = '{pending}'"),
+                &[],
+            )?,
+            // A record with a retry scheduled for an earlier change is held back, so changes never overtake each
+            // other. `FOR UPDATE SKIP LOCKED`: a row a user is changing is left for the next cycle.
+            claim: prepare(
+                client,
+                &format!(
+                    "WITH held AS (
+                         SELECT DISTINCT table_name, record_id FROM {log}
+                          WHERE state = '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at > pg_catalog.now())
+                     SELECT l.id, l.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
+                            l.\"values\"::text, l.old::text, l.attempts
+                       FROM {log} l
+                      WHERE l.state IN ('{new}', '{ignore}')
+                        AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= pg_catalog.now())
+                        AND NOT EXISTS (SELECT 1 FROM held h WHERE h.table_name = l.table_name AND h.record_id = l.record_id)
+                      ORDER BY l.id
+                      LIMIT $1
+                      FOR UPDATE OF l SKIP LOCKED"
+                ),
+                &[INT8],
+            )?,
+            set_state: prepare(
+                client,
+                &format!(
+                    "UPDATE {log}
+                        SET state = $2, sf_message = $3, updated_at = pg_catalog.now(),
+                            processed_at = CASE WHEN $2 = '{pending}' THEN NULL ELSE pg_catalog.now() END,
+                            processed_tx = CASE WHEN $2 = '{pending}' THEN NULL ELSE pg_catalog.txid_current() END
+                      WHERE id = ANY($1)"
+                ),
+                &[INT8_ARRAY, TEXT, TEXT],
+            )?,
+            load_tables: prepare(
+                client,
+                &format!(
+                    "SELECT m.table_name::text, m.relid::regclass::text, m.sobject, m.upsert_field, m.fields,
+                            pg_catalog.array_agg(a.attname::text ORDER BY a.attnum),
+                            pg_catalog.array_agg(CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END::text
+                                                 ORDER BY a.attnum)
+                       FROM {schema}._mapping m
+                       JOIN pg_catalog.pg_attribute a ON a.attrelid = m.relid AND a.attnum > 0 AND NOT a.attisdropped
+                       JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                       LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype
+                      WHERE m.access = 'read_write'
+                      GROUP BY m.table_name, m.relid, m.sobject, m.upsert_field, m.fields"
+                ),
+                &[],
+            )?,
+            mapping_stats: prepare(
+                client,
+                &format!(
+                    "UPDATE {schema}._mapping
+                        SET last_success_at = CASE WHEN $2 THEN pg_catalog.now() ELSE last_success_at END,
+                            last_error_at = CASE WHEN $3 IS NOT NULL THEN pg_catalog.now() ELSE last_error_at END,
+                            last_error = coalesce($3, last_error)
+                      WHERE table_name = $1"
+                ),
+                &[TEXT, pg_sys::BOOLOID, TEXT],
+            )?,
+            record_log: prepare(
+                client,
+                &format!(
+                    "UPDATE {log} AS l
+                        SET state = u.state,
+                            sf_message = u.message,
+                            sfid = coalesce(u.sfid, l.sfid),
+                            attempts = u.attempts,
+                            next_attempt_at = pg_catalog.now() + u.retry_in_ms * interval '1 millisecond',
+                            processed_at = CASE WHEN u.state = '{new}' THEN NULL ELSE pg_catalog.now() END,
+                            processed_tx = CASE WHEN u.state = '{new}' THEN NULL ELSE pg_catalog.txid_current() END,
+                            updated_at = pg_catalog.now()
+                       FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
+                                       pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6))
+                            AS u(id, state, message, sfid, attempts, retry_in_ms)
+                      WHERE l.id = u.id"
+                ),
+                &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, pg_sys::INT4ARRAYOID, INT8_ARRAY],
+            )?,
+            next_retry_in: prepare(
+                client,
+                &format!(
+                    "SELECT EXTRACT(epoch FROM pg_catalog.min(next_attempt_at) - pg_catalog.clock_timestamp())::float8
+                       FROM {log} WHERE state = '{new}' AND next_attempt_at IS NOT NULL"
+                ),
+                &[],
+            )?,
+            write_state: prepare(
+                client,
+                &format!(
+                    "UPDATE {schema}._sync_state SET state = $1, message = $2, api_used = coalesce($3, api_used),
+                            api_limit = coalesce($4, api_limit), worker_pid = pg_catalog.pg_backend_pid(),
+                            updated_at = pg_catalog.now()"
+                ),
+                &[TEXT, TEXT, INT8, INT8],
+            )?,
+            archive: prepare(
+                client,
+                &format!(
+                    "WITH moved AS (
+                         DELETE FROM {log} WHERE id IN (
+                             SELECT id FROM {log}
+                              WHERE state IN ({finished})
+                                AND coalesce(processed_at, created_at) < pg_catalog.now() - pg_catalog.make_interval(secs => $1)
+                              ORDER BY coalesce(processed_at, created_at) LIMIT $2)
+                         RETURNING {LOG_COLUMNS})
+                     INSERT INTO {archive} ({LOG_COLUMNS}) SELECT {LOG_COLUMNS} FROM moved"
+                ),
+                &[pg_sys::FLOAT8OID, INT8],
+            )?,
+            purge: prepare(
+                client,
+                &format!(
+                    "DELETE FROM {archive} WHERE id IN (
+                         SELECT id FROM {archive}
+                          WHERE created_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1) ORDER BY id LIMIT $2)"
+                ),
+                &[pg_sys::FLOAT8OID, INT8],
+            )?,
+            requeue: prepare(
+                client,
+                &format!(
+                    "WITH r AS (
+                         UPDATE {archive} SET state = '{requeued}', updated_at = pg_catalog.now()
+                          WHERE state = '{requeue}'
+                         RETURNING txid, table_name, action, record_id, \"values\", old, sfid)
+                     INSERT INTO {log} (created_at, updated_at, state, txid, table_name, action, record_id, \"values\", old, sfid)
+                     SELECT pg_catalog.now(), pg_catalog.now(), '{new}', txid, table_name, action, record_id, \"values\", old, sfid
+                       FROM r"
+                ),
+                &[],
+            )?,
+            retry_failed: prepare(
+                client,
+                &format!(
+                    "UPDATE {log} SET state = '{new}', attempts = 0, next_attempt_at = NULL, updated_at = pg_catalog.now()
+                      WHERE id IN (SELECT id FROM {log}
+                                    WHERE state = '{failed}'
+                                      AND processed_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)
+                                    ORDER BY id LIMIT $2)"
+                ),
+                &[pg_sys::FLOAT8OID, INT8],
+            )?,
+            tables: HashMap::new(),
+        })
+    }
+
+    /// Drops the statements of tables that are no longer mapped (or were renamed).
+    pub fn keep_tables(&mut self, qualified: &[&str]) {
+        self.tables.retain(|name, _| qualified.contains(&name.as_str()));
+    }
+
+    /// The statements on these mapped tables (by qualified name), prepared the first time each is needed.
+    pub fn tables<'s>(&'s mut self, client: &SpiClient<'_>, qualified: &[&str]) -> Result<&'s HashMap<String, TableStatements>, WorkerError> {
+        for name in qualified {
+            if self.tables.contains_key(*name) {
+                continue;
+            }
+            let statements = TableStatements {
+                current_sfids: prepare(
+                    client,
+                    &format!("SELECT id::bigint, sfid::text FROM {name} WHERE id = ANY($1) AND sfid IS NOT NULL"),
+                    &[INT8_ARRAY],
+                )?,
+                write_back: prepare(
+                    client,
+                    &format!(
+                        "UPDATE {name} AS t
+                            SET sfid = coalesce(u.sfid, t.sfid), _hc_lastop = u.lastop, _hc_err = u.err
+                           FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
+                                           pg_catalog.unnest($4)) AS u(id, sfid, lastop, err)
+                          WHERE t.id = u.id"
+                    ),
+                    &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
+                )?,
+            };
+            self.tables.insert(name.to_string(), statements);
+        }
+        Ok(&self.tables)
+    }
+}
