@@ -63,7 +63,8 @@ enum DebugFault {
 
 static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
-static LOGIN_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"https://login.salesforce.com"));
+static LOGIN_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://login.salesforce.com"));
 static AUTH_FLOW: GucSetting<AuthFlowSetting> = GucSetting::<AuthFlowSetting>::new(AuthFlowSetting::ClientCredentials);
 static CLIENT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CLIENT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -71,7 +72,8 @@ static USERNAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::ne
 static JWT_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REFRESH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static API_VERSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"62.0"));
-static WRITE_ALGORITHM: GucSetting<WriteAlgorithmSetting> = GucSetting::<WriteAlgorithmSetting>::new(WriteAlgorithmSetting::Merged);
+static WRITE_ALGORITHM: GucSetting<WriteAlgorithmSetting> =
+    GucSetting::<WriteAlgorithmSetting>::new(WriteAlgorithmSetting::Merged);
 static MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
@@ -91,31 +93,195 @@ pub fn register(preloading: bool) {
     // Secrets: hidden from SHOW, pg_settings and SHOW ALL for everyone but superusers.
     let secret = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
     if preloading {
-        GucRegistry::define_string_guc(c"pgforce.database", c"Database the sync worker serves.", c"The worker connects to this database at server start; changing it needs a restart.", &DATABASE, Postmaster, GucFlags::SUPERUSER_ONLY);
+        GucRegistry::define_string_guc(
+            c"pgforce.database",
+            c"Database the sync worker serves.",
+            c"The worker connects to this database at server start; changing it needs a restart.",
+            &DATABASE,
+            Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
     }
-    GucRegistry::define_bool_guc(c"pgforce.enabled", c"Whether the sync worker delivers changes.", c"Off: changes are still captured and wait in _trigger_log.", &ENABLED, Sighup, none);
+    GucRegistry::define_bool_guc(
+        c"pgforce.enabled",
+        c"Whether the sync worker delivers changes.",
+        c"Off: changes are still captured and wait in _trigger_log.",
+        &ENABLED,
+        Sighup,
+        none,
+    );
     // SAFETY: the check hooks are #[pg_guard]ed and only read their argument.
     unsafe {
-        GucRegistry::define_string_guc_with_hooks(c"pgforce.login_url", c"Salesforce login URL (token endpoint host).", c"https://login.salesforce.com, https://test.salesforce.com or the org's My Domain URL.", &LOGIN_URL, Sighup, none, Some(check_login_url_hook), None, None);
-        GucRegistry::define_string_guc_with_hooks(c"pgforce.api_version", c"Salesforce REST API version, such as 62.0.", c"", &API_VERSION, Sighup, none, Some(check_api_version_hook), None, None);
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgforce.login_url",
+            c"Salesforce login URL (token endpoint host).",
+            c"https://login.salesforce.com, https://test.salesforce.com or the org's My Domain URL.",
+            &LOGIN_URL,
+            Sighup,
+            none,
+            Some(check_login_url_hook),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgforce.api_version",
+            c"Salesforce REST API version, such as 62.0.",
+            c"",
+            &API_VERSION,
+            Sighup,
+            none,
+            Some(check_api_version_hook),
+            None,
+            None,
+        );
     }
-    GucRegistry::define_enum_guc(c"pgforce.auth_flow", c"OAuth flow: client_credentials, jwt_bearer or refresh_token.", c"", &AUTH_FLOW, Sighup, none);
+    GucRegistry::define_enum_guc(
+        c"pgforce.auth_flow",
+        c"OAuth flow: client_credentials, jwt_bearer or refresh_token.",
+        c"",
+        &AUTH_FLOW,
+        Sighup,
+        none,
+    );
     GucRegistry::define_string_guc(c"pgforce.client_id", c"Connected app consumer key.", c"", &CLIENT_ID, Sighup, none);
-    GucRegistry::define_string_guc(c"pgforce.client_secret", c"Connected app consumer secret.", c"Readable by superusers only.", &CLIENT_SECRET, Sighup, secret);
-    GucRegistry::define_string_guc(c"pgforce.username", c"Integration user (the JWT bearer flow's subject).", c"", &USERNAME, Sighup, none);
-    GucRegistry::define_string_guc(c"pgforce.jwt_key_file", c"PEM file with the RSA private key for the JWT bearer flow.", c"Readable by superusers only.", &JWT_KEY_FILE, Sighup, secret);
-    GucRegistry::define_string_guc(c"pgforce.refresh_token", c"Refresh token for the refresh_token flow.", c"Readable by superusers only.", &REFRESH_TOKEN, Sighup, secret);
-    GucRegistry::define_enum_guc(c"pgforce.write_algorithm", c"merged (collapse a record's changes into one write) or ordered (one change at a time).", c"", &WRITE_ALGORITHM, Sighup, none);
-    GucRegistry::define_int_guc(c"pgforce.max_concurrency", c"Salesforce requests in flight at once.", c"", &MAX_CONCURRENCY, 1, 64, Sighup, none);
-    GucRegistry::define_int_guc(c"pgforce.request_timeout", c"Timeout of each Salesforce request.", c"", &REQUEST_TIMEOUT_MS, 100, 600_000, Sighup, GucFlags::UNIT_MS);
-    GucRegistry::define_int_guc(c"pgforce.max_attempts", c"Attempts for records failing with transient errors before they stay FAILED.", c"", &MAX_ATTEMPTS, 1, 1000, Sighup, none);
-    GucRegistry::define_int_guc(c"pgforce.retry_failed_after", c"Retry FAILED records again after this long (-1: never).", c"", &RETRY_FAILED_AFTER_S, -1, i32::MAX, Sighup, GucFlags::UNIT_S);
-    GucRegistry::define_float_guc(c"pgforce.max_api_usage", c"Fraction of the daily API budget above which the worker slows down.", c"", &MAX_API_USAGE, 0.0, 1.0, Sighup, none);
-    GucRegistry::define_int_guc(c"pgforce.archive_after", c"Finished log rows older than this move to _trigger_log_archive.", c"", &ARCHIVE_AFTER_S, 0, i32::MAX, Sighup, GucFlags::UNIT_S);
-    GucRegistry::define_int_guc(c"pgforce.archive_retention", c"Archive rows older than this are deleted.", c"", &ARCHIVE_RETENTION_S, 0, i32::MAX, Sighup, GucFlags::UNIT_S);
-    GucRegistry::define_int_guc(c"pgforce.batch_size", c"Log rows claimed per delivery cycle.", c"", &BATCH_SIZE, 1, 100_000, Sighup, none);
-    GucRegistry::define_int_guc(c"pgforce.poll_interval", c"Fallback poll when no commit wakes the worker.", c"", &POLL_INTERVAL_MS, 10, 3_600_000, Sighup, GucFlags::UNIT_MS);
-    GucRegistry::define_enum_guc(c"pgforce.debug_fault", c"For pgforce's own tests: a fault the worker causes on purpose.", c"Never set this in production.", &DEBUG_FAULT, Sighup, GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL);
+    GucRegistry::define_string_guc(
+        c"pgforce.client_secret",
+        c"Connected app consumer secret.",
+        c"Readable by superusers only.",
+        &CLIENT_SECRET,
+        Sighup,
+        secret,
+    );
+    GucRegistry::define_string_guc(
+        c"pgforce.username",
+        c"Integration user (the JWT bearer flow's subject).",
+        c"",
+        &USERNAME,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_string_guc(
+        c"pgforce.jwt_key_file",
+        c"PEM file with the RSA private key for the JWT bearer flow.",
+        c"Readable by superusers only.",
+        &JWT_KEY_FILE,
+        Sighup,
+        secret,
+    );
+    GucRegistry::define_string_guc(
+        c"pgforce.refresh_token",
+        c"Refresh token for the refresh_token flow.",
+        c"Readable by superusers only.",
+        &REFRESH_TOKEN,
+        Sighup,
+        secret,
+    );
+    GucRegistry::define_enum_guc(
+        c"pgforce.write_algorithm",
+        c"merged (collapse a record's changes into one write) or ordered (one change at a time).",
+        c"",
+        &WRITE_ALGORITHM,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.max_concurrency",
+        c"Salesforce requests in flight at once.",
+        c"",
+        &MAX_CONCURRENCY,
+        1,
+        64,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.request_timeout",
+        c"Timeout of each Salesforce request.",
+        c"",
+        &REQUEST_TIMEOUT_MS,
+        100,
+        600_000,
+        Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.max_attempts",
+        c"Attempts for records failing with transient errors before they stay FAILED.",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        1000,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.retry_failed_after",
+        c"Retry FAILED records again after this long (-1: never).",
+        c"",
+        &RETRY_FAILED_AFTER_S,
+        -1,
+        i32::MAX,
+        Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_float_guc(
+        c"pgforce.max_api_usage",
+        c"Fraction of the daily API budget above which the worker slows down.",
+        c"",
+        &MAX_API_USAGE,
+        0.0,
+        1.0,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.archive_after",
+        c"Finished log rows older than this move to _trigger_log_archive.",
+        c"",
+        &ARCHIVE_AFTER_S,
+        0,
+        i32::MAX,
+        Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.archive_retention",
+        c"Archive rows older than this are deleted.",
+        c"",
+        &ARCHIVE_RETENTION_S,
+        0,
+        i32::MAX,
+        Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.batch_size",
+        c"Log rows claimed per delivery cycle.",
+        c"",
+        &BATCH_SIZE,
+        1,
+        100_000,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.poll_interval",
+        c"Fallback poll when no commit wakes the worker.",
+        c"",
+        &POLL_INTERVAL_MS,
+        10,
+        3_600_000,
+        Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_enum_guc(
+        c"pgforce.debug_fault",
+        c"For pgforce's own tests: a fault the worker causes on purpose.",
+        c"Never set this in production.",
+        &DEBUG_FAULT,
+        Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
     // SAFETY: called from _PG_init in the postmaster (or a backend loading the library), as Postgres expects.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pgforce".as_ptr()) };
 }
@@ -125,7 +291,12 @@ pub fn register(preloading: bool) {
 ///
 /// # Safety
 /// `newval` must be the check hook's argument.
-unsafe fn check_string(name: &str, newval: *mut *mut c_char, check: fn(&str) -> Result<(), String>, hint: &CStr) -> bool {
+unsafe fn check_string(
+    name: &str,
+    newval: *mut *mut c_char,
+    check: fn(&str) -> Result<(), String>,
+    hint: &CStr,
+) -> bool {
     // SAFETY: Postgres passes a pointer to the proposed value, a palloc'd C string or NULL.
     let value = unsafe { newval.as_ref().filter(|p| !p.is_null()).map(|p| CStr::from_ptr(*p)) };
     let Some(text) = value.map(|v| v.to_string_lossy()) else { return true };
@@ -145,7 +316,11 @@ unsafe fn check_string(name: &str, newval: *mut *mut c_char, check: fn(&str) -> 
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_login_url_hook(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_login_url_hook(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: called by Postgres as this setting's check hook.
     unsafe {
         check_string("pgforce.login_url", newval, check_login_url, c"Use https://login.salesforce.com, https://test.salesforce.com or the org's My Domain URL, such as https://mycompany.my.salesforce.com.")
@@ -153,9 +328,20 @@ unsafe extern "C-unwind" fn check_login_url_hook(newval: *mut *mut c_char, _extr
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_api_version_hook(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_api_version_hook(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: called by Postgres as this setting's check hook.
-    unsafe { check_string("pgforce.api_version", newval, check_api_version, c"Use a REST API version the org supports, such as 62.0.") }
+    unsafe {
+        check_string(
+            "pgforce.api_version",
+            newval,
+            check_api_version,
+            c"Use a REST API version the org supports, such as 62.0.",
+        )
+    }
 }
 
 fn text(s: &GucSetting<Option<CString>>) -> String {

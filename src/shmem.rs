@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, pg_sys, register_xact_callback, PgAtomic, PgXactCallbackEvent};
 
-
 /// Address of the worker's latch in shared memory (0 when no worker runs). Latches live in the PGPROC array,
 /// which every process maps at the same address.
 static WORKER_LATCH: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"pgforce_worker_latch") };

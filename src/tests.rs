@@ -37,9 +37,7 @@ mod tests {
 
     /// Hstore text the way Heroku Connect's PL/pgSQL logger computes it, for the row with this id.
     fn expected_full(table: &str, id: i64) -> String {
-        text(&format!(
-            "SELECT (hstore(t.*) - ARRAY['_hc_lastop','_hc_err'])::text FROM {table} t WHERE id = {id}"
-        ))
+        text(&format!("SELECT (hstore(t.*) - ARRAY['_hc_lastop','_hc_err'])::text FROM {table} t WHERE id = {id}"))
     }
 
     #[pg_test]
@@ -62,7 +60,10 @@ mod tests {
         sql("CREATE TABLE salesforce.idx_probe (id serial PRIMARY KEY, name text)");
         sql("SELECT salesforce.map_table('salesforce.idx_probe', 'Account')");
         sql("INSERT INTO salesforce.idx_probe (name) VALUES ('x')");
-        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'NEW' AND next_attempt_at IS NULL"), Some(1));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'NEW' AND next_attempt_at IS NULL"),
+            Some(1)
+        );
     }
 
     /// The quoted words of an SQL expression, e.g. the states in `state IN ('NEW', 'PENDING')`.
@@ -73,11 +74,27 @@ mod tests {
     #[pg_test]
     fn the_state_vocabulary_matches_the_schema() {
         use pgforce_core::log::{Action, LogState};
-        let names = |states: &[LogState]| states.iter().map(|s| s.as_str().to_string()).collect::<std::collections::BTreeSet<_>>();
-        let predicate = |index: &str| text(&format!("SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'salesforce.{index}'::regclass"));
-        let check = |constraint: &str| text(&format!("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = '{constraint}'"));
-        assert_eq!(quoted_words(&predicate("_trigger_log_idx_finished")), names(&LogState::FINISHED), "what the archiver moves");
-        assert_eq!(quoted_words(&predicate("_trigger_log_idx_queue")), names(&LogState::QUEUED), "what the worker claims");
+        let names = |states: &[LogState]| {
+            states.iter().map(|s| s.as_str().to_string()).collect::<std::collections::BTreeSet<_>>()
+        };
+        let predicate = |index: &str| {
+            text(&format!(
+                "SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'salesforce.{index}'::regclass"
+            ))
+        };
+        let check = |constraint: &str| {
+            text(&format!("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = '{constraint}'"))
+        };
+        assert_eq!(
+            quoted_words(&predicate("_trigger_log_idx_finished")),
+            names(&LogState::FINISHED),
+            "what the archiver moves"
+        );
+        assert_eq!(
+            quoted_words(&predicate("_trigger_log_idx_queue")),
+            names(&LogState::QUEUED),
+            "what the worker claims"
+        );
         assert_eq!(quoted_words(&check("_trigger_log_state_check")), names(&LogState::ALL));
         let actions: std::collections::BTreeSet<String> =
             [Action::Insert, Action::Update, Action::Delete].iter().map(|a| a.as_str().to_string()).collect();
@@ -86,8 +103,14 @@ mod tests {
 
     #[pg_test]
     fn trigger_log_rejects_unknown_states() {
-        assert_eq!(outcome("INSERT INTO salesforce._trigger_log (state, action, table_name) VALUES ('BOGUS', 'INSERT', 'x')"), "23514");
-        assert_eq!(outcome("INSERT INTO salesforce._trigger_log (state, action, table_name) VALUES ('NEW', 'MERGE', 'x')"), "23514");
+        assert_eq!(
+            outcome("INSERT INTO salesforce._trigger_log (state, action, table_name) VALUES ('BOGUS', 'INSERT', 'x')"),
+            "23514"
+        );
+        assert_eq!(
+            outcome("INSERT INTO salesforce._trigger_log (state, action, table_name) VALUES ('NEW', 'MERGE', 'x')"),
+            "23514"
+        );
     }
 
     #[pg_test]
@@ -97,8 +120,16 @@ mod tests {
         sql("SELECT salesforce.map_table('public.lead', 'Lead', 'read_write', NULL, ARRAY['name','company'])");
         let columns = text("SELECT string_agg(attname || ':' || format_type(atttypid, atttypmod), ',' ORDER BY attnum)
                               FROM pg_attribute WHERE attrelid = 'public.lead'::regclass AND attnum > 0 AND NOT attisdropped");
-        assert_eq!(columns, "name:text,company:text,id:bigint,sfid:character varying(18),_hc_lastop:character varying(32),_hc_err:text");
-        assert_eq!(one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = 'public.lead'::regclass AND indisprimary)"), Some(true));
+        assert_eq!(
+            columns,
+            "name:text,company:text,id:bigint,sfid:character varying(18),_hc_lastop:character varying(32),_hc_err:text"
+        );
+        assert_eq!(
+            one::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = 'public.lead'::regclass AND indisprimary)"
+            ),
+            Some(true)
+        );
         assert_eq!(one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = 'hcu_idx_lead_sfid' AND indexdef LIKE 'CREATE UNIQUE INDEX%')"), Some(true));
         // The existing row got an id and was never sent, so it is not PENDING.
         assert_eq!(one::<i64>("SELECT id FROM public.lead"), Some(1));
@@ -119,7 +150,10 @@ mod tests {
         );
         sql("CREATE TABLE public.deal (id bigint PRIMARY KEY, name text, ext__c text)");
         sql("SELECT salesforce.map_table('public.deal', 'Opportunity', fields => ARRAY['name'], upsert_field => 'ext__c')");
-        assert_eq!(text("SELECT fields::text || ' ' || upsert_field FROM salesforce._mapping WHERE table_name = 'deal'"), "{name,ext__c} ext__c");
+        assert_eq!(
+            text("SELECT fields::text || ' ' || upsert_field FROM salesforce._mapping WHERE table_name = 'deal'"),
+            "{name,ext__c} ext__c"
+        );
     }
 
     #[pg_test]
@@ -145,13 +179,27 @@ mod tests {
         assert_eq!(outcome("SELECT salesforce.map_table('public.good', 'Contact', 'write')"), "22023 +hint");
         assert_eq!(outcome("SELECT salesforce.map_table('public.good', 'Con tact')"), "22023 +hint");
         assert_eq!(outcome("SELECT salesforce.map_table('public.good', NULL)"), "22004");
-        assert_eq!(outcome("SELECT salesforce.map_table('public.good', 'Contact', fields => ARRAY['nope'])"), "42703 +hint");
-        assert_eq!(outcome("SELECT salesforce.map_table('public.good', 'Contact', fields => ARRAY['sfid'])"), "22023 +hint");
-        assert_eq!(outcome("SELECT salesforce.map_table('public.good', 'Contact', upsert_field => 'nope')"), "42703 +hint");
+        assert_eq!(
+            outcome("SELECT salesforce.map_table('public.good', 'Contact', fields => ARRAY['nope'])"),
+            "42703 +hint"
+        );
+        assert_eq!(
+            outcome("SELECT salesforce.map_table('public.good', 'Contact', fields => ARRAY['sfid'])"),
+            "22023 +hint"
+        );
+        assert_eq!(
+            outcome("SELECT salesforce.map_table('public.good', 'Contact', upsert_field => 'nope')"),
+            "42703 +hint"
+        );
         assert_eq!(outcome("SELECT salesforce.map_table('public.no_such_table', 'Contact')"), "42P01");
         // A refused call leaves nothing behind.
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.uuid_id'::regclass"), Some(0));
-        assert_eq!(one::<i64>("SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.dup_id'::regclass AND attname = 'sfid'"), Some(0));
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.dup_id'::regclass AND attname = 'sfid'"
+            ),
+            Some(0)
+        );
 
         assert_eq!(outcome("SELECT salesforce.map_table('public.good', 'Contact', 'read_only')"), "ok");
         assert_eq!(outcome("SELECT salesforce.map_table('public.good', 'Contact')"), "42710 +hint");
@@ -170,10 +218,17 @@ mod tests {
         assert_eq!(text("SELECT table_name || ' ' || state FROM salesforce._trigger_log"), r#"Odd "Name"; drop NEW"#);
         assert_eq!(
             text("SELECT values FROM salesforce._trigger_log"),
-            text(r#"SELECT (hstore(t.*) - ARRAY['_hc_lastop','_hc_err'])::text FROM "My Schema"."Odd ""Name""; drop" t"#)
+            text(
+                r#"SELECT (hstore(t.*) - ARRAY['_hc_lastop','_hc_err'])::text FROM "My Schema"."Odd ""Name""; drop" t"#
+            )
         );
         sql(r#"SELECT salesforce.unmap_table('"My Schema"."Odd ""Name""; drop"')"#);
-        assert_eq!(one::<i64>(r#"SELECT count(*) FROM pg_trigger WHERE tgrelid = '"My Schema"."Odd ""Name""; drop"'::regclass"#), Some(0));
+        assert_eq!(
+            one::<i64>(
+                r#"SELECT count(*) FROM pg_trigger WHERE tgrelid = '"My Schema"."Odd ""Name""; drop"'::regclass"#
+            ),
+            Some(0)
+        );
     }
 
     #[pg_test]
@@ -200,7 +255,10 @@ mod tests {
         sql("CREATE TEMP TABLE before AS SELECT * FROM salesforce.contact");
         sql("UPDATE salesforce.contact SET lastname = 'Li', email = NULL, firstname = 'Ann'");
         let log = "SELECT * FROM salesforce._trigger_log WHERE action = 'UPDATE'";
-        assert_eq!(text(&format!("SELECT state || ' ' || sfid || ' ' || record_id FROM ({log}) l")), "NEW 003000000000001AAA 1");
+        assert_eq!(
+            text(&format!("SELECT state || ' ' || sfid || ' ' || record_id FROM ({log}) l")),
+            "NEW 003000000000001AAA 1"
+        );
         assert_eq!(text(&format!("SELECT values FROM ({log}) l")), r#""email"=>NULL, "lastname"=>"Li""#);
         // Byte for byte what Connect's logger computes: (hstore(NEW) - hstore(old)) - excluded.
         assert_eq!(
@@ -218,7 +276,10 @@ mod tests {
         contact_table();
         sql("INSERT INTO salesforce.contact (firstname) VALUES ('Ann'), ('Bob')");
         sql("UPDATE salesforce.contact SET firstname = firstname WHERE firstname = 'Ann'");
-        assert_eq!(text("SELECT state || '[' || values || ']' FROM salesforce._trigger_log WHERE action = 'UPDATE'"), "IGNORE[]");
+        assert_eq!(
+            text("SELECT state || '[' || values || ']' FROM salesforce._trigger_log WHERE action = 'UPDATE'"),
+            "IGNORE[]"
+        );
         sql("DELETE FROM salesforce.contact WHERE firstname = 'Bob'");
         assert_eq!(text("SELECT state || ' ' || coalesce(sfid, '-') || ' ' || (values IS NULL)::text FROM salesforce._trigger_log WHERE action = 'DELETE'"), "IGNORE - true");
         sql("SET LOCAL xmlbinary = 'hex'");
@@ -278,22 +339,28 @@ mod tests {
                  b boolean, ts timestamp, tz timestamptz, d date, iv interval, j jsonb, arr text[], iarr int[],
                  by bytea, u uuid, m public.mood, "key with ""quotes"" and \ slash" text, "ünï" text, "NULL" text)"#);
         sql("SELECT salesforce.map_table('public.awkward', 'Thing__c')");
-        sql(r#"INSERT INTO public.awkward (t, v, c, n, f, r, b, ts, tz, d, iv, j, arr, iarr, by, u, m, "key with ""quotes"" and \ slash", "ünï", "NULL")
+        sql(
+            r#"INSERT INTO public.awkward (t, v, c, n, f, r, b, ts, tz, d, iv, j, arr, iarr, by, u, m, "key with ""quotes"" and \ slash", "ünï", "NULL")
                VALUES ('he said "hi" \ and left
     then ''quoted'' => NULL, x', 'NULL', 'ab', 12345.6789000, 0.1, -0.0, true, '2024-02-29 23:59:59.123456',
                        '2024-03-10 02:30:00+00', '0001-01-01 BC', '1 year 2 days 03:04:05', '{"a": [1, "\"x\""], "b": null}',
                        ARRAY['a b', NULL, 'c"d', 'e\f', '', 'NULL'], ARRAY[1, NULL, 3], '\x00ff5c22', '6f1e0a3c-2d5b-4d4e-9a0b-1c2d3e4f5a6b',
                        'sad "really"', 'back\\slash "and" quote', '日本語 ☃ 🎉', 'x'),
-                      (NULL, '', NULL, 'NaN', 'Infinity', 1e-38, false, 'infinity', '-infinity', 'epoch', '-1 mon', 'null', '{}', '{}', '', NULL, NULL, NULL, NULL, NULL)"#);
+                      (NULL, '', NULL, 'NaN', 'Infinity', 1e-38, false, 'infinity', '-infinity', 'epoch', '-1 mon', 'null', '{}', '{}', '', NULL, NULL, NULL, NULL, NULL)"#,
+        );
         for id in [1, 2] {
             assert_eq!(
-                text(&format!("SELECT values FROM salesforce._trigger_log WHERE record_id = {id} AND action = 'INSERT'")),
+                text(&format!(
+                    "SELECT values FROM salesforce._trigger_log WHERE record_id = {id} AND action = 'INSERT'"
+                )),
                 expected_full("public.awkward", id),
                 "row {id}"
             );
         }
         sql("CREATE TEMP TABLE before AS SELECT * FROM public.awkward");
-        sql(r#"UPDATE public.awkward SET t = t || '\', n = n * 1.0, f = f, arr = arr || ARRAY['"'], "ünï" = NULL, j = '{"b": null, "a": [1, "\"x\""]}'"#);
+        sql(
+            r#"UPDATE public.awkward SET t = t || '\', n = n * 1.0, f = f, arr = arr || ARRAY['"'], "ünï" = NULL, j = '{"b": null, "a": [1, "\"x\""]}'"#,
+        );
         for id in [1, 2] {
             let log = format!("SELECT * FROM salesforce._trigger_log WHERE record_id = {id} AND action = 'UPDATE'");
             assert_eq!(
@@ -303,19 +370,25 @@ mod tests {
             );
             assert_eq!(
                 text(&format!("SELECT old FROM ({log}) l")),
-                text(&format!("SELECT (hstore(b.*) - ARRAY['_hc_lastop','_hc_err'])::text FROM before b WHERE id = {id}")),
+                text(&format!(
+                    "SELECT (hstore(b.*) - ARRAY['_hc_lastop','_hc_err'])::text FROM before b WHERE id = {id}"
+                )),
                 "update old of row {id}"
             );
         }
         // numeric 12345.6789000 * 1.0 changes its text (scale), so it is logged; an equal jsonb is not.
-        assert!(text("SELECT values FROM salesforce._trigger_log WHERE record_id = 1 AND action = 'UPDATE'").contains(r#""n"=>"12345.67890000""#));
-        assert!(!text("SELECT values FROM salesforce._trigger_log WHERE record_id = 1 AND action = 'UPDATE'").contains(r#""j"=>"#));
+        assert!(text("SELECT values FROM salesforce._trigger_log WHERE record_id = 1 AND action = 'UPDATE'")
+            .contains(r#""n"=>"12345.67890000""#));
+        assert!(!text("SELECT values FROM salesforce._trigger_log WHERE record_id = 1 AND action = 'UPDATE'")
+            .contains(r#""j"=>"#));
         sql("CREATE TEMP TABLE gone AS SELECT * FROM public.awkward");
         sql("DELETE FROM public.awkward");
         for id in [1, 2] {
             assert_eq!(
                 text(&format!("SELECT old FROM salesforce._trigger_log WHERE record_id = {id} AND action = 'DELETE'")),
-                text(&format!("SELECT (hstore(g.*) - ARRAY['_hc_lastop','_hc_err'])::text FROM gone g WHERE id = {id}")),
+                text(&format!(
+                    "SELECT (hstore(g.*) - ARRAY['_hc_lastop','_hc_err'])::text FROM gone g WHERE id = {id}"
+                )),
                 "delete old of row {id}"
             );
         }
@@ -328,8 +401,10 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM salesforce._trigger_log"), Some(20000));
         // Log ids follow the rows' order, and every row's text matches hstore's.
         assert_eq!(
-            one::<i64>("SELECT count(*) FROM salesforce._trigger_log l JOIN salesforce.contact c ON c.id = l.record_id
-                         WHERE l.values = (hstore(c.*) - ARRAY['_hc_lastop','_hc_err'])::text"),
+            one::<i64>(
+                "SELECT count(*) FROM salesforce._trigger_log l JOIN salesforce.contact c ON c.id = l.record_id
+                         WHERE l.values = (hstore(c.*) - ARRAY['_hc_lastop','_hc_err'])::text"
+            ),
             Some(20000)
         );
         assert_eq!(
@@ -337,7 +412,10 @@ mod tests {
             Some(true)
         );
         sql("UPDATE salesforce.contact SET email = upper(email) WHERE id % 2 = 0");
-        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE action = 'UPDATE' AND state = 'NEW'"), Some(10000));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE action = 'UPDATE' AND state = 'NEW'"),
+            Some(10000)
+        );
     }
 
     #[pg_test]
@@ -351,7 +429,10 @@ mod tests {
         sql("INSERT INTO salesforce.contact (firstname) VALUES ('App')");
         assert_eq!(outcome("SELECT count(*) FROM salesforce._trigger_log"), "42501");
         assert_eq!(outcome("UPDATE salesforce._trigger_log SET state = 'NEW'"), "42501");
-        assert_eq!(outcome("SELECT salesforce.hc_capture_insert_from_row(hstore(c.*), 'contact') FROM salesforce.contact c"), "42501");
+        assert_eq!(
+            outcome("SELECT salesforce.hc_capture_insert_from_row(hstore(c.*), 'contact') FROM salesforce.contact c"),
+            "42501"
+        );
         sql("RESET ROLE");
         assert_eq!(text("SELECT state || ' ' || action FROM salesforce._trigger_log"), "NEW INSERT");
     }
@@ -382,7 +463,10 @@ mod tests {
         );
 
         // UPDATE with an empty list: every column, id and sfid included.
-        let id = one::<i64>("SELECT salesforce.hc_capture_update_from_row(hstore(c.*), 'contact') FROM salesforce.contact c").unwrap();
+        let id = one::<i64>(
+            "SELECT salesforce.hc_capture_update_from_row(hstore(c.*), 'contact') FROM salesforce.contact c",
+        )
+        .unwrap();
         assert_eq!(
             text(&format!("SELECT values FROM salesforce._trigger_log WHERE id = {id}")),
             expected_full("salesforce.contact", 1)
@@ -390,9 +474,15 @@ mod tests {
         assert_eq!(text(&format!("SELECT action || ' ' || sfid || ' ' || (old IS NULL)::text FROM salesforce._trigger_log WHERE id = {id}")), "UPDATE 003000000000001AAA true");
         // UPDATE with a list: only those columns (not even id or sfid).
         let id = one::<i64>("SELECT salesforce.hc_capture_update_from_row(hstore(c.*), 'contact', ARRAY['account__r__external_id__c', '_hc_err']) FROM salesforce.contact c").unwrap();
-        assert_eq!(text(&format!("SELECT values FROM salesforce._trigger_log WHERE id = {id}")), r#""account__r__external_id__c"=>"A1""#);
+        assert_eq!(
+            text(&format!("SELECT values FROM salesforce._trigger_log WHERE id = {id}")),
+            r#""account__r__external_id__c"=>"A1""#
+        );
 
-        assert_eq!(outcome("SELECT salesforce.hc_capture_insert_from_row(hstore(c.*), 'nosuch') FROM salesforce.contact c"), "42P01 +hint");
+        assert_eq!(
+            outcome("SELECT salesforce.hc_capture_insert_from_row(hstore(c.*), 'nosuch') FROM salesforce.contact c"),
+            "42P01 +hint"
+        );
     }
 
     #[pg_test]
@@ -428,7 +518,12 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'FAILED'"), Some(0));
         assert_eq!(text("SELECT state FROM salesforce._trigger_log WHERE table_name = 'contact'"), "NEW");
         assert_eq!(text("SELECT string_agg(state, ',') FROM salesforce._trigger_log_archive"), "REQUEUED");
-        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE table_name = 'account' AND action = 'INSERT'"), Some(4));
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM salesforce._trigger_log WHERE table_name = 'account' AND action = 'INSERT'"
+            ),
+            Some(4)
+        );
         assert_eq!(text("SELECT values FROM salesforce._trigger_log WHERE table_name = 'account' AND action = 'UPDATE' AND state = 'NEW' ORDER BY id DESC LIMIT 1"),
                    r#""parent__external_id__c"=>"P-1""#);
     }

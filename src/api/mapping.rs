@@ -192,10 +192,7 @@ fn table_info(client: &SpiClient, tbl: pg_sys::Oid) -> Result<TableInfo> {
 fn check_kind(table: &TableInfo) -> Result<()> {
     let refuse = |reason, hint| Err(PgforceError::WrongKindOfTable { table: table.qualified.clone(), reason, hint });
     if table.persistence == "t" {
-        return refuse(
-            "it is a temporary table, which the sync worker cannot see",
-            "Map a permanent table.",
-        );
+        return refuse("it is a temporary table, which the sync worker cannot see", "Map a permanent table.");
     }
     if table.is_partition {
         return refuse("it is a partition of another table", "Map ordinary, unpartitioned tables.");
@@ -362,7 +359,8 @@ fn has_unique_index_on(client: &SpiClient, qualified: &str, column: &str) -> Res
 }
 
 /// The triggers `map_table` installs, in the order of `install_triggers`; `unmap_table` drops the same set.
-const TRIGGERS: [&str; 4] = ["pgforce_status", "pgforce_capture_insert", "pgforce_capture_update", "pgforce_capture_delete"];
+const TRIGGERS: [&str; 4] =
+    ["pgforce_status", "pgforce_capture_insert", "pgforce_capture_update", "pgforce_capture_delete"];
 
 fn install_triggers(client: &mut SpiClient, schema: &str, table: &TableInfo, access: Access) -> Result<()> {
     let t = &table.qualified;

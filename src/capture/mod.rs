@@ -30,9 +30,7 @@ pub const NEW_ROWS: &str = "pgforce_new_rows";
 
 /// Statement-level capture trigger. Its one argument is the mapping's access mode.
 #[pg_trigger]
-fn _capture_changes<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, PgforceError> {
+fn _capture_changes<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, PgforceError> {
     if !is_user_write() {
         return Ok(None);
     }
@@ -53,10 +51,7 @@ fn trigger_access(trigger: &PgTrigger) -> Access {
     let args = trigger.extra_args().unwrap_or_default();
     match args.first().map(|a| a.parse::<Access>()) {
         Some(Ok(access)) if args.len() == 1 => access,
-        _ => raise(PgforceError::BadTriggerArguments {
-            table: trigger.table_name().unwrap_or_default(),
-            args,
-        }),
+        _ => raise(PgforceError::BadTriggerArguments { table: trigger.table_name().unwrap_or_default(), args }),
     }
 }
 
@@ -92,20 +87,40 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
                 (None, Some(new)) => {
                     let record_id = renderer.record_id(&new);
                     let values = renderer.render_insert(&new);
-                    writer.push(CapturedChange { state: base_state, record_id, sfid: None, old: None, values: Some(values) });
+                    writer.push(CapturedChange {
+                        state: base_state,
+                        record_id,
+                        sfid: None,
+                        old: None,
+                        values: Some(values),
+                    });
                 }
                 (Some(old), Some(new)) => {
                     let record_id = renderer.record_id(&new);
                     let text = renderer.render_update(&old, &new);
                     let nothing_changed = text.values.is_some_and(<[u8]>::is_empty);
-                    let state = if access == Access::ReadWrite && nothing_changed { LogState::Ignore } else { base_state };
-                    writer.push(CapturedChange { state, record_id, sfid: text.sfid, old: Some(text.old), values: text.values });
+                    let state =
+                        if access == Access::ReadWrite && nothing_changed { LogState::Ignore } else { base_state };
+                    writer.push(CapturedChange {
+                        state,
+                        record_id,
+                        sfid: text.sfid,
+                        old: Some(text.old),
+                        values: text.values,
+                    });
                 }
                 (Some(old), None) => {
                     let record_id = renderer.record_id(&old);
                     let text = renderer.render_delete(&old);
-                    let state = if access == Access::ReadWrite && text.sfid.is_none() { LogState::Ignore } else { base_state };
-                    writer.push(CapturedChange { state, record_id, sfid: text.sfid, old: Some(text.old), values: None });
+                    let state =
+                        if access == Access::ReadWrite && text.sfid.is_none() { LogState::Ignore } else { base_state };
+                    writer.push(CapturedChange {
+                        state,
+                        record_id,
+                        sfid: text.sfid,
+                        old: Some(text.old),
+                        values: None,
+                    });
                 }
                 (None, None) => {}
             });

@@ -19,7 +19,9 @@ const MAX_BATCHES: usize = 20;
 pub fn archive(client: &mut SpiClient<'_>, st: &Statements, after: Duration) -> Result<u64, WorkerError> {
     let mut moved = 0;
     for _ in 0..MAX_BATCHES {
-        let n = client.update(&st.archive, None, &[DatumWithOid::from(after.as_secs_f64()), DatumWithOid::from(BATCH)])?.len() as u64;
+        let n = client
+            .update(&st.archive, None, &[DatumWithOid::from(after.as_secs_f64()), DatumWithOid::from(BATCH)])?
+            .len() as u64;
         moved += n;
         if n < BATCH as u64 {
             break;
@@ -31,7 +33,8 @@ pub fn archive(client: &mut SpiClient<'_>, st: &Statements, after: Duration) -> 
 /// Deletes archive rows past retention; returns how many.
 pub fn purge(client: &mut SpiClient<'_>, st: &Statements, retention: Duration) -> Result<u64, WorkerError> {
     let limit = BATCH * MAX_BATCHES as i64;
-    Ok(client.update(&st.purge, None, &[DatumWithOid::from(retention.as_secs_f64()), DatumWithOid::from(limit)])?.len() as u64)
+    Ok(client.update(&st.purge, None, &[DatumWithOid::from(retention.as_secs_f64()), DatumWithOid::from(limit)])?.len()
+        as u64)
 }
 
 /// Copies `REQUEUE` archive rows back into the log as NEW changes; returns how many.
@@ -41,5 +44,7 @@ pub fn requeue(client: &mut SpiClient<'_>, st: &Statements) -> Result<u64, Worke
 
 /// With `pgforce.retry_failed_after`: FAILED rows processed longer ago than that are tried again.
 pub fn retry_failed(client: &mut SpiClient<'_>, st: &Statements, after: Duration) -> Result<u64, WorkerError> {
-    Ok(client.update(&st.retry_failed, None, &[DatumWithOid::from(after.as_secs_f64()), DatumWithOid::from(BATCH)])?.len() as u64)
+    Ok(client
+        .update(&st.retry_failed, None, &[DatumWithOid::from(after.as_secs_f64()), DatumWithOid::from(BATCH)])?
+        .len() as u64)
 }

@@ -74,7 +74,13 @@ pub fn claim(client: &mut SpiClient<'_>, st: &Statements, config: &Config) -> Re
 }
 
 /// Moves claimed rows to `state`; finished states get their processing time, transaction and message.
-fn set_state(client: &mut SpiClient<'_>, st: &Statements, ids: &[i64], state: LogState, message: Option<&str>) -> Result<(), WorkerError> {
+fn set_state(
+    client: &mut SpiClient<'_>,
+    st: &Statements,
+    ids: &[i64],
+    state: LogState,
+    message: Option<&str>,
+) -> Result<(), WorkerError> {
     if ids.is_empty() {
         return Ok(());
     }

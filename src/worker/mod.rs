@@ -216,7 +216,10 @@ impl Worker {
     }
 
     /// Runs `f` as the sync engine with the prepared statements.
-    fn with_statements<R>(&mut self, f: impl FnOnce(&mut SpiClient<'_>, &mut Statements) -> Result<R, WorkerError>) -> Result<R, WorkerError> {
+    fn with_statements<R>(
+        &mut self,
+        f: impl FnOnce(&mut SpiClient<'_>, &mut Statements) -> Result<R, WorkerError>,
+    ) -> Result<R, WorkerError> {
         let Some(st) = self.statements.as_mut() else {
             return Err(WorkerError::NotInstalled);
         };
@@ -339,7 +342,13 @@ impl Worker {
         plan.decide(tables, &sfids, config.write_algorithm);
         let waves = plan.waves(tables);
         let records = waves.iter().flatten().map(|b| b.items.len()).sum();
-        let objects: BTreeSet<String> = waves.iter().flatten().flat_map(|b| b.items.iter()).map(|(i, _)| plan.jobs[*i].table.clone()).filter_map(|t| tables.get(&t).map(|t| t.target.sobject.clone())).collect();
+        let objects: BTreeSet<String> = waves
+            .iter()
+            .flatten()
+            .flat_map(|b| b.items.iter())
+            .map(|(i, _)| plan.jobs[*i].table.clone())
+            .filter_map(|t| tables.get(&t).map(|t| t.target.sobject.clone()))
+            .collect();
         self.set_step(Step::Sending { records, objects: objects.into_iter().collect() });
         guc::inject_fault_while_sending();
         let delivery = send_waves(self.client(&config.connection), waves, config.max_concurrency);
@@ -390,7 +399,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else if let Some(e) = payload.downcast_ref::<pg_sys::panic::CaughtError>() {
         match e {
-            pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
+                r.message().to_string()
+            }
             pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
         }
     } else {

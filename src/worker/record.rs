@@ -43,7 +43,11 @@ pub fn record(client: &mut SpiClient<'_>, st: &mut Statements, outcomes: &Outcom
         client.update(
             &st.mapping_stats,
             None,
-            &[DatumWithOid::from(table.as_str()), DatumWithOid::from(stats.succeeded), DatumWithOid::from(stats.last_error.clone())],
+            &[
+                DatumWithOid::from(table.as_str()),
+                DatumWithOid::from(stats.succeeded),
+                DatumWithOid::from(stats.last_error.clone()),
+            ],
         )?;
     }
     let log = &outcomes.log;

@@ -236,7 +236,11 @@ impl Statements {
     }
 
     /// The statements on these mapped tables (by qualified name), prepared the first time each is needed.
-    pub fn tables<'s>(&'s mut self, client: &SpiClient<'_>, qualified: &[&str]) -> Result<&'s HashMap<String, TableStatements>, WorkerError> {
+    pub fn tables<'s>(
+        &'s mut self,
+        client: &SpiClient<'_>,
+        qualified: &[&str],
+    ) -> Result<&'s HashMap<String, TableStatements>, WorkerError> {
         for name in qualified {
             if self.tables.contains_key(*name) {
                 continue;

@@ -67,7 +67,8 @@ impl std::fmt::Display for Step {
 /// Shows `step` in `pg_stat_activity` (`state` active, or idle while waiting).
 pub fn show(step: &Step) {
     let text = CString::new(format!("pgforce: {step}")).unwrap_or_default();
-    let state = if *step == Step::Waiting { pg_sys::BackendState::STATE_IDLE } else { pg_sys::BackendState::STATE_RUNNING };
+    let state =
+        if *step == Step::Waiting { pg_sys::BackendState::STATE_IDLE } else { pg_sys::BackendState::STATE_RUNNING };
     // SAFETY: this backend's own status entry; Postgres copies the string.
     unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }

@@ -24,7 +24,9 @@ pub fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<R, WorkerE
     let result = PgTryBuilder::new(body)
         .catch_others(|e| {
             Err(WorkerError::Database(match e {
-                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
+                    r.message().to_string()
+                }
                 pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
             }))
         })

@@ -42,7 +42,8 @@ fn latency(samples: usize) -> (Duration, Duration, Duration) {
         std::thread::sleep(Duration::from_millis(30)); // idle between commits
         let before = last();
         let t0 = Instant::now();
-        c.execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ($1, $1)", &[&format!("L-{i}")]).expect("insert");
+        c.execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ($1, $1)", &[&format!("L-{i}")])
+            .expect("insert");
         let arrived = wait_for(Duration::from_secs(10), "the request", || last().filter(|t| Some(*t) != before));
         if i >= 10 {
             seen.push(arrived.saturating_duration_since(t0)); // the first ten warm up the connection and token
@@ -56,7 +57,12 @@ fn worker_rss_kib(cluster: &Cluster) -> u64 {
     let Some(pid) = cluster.worker_pid() else { return 0 };
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("RssAnon:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("RssAnon:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -79,7 +85,10 @@ fn drain(rows: i64, call_ms: u64) -> (f64, u64, u64) {
     c.batch_execute("SELECT pg_reload_conf()").expect("reload");
     let mut rss_max = 0;
     loop {
-        let open: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[]).expect("count").get(0);
+        let open: i64 = c
+            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
+            .expect("count")
+            .get(0);
         rss_max = rss_max.max(worker_rss_kib(&cluster));
         if open == 0 {
             break;
@@ -100,7 +109,12 @@ fn drain(rows: i64, call_ms: u64) -> (f64, u64, u64) {
 fn main() {
     let rows: i64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let (p50, p99, max) = latency(200);
-    println!("| commit → first byte of the Salesforce request (200 single-row commits, idle) | p50 {} · p99 {} · max {} |", ms(p50), ms(p99), ms(max));
+    println!(
+        "| commit → first byte of the Salesforce request (200 single-row commits, idle) | p50 {} · p99 {} · max {} |",
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
     for call_ms in [0, 100] {
         let (rate, idle, peak) = drain(rows, call_ms);
         println!(

@@ -15,7 +15,11 @@ fn main() {
     let token = {
         let mut r = agent
             .post(format!("{}/services/oauth2/token", ff.url()))
-            .send_form([("grant_type", "client_credentials"), ("client_id", "pgforce-demo-client"), ("client_secret", "pgforce-demo-secret")])
+            .send_form([
+                ("grant_type", "client_credentials"),
+                ("client_id", "pgforce-demo-client"),
+                ("client_secret", "pgforce-demo-secret"),
+            ])
             .expect("token");
         r.body_mut().read_json::<Value>().expect("json")["access_token"].as_str().expect("token").to_string()
     };

@@ -12,7 +12,8 @@ use crate::writes::{apply_all, upsert_target, Item, Kind};
 use rand::seq::SliceRandom;
 use serde_json::{json, Map, Value};
 
-const DELIMITERS: [(&str, u8); 6] = [("COMMA", b','), ("BACKQUOTE", b'`'), ("CARET", b'^'), ("PIPE", b'|'), ("SEMICOLON", b';'), ("TAB", b'\t')];
+const DELIMITERS: [(&str, u8); 6] =
+    [("COMMA", b','), ("BACKQUOTE", b'`'), ("CARET", b'^'), ("PIPE", b'|'), ("SEMICOLON", b';'), ("TAB", b'\t')];
 const OPERATIONS: [&str; 5] = ["insert", "update", "upsert", "delete", "hardDelete"];
 
 fn invalid_job(message: impl Into<String>) -> ApiError {
@@ -66,12 +67,22 @@ pub fn create(state: &mut State, version: &str, created_by: &str, body: &[u8]) -
     let spec: Map<String, Value> = serde_json::from_slice(body).map_err(|e| ApiError::json_parse(e.to_string()))?;
     let text = |k: &str| spec.get(k).and_then(Value::as_str).map(str::to_string);
     let object_name = text("object").ok_or_else(|| invalid_job("InvalidJob : Object is required"))?;
-    let object = state.store.model.object(&object_name).ok_or_else(|| invalid_job(format!("InvalidJob : Invalid object: {object_name}")))?;
+    let object = state
+        .store
+        .model
+        .object(&object_name)
+        .ok_or_else(|| invalid_job(format!("InvalidJob : Invalid object: {object_name}")))?;
     let object_name = object.def.name.clone();
-    let operation = text("operation").filter(|o| OPERATIONS.contains(&o.as_str())).ok_or_else(|| invalid_job("InvalidJob : Invalid operation"))?;
+    let operation = text("operation")
+        .filter(|o| OPERATIONS.contains(&o.as_str()))
+        .ok_or_else(|| invalid_job("InvalidJob : Invalid operation"))?;
     let external_id_field = text("externalIdFieldName");
     if operation == "upsert" {
-        let field = external_id_field.clone().ok_or_else(|| invalid_job(format!("InvalidJob : External ID was blank for {object_name}. An External ID must be specified for upsert.")))?;
+        let field = external_id_field.clone().ok_or_else(|| {
+            invalid_job(format!(
+                "InvalidJob : External ID was blank for {object_name}. An External ID must be specified for upsert."
+            ))
+        })?;
         upsert_target(state, &object_name, &field).map_err(|e| invalid_job(format!("InvalidJob : {}", e.message)))?;
     }
     if text("contentType").is_some_and(|c| c != "CSV") {
@@ -122,7 +133,11 @@ pub fn create(state: &mut State, version: &str, created_by: &str, body: &[u8]) -
 pub fn upload(state: &mut State, id: &str, body: &[u8]) -> Result<Reply, ApiError> {
     let job = job_mut(state, id)?;
     if job.state != JobState::Open {
-        return Err(ApiError::new(409, "INVALIDJOBSTATE", format!("Job state is {}; data can be uploaded only while it is Open", job.state.name())));
+        return Err(ApiError::new(
+            409,
+            "INVALIDJOBSTATE",
+            format!("Job state is {}; data can be uploaded only while it is Open", job.state.name()),
+        ));
     }
     if job.data.is_some() {
         return Err(ApiError::new(
@@ -155,7 +170,11 @@ pub fn change_state(state: &mut State, id: &str, body: &[u8]) -> Result<(Reply, 
             false
         }
         (s, w) => {
-            return Err(ApiError::new(400, "INVALIDJOBSTATE", format!("Cannot change the state of a job from {} to {w}", s.name())));
+            return Err(ApiError::new(
+                400,
+                "INVALIDJOBSTATE",
+                format!("Cannot change the state of a job from {} to {w}", s.name()),
+            ));
         }
     };
     job.modstamp = values::now_datetime();
@@ -175,12 +194,15 @@ pub fn list(state: &State) -> Reply {
 pub fn delete(state: &mut State, id: &str) -> Result<Reply, ApiError> {
     let job = job_mut(state, id)?;
     if !job.terminal_or_open_empty() {
-        return Err(ApiError::new(400, "INVALIDJOBSTATE", format!("Cannot delete a job in state {}", job.state.name())));
+        return Err(ApiError::new(
+            400,
+            "INVALIDJOBSTATE",
+            format!("Cannot delete a job in state {}", job.state.name()),
+        ));
     }
     state.jobs.remove(id);
     Ok(Reply::empty(204))
 }
-
 
 /// `GET …/successfulResults/`, `…/failedResults/`, `…/unprocessedrecords/`.
 pub fn results(state: &mut State, id: &str, which: &str) -> Result<Reply, ApiError> {
@@ -193,7 +215,10 @@ pub fn results(state: &mut State, id: &str, which: &str) -> Result<Reply, ApiErr
     if which != "unprocessedrecords" && !job.state.terminal() {
         return Err(ApiError::new(400, "INVALIDJOBSTATE", "Results are available once the job is complete"));
     }
-    let mut w = csv::WriterBuilder::new().quote_style(csv::QuoteStyle::Always).terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    let mut w = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
     let header: Vec<&str> = lead.iter().copied().chain(job.header.iter().map(String::as_str)).collect();
     if !job.header.is_empty() {
         w.write_record(&header).map_err(|e| ApiError::new(500, "UNKNOWN_EXCEPTION", e.to_string()))?;
@@ -232,7 +257,8 @@ pub fn process(state: &mut State, id: &str) {
     let started = std::time::Instant::now();
     let Some(job) = state.jobs.get_mut(id).filter(|j| j.state == JobState::InProgress) else { return };
     let data = job.data.take().unwrap_or_default();
-    let (delimiter, object_name, operation, ext) = (job.delimiter.1, job.object.clone(), job.operation.clone(), job.external_id_field.clone());
+    let (delimiter, object_name, operation, ext) =
+        (job.delimiter.1, job.object.clone(), job.operation.clone(), job.external_id_field.clone());
     let parsed = read_csv(delimiter, &data);
     let (header, rows) = match parsed {
         Ok(p) => p,
@@ -280,7 +306,10 @@ pub fn process(state: &mut State, id: &str) {
         let prepared = match kind {
             Kind::Delete => {
                 let mut p = Prepared::default();
-                p.id = body.iter().find(|(k, _)| k.eq_ignore_ascii_case("id")).and_then(|(_, v)| v.as_str().map(str::to_string));
+                p.id = body
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("id"))
+                    .and_then(|(_, v)| v.as_str().map(str::to_string));
                 Ok(p)
             }
             _ => state.store.prepare(object, body),
@@ -299,7 +328,9 @@ pub fn process(state: &mut State, id: &str) {
         };
         let target = match (kind, &prepared.id) {
             (Kind::Create, _) | (Kind::Upsert(_), None) => Ok(None),
-            (_, None) => Err(crate::errors::RecordError::new("MISSING_ARGUMENT", "Id not specified in an update call", &[])),
+            (_, None) => {
+                Err(crate::errors::RecordError::new("MISSING_ARGUMENT", "Id not specified in an update call", &[]))
+            }
             (_, Some(raw)) => state.store.object_id(object, raw).map(Some),
         };
         items.push(Item { object, prepared, target });

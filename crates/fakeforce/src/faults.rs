@@ -203,10 +203,19 @@ impl Faults {
     }
 
     /// Decides whether one record fails; `value_of` reads the record's sent or stored field values.
-    pub fn for_record(&mut self, object: &str, op: Operation, value_of: &dyn Fn(&str) -> Option<Value>) -> Option<RecordFault> {
+    pub fn for_record(
+        &mut self,
+        object: &str,
+        op: Operation,
+        value_of: &dyn Fn(&str) -> Option<Value>,
+    ) -> Option<RecordFault> {
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
-            if !rule.effect.is_record_level() || rule.spent() || !rule.scope_matches(Some(object), op) || !rule.value_matches(value_of) {
+            if !rule.effect.is_record_level()
+                || rule.spent()
+                || !rule.scope_matches(Some(object), op)
+                || !rule.value_matches(value_of)
+            {
                 continue;
             }
             let rate = rule.rate;
@@ -231,7 +240,11 @@ impl Faults {
 /// Salesforce's lock error, which fails every record of the chunk.
 pub fn lock_error(ids: &[String]) -> RecordError {
     let shown = if ids.is_empty() { String::new() } else { format!(" Record Ids: {}", ids.join(", ")) };
-    RecordError::new("UNABLE_TO_LOCK_ROW", format!("unable to obtain exclusive access to this record or {} records.{shown}", ids.len().max(1)), &[])
+    RecordError::new(
+        "UNABLE_TO_LOCK_ROW",
+        format!("unable to obtain exclusive access to this record or {} records.{shown}", ids.len().max(1)),
+        &[],
+    )
 }
 
 #[cfg(test)]
@@ -239,12 +252,23 @@ mod tests {
     use super::*;
 
     fn rule(effect: Effect) -> FaultRule {
-        FaultRule { object: None, operation: None, field: None, equals: None, contains: None, rate: None, times: None, effect, fired: 0 }
+        FaultRule {
+            object: None,
+            operation: None,
+            field: None,
+            equals: None,
+            contains: None,
+            rate: None,
+            times: None,
+            effect,
+            fired: 0,
+        }
     }
 
     #[test]
     fn times_limits_firings_and_rates_are_reproducible() {
-        let mut once = rule(Effect::Http { status: 503, error_code: "SERVER_UNAVAILABLE".into(), message: "down".into() });
+        let mut once =
+            rule(Effect::Http { status: 503, error_code: "SERVER_UNAVAILABLE".into(), message: "down".into() });
         once.times = Some(1);
         let mut f = Faults::new(7, vec![once], (0, 0));
         assert!(f.for_request(None, Operation::Create).error.is_some());
@@ -263,7 +287,11 @@ mod tests {
 
     #[test]
     fn record_rules_match_field_values() {
-        let mut r = rule(Effect::RecordError { status_code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(), message: "Email is blocked".into(), fields: vec![] });
+        let mut r = rule(Effect::RecordError {
+            status_code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(),
+            message: "Email is blocked".into(),
+            fields: vec![],
+        });
         r.field = Some("Email".into());
         r.contains = Some("@blocked.".into());
         r.object = Some("Contact".into());
@@ -272,6 +300,8 @@ mod tests {
         let fine = |_: &str| Some(Value::String("x@example.com".into()));
         assert!(f.for_record("Contact", Operation::Create, &fine).is_none());
         assert!(f.for_record("Account", Operation::Create, &blocked).is_none());
-        assert!(matches!(f.for_record("contact", Operation::Create, &blocked), Some(RecordFault::Error(e)) if e.message == "Email is blocked"));
+        assert!(
+            matches!(f.for_record("contact", Operation::Create, &blocked), Some(RecordFault::Error(e)) if e.message == "Email is blocked")
+        );
     }
 }

@@ -50,9 +50,10 @@ pub enum StartError {
 impl FakeForce {
     pub fn start(config: Config) -> Result<FakeForce, StartError> {
         let addr_text = format!("{}:{}", config.host, config.port);
-        let addr: SocketAddr = addr_text
-            .parse()
-            .map_err(|_| StartError::Bind { addr: addr_text.clone(), source: std::io::Error::other("not an IP address and port") })?;
+        let addr: SocketAddr = addr_text.parse().map_err(|_| StartError::Bind {
+            addr: addr_text.clone(),
+            source: std::io::Error::other("not an IP address and port"),
+        })?;
         let org = Arc::new(Org::new(config)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

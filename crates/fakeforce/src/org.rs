@@ -1,9 +1,9 @@
 //! One stand-in org: its configuration, records, sessions, API budget, fault rules, Bulk jobs and counters, behind
 //! one lock (no call holds it while sleeping or doing I/O).
 
-use crate::jobs::Job;
 use crate::config::{Config, ConfigError};
 use crate::faults::Faults;
+use crate::jobs::Job;
 use crate::model::Model;
 use crate::store::Store;
 use rand::distr::Alphanumeric;
@@ -110,13 +110,15 @@ fn with_checksum(id15: &str) -> String {
 
 impl Org {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        let mut objects: Vec<_> = if config.builtin_objects { Model::builtin().objects().cloned().collect() } else { Vec::new() };
+        let mut objects: Vec<_> =
+            if config.builtin_objects { Model::builtin().objects().cloned().collect() } else { Vec::new() };
         objects.extend(config.objects.iter().cloned());
         let model = Arc::new(Model::new(objects)?);
         let jwt_key = match &config.auth.jwt_public_key {
             None => None,
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| ConfigError::JwtKey { path: path.clone(), message: e.to_string() })?;
+                let pem = std::fs::read(path)
+                    .map_err(|e| ConfigError::JwtKey { path: path.clone(), message: e.to_string() })?;
                 let key = jsonwebtoken::DecodingKey::from_rsa_pem(&pem)
                     .map_err(|e| ConfigError::JwtKey { path: path.clone(), message: e.to_string() })?;
                 Some(key)

@@ -117,7 +117,11 @@ async fn handle(org: Arc<Org>, req: Request<Incoming>) -> Result<Response<Full<B
     let body = match Limited::new(body, org.config.max_request_bytes).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            let e = ApiError::new(413, "EXCEEDED_MAX_SIZE_REQUEST", format!("Request body exceeds {} bytes", org.config.max_request_bytes));
+            let e = ApiError::new(
+                413,
+                "EXCEEDED_MAX_SIZE_REQUEST",
+                format!("Request body exceeds {} bytes", org.config.max_request_bytes),
+            );
             return Ok(to_response(Reply::error(&e)));
         }
     };
@@ -129,7 +133,14 @@ async fn handle(org: Arc<Org>, req: Request<Incoming>) -> Result<Response<Full<B
         .collect();
     let query: Vec<(String, String)> =
         parts.uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    let call = Call { method: parts.method.clone(), segments, query, authorization: header("authorization"), content_type: header("content-type"), body };
+    let call = Call {
+        method: parts.method.clone(),
+        segments,
+        query,
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        body,
+    };
 
     if call.segments.first().map(String::as_str) == Some("fakeforce") {
         return Ok(to_response(admin(&org, &call)));
@@ -141,7 +152,11 @@ async fn handle(org: Arc<Org>, req: Request<Incoming>) -> Result<Response<Full<B
             return Err(DropConnection);
         }
         Some(OutageMode::Unavailable) => {
-            let e = ApiError::new(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable for maintenance. Please try again later.");
+            let e = ApiError::new(
+                503,
+                "SERVER_UNAVAILABLE",
+                "Server temporarily unavailable for maintenance. Please try again later.",
+            );
             return Ok(counted(&org, "other", Reply::error(&e)));
         }
         None => {}
@@ -215,7 +230,12 @@ fn classify(method: &hyper::Method, rest: &[&str]) -> (&'static str, Operation, 
     }
 }
 
-async fn data_call(org: Arc<Org>, call: &Call, version: &str, rest: &[&str]) -> Result<Response<Full<Bytes>>, DropConnection> {
+async fn data_call(
+    org: Arc<Org>,
+    call: &Call,
+    version: &str,
+    rest: &[&str],
+) -> Result<Response<Full<Bytes>>, DropConnection> {
     if !valid_version(version) {
         return Ok(counted(&org, "other", Reply::error(&ApiError::not_found())));
     }
@@ -286,31 +306,60 @@ fn route(org: &Org, st: &mut crate::org::State, call: &Call, version: &str, rest
     let body = &call.body[..];
     let model = org.model.clone();
     let object = |name: &str| {
-        model.object(name).map(|o| o.index).ok_or_else(|| ApiError::new(404, "NOT_FOUND", format!("The requested resource does not exist: sObject type '{name}' is not supported.")))
+        model.object(name).map(|o| o.index).ok_or_else(|| {
+            ApiError::new(
+                404,
+                "NOT_FOUND",
+                format!("The requested resource does not exist: sObject type '{name}' is not supported."),
+            )
+        })
     };
     let r = match (&call.method, rest) {
         (&M::GET, ["limits"]) => Ok(limits(st)),
-        (&M::GET, ["query"]) => query(st, version, call.query.iter().find(|(k, _)| k == "q").map(|(_, v)| v.as_str()).unwrap_or_default()),
+        (&M::GET, ["query"]) => {
+            query(st, version, call.query.iter().find(|(k, _)| k == "q").map(|(_, v)| v.as_str()).unwrap_or_default())
+        }
         (&M::GET, ["query", cursor]) => query_more(st, version, cursor),
         (&M::GET, ["sobjects"]) => Ok(describe_global(org, version)),
         (&M::GET, ["sobjects", o, "describe"]) => object(o).map(|i| describe(org, version, i)),
         (&M::POST, ["sobjects", o]) => object(o).and_then(|i| writes::single_create(st, version, i, body)),
         (&M::GET, ["sobjects", o, id]) => object(o).and_then(|i| {
-            let id = writes::existing_id(st, i, id).map_err(|e| if e.error_code == "ENTITY_IS_DELETED" { ApiError::not_found() } else { e })?;
-            let fields: Option<Vec<String>> = call.query.iter().find(|(k, _)| k == "fields").map(|(_, v)| v.split(',').map(|s| s.trim().to_string()).collect());
+            let id = writes::existing_id(st, i, id).map_err(|e| {
+                if e.error_code == "ENTITY_IS_DELETED" {
+                    ApiError::not_found()
+                } else {
+                    e
+                }
+            })?;
+            let fields: Option<Vec<String>> = call
+                .query
+                .iter()
+                .find(|(k, _)| k == "fields")
+                .map(|(_, v)| v.split(',').map(|s| s.trim().to_string()).collect());
             let rec = st.store.get(&id).ok_or_else(ApiError::not_found)?;
             Ok(Reply::json(200, &soql::record_json(&st.store, version, rec, fields.as_deref())))
         }),
         (&M::PATCH, ["sobjects", o, id]) => object(o).and_then(|i| writes::single_update(st, i, id, body)),
         (&M::DELETE, ["sobjects", o, id]) => object(o).and_then(|i| writes::single_delete(st, i, id)),
-        (&M::PATCH | &M::POST, ["sobjects", o, field, value]) => writes::single_upsert(st, version, o, field, value, body),
+        (&M::PATCH | &M::POST, ["sobjects", o, field, value]) => {
+            writes::single_upsert(st, version, o, field, value, body)
+        }
         (&M::GET, ["sobjects", o, field, value]) => object(o).and_then(|i| {
             let (_, ext) = writes::upsert_target(st, o, field).map_err(|_| ApiError::not_found())?;
             let found = st.store.find_by(i, &ext.name, value);
             match found.as_slice() {
-                [id] => Ok(Reply::json(200, &soql::record_json(&st.store, version, st.store.get(id).ok_or_else(ApiError::not_found)?, None))),
+                [id] => Ok(Reply::json(
+                    200,
+                    &soql::record_json(&st.store, version, st.store.get(id).ok_or_else(ApiError::not_found)?, None),
+                )),
                 [] => Err(ApiError::not_found()),
-                many => Ok(Reply::json(300, &json!(many.iter().map(|id| format!("/services/data/{version}/sobjects/{}/{id}", model.object_at(i).name)).collect::<Vec<_>>()))),
+                many => Ok(Reply::json(
+                    300,
+                    &json!(many
+                        .iter()
+                        .map(|id| format!("/services/data/{version}/sobjects/{}/{id}", model.object_at(i).name))
+                        .collect::<Vec<_>>()),
+                )),
             }
         }),
         (&M::POST, ["composite", "sobjects"]) => writes::collection_write(st, writes::Kind::Create, body),
@@ -328,11 +377,18 @@ fn route(org: &Org, st: &mut crate::org::State, call: &Call, version: &str, rest
             }
         }
         (&M::PUT, ["jobs", "ingest", id, "batches"]) => bulk::upload(st, id, body),
-        (&M::GET, ["jobs", "ingest", id, which @ ("successfulResults" | "failedResults" | "unprocessedrecords" | "unprocessedRecords")]) => {
+        (
+            &M::GET,
+            ["jobs", "ingest", id, which @ ("successfulResults" | "failedResults" | "unprocessedrecords" | "unprocessedRecords")],
+        ) => {
             let which = if which.eq_ignore_ascii_case("unprocessedrecords") { "unprocessedrecords" } else { which };
             bulk::results(st, id, which)
         }
-        (_, ["limits" | "query" | "sobjects" | "composite" | "jobs", ..]) => Err(ApiError::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{}' not allowed. Allowed are GET,PATCH,POST,DELETE", call.method))),
+        (_, ["limits" | "query" | "sobjects" | "composite" | "jobs", ..]) => Err(ApiError::new(
+            405,
+            "METHOD_NOT_ALLOWED",
+            format!("HTTP Method '{}' not allowed. Allowed are GET,PATCH,POST,DELETE", call.method),
+        )),
         _ => Err(ApiError::not_found()),
     };
     (r, None)
@@ -367,13 +423,21 @@ fn query(st: &mut crate::org::State, version: &str, q: &str) -> Result<Reply, Ap
     let cursor = format!("01gDn{serial:010}");
     let next = format!("/services/data/{version}/query/{cursor}-{QUERY_BATCH}");
     st.cursors.insert(cursor, (version.to_string(), rest));
-    Ok(Reply::json(200, &json!({"totalSize": result.total_size, "done": false, "nextRecordsUrl": next, "records": records})))
+    Ok(Reply::json(
+        200,
+        &json!({"totalSize": result.total_size, "done": false, "nextRecordsUrl": next, "records": records}),
+    ))
 }
 
 fn query_more(st: &mut crate::org::State, version: &str, locator: &str) -> Result<Reply, ApiError> {
-    let (cursor, offset) = locator.split_once('-').ok_or_else(|| ApiError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator"))?;
-    let offset: usize = offset.parse().map_err(|_| ApiError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator"))?;
-    let (_, pending) = st.cursors.get_mut(cursor).ok_or_else(|| ApiError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator"))?;
+    let (cursor, offset) =
+        locator.split_once('-').ok_or_else(|| ApiError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator"))?;
+    let offset: usize =
+        offset.parse().map_err(|_| ApiError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator"))?;
+    let (_, pending) = st
+        .cursors
+        .get_mut(cursor)
+        .ok_or_else(|| ApiError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator"))?;
     let take = pending.len().min(QUERY_BATCH);
     let records: Vec<Value> = pending.drain(..take).collect();
     let total = offset + take + pending.len();
@@ -396,7 +460,9 @@ fn describe_global(org: &Org, version: &str) -> Reply {
 
 fn describe(org: &Org, version: &str, object: usize) -> Reply {
     let def = org.model.object_at(object);
-    let mut fields = vec![json!({"name": "Id", "type": "id", "length": 18, "nillable": false, "createable": false, "updateable": false, "unique": false, "externalId": false, "idLookup": true})];
+    let mut fields = vec![
+        json!({"name": "Id", "type": "id", "length": 18, "nillable": false, "createable": false, "updateable": false, "unique": false, "externalId": false, "idLookup": true}),
+    ];
     for f in &def.fields {
         fields.push(json!({
             "name": f.name,
@@ -414,7 +480,10 @@ fn describe(org: &Org, version: &str, object: usize) -> Reply {
             "defaultValue": f.default,
         }));
     }
-    Reply::json(200, &json!({"name": def.name, "keyPrefix": def.key_prefix, "custom": def.name.ends_with("__c"), "fields": fields, "urls": {"sobject": format!("/services/data/{version}/sobjects/{}", def.name)}}))
+    Reply::json(
+        200,
+        &json!({"name": def.name, "keyPrefix": def.key_prefix, "custom": def.name.ends_with("__c"), "fields": fields, "urls": {"sobject": format!("/services/data/{version}/sobjects/{}", def.name)}}),
+    )
 }
 
 fn parse_rules(body: &[u8]) -> Result<Vec<FaultRule>, ApiError> {
@@ -427,7 +496,9 @@ fn parse_rules(body: &[u8]) -> Result<Vec<FaultRule>, ApiError> {
         },
         other => vec![other],
     };
-    list.into_iter().map(|r| serde_json::from_value(r).map_err(|e| ApiError::json_parse(format!("fault rule: {e}")))).collect()
+    list.into_iter()
+        .map(|r| serde_json::from_value(r).map_err(|e| ApiError::json_parse(format!("fault rule: {e}"))))
+        .collect()
 }
 
 /// `/fakeforce/...`: health, counters, records, fault rules, outages, sessions, API budget, reset.
@@ -452,7 +523,11 @@ fn admin(org: &Org, call: &Call) -> Reply {
                 st.outage = None;
                 st.api_used = org.config.api_requests_used;
                 st.api_limit = org.config.daily_api_requests;
-                st.faults = crate::faults::Faults::new(org.config.seed, org.config.faults.clone(), (org.config.latency_ms, org.config.latency_jitter_ms));
+                st.faults = crate::faults::Faults::new(
+                    org.config.seed,
+                    org.config.faults.clone(),
+                    (org.config.latency_ms, org.config.latency_jitter_ms),
+                );
                 org.wake.notify_one();
                 Ok(Reply::json(200, &json!({"reset": true})))
             }
@@ -469,7 +544,9 @@ fn admin(org: &Org, call: &Call) -> Reply {
                     .collect();
                 Ok(Reply::json(200, &json!({"totalSize": records.len(), "records": records})))
             }
-            (&M::GET, ["admin", "faults"]) => Ok(Reply::json(200, &json!({"rules": st.faults.rules, "fired": st.faults.fired}))),
+            (&M::GET, ["admin", "faults"]) => {
+                Ok(Reply::json(200, &json!({"rules": st.faults.rules, "fired": st.faults.fired})))
+            }
             (&M::PUT, ["admin", "faults"]) => {
                 st.faults.rules = parse_rules(&call.body)?;
                 Ok(Reply::json(200, &json!({"rules": st.faults.rules})))
@@ -485,13 +562,17 @@ fn admin(org: &Org, call: &Call) -> Reply {
             }
             (&M::POST, ["admin", "seed"]) => {
                 let v: Value = serde_json::from_slice(&call.body).map_err(|e| ApiError::json_parse(e.to_string()))?;
-                let seed = v.get("seed").and_then(Value::as_u64).ok_or_else(|| ApiError::json_parse("seed must be an unsigned integer"))?;
+                let seed = v
+                    .get("seed")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| ApiError::json_parse("seed must be an unsigned integer"))?;
                 st.faults.reseed(seed);
                 Ok(Reply::json(200, &json!({"seed": seed})))
             }
             (&M::POST, ["admin", "outage"]) => {
                 let v: Value = serde_json::from_slice(&call.body).map_err(|e| ApiError::json_parse(e.to_string()))?;
-                let mode: OutageMode = serde_json::from_value(v.get("mode").cloned().unwrap_or(json!("refuse"))).map_err(|e| ApiError::json_parse(e.to_string()))?;
+                let mode: OutageMode = serde_json::from_value(v.get("mode").cloned().unwrap_or(json!("refuse")))
+                    .map_err(|e| ApiError::json_parse(e.to_string()))?;
                 let seconds = v.get("seconds").and_then(Value::as_f64).unwrap_or(5.0).max(0.0);
                 st.outage = Some(Outage { mode, until: Instant::now() + Duration::from_secs_f64(seconds) });
                 org.wake.notify_one();

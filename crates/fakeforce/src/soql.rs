@@ -375,7 +375,9 @@ fn check_path(store: &Store, object: usize, path: &str) -> Result<(), ApiError> 
         None => SYSTEM_FIELDS.iter().any(|s| s.eq_ignore_ascii_case(path)) || model.field(object, path).is_some(),
         Some((rel, field)) => model.relationship(object, rel).is_some_and(|lookup| {
             let parent = lookup.reference_to.as_deref().and_then(|t| model.object(t));
-            parent.is_some_and(|p| SYSTEM_FIELDS.iter().any(|s| s.eq_ignore_ascii_case(field)) || model.field(p.index, field).is_some())
+            parent.is_some_and(|p| {
+                SYSTEM_FIELDS.iter().any(|s| s.eq_ignore_ascii_case(field)) || model.field(p.index, field).is_some()
+            })
         }),
     };
     if ok {
@@ -423,7 +425,12 @@ pub fn record_json(store: &Store, version: &str, record: &Record, fields: Option
             Some((rel, field)) => {
                 let Some(lookup) = store.model.relationship(record.object, rel) else { continue };
                 let rel_name = lookup.relationship_name.clone().unwrap_or_default();
-                let parent = record.fields.get(&lookup.name).and_then(Value::as_str).and_then(|id| store.get(id)).filter(|p| !p.deleted);
+                let parent = record
+                    .fields
+                    .get(&lookup.name)
+                    .and_then(Value::as_str)
+                    .and_then(|id| store.get(id))
+                    .filter(|p| !p.deleted);
                 let entry = out.entry(rel_name).or_insert(Value::Null);
                 if let Some(p) = parent {
                     if entry.is_null() {
@@ -501,7 +508,9 @@ pub fn run(store: &Store, version: &str, q: &Query) -> Result<QueryResult, ApiEr
 
 fn order_values(a: Option<&Value>, b: Option<&Value>, kind: Option<FieldType>) -> Ordering {
     match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal)
+        }
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         (Some(Value::String(x)), Some(Value::String(y))) if kind == Some(FieldType::Datetime) => {
             values::parse_datetime(x).cmp(&values::parse_datetime(y))
@@ -524,7 +533,10 @@ mod tests {
         assert_eq!((q.limit, q.offset), (Some(5), 1));
         assert!(parse("SELECT COUNT() FROM Account").expect("count").count);
         assert_eq!(parse("SELECT Id FROM").expect_err("incomplete").error_code, "MALFORMED_QUERY");
-        assert_eq!(parse("SELECT Id FROM Account WHERE Name = 'x' OR Name = 'y'").expect_err("OR").error_code, "MALFORMED_QUERY");
+        assert_eq!(
+            parse("SELECT Id FROM Account WHERE Name = 'x' OR Name = 'y'").expect_err("OR").error_code,
+            "MALFORMED_QUERY"
+        );
     }
 
     #[test]

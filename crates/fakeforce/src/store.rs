@@ -203,7 +203,12 @@ impl Store {
         Ok(out)
     }
 
-    fn parent_ref(&self, object: usize, lookup: &FieldDef, reference: &Map<String, Value>) -> Result<ParentRef, ApiError> {
+    fn parent_ref(
+        &self,
+        object: usize,
+        lookup: &FieldDef,
+        reference: &Map<String, Value>,
+    ) -> Result<ParentRef, ApiError> {
         let def = self.model.object_at(object);
         let field = def.fields.iter().position(|f| f.name == lookup.name).unwrap_or_default();
         let parent_name = lookup.reference_to.as_deref().unwrap_or_default();
@@ -213,20 +218,22 @@ impl Store {
             return Err(ApiError::new(
                 400,
                 "INVALID_FIELD",
-                format!("The foreign key reference for {} must name exactly one external id field", lookup.relationship_name.as_deref().unwrap_or_default()),
+                format!(
+                    "The foreign key reference for {} must name exactly one external id field",
+                    lookup.relationship_name.as_deref().unwrap_or_default()
+                ),
             ));
         };
-        let ext = self
-            .model
-            .field(parent.index, ext_name)
-            .filter(|f| f.external_id)
-            .ok_or_else(|| {
-                ApiError::new(
-                    400,
-                    "INVALID_FIELD",
-                    format!("Field name provided, {ext_name} is not an External ID or indexed field for {}", parent.def.name),
-                )
-            })?;
+        let ext = self.model.field(parent.index, ext_name).filter(|f| f.external_id).ok_or_else(|| {
+            ApiError::new(
+                400,
+                "INVALID_FIELD",
+                format!(
+                    "Field name provided, {ext_name} is not an External ID or indexed field for {}",
+                    parent.def.name
+                ),
+            )
+        })?;
         let value = match ext_value {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -242,7 +249,11 @@ impl Store {
         }
         let label = field.label();
         let Some(id) = ids::normalize(raw) else {
-            return Some(RecordError::new("MALFORMED_ID", format!("{label}: id value of incorrect type: {raw}"), &[&field.name]));
+            return Some(RecordError::new(
+                "MALFORMED_ID",
+                format!("{label}: id value of incorrect type: {raw}"),
+                &[&field.name],
+            ));
         };
         let target = field.reference_to.as_deref().and_then(|t| self.model.object(t));
         let prefix_ok = target.is_some_and(|t| id.starts_with(t.def.key_prefix.as_str()));
@@ -339,7 +350,13 @@ impl Store {
 
     /// Upsert by an external-id field (or `Id`): 0 matches creates, 1 updates, more is DUPLICATE_EXTERNAL_ID.
     /// Returns the id and whether it was created.
-    pub fn upsert(&mut self, txn: &mut Txn, object: usize, ext_field: &FieldDef, input: &Prepared) -> Result<(String, bool), RecordError> {
+    pub fn upsert(
+        &mut self,
+        txn: &mut Txn,
+        object: usize,
+        ext_field: &FieldDef,
+        input: &Prepared,
+    ) -> Result<(String, bool), RecordError> {
         let value = input.value_of(&self.model, object, &ext_field.name).and_then(index_key);
         let Some(value) = value else {
             return Err(RecordError::new("MISSING_ARGUMENT", format!("{} not specified", ext_field.name), &[]));
@@ -397,7 +414,12 @@ impl Store {
         }
     }
 
-    fn apply_values(&self, object: usize, fields: &mut Map<String, Value>, input: &Prepared) -> Result<(), RecordError> {
+    fn apply_values(
+        &self,
+        object: usize,
+        fields: &mut Map<String, Value>,
+        input: &Prepared,
+    ) -> Result<(), RecordError> {
         let def = self.model.object_at(object);
         for (j, v) in &input.values {
             let field = &def.fields[*j];
@@ -423,14 +445,20 @@ impl Store {
                 [] => {
                     return Err(RecordError::new(
                         "INVALID_FIELD",
-                        format!("Foreign key external ID: {} not found for field {} in entity {parent_name}", r.value, r.ext_field),
+                        format!(
+                            "Foreign key external ID: {} not found for field {} in entity {parent_name}",
+                            r.value, r.ext_field
+                        ),
                         &[],
                     ))
                 }
                 _ => {
                     return Err(RecordError::new(
                         "INVALID_FIELD",
-                        format!("Foreign key external ID: {} matched more than one record for field {} in entity {parent_name}", r.value, r.ext_field),
+                        format!(
+                        "Foreign key external ID: {} matched more than one record for field {} in entity {parent_name}",
+                        r.value, r.ext_field
+                    ),
                         &[],
                     ))
                 }
@@ -465,7 +493,9 @@ impl Store {
         }
         let def = self.model.object_at(record.object);
         for (j, f) in def.fields.iter().enumerate() {
-            if let (Some(idx), Some(key)) = (self.indexed.get_mut(&(record.object, j)), record.fields.get(&f.name).and_then(index_key)) {
+            if let (Some(idx), Some(key)) =
+                (self.indexed.get_mut(&(record.object, j)), record.fields.get(&f.name).and_then(index_key))
+            {
                 idx.entry(key).or_default().push(record.id.clone());
             }
         }
@@ -475,7 +505,9 @@ impl Store {
     fn unindex(&mut self, record: &Record) {
         let def = self.model.object_at(record.object);
         for (j, f) in def.fields.iter().enumerate() {
-            if let (Some(idx), Some(key)) = (self.indexed.get_mut(&(record.object, j)), record.fields.get(&f.name).and_then(index_key)) {
+            if let (Some(idx), Some(key)) =
+                (self.indexed.get_mut(&(record.object, j)), record.fields.get(&f.name).and_then(index_key))
+            {
                 if let Some(ids) = idx.get_mut(&key) {
                     ids.retain(|x| x != &record.id);
                     if ids.is_empty() {
@@ -500,7 +532,10 @@ fn not_writable(field: &str) -> RecordError {
 }
 
 /// On create every required field must have a value; on update only the fields being set are checked.
-fn check_required<'a>(fields: impl Iterator<Item = &'a FieldDef>, values: &Map<String, Value>) -> Result<(), RecordError> {
+fn check_required<'a>(
+    fields: impl Iterator<Item = &'a FieldDef>,
+    values: &Map<String, Value>,
+) -> Result<(), RecordError> {
     let missing: Vec<&str> = fields
         .filter(|f| f.required)
         .filter(|f| values.get(&f.name).and_then(index_key).is_none())
@@ -509,7 +544,11 @@ fn check_required<'a>(fields: impl Iterator<Item = &'a FieldDef>, values: &Map<S
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(RecordError::new("REQUIRED_FIELD_MISSING", format!("Required fields are missing: [{}]", missing.join(", ")), &missing))
+        Err(RecordError::new(
+            "REQUIRED_FIELD_MISSING",
+            format!("Required fields are missing: [{}]", missing.join(", ")),
+            &missing,
+        ))
     }
 }
 
@@ -552,8 +591,13 @@ mod tests {
         let mut txn = Txn::default();
         let missing = s.prepare(contact, &body(json!({"FirstName": "A"}))).expect("prepare");
         let e = s.create(&mut txn, contact, &missing).expect_err("LastName is required");
-        assert_eq!((e.status_code.as_str(), e.message.as_str()), ("REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]"));
-        let bad_parent = s.prepare(contact, &body(json!({"LastName": "A", "Account": {"External_Id__c": "nope"}}))).expect("prepare");
+        assert_eq!(
+            (e.status_code.as_str(), e.message.as_str()),
+            ("REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]")
+        );
+        let bad_parent = s
+            .prepare(contact, &body(json!({"LastName": "A", "Account": {"External_Id__c": "nope"}})))
+            .expect("prepare");
         let e = s.create(&mut txn, contact, &bad_parent).expect_err("no such parent");
         assert_eq!(e.message, "Foreign key external ID: nope not found for field External_Id__c in entity Account");
         let unknown = s.prepare(contact, &body(json!({"LastName": "A", "Nope__c": 1}))).expect_err("unknown field");

@@ -101,7 +101,9 @@ fn json_token(v: &Value) -> &'static str {
 
 fn looks_like_email(s: &str) -> bool {
     match s.split_once('@') {
-        Some((local, domain)) => !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !s.contains(' '),
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !s.contains(' ')
+        }
         None => false,
     }
 }
@@ -215,8 +217,14 @@ mod tests {
     fn datetimes_normalise_to_utc() {
         let ms = parse_datetime("2024-03-01T01:30:00+02:00").expect("parses");
         assert_eq!(format_datetime(ms), "2024-02-29T23:30:00.000+0000");
-        assert_eq!(parse_datetime("2024-03-01T01:30:00.5Z").map(format_datetime).as_deref(), Some("2024-03-01T01:30:00.500+0000"));
-        assert_eq!(parse_datetime("2024-03-01 01:30:00-0130").map(format_datetime).as_deref(), Some("2024-03-01T03:00:00.000+0000"));
+        assert_eq!(
+            parse_datetime("2024-03-01T01:30:00.5Z").map(format_datetime).as_deref(),
+            Some("2024-03-01T01:30:00.500+0000")
+        );
+        assert_eq!(
+            parse_datetime("2024-03-01 01:30:00-0130").map(format_datetime).as_deref(),
+            Some("2024-03-01T03:00:00.000+0000")
+        );
         assert!(parse_datetime("2024-02-30T00:00:00Z").is_none());
         assert!(parse_datetime("2024-02-01X00:00:00Z").is_none());
     }

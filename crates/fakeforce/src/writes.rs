@@ -62,13 +62,19 @@ fn apply(state: &mut State, txn: &mut Txn, kind: Kind<'_>, item: &Item) -> Appli
         let value_of = |field: &str| -> Option<Value> {
             match kind {
                 Kind::Delete => stored.and_then(|r| r.get(field)),
-                _ => item.prepared.value_of(&model, item.object, field).cloned().or_else(|| stored.and_then(|r| r.get(field))),
+                _ => item
+                    .prepared
+                    .value_of(&model, item.object, field)
+                    .cloned()
+                    .or_else(|| stored.and_then(|r| r.get(field))),
             }
         };
         // The borrow of the store ends before the fault rules (which need the state mutably) run.
         let snapshot: Vec<(String, Option<Value>)> =
             state.faults.rules.iter().filter_map(|r| r.field.clone()).map(|f| (f.clone(), value_of(&f))).collect();
-        let lookup = move |field: &str| snapshot.iter().find(|(f, _)| f.eq_ignore_ascii_case(field)).and_then(|(_, v)| v.clone());
+        let lookup = move |field: &str| {
+            snapshot.iter().find(|(f, _)| f.eq_ignore_ascii_case(field)).and_then(|(_, v)| v.clone())
+        };
         state.faults.for_record(&object_name, kind.operation(), &lookup)
     };
     match fault {
@@ -99,7 +105,8 @@ pub fn apply_all(state: &mut State, kind: Kind<'_>, items: &[Item], all_or_none:
     let mut whole = Txn::default();
     let mut start = 0;
     while start < items.len() {
-        let end = items[start..].iter().position(|i| i.object != items[start].object).map_or(items.len(), |n| start + n);
+        let end =
+            items[start..].iter().position(|i| i.object != items[start].object).map_or(items.len(), |n| start + n);
         let mut chunk_txn = Txn::default();
         let mut chunk: Vec<Outcome> = Vec::with_capacity(end - start);
         let mut locked: Option<Option<String>> = None;
@@ -157,7 +164,8 @@ fn result_json(o: &Outcome, upsert: bool) -> Value {
 }
 
 fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::json_parse(format!("Unexpected character in request body: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::json_parse(format!("Unexpected character in request body: {e}")))?;
     match value {
         Value::Object(m) => Ok(m),
         _ => Err(ApiError::json_parse("Cannot deserialize instance of the request from START_ARRAY value")),
@@ -168,7 +176,9 @@ fn collection_records(body: &Map<String, Value>) -> Result<(&Vec<Value>, bool), 
     let all_or_none = match body.get("allOrNone") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(ApiError::json_parse(format!("Cannot deserialize instance of boolean from {other}"))),
+        Some(other) => {
+            return Err(ApiError::json_parse(format!("Cannot deserialize instance of boolean from {other}")))
+        }
     };
     let records = match body.get("records") {
         Some(Value::Array(r)) => r,
@@ -180,7 +190,11 @@ fn collection_records(body: &Map<String, Value>) -> Result<(&Vec<Value>, bool), 
 
 fn check_count(n: usize) -> Result<(), ApiError> {
     if n > MAX_RECORDS {
-        return Err(ApiError::new(400, "EXCEEDED_ID_LIMIT", format!("record limit reached. cannot submit more than {MAX_RECORDS} records into this call")));
+        return Err(ApiError::new(
+            400,
+            "EXCEEDED_ID_LIMIT",
+            format!("record limit reached. cannot submit more than {MAX_RECORDS} records into this call"),
+        ));
     }
     Ok(())
 }
@@ -190,7 +204,12 @@ fn record_type(record: &Map<String, Value>) -> Option<&str> {
 }
 
 /// Turns the `records` array into items, refusing the request as Salesforce does for records it cannot parse.
-fn items_from(state: &State, records: &[Value], kind: Kind<'_>, upsert_object: Option<usize>) -> Result<Vec<Item>, ApiError> {
+fn items_from(
+    state: &State,
+    records: &[Value],
+    kind: Kind<'_>,
+    upsert_object: Option<usize>,
+) -> Result<Vec<Item>, ApiError> {
     let mut items = Vec::with_capacity(records.len());
     for r in records {
         let Value::Object(record) = r else {
@@ -199,9 +218,15 @@ fn items_from(state: &State, records: &[Value], kind: Kind<'_>, upsert_object: O
         let object = match (record_type(record), upsert_object) {
             (None, _) => return Err(ApiError::new(400, "INVALID_TYPE", "Must send a concrete entity type.")),
             (Some(t), expected) => {
-                let o = state.store.model.object(t).ok_or_else(|| ApiError::new(400, "INVALID_TYPE", format!("sObject type '{t}' is not supported.")))?;
+                let o = state.store.model.object(t).ok_or_else(|| {
+                    ApiError::new(400, "INVALID_TYPE", format!("sObject type '{t}' is not supported."))
+                })?;
                 if expected.is_some_and(|e| e != o.index) {
-                    return Err(ApiError::new(400, "INVALID_TYPE", format!("Record type {t} does not match the upsert's sObject type")));
+                    return Err(ApiError::new(
+                        400,
+                        "INVALID_TYPE",
+                        format!("Record type {t} does not match the upsert's sObject type"),
+                    ));
                 }
                 o.index
             }
@@ -218,7 +243,11 @@ fn items_from(state: &State, records: &[Value], kind: Kind<'_>, upsert_object: O
                 Some(raw) => state.store.object_id(object, raw).map(Some),
             },
             Kind::Upsert(_) => match &prepared.id {
-                Some(_) => Err(RecordError::new("INVALID_FIELD", "Id is not allowed in an upsert by external id: the external id field identifies the record", &["Id"])),
+                Some(_) => Err(RecordError::new(
+                    "INVALID_FIELD",
+                    "Id is not allowed in an upsert by external id: the external id field identifies the record",
+                    &["Id"],
+                )),
                 None => Ok(None),
             },
             Kind::Delete => Ok(None),
@@ -246,7 +275,11 @@ fn flag_repeated_external_ids(state: &State, items: &mut [Item], field: &FieldDe
     for (n, item) in items.iter_mut().enumerate() {
         if let Some(k) = &keys[n] {
             if keys.iter().filter(|o| o.as_ref() == Some(k)).count() > 1 {
-                item.target = Err(RecordError::new("DUPLICATE_EXTERNAL_ID", format!("Duplicate external id specified: {k}"), &[&field.name]));
+                item.target = Err(RecordError::new(
+                    "DUPLICATE_EXTERNAL_ID",
+                    format!("Duplicate external id specified: {k}"),
+                    &[&field.name],
+                ));
             }
         }
     }
@@ -267,7 +300,8 @@ pub fn upsert_target(state: &State, object: &str, field: &str) -> Result<(usize,
     let model = &state.store.model;
     let o = model.object(object).ok_or_else(ApiError::not_found)?;
     if field.eq_ignore_ascii_case("id") {
-        let id_field = FieldDef { name: "Id".into(), kind: FieldType::Id, ..model.object_at(o.index).fields[0].clone() };
+        let id_field =
+            FieldDef { name: "Id".into(), kind: FieldType::Id, ..model.object_at(o.index).fields[0].clone() };
         return Ok((o.index, id_field));
     }
     match model.field(o.index, field) {
@@ -306,7 +340,8 @@ pub fn collection_delete(state: &mut State, query: &[(String, String)]) -> Resul
     let items: Vec<Item> = ids
         .iter()
         .map(|raw| {
-            let found = crate::ids::normalize(raw).and_then(|id| state.store.model.object_by_prefix(&id[..3]).map(|o| (id, o.index)));
+            let found = crate::ids::normalize(raw)
+                .and_then(|id| state.store.model.object_by_prefix(&id[..3]).map(|o| (id, o.index)));
             match found {
                 Some((id, object)) => Item { object, prepared: Prepared::default(), target: Ok(Some(id)) },
                 None => Item {
@@ -331,7 +366,12 @@ pub fn collection_delete(state: &mut State, query: &[(String, String)]) -> Resul
     Ok(Reply::json(200, &Value::Array(outcomes.iter().map(|o| result_json(o, false)).collect())))
 }
 
-fn single_item(state: &State, object: usize, body: &[u8], target: Result<Option<String>, RecordError>) -> Result<Item, ApiError> {
+fn single_item(
+    state: &State,
+    object: usize,
+    body: &[u8],
+    target: Result<Option<String>, RecordError>,
+) -> Result<Item, ApiError> {
     let body = parse_body(body)?;
     let prepared = state.store.prepare(object, &body)?;
     Ok(Item { object, prepared, target })
@@ -369,7 +409,14 @@ pub fn single_update(state: &mut State, object: usize, raw_id: &str, body: &[u8]
 
 /// `PATCH /sobjects/{SObject}/{ExternalIdField}/{value}`: 201 created, 200 updated (204 before v46), 300 when the
 /// value matches several records.
-pub fn single_upsert(state: &mut State, version: &str, object_name: &str, field: &str, value: &str, body: &[u8]) -> Result<Reply, ApiError> {
+pub fn single_upsert(
+    state: &mut State,
+    version: &str,
+    object_name: &str,
+    field: &str,
+    value: &str,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
     let (object, ext) = match upsert_target(state, object_name, field) {
         Ok(t) => t,
         Err(e) if e.status == 400 => return Err(ApiError::not_found()),
@@ -383,7 +430,8 @@ pub fn single_upsert(state: &mut State, version: &str, object_name: &str, field:
     let matches = state.store.find_by(object, &ext.name, value);
     let name = state.store.model.object_at(object).name.clone();
     if matches.len() > 1 {
-        let urls: Vec<String> = matches.iter().map(|id| format!("/services/data/{version}/sobjects/{name}/{id}")).collect();
+        let urls: Vec<String> =
+            matches.iter().map(|id| format!("/services/data/{version}/sobjects/{name}/{id}")).collect();
         return Ok(Reply::json(300, &json!(urls)));
     }
     let prepared = state.store.prepare(object, &map)?;
@@ -391,7 +439,9 @@ pub fn single_upsert(state: &mut State, version: &str, object_name: &str, field:
     match apply_all(state, Kind::Upsert(&ext), std::slice::from_ref(&item), false).remove(0) {
         Ok((id, true)) => Ok(Reply::json(201, &json!({"id": id, "success": true, "errors": [], "created": true}))
             .with_header("Location", format!("/services/data/{version}/sobjects/{name}/{id}"))),
-        Ok((id, false)) if version_number(version) >= 46.0 => Ok(Reply::json(200, &json!({"id": id, "success": true, "errors": [], "created": false}))),
+        Ok((id, false)) if version_number(version) >= 46.0 => {
+            Ok(Reply::json(200, &json!({"id": id, "success": true, "errors": [], "created": false})))
+        }
         Ok(_) => Ok(Reply::empty(204)),
         Err((_, e)) => Ok(single_error(400, &e)),
     }
@@ -411,7 +461,11 @@ pub fn single_delete(state: &mut State, object: usize, raw_id: &str) -> Result<R
 /// The record an `{id}` path segment names: 404 when it is not an id of this object or does not exist.
 pub fn existing_id(state: &State, object: usize, raw: &str) -> Result<String, ApiError> {
     let id = state.store.object_id(object, raw).map_err(|_| {
-        ApiError::new(404, "NOT_FOUND", format!("Provided external ID field does not exist or is not accessible: {raw}"))
+        ApiError::new(
+            404,
+            "NOT_FOUND",
+            format!("Provided external ID field does not exist or is not accessible: {raw}"),
+        )
     })?;
     match state.store.get(&id) {
         None => Err(ApiError::not_found()),

@@ -35,11 +35,9 @@ pub struct Config {
 
 /// `pgforce.api_version`: a Salesforce REST API version such as `62.0`.
 pub fn check_api_version(value: &str) -> Result<(), String> {
-    let ok = value
-        .split_once('.')
-        .is_some_and(|(major, minor)| {
-            !major.is_empty() && major.len() <= 3 && major.bytes().all(|b| b.is_ascii_digit()) && minor == "0"
-        });
+    let ok = value.split_once('.').is_some_and(|(major, minor)| {
+        !major.is_empty() && major.len() <= 3 && major.bytes().all(|b| b.is_ascii_digit()) && minor == "0"
+    });
     if ok {
         Ok(())
     } else {
@@ -64,7 +62,9 @@ pub fn check_login_url(value: &str) -> Result<(), String> {
         other => return Err(format!("\"{value}\" has scheme {other}; use https://")),
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("\"{value}\" carries credentials; put them in pgforce.client_id and pgforce.client_secret"));
+        return Err(format!(
+            "\"{value}\" carries credentials; put them in pgforce.client_id and pgforce.client_secret"
+        ));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
         return Err(format!("\"{value}\" has a path; give the host only, such as https://login.salesforce.com"));

@@ -163,8 +163,14 @@ mod tests {
         assert_eq!(field_value(PgKind::Numeric, Some("NaN")), json!("NaN"));
         assert_eq!(field_value(PgKind::Date, Some("2024-02-29")), json!("2024-02-29"));
         assert_eq!(field_value(PgKind::Text, None), Value::Null);
-        assert_eq!(field_value(PgKind::TimestampTz, Some("2024-03-01 01:30:00.5+02")), json!("2024-02-29T23:30:00.500Z"));
-        assert_eq!(field_value(PgKind::TimestampTz, Some("1999-12-31 20:00:00-05:30")), json!("2000-01-01T01:30:00.000Z"));
+        assert_eq!(
+            field_value(PgKind::TimestampTz, Some("2024-03-01 01:30:00.5+02")),
+            json!("2024-02-29T23:30:00.500Z")
+        );
+        assert_eq!(
+            field_value(PgKind::TimestampTz, Some("1999-12-31 20:00:00-05:30")),
+            json!("2000-01-01T01:30:00.000Z")
+        );
         assert_eq!(field_value(PgKind::Timestamp, Some("2024-01-01 00:00:00")), json!("2024-01-01T00:00:00.000Z"));
         assert_eq!(field_value(PgKind::TimestampTz, Some("infinity")), json!("infinity"));
     }

@@ -189,7 +189,9 @@ impl Parser<'_> {
             }
             if bytes.is_empty() {
                 return match self.s.get(self.i) {
-                    Some(&c) => Err(ParseError::Unexpected { at: self.i, found: c as char, expected: "a key or value" }),
+                    Some(&c) => {
+                        Err(ParseError::Unexpected { at: self.i, found: c as char, expected: "a key or value" })
+                    }
                     None => Err(ParseError::UnexpectedEnd(self.i)),
                 };
             }
@@ -254,10 +256,7 @@ mod tests {
     #[test]
     fn parse_accepts_bare_words_and_whitespace() {
         let parsed = parse(" a => 1 ,b=>NULL,  \"c\"=>\"NULL\" ").unwrap();
-        assert_eq!(
-            parsed,
-            vec![("a".into(), Some("1".into())), ("b".into(), None), ("c".into(), Some("NULL".into()))]
-        );
+        assert_eq!(parsed, vec![("a".into(), Some("1".into())), ("b".into(), None), ("c".into(), Some("NULL".into()))]);
     }
 
     #[test]

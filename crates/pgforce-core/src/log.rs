@@ -166,7 +166,10 @@ mod tests {
     #[test]
     fn states_print_and_parse_as_heroku_connect_names_them() {
         let names: Vec<&str> = LogState::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["NEW", "PENDING", "SUCCESS", "FAILED", "MERGED", "IGNORE", "IGNORED", "READONLY", "REQUEUE", "REQUEUED"]);
+        assert_eq!(
+            names,
+            ["NEW", "PENDING", "SUCCESS", "FAILED", "MERGED", "IGNORE", "IGNORED", "READONLY", "REQUEUE", "REQUEUED"]
+        );
         for state in LogState::ALL {
             assert_eq!(state.as_str().parse::<LogState>(), Ok(state));
         }

@@ -82,11 +82,17 @@ mod tests {
     fn classifies_errors() {
         assert!(is_transient("UNABLE_TO_LOCK_ROW", ""));
         assert!(is_transient("ALL_OR_NONE_OPERATION_ROLLED_BACK", ""));
-        assert!(is_transient("CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY", "MyTrigger: execution of AfterUpdate caused by: System.DmlException: UNABLE_TO_LOCK_ROW"));
+        assert!(is_transient(
+            "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY",
+            "MyTrigger: execution of AfterUpdate caused by: System.DmlException: UNABLE_TO_LOCK_ROW"
+        ));
         assert!(!is_transient("CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY", "MyTrigger: validation failed"));
         assert!(!is_transient("REQUIRED_FIELD_MISSING", ""));
         assert!(!is_transient("DUPLICATE_VALUE", ""));
-        assert!(is_transient("INVALID_FIELD", "Foreign key external ID: A-1 not found for field External_Id__c in entity Account"));
+        assert!(is_transient(
+            "INVALID_FIELD",
+            "Foreign key external ID: A-1 not found for field External_Id__c in entity Account"
+        ));
         assert!(!is_transient("INVALID_FIELD", "No such column 'x' on sobject of type Contact"));
     }
 

@@ -177,13 +177,20 @@ impl Client {
                 ("client_secret", s.client_secret.clone()),
             ],
             AuthFlow::RefreshToken => {
-                let mut f = vec![("grant_type", "refresh_token".into()), ("client_id", s.client_id.clone()), ("refresh_token", s.refresh_token.clone())];
+                let mut f = vec![
+                    ("grant_type", "refresh_token".into()),
+                    ("client_id", s.client_id.clone()),
+                    ("refresh_token", s.refresh_token.clone()),
+                ];
                 if !s.client_secret.is_empty() {
                     f.push(("client_secret", s.client_secret.clone()));
                 }
                 f
             }
-            AuthFlow::JwtBearer => vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()), ("assertion", self.assertion()?)],
+            AuthFlow::JwtBearer => vec![
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()),
+                ("assertion", self.assertion()?),
+            ],
         };
         let mut r = self
             .agent
@@ -203,7 +210,9 @@ impl Client {
         let token = body.get("access_token").and_then(Value::as_str);
         let instance_url = body.get("instance_url").and_then(Value::as_str);
         match (token, instance_url) {
-            (Some(t), Some(i)) => Ok(Session { token: t.to_string(), instance_url: i.trim_end_matches('/').to_string() }),
+            (Some(t), Some(i)) => {
+                Ok(Session { token: t.to_string(), instance_url: i.trim_end_matches('/').to_string() })
+            }
             _ => Err(CallError::Unauthorized("the token response has no access_token or instance_url".into())),
         }
     }
@@ -212,10 +221,12 @@ impl Client {
         let s = &self.settings;
         let pem = std::fs::read(&s.jwt_key_file)
             .map_err(|e| CallError::Unauthorized(format!("pgforce.jwt_key_file {}: {e}", s.jwt_key_file.display())))?;
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
-            .map_err(|e| CallError::Unauthorized(format!("the JWT private key cannot be read as an RSA PEM key: {e}")))?;
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|e| {
+            CallError::Unauthorized(format!("the JWT private key cannot be read as an RSA PEM key: {e}"))
+        })?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        let claims = json!({"iss": s.client_id, "sub": s.username, "aud": s.login_url.trim_end_matches('/'), "exp": now + 180});
+        let claims =
+            json!({"iss": s.client_id, "sub": s.username, "aud": s.login_url.trim_end_matches('/'), "exp": now + 180});
         jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)
             .map_err(|e| CallError::Unauthorized(format!("cannot sign the JWT assertion: {e}")))
     }
@@ -253,20 +264,31 @@ impl Client {
             *lock(&self.usage) = Some(u);
         }
         let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().map_err(|e| CallError::Unavailable(format!("reading the answer: {e}")))?;
+        let text =
+            r.body_mut().read_to_string().map_err(|e| CallError::Unavailable(format!("reading the answer: {e}")))?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 {
-            let list = body.as_array().ok_or_else(|| CallError::Unavailable(format!("unexpected answer: {}", truncate(&text))))?;
+            let list = body
+                .as_array()
+                .ok_or_else(|| CallError::Unavailable(format!("unexpected answer: {}", truncate(&text))))?;
             return Ok(list.iter().map(record_result).collect());
         }
         let first = body.get(0);
         let code = first.and_then(|e| e.get("errorCode")).and_then(Value::as_str).unwrap_or("").to_string();
-        let message = first.and_then(|e| e.get("message")).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| truncate(&text));
+        let message = first
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| truncate(&text));
         match status {
             401 => Err(CallError::Unauthorized(format!("{code}: {message}"))),
             403 if code == "REQUEST_LIMIT_EXCEEDED" => Err(CallError::Unavailable(format!("{code}: {message}"))),
             420 | 500..=599 => Err(CallError::Unavailable(format!("HTTP {status} {code}: {message}"))),
-            _ => Err(CallError::Rejected { status, code: if code.is_empty() { format!("HTTP_{status}") } else { code }, message }),
+            _ => Err(CallError::Rejected {
+                status,
+                code: if code.is_empty() { format!("HTTP_{status}") } else { code },
+                message,
+            }),
         }
     }
 }
@@ -284,7 +306,11 @@ fn record_result(v: &Value) -> RecordResult {
                 .map(|e| SfError {
                     code: e.get("statusCode").and_then(Value::as_str).unwrap_or("UNKNOWN").to_string(),
                     message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
-                    fields: e.get("fields").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default(),
+                    fields: e
+                        .get("fields")
+                        .and_then(Value::as_array)
+                        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                        .unwrap_or_default(),
                 })
                 .collect()
         })

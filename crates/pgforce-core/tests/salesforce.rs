@@ -37,7 +37,10 @@ fn admin(ff: &FakeForce, method: &str, path: &str, body: Value) -> Value {
 }
 
 fn upsert_batch(items: Vec<Value>) -> Batch {
-    Batch { kind: CallKind::Upsert { object: "Contact".into(), field: "External_Id__c".into() }, items: items.into_iter().enumerate().collect() }
+    Batch {
+        kind: CallKind::Upsert { object: "Contact".into(), field: "External_Id__c".into() },
+        items: items.into_iter().enumerate().collect(),
+    }
 }
 
 #[test]
@@ -54,13 +57,18 @@ fn every_auth_flow_logs_in() {
     }
     let mut bad = settings(&ff);
     bad.client_secret = "wrong".into();
-    assert!(matches!(Client::new(bad.clone()).authenticate(), Err(CallError::Unauthorized(m)) if m.starts_with("invalid_client")));
+    assert!(
+        matches!(Client::new(bad.clone()).authenticate(), Err(CallError::Unauthorized(m)) if m.starts_with("invalid_client"))
+    );
     assert!(!format!("{bad:?}").contains("wrong"), "secrets stay out of Debug output");
     let mut no_key = settings(&ff);
     no_key.auth_flow = AuthFlow::JwtBearer;
     no_key.jwt_key_file = "/nonexistent/key.pem".into();
     let e = Client::new(no_key).authenticate().expect_err("no key file");
-    assert!(matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.jwt_key_file /nonexistent/key.pem:")), "{e}");
+    assert!(
+        matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.jwt_key_file /nonexistent/key.pem:")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -84,9 +92,12 @@ fn a_refused_batch_is_split_until_the_bad_record_is_found() {
     let mut items: Vec<Value> = (0..10).map(|i| contact(&format!("c{i}"), &format!("S{i}"))).collect();
     items[6]["Birthdate"] = json!("2024-02-30");
     let d = deliver(&client, vec![upsert_batch(items)], 1);
-    let failed: Vec<usize> = d.verdicts.iter().filter(|(_, v)| matches!(v, Verdict::Failed { .. })).map(|(k, _)| *k).collect();
+    let failed: Vec<usize> =
+        d.verdicts.iter().filter(|(_, v)| matches!(v, Verdict::Failed { .. })).map(|(k, _)| *k).collect();
     assert_eq!(failed, vec![6]);
-    let Some((_, Verdict::Failed { code, transient, .. })) = d.verdicts.iter().find(|(k, _)| *k == 6) else { panic!("verdict") };
+    let Some((_, Verdict::Failed { code, transient, .. })) = d.verdicts.iter().find(|(k, _)| *k == 6) else {
+        panic!("verdict")
+    };
     assert_eq!((code.as_str(), *transient), ("JSON_PARSER_ERROR", false));
     assert_eq!(client.usage().map(|u| u.used), Some(1 + 2 + 2 + 2), "calls: halves 10 → 5+5 → 5 → 2+3 → 3 → 1+2");
     assert_eq!(d.verdicts.len(), 10);
@@ -98,18 +109,30 @@ fn lock_errors_are_transient_and_outages_leave_records_unsent() {
     let client = Client::new(settings(&ff));
     admin(&ff, "PUT", "/faults", json!([{"field": "LastName", "equals": "locked", "effect": {"type": "lock_chunk"}}]));
     let d = deliver(&client, vec![upsert_batch(vec![contact("locked", "L1"), contact("x", "L2")])], 1);
-    assert!(d.verdicts.iter().all(|(_, v)| matches!(v, Verdict::Failed { code, transient: true, .. } if code == "UNABLE_TO_LOCK_ROW")));
+    assert!(d
+        .verdicts
+        .iter()
+        .all(|(_, v)| matches!(v, Verdict::Failed { code, transient: true, .. } if code == "UNABLE_TO_LOCK_ROW")));
 
     admin(&ff, "PUT", "/faults", json!([]));
     admin(&ff, "POST", "/outage", json!({"mode": "refuse", "seconds": 30}));
-    let batches = vec![upsert_batch(vec![contact("a", "O1")]), upsert_batch(vec![contact("b", "O2")]), upsert_batch(vec![contact("c", "O3")])];
+    let batches = vec![
+        upsert_batch(vec![contact("a", "O1")]),
+        upsert_batch(vec![contact("b", "O2")]),
+        upsert_batch(vec![contact("c", "O3")]),
+    ];
     let d = deliver(&client, batches, 2);
     assert!(matches!(d.trouble, Some(CallError::Unavailable(_))), "{:?}", d.trouble);
     assert_eq!(d.verdicts.len(), 3);
     assert!(d.verdicts.iter().all(|(_, v)| *v == Verdict::Unsent));
 
     let ff2 = FakeForce::start(Config::default()).expect("fakeforce");
-    admin(&ff2, "PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "http", "status": 403, "error_code": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}}]));
+    admin(
+        &ff2,
+        "PUT",
+        "/faults",
+        json!([{"operation": "upsert", "effect": {"type": "http", "status": 403, "error_code": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}}]),
+    );
     let d = deliver(&Client::new(settings(&ff2)), vec![upsert_batch(vec![contact("a", "Q1")])], 1);
     assert!(matches!(d.trouble, Some(CallError::Unavailable(ref m)) if m.contains("REQUEST_LIMIT_EXCEEDED")));
 }

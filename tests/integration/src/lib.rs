@@ -16,7 +16,12 @@ pub struct Cluster {
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -59,7 +64,9 @@ impl Cluster {
         if is_root() {
             run(Command::new("chown").arg("postgres").arg(&datadir));
         }
-        run(as_postgres(&bindir.join("initdb")).args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&datadir));
+        run(as_postgres(&bindir.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&datadir));
         let mut conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n",
             datadir.display()
@@ -72,7 +79,12 @@ impl Cluster {
             conf.push('\n');
         }
         std::fs::write(datadir.join("postgresql.auto.conf"), conf).expect("write postgresql.auto.conf");
-        run(as_postgres(&bindir.join("pg_ctl")).args(["-w", "-l"]).arg(datadir.join("server.log")).arg("-D").arg(&datadir).arg("start"));
+        run(as_postgres(&bindir.join("pg_ctl"))
+            .args(["-w", "-l"])
+            .arg(datadir.join("server.log"))
+            .arg("-D")
+            .arg(&datadir)
+            .arg("start"));
         Cluster { bindir, datadir, port }
     }
 
@@ -102,13 +114,19 @@ impl Cluster {
     /// Stops the server the hard way (no checkpoint, like a power cut) and starts it again.
     pub fn crash_and_restart(&self) {
         run(as_postgres(&self.bindir.join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&self.datadir).arg("stop"));
-        run(as_postgres(&self.bindir.join("pg_ctl")).args(["-w", "-l"]).arg(self.datadir.join("server.log")).arg("-D").arg(&self.datadir).arg("start"));
+        run(as_postgres(&self.bindir.join("pg_ctl"))
+            .args(["-w", "-l"])
+            .arg(self.datadir.join("server.log"))
+            .arg("-D")
+            .arg(&self.datadir)
+            .arg("start"));
     }
 
     /// The sync worker's process id, once it runs.
     pub fn worker_pid(&self) -> Option<i32> {
         let mut c = self.config("postgres", "postgres").connect(postgres::NoTls).ok()?;
-        let row = c.query_opt("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[]).ok()??;
+        let row =
+            c.query_opt("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[]).ok()??;
         Some(row.get(0))
     }
 
@@ -119,7 +137,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = as_postgres(&self.bindir.join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&self.datadir).arg("stop").output();
+        let _ = as_postgres(&self.bindir.join("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(&self.datadir)
+            .arg("stop")
+            .output();
         let _ = std::fs::remove_dir_all(&self.datadir);
     }
 }
@@ -188,7 +210,10 @@ impl Salesforce {
 
     /// Every record of an object (deleted ones too), each with `_writes`.
     pub fn records(&self, object: &str) -> Vec<serde_json::Value> {
-        self.admin("GET", &format!("/records/{object}"), serde_json::Value::Null)["records"].as_array().cloned().unwrap_or_default()
+        self.admin("GET", &format!("/records/{object}"), serde_json::Value::Null)["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn live(&self, object: &str) -> Vec<serde_json::Value> {

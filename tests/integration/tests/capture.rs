@@ -8,7 +8,9 @@ fn notices_of(cluster: &Cluster, sql: &str) -> Vec<String> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let mut config = cluster.config("postgres", "postgres");
-    config.notice_callback(move |n| sink.lock().unwrap().push(format!("{}: {} HINT: {}", n.severity(), n.message(), n.hint().unwrap_or(""))));
+    config.notice_callback(move |n| {
+        sink.lock().unwrap().push(format!("{}: {} HINT: {}", n.severity(), n.message(), n.hint().unwrap_or("")))
+    });
     let mut client = config.connect(postgres::NoTls).expect("connect");
     client.batch_execute(sql).expect(sql);
     let out = seen.lock().unwrap().clone();
@@ -20,7 +22,8 @@ fn create_extension_says_when_nothing_will_be_delivered() {
     let cold = Cluster::start(false);
     let notices = notices_of(&cold, "CREATE EXTENSION pgforce CASCADE");
     assert!(
-        notices.iter().any(|n| n.starts_with("WARNING: pgforce is not in shared_preload_libraries") && n.contains("ALTER SYSTEM SET shared_preload_libraries")),
+        notices.iter().any(|n| n.starts_with("WARNING: pgforce is not in shared_preload_libraries")
+            && n.contains("ALTER SYSTEM SET shared_preload_libraries")),
         "{notices:?}"
     );
     drop(cold);
@@ -63,15 +66,20 @@ fn committed_changes_are_captured_per_transaction() {
     // A sync-engine session (xmlbinary = hex) is not captured.
     admin.batch_execute("SET xmlbinary = 'hex'; UPDATE salesforce.contact SET sfid = '003000000000001AAA' WHERE name = 'a'; RESET xmlbinary").unwrap();
 
-    let rows = admin
-        .query("SELECT action, state, record_id, txid FROM salesforce._trigger_log ORDER BY id", &[])
-        .unwrap();
-    let summary: Vec<String> = rows.iter().map(|r| format!("{} {} {}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2))).collect();
+    let rows =
+        admin.query("SELECT action, state, record_id, txid FROM salesforce._trigger_log ORDER BY id", &[]).unwrap();
+    let summary: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {} {}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2)))
+        .collect();
     assert_eq!(summary, ["INSERT NEW 1", "INSERT NEW 2", "UPDATE NEW 2"]);
     let txids: Vec<i64> = rows.iter().map(|r| r.get(3)).collect();
     assert!(txids.iter().all(|t| *t == txids[0]), "one transaction, one txid: {txids:?}");
     assert_eq!(
-        admin.query_one("SELECT string_agg(coalesce(_hc_lastop, '-'), ',' ORDER BY id) FROM salesforce.contact", &[]).unwrap().get::<_, String>(0),
+        admin
+            .query_one("SELECT string_agg(coalesce(_hc_lastop, '-'), ',' ORDER BY id) FROM salesforce.contact", &[])
+            .unwrap()
+            .get::<_, String>(0),
         "SYNCED,PENDING"
     );
 

@@ -70,26 +70,45 @@ fn inserts_updates_and_deletes_arrive_with_their_values() {
     let records = sf.live("Contact");
     assert_eq!(records.len(), 3);
     let ada = by_ext(&records, "C-1").expect("C-1");
-    assert_eq!((ada["LastName"].clone(), ada["Email"].clone(), ada["HasOptedOutOfEmail"].clone(), ada["Birthdate"].clone()), (json!("Lovelace"), json!("ada@example.com"), json!(true), json!("1815-12-10")));
+    assert_eq!(
+        (ada["LastName"].clone(), ada["Email"].clone(), ada["HasOptedOutOfEmail"].clone(), ada["Birthdate"].clone()),
+        (json!("Lovelace"), json!("ada@example.com"), json!(true), json!("1815-12-10"))
+    );
     let acme = sf.live("Account").into_iter().find(|a| a["Name"] == json!("Acme")).expect("account");
     assert_eq!(ada["AccountId"], acme["Id"], "the relationship column referenced the parent by its external id");
 
     // sfid and _hc_lastop are written back, and the write-back is not captured again.
-    let row = c.query_one("SELECT sfid::text, _hc_lastop::text, _hc_err FROM salesforce.contact WHERE external_id__c = 'C-1'", &[]).expect("row");
+    let row = c
+        .query_one(
+            "SELECT sfid::text, _hc_lastop::text, _hc_err FROM salesforce.contact WHERE external_id__c = 'C-1'",
+            &[],
+        )
+        .expect("row");
     assert_eq!(row.get::<_, Option<String>>(0).as_deref(), ada["Id"].as_str());
     assert_eq!(row.get::<_, String>(1), "INSERTED");
     assert_eq!(row.get::<_, Option<String>>(2), None);
     assert_eq!(states(&mut c, "contact").len(), 3, "no log rows from the worker's own writes");
 
-    c.batch_execute("UPDATE salesforce.contact SET title = 'Rear Admiral', email = NULL WHERE external_id__c = 'C-2'").expect("update");
-    wait_for(WAIT, "update delivered", || (states(&mut c, "contact").len() == 4 && all_done(&mut c, "contact")).then_some(()));
+    c.batch_execute("UPDATE salesforce.contact SET title = 'Rear Admiral', email = NULL WHERE external_id__c = 'C-2'")
+        .expect("update");
+    wait_for(WAIT, "update delivered", || {
+        (states(&mut c, "contact").len() == 4 && all_done(&mut c, "contact")).then_some(())
+    });
     let grace = sf.live("Contact").into_iter().find(|r| r["External_Id__c"] == json!("C-2")).expect("C-2");
-    assert_eq!((grace["Title"].clone(), grace["Email"].clone(), grace["LastName"].clone()), (json!("Rear Admiral"), Value::Null, json!("Hopper")));
-    let lastop: String = c.query_one("SELECT _hc_lastop::text FROM salesforce.contact WHERE external_id__c = 'C-2'", &[]).expect("row").get(0);
+    assert_eq!(
+        (grace["Title"].clone(), grace["Email"].clone(), grace["LastName"].clone()),
+        (json!("Rear Admiral"), Value::Null, json!("Hopper"))
+    );
+    let lastop: String = c
+        .query_one("SELECT _hc_lastop::text FROM salesforce.contact WHERE external_id__c = 'C-2'", &[])
+        .expect("row")
+        .get(0);
     assert_eq!(lastop, "UPDATED");
 
     c.batch_execute("DELETE FROM salesforce.contact WHERE external_id__c = 'C-3'").expect("delete");
-    wait_for(WAIT, "delete delivered", || (states(&mut c, "contact").len() == 5 && all_done(&mut c, "contact")).then_some(()));
+    wait_for(WAIT, "delete delivered", || {
+        (states(&mut c, "contact").len() == 5 && all_done(&mut c, "contact")).then_some(())
+    });
     assert_eq!(sf.live("Contact").len(), 2);
     assert!(by_ext(&sf.records("Contact"), "C-3").is_some_and(|r| r["IsDeleted"] == json!(true)));
 
@@ -110,7 +129,10 @@ fn changes_of_one_record_merge_into_one_write() {
     let sf = Salesforce::start();
     let cluster = setup(&sf, &["pgforce.enabled = off"]);
     let mut c = cluster.admin();
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, email, external_id__c) VALUES ('Draft', 'a@example.com', 'M-1')").expect("insert");
+    c.batch_execute(
+        "INSERT INTO salesforce.contact (lastname, email, external_id__c) VALUES ('Draft', 'a@example.com', 'M-1')",
+    )
+    .expect("insert");
     c.batch_execute("UPDATE salesforce.contact SET lastname = 'Second'").expect("update");
     c.batch_execute("UPDATE salesforce.contact SET email = 'final@example.com'").expect("update");
     c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Gone', 'M-2'); DELETE FROM salesforce.contact WHERE external_id__c = 'M-2';").expect("insert+delete");
@@ -119,7 +141,10 @@ fn changes_of_one_record_merge_into_one_write() {
     assert_eq!(states(&mut c, "contact"), ["MERGED", "MERGED", "SUCCESS", "MERGED", "IGNORED"]);
     let records = sf.live("Contact");
     assert_eq!(records.len(), 1);
-    assert_eq!((records[0]["LastName"].clone(), records[0]["Email"].clone(), records[0]["_writes"].clone()), (json!("Second"), json!("final@example.com"), json!(1)));
+    assert_eq!(
+        (records[0]["LastName"].clone(), records[0]["Email"].clone(), records[0]["_writes"].clone()),
+        (json!("Second"), json!("final@example.com"), json!(1))
+    );
     assert_eq!(sf.counters()["records"]["upsert"], json!(1), "one record sent, once");
 }
 
@@ -132,7 +157,8 @@ fn transient_errors_are_retried_with_backoff_and_permanent_ones_fail_at_once() {
     ]));
     let cluster = setup(&sf, &[]);
     let mut c = cluster.admin();
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Locked', 'T-1')").expect("insert");
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Locked', 'T-1')")
+        .expect("insert");
     c.batch_execute("INSERT INTO salesforce.contact (lastname, email, external_id__c) VALUES ('Blocked', 'x@blocked.example', 'P-1')").expect("insert");
     wait_for(Duration::from_secs(20), "retries settle", || all_done(&mut c, "contact").then_some(()));
     let rows = c.query("SELECT external_id__c, l.state::text, l.attempts, l.sf_message FROM salesforce._trigger_log l JOIN salesforce.contact t ON t.id = l.record_id ORDER BY l.id", &[]).expect("log");
@@ -140,19 +166,33 @@ fn transient_errors_are_retried_with_backoff_and_permanent_ones_fail_at_once() {
     assert_eq!((ext.as_str(), state.as_str(), attempts), ("T-1", "SUCCESS", 2), "two lock errors, then success");
     // P-1 may share a chunk with T-1 and see its lock errors first; its validation error then fails it at once.
     let (state, message): (String, Option<String>) = (rows[1].get(1), rows[1].get(3));
-    assert_eq!((state.as_str(), message.as_deref()), ("FAILED", Some("FIELD_CUSTOM_VALIDATION_EXCEPTION: Blocked domain")));
-    let row = c.query_one("SELECT _hc_lastop::text, _hc_err FROM salesforce.contact WHERE external_id__c = 'P-1'", &[]).expect("row");
-    assert_eq!((row.get::<_, String>(0), row.get::<_, Option<String>>(1)), ("FAILED".into(), Some("FIELD_CUSTOM_VALIDATION_EXCEPTION: Blocked domain".into())));
+    assert_eq!(
+        (state.as_str(), message.as_deref()),
+        ("FAILED", Some("FIELD_CUSTOM_VALIDATION_EXCEPTION: Blocked domain"))
+    );
+    let row = c
+        .query_one("SELECT _hc_lastop::text, _hc_err FROM salesforce.contact WHERE external_id__c = 'P-1'", &[])
+        .expect("row");
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, Option<String>>(1)),
+        ("FAILED".into(), Some("FIELD_CUSTOM_VALIDATION_EXCEPTION: Blocked domain".into()))
+    );
     let counters = sf.counters();
     assert_eq!(counters["records_succeeded"], json!(1), "only T-1's third send succeeded: {counters}");
     assert!(by_ext(&sf.live("Contact"), "P-1").is_none());
 
     // The documented fix: correct the data in Salesforce's terms, then reset the log rows to NEW.
     sf.admin("DELETE", "/faults", Value::Null);
-    c.batch_execute("UPDATE salesforce._trigger_log SET state = 'NEW' WHERE state = 'FAILED' AND table_name = 'contact';").expect("seed retry SQL");
+    c.batch_execute(
+        "UPDATE salesforce._trigger_log SET state = 'NEW' WHERE state = 'FAILED' AND table_name = 'contact';",
+    )
+    .expect("seed retry SQL");
     wait_for(WAIT, "retried failure delivered", || all_done(&mut c, "contact").then_some(()));
     assert!(by_ext(&sf.live("Contact"), "P-1").is_some());
-    let lastop: String = c.query_one("SELECT _hc_lastop::text FROM salesforce.contact WHERE external_id__c = 'P-1'", &[]).expect("row").get(0);
+    let lastop: String = c
+        .query_one("SELECT _hc_lastop::text FROM salesforce.contact WHERE external_id__c = 'P-1'", &[])
+        .expect("row")
+        .get(0);
     assert_eq!(lastop, "INSERTED");
 }
 
@@ -170,7 +210,8 @@ fn a_batch_refused_as_a_whole_is_split_until_only_the_bad_record_fails() {
     wait_for(WAIT, "split delivery", || all_done(&mut c, "contact").then_some(()));
     let failed: Vec<String> = c.query("SELECT t.external_id__c FROM salesforce._trigger_log l JOIN salesforce.contact t ON t.id = l.record_id WHERE l.state = 'FAILED'", &[]).expect("q").iter().map(|r| r.get(0)).collect();
     assert_eq!(failed, ["S-7"]);
-    let message: String = c.query_one("SELECT sf_message FROM salesforce._trigger_log WHERE state = 'FAILED'", &[]).expect("q").get(0);
+    let message: String =
+        c.query_one("SELECT sf_message FROM salesforce._trigger_log WHERE state = 'FAILED'", &[]).expect("q").get(0);
     assert!(message.starts_with("JSON_PARSER_ERROR: "), "{message}");
     assert_eq!(sf.live("Contact").len(), 11);
 }
@@ -183,14 +224,21 @@ fn connection_trouble_pauses_without_costing_attempts_and_loses_nothing() {
     sf.admin("POST", "/outage", json!({"mode": "refuse", "seconds": 2.5}));
     c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) SELECT 'Out ' || g, 'O-' || g FROM generate_series(1, 50) g").expect("insert");
     let state = wait_for(WAIT, "the connection pauses", || {
-        let s: String = c.query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).ok()?.get(0);
+        let s: String = c
+            .query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+            .ok()?
+            .get(0);
         (s == "PAUSED").then_some(s)
     });
     assert_eq!(state, "PAUSED");
-    let pending: i64 = c.query_one("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).expect("status").get(0);
+    let pending: i64 = c
+        .query_one("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+        .expect("status")
+        .get(0);
     assert_eq!(pending, 50);
     wait_for(Duration::from_secs(20), "delivery after the outage", || all_done(&mut c, "contact").then_some(()));
-    let attempts: i64 = c.query_one("SELECT sum(attempts)::bigint FROM salesforce._trigger_log", &[]).expect("sum").get(0);
+    let attempts: i64 =
+        c.query_one("SELECT sum(attempts)::bigint FROM salesforce._trigger_log", &[]).expect("sum").get(0);
     assert_eq!(attempts, 0, "connection trouble costs the records no attempts");
     assert_eq!(sf.live("Contact").len(), 50);
 
@@ -199,12 +247,19 @@ fn connection_trouble_pauses_without_costing_attempts_and_loses_nothing() {
         {"operation": "upsert", "times": 2, "effect": {"type": "http", "status": 503, "error_code": "SERVER_UNAVAILABLE", "message": "down for maintenance"}},
         {"operation": "upsert", "times": 1, "effect": {"type": "http", "status": 403, "error_code": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}}
     ]));
-    c.batch_execute("UPDATE salesforce.contact SET title = 'after outage' WHERE external_id__c = 'O-1'").expect("update");
-    wait_for(Duration::from_secs(20), "delivery after 5xx/403", || (states(&mut c, "contact").len() == 51 && all_done(&mut c, "contact")).then_some(()));
+    c.batch_execute("UPDATE salesforce.contact SET title = 'after outage' WHERE external_id__c = 'O-1'")
+        .expect("update");
+    wait_for(Duration::from_secs(20), "delivery after 5xx/403", || {
+        (states(&mut c, "contact").len() == 51 && all_done(&mut c, "contact")).then_some(())
+    });
     assert_eq!(by_ext(&sf.live("Contact"), "O-1").map(|r| r["Title"].clone()), Some(json!("after outage")));
-    let attempts: i32 = c.query_one("SELECT attempts FROM salesforce._trigger_log ORDER BY id DESC LIMIT 1", &[]).expect("q").get(0);
+    let attempts: i32 =
+        c.query_one("SELECT attempts FROM salesforce._trigger_log ORDER BY id DESC LIMIT 1", &[]).expect("q").get(0);
     assert_eq!(attempts, 0);
-    let status: String = c.query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).expect("q").get(0);
+    let status: String = c
+        .query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+        .expect("q")
+        .get(0);
     assert!(["POLLING_DB_CHANGES", "IDLE"].contains(&status.as_str()), "{status}");
 }
 
@@ -213,14 +268,22 @@ fn expired_tokens_are_renewed_once() {
     let sf = Salesforce::start();
     let cluster = setup(&sf, &[]);
     let mut c = cluster.admin();
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('First', 'K-1')").expect("insert");
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('First', 'K-1')")
+        .expect("insert");
     wait_for(WAIT, "first delivery", || all_done(&mut c, "contact").then_some(()));
     sf.admin("POST", "/expire-sessions", Value::Null);
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Second', 'K-2')").expect("insert");
-    wait_for(WAIT, "delivery with a new token", || (states(&mut c, "contact").len() == 2 && all_done(&mut c, "contact")).then_some(()));
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Second', 'K-2')")
+        .expect("insert");
+    wait_for(WAIT, "delivery with a new token", || {
+        (states(&mut c, "contact").len() == 2 && all_done(&mut c, "contact")).then_some(())
+    });
     assert_eq!(states(&mut c, "contact"), ["SUCCESS", "SUCCESS"]);
     let counters = sf.counters();
-    assert_eq!((counters["by_status"]["401"].clone(), counters["by_kind"]["token"].clone()), (json!(1), json!(2)), "{counters}");
+    assert_eq!(
+        (counters["by_status"]["401"].clone(), counters["by_kind"]["token"].clone()),
+        (json!(1), json!(2)),
+        "{counters}"
+    );
 }
 
 #[test]
@@ -228,9 +291,15 @@ fn bad_credentials_show_as_unauthorized() {
     let sf = Salesforce::start();
     let cluster = setup(&sf, &["pgforce.client_secret = 'wrong'"]);
     let mut c = cluster.admin();
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Waiting', 'U-1')").expect("insert");
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Waiting', 'U-1')")
+        .expect("insert");
     let message = wait_for(WAIT, "UNAUTHORIZED", || {
-        let row = c.query_one("SELECT connection_state, connection_message FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).ok()?;
+        let row = c
+            .query_one(
+                "SELECT connection_state, connection_message FROM salesforce.sync_status WHERE table_name = 'contact'",
+                &[],
+            )
+            .ok()?;
         (row.get::<_, String>(0) == "UNAUTHORIZED").then(|| row.get::<_, Option<String>>(1).unwrap_or_default())
     });
     assert!(message.contains("invalid_client"), "{message}");
@@ -240,7 +309,10 @@ fn bad_credentials_show_as_unauthorized() {
     c.batch_execute("CREATE ROLE reader LOGIN").expect("role");
     let mut reader = cluster.connect("reader", "postgres");
     assert!(reader.query_one("SHOW pgforce.client_secret", &[]).is_err());
-    let visible: i64 = reader.query_one("SELECT count(*) FROM pg_settings WHERE name = 'pgforce.client_secret'", &[]).expect("q").get(0);
+    let visible: i64 = reader
+        .query_one("SELECT count(*) FROM pg_settings WHERE name = 'pgforce.client_secret'", &[])
+        .expect("q")
+        .get(0);
     assert_eq!(visible, 0);
 }
 
@@ -249,9 +321,13 @@ fn archive_requeue_and_sync_status() {
     let sf = Salesforce::start();
     let cluster = setup(&sf, &["pgforce.archive_after = 0"]);
     let mut c = cluster.admin();
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Archived', 'A-1')").expect("insert");
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Archived', 'A-1')")
+        .expect("insert");
     wait_for(WAIT, "delivered and archived", || {
-        let n: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log_archive WHERE state = 'SUCCESS'", &[]).ok()?.get(0);
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM salesforce._trigger_log_archive WHERE state = 'SUCCESS'", &[])
+            .ok()?
+            .get(0);
         (n == 1).then_some(())
     });
     let live: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log", &[]).expect("q").get(0);
@@ -269,16 +345,24 @@ fn archive_requeue_and_sync_status() {
          WHERE state='REQUEUE';",
     )
     .expect("requeue");
-    wait_for(WAIT, "requeued change sent again", || (by_ext(&sf.live("Contact"), "A-1").map(|r| r["_writes"].clone()) == Some(json!(2))).then_some(()));
+    wait_for(WAIT, "requeued change sent again", || {
+        (by_ext(&sf.live("Contact"), "A-1").map(|r| r["_writes"].clone()) == Some(json!(2))).then_some(())
+    });
 
     // Setting REQUEUE alone is enough: the worker copies the rows back itself.
     wait_for(WAIT, "the requeued row is archived too", || {
         let n: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log", &[]).ok()?.get(0);
         (n == 0).then_some(())
     });
-    c.batch_execute("UPDATE salesforce._trigger_log_archive SET state = 'REQUEUE' WHERE state = 'SUCCESS'").expect("requeue");
-    wait_for(WAIT, "worker-side requeue", || (by_ext(&sf.live("Contact"), "A-1").map(|r| r["_writes"].clone()) == Some(json!(3))).then_some(()));
-    let requeued: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log_archive WHERE state = 'REQUEUED'", &[]).expect("q").get(0);
+    c.batch_execute("UPDATE salesforce._trigger_log_archive SET state = 'REQUEUE' WHERE state = 'SUCCESS'")
+        .expect("requeue");
+    wait_for(WAIT, "worker-side requeue", || {
+        (by_ext(&sf.live("Contact"), "A-1").map(|r| r["_writes"].clone()) == Some(json!(3))).then_some(())
+    });
+    let requeued: i64 = c
+        .query_one("SELECT count(*) FROM salesforce._trigger_log_archive WHERE state = 'REQUEUED'", &[])
+        .expect("q")
+        .get(0);
     assert!(requeued >= 2);
 
     // Retention: archive rows older than pgforce.archive_retention are deleted.
@@ -316,9 +400,12 @@ fn failed_records_are_retried_later_when_configured() {
     sf.admin("PUT", "/faults", json!([{"object": "Contact", "times": 1, "effect": {"type": "record_error", "status_code": "INSUFFICIENT_ACCESS_OR_READONLY", "message": "insufficient access rights on object id"}}]));
     let cluster = setup(&sf, &["pgforce.retry_failed_after = '1s'"]);
     let mut c = cluster.admin();
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Later', 'F-1')").expect("insert");
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Later', 'F-1')")
+        .expect("insert");
     wait_for(WAIT, "the permanent failure", || (states(&mut c, "contact") == ["FAILED"]).then_some(()));
-    wait_for(WAIT, "the retry after pgforce.retry_failed_after", || (states(&mut c, "contact") == ["SUCCESS"]).then_some(()));
+    wait_for(WAIT, "the retry after pgforce.retry_failed_after", || {
+        (states(&mut c, "contact") == ["SUCCESS"]).then_some(())
+    });
     assert!(by_ext(&sf.live("Contact"), "F-1").is_some());
 }
 
@@ -330,14 +417,20 @@ fn the_api_budget_is_respected() {
     let mut c = cluster.admin();
     c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) SELECT 'B' || g, 'B-' || g FROM generate_series(1, 30) g").expect("insert");
     let state = wait_for(WAIT, "throttling", || {
-        let s: String = c.query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).ok()?.get(0);
+        let s: String = c
+            .query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+            .ok()?
+            .get(0);
         (s == "THROTTLED").then_some(s)
     });
     assert_eq!(state, "THROTTLED");
     std::thread::sleep(Duration::from_secs(2));
     let calls = sf.counters()["by_kind"]["upsert"].as_u64().unwrap_or_default();
     assert!(calls <= 2, "one batch per pause above the budget threshold, not all three at once ({calls})");
-    let pending: i64 = c.query_one("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'", &[]).expect("q").get(0);
+    let pending: i64 = c
+        .query_one("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+        .expect("q")
+        .get(0);
     assert!(pending >= 10, "the rest waits ({pending})");
 }
 
@@ -355,7 +448,8 @@ fn jwt_bearer_and_refresh_token_flows() {
     ];
     let cluster = setup(&sf, &jwt.iter().map(String::as_str).collect::<Vec<_>>());
     let mut c = cluster.admin();
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Signed', 'J-1')").expect("insert");
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Signed', 'J-1')")
+        .expect("insert");
     wait_for(WAIT, "delivery with a JWT bearer token", || all_done(&mut c, "contact").then_some(()));
     assert_eq!(states(&mut c, "contact"), ["SUCCESS"]);
 
@@ -363,8 +457,11 @@ fn jwt_bearer_and_refresh_token_flows() {
     c.batch_execute("ALTER SYSTEM SET pgforce.refresh_token = 'pgforce-demo-refresh-token'").expect("token");
     c.batch_execute("SELECT pg_reload_conf()").expect("reload");
     std::thread::sleep(Duration::from_millis(300));
-    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Refreshed', 'J-2')").expect("insert");
-    wait_for(WAIT, "delivery with a refreshed token", || (states(&mut c, "contact").len() == 2 && all_done(&mut c, "contact")).then_some(()));
+    c.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Refreshed', 'J-2')")
+        .expect("insert");
+    wait_for(WAIT, "delivery with a refreshed token", || {
+        (states(&mut c, "contact").len() == 2 && all_done(&mut c, "contact")).then_some(())
+    });
     assert_eq!(states(&mut c, "contact"), ["SUCCESS", "SUCCESS"]);
     assert_eq!(sf.counters()["by_kind"]["token"], json!(2), "one login per flow");
     let _ = std::fs::remove_file(key);
@@ -383,7 +480,10 @@ fn parents_go_before_children_claimed_with_them() {
     .expect("children logged before their parents");
     enable(&mut c);
     wait_for(WAIT, "delivery", || (all_done(&mut c, "contact") && all_done(&mut c, "account")).then_some(()));
-    let retried: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE attempts > 0 OR state <> 'SUCCESS'", &[]).expect("q").get(0);
+    let retried: i64 = c
+        .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE attempts > 0 OR state <> 'SUCCESS'", &[])
+        .expect("q")
+        .get(0);
     assert_eq!(retried, 0, "every child found its parent on the first attempt");
     assert_eq!(sf.live("Contact").iter().filter(|r| r["AccountId"].is_string()).count(), 400);
 }

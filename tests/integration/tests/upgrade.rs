@@ -99,7 +99,10 @@ fn the_previous_release_upgrades_to_exactly_a_fresh_install() {
     ))
     .expect("install the previous release and use it");
     up.batch_execute("ALTER EXTENSION pgforce UPDATE").expect("upgrade");
-    let version: String = up.query_one("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgforce'", &[]).expect("version").get(0);
+    let version: String = up
+        .query_one("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgforce'", &[])
+        .expect("version")
+        .get(0);
     assert_eq!(version, current);
 
     let mut fresh = cluster.connect("postgres", "fresh");
@@ -116,7 +119,11 @@ fn the_previous_release_upgrades_to_exactly_a_fresh_install() {
     );
 
     // Data captured before the upgrade is kept, and capture goes on.
-    up.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('After', 'U-2')").expect("capture");
-    let rows: i64 = up.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE table_name = 'contact'", &[]).expect("log").get(0);
+    up.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('After', 'U-2')")
+        .expect("capture");
+    let rows: i64 = up
+        .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE table_name = 'contact'", &[])
+        .expect("log")
+        .get(0);
     assert_eq!(rows, 2);
 }

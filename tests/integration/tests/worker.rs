@@ -21,7 +21,9 @@ fn map_contact(c: &mut postgres::Client) {
 
 fn worker_row(cluster: &Cluster) -> Option<(i32, Option<String>)> {
     let mut c = cluster.config("postgres", "postgres").connect(postgres::NoTls).ok()?;
-    let row = c.query_opt("SELECT pid, datname::text FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[]).ok()??;
+    let row = c
+        .query_opt("SELECT pid, datname::text FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[])
+        .ok()??;
     Some((row.get(0), row.get(1)))
 }
 
@@ -39,7 +41,8 @@ fn worker_lifecycle() {
     wait_for(Duration::from_secs(8), "delivery", || (sf.live("Contact").len() == 1).then_some(()));
 
     // DROP EXTENSION is never blocked, and a re-created extension is served again.
-    c.batch_execute("SET statement_timeout = '10s'; DROP EXTENSION pgforce CASCADE; RESET statement_timeout;").expect("drop extension");
+    c.batch_execute("SET statement_timeout = '10s'; DROP EXTENSION pgforce CASCADE; RESET statement_timeout;")
+        .expect("drop extension");
     c.batch_execute(
         "CREATE EXTENSION pgforce;
          SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');
@@ -53,7 +56,8 @@ fn worker_lifecycle() {
     let cpu_ticks = |pid: i32| -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
     };
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(2));
@@ -62,7 +66,8 @@ fn worker_lifecycle() {
 
     // SIGTERM stops it promptly; the postmaster starts it again.
     c.query_one("SELECT pg_terminate_backend($1)", &[&pid]).expect("terminate");
-    let (new_pid, _) = wait_for(Duration::from_secs(20), "a restarted worker", || worker_row(&cluster).filter(|w| w.0 != pid));
+    let (new_pid, _) =
+        wait_for(Duration::from_secs(20), "a restarted worker", || worker_row(&cluster).filter(|w| w.0 != pid));
     assert_ne!(new_pid, pid);
     let log = cluster.server_log();
     assert!(!log.contains("PANIC") && !log.contains("pgforce: SYSTEM_ERROR"), "{log}");
@@ -76,7 +81,9 @@ fn drop_database_is_not_blocked_by_the_worker() {
     let cluster = Cluster::start_with(true, &settings);
     let mut c = cluster.admin();
     c.batch_execute("CREATE DATABASE app").expect("create database");
-    wait_for(Duration::from_secs(20), "the worker connected to app", || worker_row(&cluster).filter(|w| w.1.as_deref() == Some("app")));
+    wait_for(Duration::from_secs(20), "the worker connected to app", || {
+        worker_row(&cluster).filter(|w| w.1.as_deref() == Some("app"))
+    });
     let mut app = cluster.connect("postgres", "app");
     app.batch_execute("CREATE EXTENSION pgforce CASCADE").expect("extension");
     drop(app);
@@ -89,7 +96,11 @@ fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
     let sf = Salesforce::start();
     // A slow org (100-150 ms per call, two calls in flight) keeps the drain going long enough for every blow to
     // land mid-drain, whatever the machine's speed.
-    sf.admin("PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "latency", "ms": 100, "jitter_ms": 50}}]));
+    sf.admin(
+        "PUT",
+        "/faults",
+        json!([{"operation": "upsert", "effect": {"type": "latency", "ms": 100, "jitter_ms": 50}}]),
+    );
     let mut settings = sf.settings();
     settings.extend([
         "pgforce.enabled = off".to_string(),
@@ -117,7 +128,9 @@ fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
             .config("postgres", "postgres")
             .connect(postgres::NoTls)
             .ok()
-            .and_then(|mut c| c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[]).ok())
+            .and_then(|mut c| {
+                c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[]).ok()
+            })
             .map_or(0, |r| r.get(0))
     };
     let mut rng = rand::rng();
@@ -135,16 +148,22 @@ fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
             crashes += 1;
         }
         // Let the postmaster finish crash recovery before the next blow.
-        wait_for(Duration::from_secs(30), "the server back", || cluster.config("postgres", "postgres").connect(postgres::NoTls).ok().map(|_| ()));
+        wait_for(Duration::from_secs(30), "the server back", || {
+            cluster.config("postgres", "postgres").connect(postgres::NoTls).ok().map(|_| ())
+        });
     }
     assert!(crashes >= 8, "at least eight blows landed mid-drain ({crashes})");
 
     let mut c = cluster.connect("postgres", "postgres");
     wait_for(Duration::from_secs(240), "the backlog drained", || {
-        let open: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[]).ok()?.get(0);
+        let open: i64 = c
+            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
+            .ok()?
+            .get(0);
         (open == 0).then_some(())
     });
-    let failed: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'FAILED'", &[]).expect("q").get(0);
+    let failed: i64 =
+        c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'FAILED'", &[]).expect("q").get(0);
     assert_eq!(failed, 0);
 
     let records = sf.live("Contact");
@@ -158,7 +177,8 @@ fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
         assert_eq!(seen[&format!("X-{i}")]["LastName"], json!(format!("Row {i} (updated)")), "latest values for X-{i}");
     }
     assert_eq!(seen["X-11"]["LastName"], json!("Row 11"));
-    let sfids: i64 = c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid IS NOT NULL", &[]).expect("q").get(0);
+    let sfids: i64 =
+        c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid IS NOT NULL", &[]).expect("q").get(0);
     assert_eq!(sfids, ROWS, "every row got its sfid back");
 }
 
@@ -167,11 +187,36 @@ fn settings_with_fixed_values_refuse_typos_with_a_clear_message() {
     let cluster = Cluster::start(true);
     let mut c = cluster.admin();
     for (setting, value, message, hint) in [
-        ("pgforce.write_algorithm", "mergd", "invalid value for parameter \"pgforce.write_algorithm\": \"mergd\"", "Available values: merged, ordered"),
-        ("pgforce.auth_flow", "client_credential", "invalid value for parameter \"pgforce.auth_flow\"", "client_credentials, jwt_bearer, refresh_token"),
-        ("pgforce.api_version", "62", "invalid value for parameter \"pgforce.api_version\": \"62\" is not a Salesforce API version", "such as 62.0"),
-        ("pgforce.login_url", "http://login.salesforce.com", "\"http://login.salesforce.com\" is not https", "My Domain URL"),
-        ("pgforce.login_url", "login.salesforce.com", "\"login.salesforce.com\" is not a URL", "https://login.salesforce.com"),
+        (
+            "pgforce.write_algorithm",
+            "mergd",
+            "invalid value for parameter \"pgforce.write_algorithm\": \"mergd\"",
+            "Available values: merged, ordered",
+        ),
+        (
+            "pgforce.auth_flow",
+            "client_credential",
+            "invalid value for parameter \"pgforce.auth_flow\"",
+            "client_credentials, jwt_bearer, refresh_token",
+        ),
+        (
+            "pgforce.api_version",
+            "62",
+            "invalid value for parameter \"pgforce.api_version\": \"62\" is not a Salesforce API version",
+            "such as 62.0",
+        ),
+        (
+            "pgforce.login_url",
+            "http://login.salesforce.com",
+            "\"http://login.salesforce.com\" is not https",
+            "My Domain URL",
+        ),
+        (
+            "pgforce.login_url",
+            "login.salesforce.com",
+            "\"login.salesforce.com\" is not a URL",
+            "https://login.salesforce.com",
+        ),
     ] {
         let e = c.batch_execute(&format!("ALTER SYSTEM SET {setting} = '{value}'")).expect_err(value);
         let db = e.as_db_error().unwrap_or_else(|| panic!("{value}: {e}"));
@@ -188,7 +233,10 @@ fn settings_with_fixed_values_refuse_typos_with_a_clear_message() {
         c.batch_execute(good).expect(good);
     }
     let conf: String = c.query_one("SELECT pg_read_file('postgresql.auto.conf')", &[]).expect("auto.conf").get(0);
-    assert!(conf.contains("pgforce.write_algorithm = 'ordered'") && !conf.contains("mergd") && !conf.contains("'62'"), "{conf}");
+    assert!(
+        conf.contains("pgforce.write_algorithm = 'ordered'") && !conf.contains("mergd") && !conf.contains("'62'"),
+        "{conf}"
+    );
 }
 
 #[test]
@@ -227,7 +275,9 @@ fn pg_stat_activity_shows_what_the_worker_is_doing() {
     let mut c = cluster.admin();
     map_contact(&mut c);
     let activity = |c: &mut postgres::Client| -> Option<(String, String)> {
-        let row = c.query_opt("SELECT state, query FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[]).ok()??;
+        let row = c
+            .query_opt("SELECT state, query FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'", &[])
+            .ok()??;
         Some((row.get::<_, Option<String>>(0)?, row.get::<_, Option<String>>(1)?))
     };
     wait_for(Duration::from_secs(10), "an idle worker", || {

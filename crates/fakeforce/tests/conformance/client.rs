@@ -38,7 +38,8 @@ pub fn agent() -> ureq::Agent {
 
 fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer, ureq::Error> {
     let mut r = r?;
-    let headers = r.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect();
+    let headers =
+        r.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect();
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().unwrap_or_default();
     Ok(Answer { status, headers, text })
@@ -53,7 +54,11 @@ impl Sf {
         let ff = FakeForce::start(config).expect("fakeforce starts");
         let agent = agent();
         let mut sf = Sf { ff, agent, token: String::new() };
-        let t = sf.token_call(&[("grant_type", "client_credentials"), ("client_id", "pgforce-demo-client"), ("client_secret", "pgforce-demo-secret")]);
+        let t = sf.token_call(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "pgforce-demo-client"),
+            ("client_secret", "pgforce-demo-secret"),
+        ]);
         assert_eq!(t.status, 200, "{}", t.text);
         sf.token = t.json()["access_token"].as_str().expect("token").to_string();
         sf
@@ -88,7 +93,14 @@ impl Sf {
 
     pub fn put_csv(&self, path: &str, csv: &str) -> Answer {
         let url = self.url(&format!("/services/data/{V}{path}"));
-        answer(self.agent.put(&url).header("Authorization", &format!("Bearer {}", self.token)).content_type("text/csv").send(csv)).expect("PUT csv")
+        answer(
+            self.agent
+                .put(&url)
+                .header("Authorization", &format!("Bearer {}", self.token))
+                .content_type("text/csv")
+                .send(csv),
+        )
+        .expect("PUT csv")
     }
 
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -139,5 +151,9 @@ pub fn account(name: &str, ext: &str) -> Value {
 
 pub fn error_of(result: &Value) -> (String, String, Value) {
     let e = &result["errors"][0];
-    (e["statusCode"].as_str().unwrap_or_default().to_string(), e["message"].as_str().unwrap_or_default().to_string(), e["fields"].clone())
+    (
+        e["statusCode"].as_str().unwrap_or_default().to_string(),
+        e["message"].as_str().unwrap_or_default().to_string(),
+        e["fields"].clone(),
+    )
 }

@@ -13,7 +13,10 @@ fn record_errors_by_field_value_and_by_rate() {
         {"attributes": {"type": "Contact"}, "LastName": "ok", "Email": "a@fine.com"},
         {"attributes": {"type": "Contact"}, "LastName": "no", "Email": "a@blocked.com"}]));
     assert_eq!(r[0]["success"], json!(true));
-    assert_eq!(r[1]["errors"][0], json!({"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain", "fields": ["Email"]}));
+    assert_eq!(
+        r[1]["errors"][0],
+        json!({"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain", "fields": ["Email"]})
+    );
 
     let draw = |seed: u64| {
         let sf = Sf::start();
@@ -40,7 +43,10 @@ fn lock_errors_fail_the_whole_chunk() {
     assert_eq!(r[3]["success"], json!(true), "other chunks are not affected");
     assert_eq!(sf.query("SELECT COUNT() FROM Contact")["totalSize"], json!(0), "the chunk was rolled back");
     let retry = sf.create(json!([contact("a"), contact("locked"), contact("b")]));
-    assert!(retry.as_array().expect("array").iter().all(|x| x["success"] == json!(true)), "times = 1: the retry succeeds");
+    assert!(
+        retry.as_array().expect("array").iter().all(|x| x["success"] == json!(true)),
+        "times = 1: the retry succeeds"
+    );
 }
 
 #[test]
@@ -56,7 +62,11 @@ fn request_level_errors_and_latency() {
     assert_eq!(sf.call("GET", "/query?q=SELECT+Id+FROM+Contact", None).status, 500);
     let id = sf.create_one(contact("x"));
     let start = Instant::now();
-    sf.call("PATCH", "/composite/sobjects", Some(json!({"records": [{"attributes": {"type": "Contact"}, "id": id, "Title": "slow"}]})));
+    sf.call(
+        "PATCH",
+        "/composite/sobjects",
+        Some(json!({"records": [{"attributes": {"type": "Contact"}, "id": id, "Title": "slow"}]})),
+    );
     assert!(start.elapsed() >= Duration::from_millis(300), "the injected latency was applied");
     let counters = sf.admin("GET", "/counters", None);
     assert_eq!(counters["by_status"]["503"], json!(1));
@@ -66,7 +76,11 @@ fn request_level_errors_and_latency() {
 #[test]
 fn dropped_connection_after_commit_keeps_the_change() {
     let sf = Sf::start();
-    sf.admin("PUT", "/faults", Some(json!([{"operation": "upsert", "times": 1, "effect": {"type": "drop_after_commit"}}])));
+    sf.admin(
+        "PUT",
+        "/faults",
+        Some(json!([{"operation": "upsert", "times": 1, "effect": {"type": "drop_after_commit"}}])),
+    );
     let body = json!({"records": [{"attributes": {"type": "Account"}, "Name": "Once", "External_Id__c": "ONCE-1"}]});
     let first = sf.try_call("PATCH", "/composite/sobjects/Account/External_Id__c", Some(body.clone()));
     assert!(first.is_err(), "the client sees a broken connection, not an answer");

@@ -19,9 +19,15 @@ fn lookups_by_id_and_by_parent_external_id() {
     for i in 0..3 {
         assert_eq!(r[i]["success"], json!(true), "{}", r[i]);
     }
-    assert_eq!(r[3]["errors"][0], json!({"statusCode": "INVALID_FIELD", "message": "Foreign key external ID: missing not found for field External_Id__c in entity Account", "fields": []}));
+    assert_eq!(
+        r[3]["errors"][0],
+        json!({"statusCode": "INVALID_FIELD", "message": "Foreign key external ID: missing not found for field External_Id__c in entity Account", "fields": []})
+    );
     assert_eq!(error_of(&r[4]).0, "INVALID_CROSS_REFERENCE_KEY");
-    assert_eq!(r[5]["errors"][0], json!({"statusCode": "MALFORMED_ID", "message": "Account ID: id value of incorrect type: 001xyz", "fields": ["AccountId"]}));
+    assert_eq!(
+        r[5]["errors"][0],
+        json!({"statusCode": "MALFORMED_ID", "message": "Account ID: id value of incorrect type: 001xyz", "fields": ["AccountId"]})
+    );
     let q = sf.query("SELECT LastName, Account.Name FROM Contact WHERE AccountId != null ORDER BY LastName");
     assert_eq!(q["totalSize"], json!(2));
     assert_eq!(q["records"][0]["Account"]["Name"], json!("Acme"));
@@ -41,10 +47,16 @@ fn field_validation() {
         {"attributes": {"type": "Invoice__c"}, "Name": "i", "Amount__c": "12.50", "Paid__c": "true", "Issued_At__c": "2024-03-01T01:30:00+02:00", "Due_Date__c": "2024-04-01"},
         {"attributes": {"type": "Lead"}, "LastName": "L", "Company": "C"},
     ]));
-    assert_eq!(r[0]["errors"][0], json!({"statusCode": "STRING_TOO_LONG", "message": format!("Last Name: data value too large: {long} (max length=80)"), "fields": ["LastName"]}));
+    assert_eq!(
+        r[0]["errors"][0],
+        json!({"statusCode": "STRING_TOO_LONG", "message": format!("Last Name: data value too large: {long} (max length=80)"), "fields": ["LastName"]})
+    );
     assert_eq!(error_of(&r[1]).0, "INVALID_EMAIL_ADDRESS");
     assert_eq!(error_of(&r[2]).0, "INVALID_FIELD_FOR_INSERT_UPDATE");
-    assert_eq!(r[3]["errors"][0], json!({"statusCode": "REQUIRED_FIELD_MISSING", "message": "Required fields are missing: [StageName, CloseDate]", "fields": ["StageName", "CloseDate"]}));
+    assert_eq!(
+        r[3]["errors"][0],
+        json!({"statusCode": "REQUIRED_FIELD_MISSING", "message": "Required fields are missing: [StageName, CloseDate]", "fields": ["StageName", "CloseDate"]})
+    );
     assert_eq!(r[4]["success"], json!(true), "{}", r[4]);
     let inv = sf.query("SELECT Amount__c, Paid__c, Issued_At__c, Due_Date__c FROM Invoice__c")["records"][0].clone();
     assert_eq!((inv["Amount__c"].clone(), inv["Paid__c"].clone()), (json!(12.5), json!(true)));
@@ -52,7 +64,11 @@ fn field_validation() {
     assert_eq!(inv["Due_Date__c"], json!("2024-04-01"));
     let lead = sf.query("SELECT Status FROM Lead")["records"][0].clone();
     assert_eq!(lead["Status"], json!("Open - Not Contacted"), "picklist default applies");
-    let bad_date = sf.call("POST", "/composite/sobjects", Some(json!({"records": [{"attributes": {"type": "Invoice__c"}, "Due_Date__c": "2024-02-30"}]})));
+    let bad_date = sf.call(
+        "POST",
+        "/composite/sobjects",
+        Some(json!({"records": [{"attributes": {"type": "Invoice__c"}, "Due_Date__c": "2024-02-30"}]})),
+    );
     assert_eq!((bad_date.status, bad_date.json()[0]["errorCode"].clone()), (400, json!("JSON_PARSER_ERROR")));
 }
 
@@ -83,6 +99,8 @@ fn config_file_declares_objects() {
     assert_eq!(error_of(&r[0]).0, "INVALID_FIELD_FOR_INSERT_UPDATE");
     let a = sf.call("POST", "/composite/sobjects", Some(json!({"records": [contact("x")]})));
     assert_eq!(a.json()[0]["errorCode"], json!("INVALID_TYPE"), "built-in objects are off");
-    let bad = Config::from_toml("[[objects]]\nname = 'X__c'\nkey_prefix = 'a0X'\nfields = [{ name = 'Y', type = 'nonsense' }]");
+    let bad = Config::from_toml(
+        "[[objects]]\nname = 'X__c'\nkey_prefix = 'a0X'\nfields = [{ name = 'Y', type = 'nonsense' }]",
+    );
     assert!(bad.is_err());
 }

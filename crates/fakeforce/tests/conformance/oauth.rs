@@ -35,7 +35,11 @@ fn good_claims() -> Value {
 #[test]
 fn client_credentials_success_has_every_documented_field() {
     let sf = Sf::start();
-    let a = sf.token_call(&[("grant_type", "client_credentials"), ("client_id", "pgforce-demo-client"), ("client_secret", "pgforce-demo-secret")]);
+    let a = sf.token_call(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", "pgforce-demo-client"),
+        ("client_secret", "pgforce-demo-secret"),
+    ]);
     assert_eq!(a.status, 200);
     let t = a.json();
     let keys: Vec<&str> = t.as_object().expect("object").keys().map(String::as_str).collect();
@@ -79,10 +83,26 @@ fn token_errors_are_documented_codes() {
     let sf = Sf::start();
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
     let cases: [Case; 4] = [
-        (&[("grant_type", "client_credentials"), ("client_id", "nope"), ("client_secret", "x")], "invalid_client_id", "client identifier invalid"),
-        (&[("grant_type", "client_credentials"), ("client_id", "pgforce-demo-client"), ("client_secret", "wrong")], "invalid_client", "invalid client credentials"),
-        (&[("grant_type", "password"), ("client_id", "pgforce-demo-client")], "unsupported_grant_type", "grant type not supported"),
-        (&[("grant_type", "refresh_token"), ("client_id", "pgforce-demo-client"), ("refresh_token", "revoked")], "invalid_grant", "expired access/refresh token"),
+        (
+            &[("grant_type", "client_credentials"), ("client_id", "nope"), ("client_secret", "x")],
+            "invalid_client_id",
+            "client identifier invalid",
+        ),
+        (
+            &[("grant_type", "client_credentials"), ("client_id", "pgforce-demo-client"), ("client_secret", "wrong")],
+            "invalid_client",
+            "invalid client credentials",
+        ),
+        (
+            &[("grant_type", "password"), ("client_id", "pgforce-demo-client")],
+            "unsupported_grant_type",
+            "grant type not supported",
+        ),
+        (
+            &[("grant_type", "refresh_token"), ("client_id", "pgforce-demo-client"), ("refresh_token", "revoked")],
+            "invalid_grant",
+            "expired access/refresh token",
+        ),
     ];
     for (form, error, description) in cases {
         let a = sf.token_call(form);
@@ -90,7 +110,10 @@ fn token_errors_are_documented_codes() {
         assert_eq!(a.json(), json!({"error": error, "error_description": description}), "{form:?}");
     }
     // JSON instead of a form is refused too.
-    let mut r = agent().post(sf.url("/services/oauth2/token")).send_json(json!({"grant_type": "client_credentials"})).expect("call");
+    let mut r = agent()
+        .post(sf.url("/services/oauth2/token"))
+        .send_json(json!({"grant_type": "client_credentials"}))
+        .expect("call");
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.body_mut().read_json::<Value>().expect("json")["error"], json!("unsupported_grant_type"));
 }
@@ -137,16 +160,33 @@ fn refresh_token_with_rotation() {
     let mut c = Config::default();
     c.auth.rotate_refresh_tokens = true;
     let sf = Sf::with(c);
-    let first = sf.token_call(&[("grant_type", "refresh_token"), ("client_id", "pgforce-demo-client"), ("client_secret", "pgforce-demo-secret"), ("refresh_token", "pgforce-demo-refresh-token")]);
+    let first = sf.token_call(&[
+        ("grant_type", "refresh_token"),
+        ("client_id", "pgforce-demo-client"),
+        ("client_secret", "pgforce-demo-secret"),
+        ("refresh_token", "pgforce-demo-refresh-token"),
+    ]);
     assert_eq!(first.status, 200, "{}", first.text);
     let rotated = first.json()["refresh_token"].as_str().expect("a new refresh token").to_string();
-    let reused = sf.token_call(&[("grant_type", "refresh_token"), ("client_id", "pgforce-demo-client"), ("refresh_token", "pgforce-demo-refresh-token")]);
+    let reused = sf.token_call(&[
+        ("grant_type", "refresh_token"),
+        ("client_id", "pgforce-demo-client"),
+        ("refresh_token", "pgforce-demo-refresh-token"),
+    ]);
     assert_eq!(reused.json()["error"], json!("invalid_grant"), "the old refresh token is invalidated");
-    let again = sf.token_call(&[("grant_type", "refresh_token"), ("client_id", "pgforce-demo-client"), ("refresh_token", &rotated)]);
+    let again = sf.token_call(&[
+        ("grant_type", "refresh_token"),
+        ("client_id", "pgforce-demo-client"),
+        ("refresh_token", &rotated),
+    ]);
     assert_eq!(again.status, 200);
 
     let plain = Sf::start();
-    let r = plain.token_call(&[("grant_type", "refresh_token"), ("client_id", "pgforce-demo-client"), ("refresh_token", "pgforce-demo-refresh-token")]);
+    let r = plain.token_call(&[
+        ("grant_type", "refresh_token"),
+        ("client_id", "pgforce-demo-client"),
+        ("refresh_token", "pgforce-demo-refresh-token"),
+    ]);
     assert_eq!(r.status, 200);
     assert!(r.json().get("refresh_token").is_none(), "no rotation unless configured");
 }

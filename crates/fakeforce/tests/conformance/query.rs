@@ -19,11 +19,24 @@ fn soql_subset() {
     let keys: Vec<&str> = r.as_object().expect("object").keys().map(String::as_str).collect();
     assert_eq!(keys, ["attributes", "Id", "LastName"]);
     assert_eq!(r["LastName"], json!("Clark"));
-    assert_eq!(r["attributes"]["url"], json!(format!("/services/data/{V}/sobjects/Contact/{}", r["Id"].as_str().unwrap_or_default())));
-    assert_eq!(sf.query("SELECT lastname FROM contact WHERE Title IN ('CEO', 'cto') AND Title != null")["totalSize"], json!(2));
+    assert_eq!(
+        r["attributes"]["url"],
+        json!(format!("/services/data/{V}/sobjects/Contact/{}", r["Id"].as_str().unwrap_or_default()))
+    );
+    assert_eq!(
+        sf.query("SELECT lastname FROM contact WHERE Title IN ('CEO', 'cto') AND Title != null")["totalSize"],
+        json!(2)
+    );
     assert_eq!(sf.query("SELECT LastName FROM Contact WHERE Title = null")["records"][0]["LastName"], json!("Baker"));
-    assert_eq!(sf.query("SELECT LastName FROM Contact WHERE LastName NOT IN ('Adams') ORDER BY LastName LIMIT 1 OFFSET 1")["records"][0]["LastName"], json!("Clark"));
-    assert_eq!(sf.query("SELECT COUNT() FROM Contact WHERE CreatedDate > 2020-01-01T00:00:00Z"), json!({"totalSize": 3, "done": true, "records": []}));
+    assert_eq!(
+        sf.query("SELECT LastName FROM Contact WHERE LastName NOT IN ('Adams') ORDER BY LastName LIMIT 1 OFFSET 1")
+            ["records"][0]["LastName"],
+        json!("Clark")
+    );
+    assert_eq!(
+        sf.query("SELECT COUNT() FROM Contact WHERE CreatedDate > 2020-01-01T00:00:00Z"),
+        json!({"totalSize": 3, "done": true, "records": []})
+    );
 
     let bad = sf.call("GET", "/query?q=SELECT+Nope+FROM+Contact", None);
     assert_eq!((bad.status, bad.json()[0]["errorCode"].clone()), (400, json!("INVALID_FIELD")));
@@ -62,7 +75,10 @@ fn limits_and_usage_header() {
     }
     let over = sf.call("GET", "/limits", None);
     assert_eq!(over.status, 403);
-    assert_eq!(over.json(), json!([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]));
+    assert_eq!(
+        over.json(),
+        json!([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    );
     assert_eq!(over.header("Sforce-Limit-Info"), Some("api-usage=5/5"));
     let versions = sf.agent.get(sf.url("/services/data/")).call().expect("versions");
     assert!(versions.headers().get("Sforce-Limit-Info").is_none(), "the versions resource has no usage header");
@@ -77,6 +93,12 @@ fn get_by_external_id_and_describe() {
     let got = sf.call("GET", "/sobjects/Account/External_Id__c/EXT-7", None).json();
     assert_eq!(got["Id"], json!(id));
     let d = sf.call("GET", "/sobjects/Contact/describe", None).json();
-    let last = d["fields"].as_array().expect("fields").iter().find(|f| f["name"] == json!("LastName")).cloned().expect("LastName");
+    let last = d["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["name"] == json!("LastName"))
+        .cloned()
+        .expect("LastName");
     assert_eq!((last["length"].clone(), last["nillable"].clone()), (json!(80), json!(false)));
 }

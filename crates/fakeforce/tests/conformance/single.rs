@@ -16,17 +16,26 @@ fn create_update_get_delete() {
 
     let with_id = sf.call("POST", "/sobjects/Contact/", Some(json!({"Id": id, "LastName": "x"})));
     assert_eq!(with_id.status, 400);
-    assert_eq!(with_id.json(), json!([{"message": "The Id field should not be specified in the sobject data.", "errorCode": "INVALID_FIELD"}]));
+    assert_eq!(
+        with_id.json(),
+        json!([{"message": "The Id field should not be specified in the sobject data.", "errorCode": "INVALID_FIELD"}])
+    );
 
     let bad = sf.call("POST", "/sobjects/Contact/", Some(json!({"FirstName": "no last name"})));
     assert_eq!(bad.status, 400);
-    assert_eq!(bad.json(), json!([{"message": "Required fields are missing: [LastName]", "errorCode": "REQUIRED_FIELD_MISSING", "fields": ["LastName"]}]));
+    assert_eq!(
+        bad.json(),
+        json!([{"message": "Required fields are missing: [LastName]", "errorCode": "REQUIRED_FIELD_MISSING", "fields": ["LastName"]}])
+    );
 
     let upd = sf.call("PATCH", &format!("/sobjects/Contact/{id}"), Some(json!({"Title": "CTO"})));
     assert_eq!((upd.status, upd.text.as_str()), (204, ""));
     let got = sf.call("GET", &format!("/sobjects/Contact/{id}"), None).json();
     assert_eq!(got["Title"], json!("CTO"));
-    assert_eq!(got["attributes"], json!({"type": "Contact", "url": format!("/services/data/{V}/sobjects/Contact/{id}")}));
+    assert_eq!(
+        got["attributes"],
+        json!({"type": "Contact", "url": format!("/services/data/{V}/sobjects/Contact/{id}")})
+    );
     assert!(got["CreatedDate"].as_str().is_some_and(|d| d.ends_with("+0000")));
 
     assert_eq!(sf.call("DELETE", &format!("/sobjects/Contact/{id}"), None).status, 204);
@@ -61,7 +70,12 @@ fn upsert_status_codes() {
     assert_eq!(updated.status, 200);
     assert_eq!(updated.json(), json!({"id": id, "success": true, "errors": [], "created": false}));
     // v45 and earlier answer an update with 204.
-    let old = sf.agent.patch(sf.url("/services/data/v45.0/sobjects/Account/External_Id__c/K-1")).header("Authorization", &format!("Bearer {}", sf.token)).send_json(json!({"Name": "Old API"})).expect("call");
+    let old = sf
+        .agent
+        .patch(sf.url("/services/data/v45.0/sobjects/Account/External_Id__c/K-1"))
+        .header("Authorization", &format!("Bearer {}", sf.token))
+        .send_json(json!({"Name": "Old API"}))
+        .expect("call");
     assert_eq!(old.status().as_u16(), 204);
     assert_eq!(sf.call("PATCH", "/sobjects/Account/Nope__c/K-1", Some(json!({"Name": "x"}))).status, 404);
 
@@ -71,6 +85,12 @@ fn upsert_status_codes() {
     let multi = sf.call("PATCH", "/sobjects/Legacy__c/Legacy_Key__c/same", Some(json!({"Name": "c"})));
     assert_eq!(multi.status, 300);
     assert_eq!(multi.json().as_array().map(Vec::len), Some(2));
-    let coll = sf.call("PATCH", "/composite/sobjects/Legacy__c/Legacy_Key__c", Some(json!({"records": [{"attributes": {"type": "Legacy__c"}, "Name": "c", "Legacy_Key__c": "same"}]}))).json();
+    let coll = sf
+        .call(
+            "PATCH",
+            "/composite/sobjects/Legacy__c/Legacy_Key__c",
+            Some(json!({"records": [{"attributes": {"type": "Legacy__c"}, "Name": "c", "Legacy_Key__c": "same"}]})),
+        )
+        .json();
     assert_eq!(coll[0]["errors"][0]["statusCode"], json!("DUPLICATE_EXTERNAL_ID"));
 }

@@ -34,7 +34,9 @@ pub struct Write {
 pub enum Planned {
     Send(Write),
     /// Deleted before it ever reached Salesforce (no Salesforce id): nothing to do there.
-    Nothing { log_ids: Vec<i64> },
+    Nothing {
+        log_ids: Vec<i64>,
+    },
 }
 
 /// Merges changes (given in log order) per record, keeping records in the order of their first change.
@@ -133,9 +135,30 @@ mod tests {
     fn insert_then_updates_become_one_insert_with_latest_values() {
         let changes = vec![
             change(1, 7, Action::Insert, vals(&[("name", Some("a")), ("email", Some("x@y"))]), Values::new(), None),
-            change(2, 8, Action::Update, vals(&[("name", Some("other"))]), vals(&[("name", Some("o")), ("sfid", Some("003A"))]), Some("003A")),
-            change(3, 7, Action::Update, vals(&[("name", Some("b"))]), vals(&[("name", Some("a")), ("email", Some("x@y"))]), None),
-            change(4, 7, Action::Update, vals(&[("email", None)]), vals(&[("name", Some("b")), ("email", Some("x@y"))]), None),
+            change(
+                2,
+                8,
+                Action::Update,
+                vals(&[("name", Some("other"))]),
+                vals(&[("name", Some("o")), ("sfid", Some("003A"))]),
+                Some("003A"),
+            ),
+            change(
+                3,
+                7,
+                Action::Update,
+                vals(&[("name", Some("b"))]),
+                vals(&[("name", Some("a")), ("email", Some("x@y"))]),
+                None,
+            ),
+            change(
+                4,
+                7,
+                Action::Update,
+                vals(&[("email", None)]),
+                vals(&[("name", Some("b")), ("email", Some("x@y"))]),
+                None,
+            ),
         ];
         let planned = merge(&changes);
         assert_eq!(planned.len(), 2);
@@ -151,10 +174,31 @@ mod tests {
     #[test]
     fn updates_merge_and_deletes_win() {
         let changes = vec![
-            change(1, 1, Action::Update, vals(&[("a", Some("1"))]), vals(&[("a", Some("0")), ("b", Some("0"))]), Some("001X")),
-            change(2, 1, Action::Update, vals(&[("b", Some("2"))]), vals(&[("a", Some("1")), ("b", Some("0"))]), Some("001X")),
+            change(
+                1,
+                1,
+                Action::Update,
+                vals(&[("a", Some("1"))]),
+                vals(&[("a", Some("0")), ("b", Some("0"))]),
+                Some("001X"),
+            ),
+            change(
+                2,
+                1,
+                Action::Update,
+                vals(&[("b", Some("2"))]),
+                vals(&[("a", Some("1")), ("b", Some("0"))]),
+                Some("001X"),
+            ),
             change(3, 2, Action::Update, vals(&[("a", Some("9"))]), vals(&[("a", Some("8"))]), Some("001Y")),
-            change(4, 2, Action::Delete, Values::new(), vals(&[("a", Some("9")), ("sfid", Some("001Y"))]), Some("001Y")),
+            change(
+                4,
+                2,
+                Action::Delete,
+                Values::new(),
+                vals(&[("a", Some("9")), ("sfid", Some("001Y"))]),
+                Some("001Y"),
+            ),
             change(5, 3, Action::Insert, vals(&[("a", Some("1"))]), Values::new(), None),
             change(6, 3, Action::Delete, Values::new(), vals(&[("a", Some("1"))]), None),
             change(7, 4, Action::Delete, Values::new(), vals(&[("a", Some("1"))]), None),
@@ -166,7 +210,10 @@ mod tests {
         let Planned::Send(d) = &planned[1] else { panic!("send") };
         assert_eq!((d.kind, d.sfid.as_deref(), d.log_ids.clone()), (WriteKind::Delete, Some("001Y"), vec![3, 4]));
         assert!(matches!(&planned[2], Planned::Nothing { log_ids } if log_ids == &vec![5, 6]));
-        assert!(matches!(&planned[3], Planned::Nothing { log_ids } if log_ids == &vec![7]), "an sfid-less delete alone is a no-op");
+        assert!(
+            matches!(&planned[3], Planned::Nothing { log_ids } if log_ids == &vec![7]),
+            "an sfid-less delete alone is a no-op"
+        );
     }
 
     #[test]

@@ -53,7 +53,13 @@ pub struct Outcomes {
     pub stats: HashMap<String, MappingStats>,
 }
 
-fn each(ids: &[i64], state: LogState, message: Option<String>, attempts: i32, retry_in: Option<Duration>) -> impl Iterator<Item = LogOutcome> + '_ {
+fn each(
+    ids: &[i64],
+    state: LogState,
+    message: Option<String>,
+    attempts: i32,
+    retry_in: Option<Duration>,
+) -> impl Iterator<Item = LogOutcome> + '_ {
     ids.iter().map(move |id| LogOutcome { id: *id, state, message: message.clone(), sfid: None, attempts, retry_in })
 }
 
@@ -88,7 +94,14 @@ pub fn outcomes(
             Verdict::Done { id, created } => {
                 out.stats.entry(job.table.clone()).or_default().succeeded = true;
                 out.log.extend(each(merged, LogState::Merged, None, attempts, None));
-                out.log.push(LogOutcome { id: *last, state: LogState::Success, message: None, sfid: id.clone(), attempts, retry_in: None });
+                out.log.push(LogOutcome {
+                    id: *last,
+                    state: LogState::Success,
+                    message: None,
+                    sfid: id.clone(),
+                    attempts,
+                    retry_in: None,
+                });
                 if job.write.kind != WriteKind::Delete {
                     let inserted = matches!(job.op, Operation::Create(_)) || created;
                     out.rows.entry(qualified).or_default().push(RowOutcome {
@@ -137,7 +150,8 @@ mod tests {
     const QUALIFIED: &str = "salesforce.contact";
 
     fn tables() -> HashMap<String, Table> {
-        let target = Target { sobject: "Contact".into(), upsert_field: None, columns: vec![("lastname".into(), PgKind::Text)] };
+        let target =
+            Target { sobject: "Contact".into(), upsert_field: None, columns: vec![("lastname".into(), PgKind::Text)] };
         HashMap::from([(TABLE.to_string(), Table { qualified: QUALIFIED.into(), target })])
     }
 
@@ -176,26 +190,48 @@ mod tests {
         assert_eq!(states(&o), [(1, LogState::Merged), (2, LogState::Merged), (3, LogState::Success)]);
         assert_eq!(o.log[2].sfid.as_deref(), Some("003000000000001AAA"));
         let row = &o.rows[QUALIFIED][0];
-        assert_eq!((row.record_id, row.sfid.as_deref(), row.lastop, row.err.as_deref()), (7, Some("003000000000001AAA"), LastOp::Inserted, None));
+        assert_eq!(
+            (row.record_id, row.sfid.as_deref(), row.lastop, row.err.as_deref()),
+            (7, Some("003000000000001AAA"), LastOp::Inserted, None)
+        );
         assert_eq!(o.stats[TABLE], MappingStats { succeeded: true, last_error: None });
     }
 
     #[test]
     fn upserts_report_inserted_or_updated_as_salesforce_says() {
-        let created = one(job(WriteKind::Update, Operation::Upsert(record()), &[1], 0), Some(Verdict::Done { id: Some("003A".into()), created: true }));
+        let created = one(
+            job(WriteKind::Update, Operation::Upsert(record()), &[1], 0),
+            Some(Verdict::Done { id: Some("003A".into()), created: true }),
+        );
         assert_eq!(created.rows[QUALIFIED][0].lastop, LastOp::Inserted);
-        let updated = one(job(WriteKind::Insert, Operation::Upsert(record()), &[1], 0), Some(Verdict::Done { id: Some("003A".into()), created: false }));
+        let updated = one(
+            job(WriteKind::Insert, Operation::Upsert(record()), &[1], 0),
+            Some(Verdict::Done { id: Some("003A".into()), created: false }),
+        );
         assert_eq!(updated.rows[QUALIFIED][0].lastop, LastOp::Updated);
-        let by_id = one(job(WriteKind::Update, Operation::Update(record()), &[1], 0), Some(Verdict::Done { id: Some("003A".into()), created: false }));
+        let by_id = one(
+            job(WriteKind::Update, Operation::Update(record()), &[1], 0),
+            Some(Verdict::Done { id: Some("003A".into()), created: false }),
+        );
         assert_eq!(by_id.rows[QUALIFIED][0].lastop, LastOp::Updated);
     }
 
     #[test]
     fn a_delete_succeeds_without_touching_the_gone_row() {
-        let o = one(job(WriteKind::Delete, Operation::Delete("003A".into()), &[4], 0), Some(Verdict::Done { id: None, created: false }));
+        let o = one(
+            job(WriteKind::Delete, Operation::Delete("003A".into()), &[4], 0),
+            Some(Verdict::Done { id: None, created: false }),
+        );
         assert_eq!(states(&o), [(4, LogState::Success)]);
         assert!(o.rows.is_empty());
-        let failed = one(job(WriteKind::Delete, Operation::Delete("003A".into()), &[4], 0), Some(Verdict::Failed { code: "INSUFFICIENT_ACCESS_OR_READONLY".into(), message: "no".into(), transient: false }));
+        let failed = one(
+            job(WriteKind::Delete, Operation::Delete("003A".into()), &[4], 0),
+            Some(Verdict::Failed {
+                code: "INSUFFICIENT_ACCESS_OR_READONLY".into(),
+                message: "no".into(),
+                transient: false,
+            }),
+        );
         assert_eq!(states(&failed), [(4, LogState::Failed)]);
         assert!(failed.rows.is_empty(), "a deleted row has nothing to write back");
     }
@@ -204,7 +240,11 @@ mod tests {
     fn a_transient_error_goes_back_to_the_queue_with_backoff_until_attempts_run_out() {
         let lock = || Verdict::Failed { code: "UNABLE_TO_LOCK_ROW".into(), message: "busy".into(), transient: true };
         let o = one(job(WriteKind::Update, Operation::Update(record()), &[1, 2], 0), Some(lock()));
-        assert_eq!(states(&o), [(1, LogState::New), (2, LogState::New)], "every row of the write waits, none is merged away");
+        assert_eq!(
+            states(&o),
+            [(1, LogState::New), (2, LogState::New)],
+            "every row of the write waits, none is merged away"
+        );
         assert!(o.log.iter().all(|l| l.attempts == 1 && l.retry_in.is_some_and(|d| d <= RETRY_BASE)));
         assert_eq!(o.log[0].message.as_deref(), Some("UNABLE_TO_LOCK_ROW: busy (attempt 1 of 3, retrying)"));
         assert!(o.rows.is_empty() && o.stats.is_empty(), "a pending retry is no outcome yet");
@@ -219,7 +259,11 @@ mod tests {
 
     #[test]
     fn a_permanent_error_fails_at_once_with_salesforces_message_on_the_log_and_the_row() {
-        let bad = Verdict::Failed { code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(), message: "Email blocked".into(), transient: false };
+        let bad = Verdict::Failed {
+            code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(),
+            message: "Email blocked".into(),
+            transient: false,
+        };
         let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1, 2], 0), Some(bad));
         assert_eq!(states(&o), [(1, LogState::Failed), (2, LogState::Failed)]);
         let text = "FIELD_CUSTOM_VALIDATION_EXCEPTION: Email blocked";
@@ -231,7 +275,10 @@ mod tests {
     #[test]
     fn unsent_records_go_back_at_no_cost() {
         let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), Some(Verdict::Unsent));
-        assert_eq!(o.log, [LogOutcome { id: 1, state: LogState::New, message: None, sfid: None, attempts: 2, retry_in: None }]);
+        assert_eq!(
+            o.log,
+            [LogOutcome { id: 1, state: LogState::New, message: None, sfid: None, attempts: 2, retry_in: None }]
+        );
         let no_answer = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), None);
         assert_eq!(no_answer.log, o.log, "a job without a verdict was not sent");
     }

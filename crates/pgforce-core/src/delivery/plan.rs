@@ -64,7 +64,10 @@ pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> O
                     Operation::Update(record)
                 }
                 (_, None) if algorithm == WriteAlgorithm::Merged => Operation::Create(record_from(target, &write.row)),
-                (_, None) => Operation::Refuse("Id not specified in an update call: the record has no sfid yet (its insert has not succeeded)".into()),
+                (_, None) => Operation::Refuse(
+                    "Id not specified in an update call: the record has no sfid yet (its insert has not succeeded)"
+                        .into(),
+                ),
             }
         }
     }
@@ -115,7 +118,12 @@ impl Plan {
     }
 
     /// Fills in looked-up Salesforce ids (per table: record id → sfid) and decides each write's operation.
-    pub fn decide(&mut self, tables: &HashMap<String, Table>, sfids: &HashMap<String, HashMap<i64, String>>, algorithm: WriteAlgorithm) {
+    pub fn decide(
+        &mut self,
+        tables: &HashMap<String, Table>,
+        sfids: &HashMap<String, HashMap<i64, String>>,
+        algorithm: WriteAlgorithm,
+    ) {
         for j in self.jobs.iter_mut() {
             if j.write.sfid.is_none() {
                 j.write.sfid = sfids.get(&j.table).and_then(|m| m.get(&j.write.record_id)).cloned();
@@ -139,7 +147,9 @@ impl Plan {
             .collect();
         let is_parent = |job: &Job| {
             job.write.kind != WriteKind::Delete
-                && tables.get(&job.table).is_some_and(|t| referenced.iter().any(|r| r.eq_ignore_ascii_case(&t.target.sobject)))
+                && tables
+                    .get(&job.table)
+                    .is_some_and(|t| referenced.iter().any(|r| r.eq_ignore_ascii_case(&t.target.sobject)))
         };
         let (first, rest): (Vec<usize>, Vec<usize>) = (0..self.jobs.len()).partition(|i| is_parent(&self.jobs[*i]));
         [first, rest].into_iter().map(|ids| self.batches_of(&ids, tables)).filter(|w| !w.is_empty()).collect()
@@ -156,7 +166,10 @@ impl Plan {
                 Operation::Create(r) => (CallKind::Create, 0, Value::Object(r.clone())),
                 Operation::Update(r) => (CallKind::Update, 1, Value::Object(r.clone())),
                 Operation::Upsert(r) => (
-                    CallKind::Upsert { object: t.target.sobject.clone(), field: t.target.upsert_field.clone().unwrap_or_default() },
+                    CallKind::Upsert {
+                        object: t.target.sobject.clone(),
+                        field: t.target.upsert_field.clone().unwrap_or_default(),
+                    },
                     2,
                     Value::Object(r.clone()),
                 ),
@@ -172,7 +185,10 @@ impl Plan {
         groups
             .into_iter()
             .flat_map(|(kind, items)| {
-                items.chunks(MAX_RECORDS_PER_CALL).map(|c| Batch { kind: kind.clone(), items: c.to_vec() }).collect::<Vec<_>>()
+                items
+                    .chunks(MAX_RECORDS_PER_CALL)
+                    .map(|c| Batch { kind: kind.clone(), items: c.to_vec() })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -201,27 +217,68 @@ mod tests {
         }
     }
 
-    fn write(kind: WriteKind, values: &[(&str, Option<&str>)], row: &[(&str, Option<&str>)], sfid: Option<&str>) -> Write {
+    fn write(
+        kind: WriteKind,
+        values: &[(&str, Option<&str>)],
+        row: &[(&str, Option<&str>)],
+        sfid: Option<&str>,
+    ) -> Write {
         let v = |p: &[(&str, Option<&str>)]| p.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect();
-        Write { record_id: 1, kind, values: v(values), row: v(row), sfid: sfid.map(str::to_string), log_ids: vec![1], attempts: 0 }
+        Write {
+            record_id: 1,
+            kind,
+            values: v(values),
+            row: v(row),
+            sfid: sfid.map(str::to_string),
+            log_ids: vec![1],
+            attempts: 0,
+        }
     }
 
     #[test]
     fn operations_follow_the_mapping() {
-        let ins = write(WriteKind::Insert, &[("lastname", Some("A")), ("external_id__c", Some("E1")), ("account__r__external_id__c", Some("P1")), ("id", Some("1")), ("hasoptedoutofemail", Some("f"))], &[], None);
+        let ins = write(
+            WriteKind::Insert,
+            &[
+                ("lastname", Some("A")),
+                ("external_id__c", Some("E1")),
+                ("account__r__external_id__c", Some("P1")),
+                ("id", Some("1")),
+                ("hasoptedoutofemail", Some("f")),
+            ],
+            &[],
+            None,
+        );
         let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &ins, MERGED) else { panic!("upsert") };
-        assert_eq!(Value::Object(r), json!({"attributes": {"type": "Contact"}, "lastname": "A", "external_id__c": "E1", "account__r": {"external_id__c": "P1"}, "hasoptedoutofemail": false}));
+        assert_eq!(
+            Value::Object(r),
+            json!({"attributes": {"type": "Contact"}, "lastname": "A", "external_id__c": "E1", "account__r": {"external_id__c": "P1"}, "hasoptedoutofemail": false})
+        );
         assert!(matches!(operation(&target(None), &ins, MERGED), Operation::Create(_)));
 
-        let upd = write(WriteKind::Update, &[("lastname", Some("B")), ("account__r__external_id__c", None)], &[("external_id__c", Some("E1"))], Some("003X"));
+        let upd = write(
+            WriteKind::Update,
+            &[("lastname", Some("B")), ("account__r__external_id__c", None)],
+            &[("external_id__c", Some("E1"))],
+            Some("003X"),
+        );
         let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &upd, MERGED) else { panic!("upsert") };
         assert_eq!(r.get("external_id__c"), Some(&json!("E1")), "the key comes from the whole row");
         assert_eq!(r.get("account__c"), Some(&Value::Null));
         let Operation::Update(r) = operation(&target(None), &upd, MERGED) else { panic!("update") };
         assert_eq!(r.get("Id"), Some(&json!("003X")));
-        let orphan = write(WriteKind::Update, &[("lastname", Some("B"))], &[("lastname", Some("B")), ("hasoptedoutofemail", Some("t"))], None);
-        assert!(matches!(operation(&target(None), &orphan, ORDERED), Operation::Refuse(m) if m.starts_with("Id not specified")));
-        let Operation::Create(r) = operation(&target(None), &orphan, MERGED) else { panic!("merged writes insert the whole row") };
+        let orphan = write(
+            WriteKind::Update,
+            &[("lastname", Some("B"))],
+            &[("lastname", Some("B")), ("hasoptedoutofemail", Some("t"))],
+            None,
+        );
+        assert!(
+            matches!(operation(&target(None), &orphan, ORDERED), Operation::Refuse(m) if m.starts_with("Id not specified"))
+        );
+        let Operation::Create(r) = operation(&target(None), &orphan, MERGED) else {
+            panic!("merged writes insert the whole row")
+        };
         assert_eq!(r.get("hasoptedoutofemail"), Some(&json!(true)));
         let unmapped = write(WriteKind::Update, &[("some_local_column", Some("x"))], &[], Some("003X"));
         assert_eq!(operation(&target(None), &unmapped, MERGED), Operation::Skip);
@@ -257,29 +314,43 @@ mod tests {
         let mut claimed = Claimed::default();
         claimed.tables.insert("account".into(), table("Account", &["name", "external_id__c"], Some("external_id__c")));
         claimed.tables.insert("invoice".into(), table("Invoice__c", &["amount__c"], None));
-        claimed.changes.insert("invoice".into(), (0..250).map(|i| insert(1000 + i, i, &[("amount__c", "1")])).collect());
+        claimed
+            .changes
+            .insert("invoice".into(), (0..250).map(|i| insert(1000 + i, i, &[("amount__c", "1")])).collect());
         claimed.changes.insert("account".into(), vec![insert(1, 1, &[("name", "A"), ("external_id__c", "A-1")])]);
         let mut p = plan(&claimed);
         assert!(p.sfids_wanted().is_empty(), "inserts need no Salesforce id");
         p.decide(&claimed.tables, &HashMap::new(), MERGED);
         let waves = p.waves(&claimed.tables);
         assert_eq!(waves.len(), 1, "no relationships: one wave");
-        let mut calls: Vec<(String, usize)> = waves[0].iter().map(|b| (format!("{:?}", b.kind), b.items.len())).collect();
+        let mut calls: Vec<(String, usize)> =
+            waves[0].iter().map(|b| (format!("{:?}", b.kind), b.items.len())).collect();
         calls.sort();
         assert_eq!(
             calls,
-            [("Create".to_string(), 50), ("Create".to_string(), 200), ("Upsert { object: \"Account\", field: \"external_id__c\" }".to_string(), 1)]
+            [
+                ("Create".to_string(), 50),
+                ("Create".to_string(), 200),
+                ("Upsert { object: \"Account\", field: \"external_id__c\" }".to_string(), 1)
+            ]
         );
-        let keys: std::collections::BTreeSet<usize> = waves[0].iter().flat_map(|b| b.items.iter().map(|(k, _)| *k)).collect();
+        let keys: std::collections::BTreeSet<usize> =
+            waves[0].iter().flat_map(|b| b.items.iter().map(|(k, _)| *k)).collect();
         assert_eq!(keys.len(), 251, "every job is sent exactly once");
     }
 
     #[test]
     fn a_custom_parent_object_goes_first() {
         let mut claimed = Claimed::default();
-        claimed.tables.insert("account__c".into(), table("Account__c", &["name", "external_id__c"], Some("external_id__c")));
-        claimed.tables.insert("invoice".into(), table("Invoice__c", &["amount__c", "account__r__external_id__c"], None));
-        claimed.changes.insert("invoice".into(), vec![insert(2, 7, &[("amount__c", "1"), ("account__r__external_id__c", "A-1")])]);
+        claimed
+            .tables
+            .insert("account__c".into(), table("Account__c", &["name", "external_id__c"], Some("external_id__c")));
+        claimed
+            .tables
+            .insert("invoice".into(), table("Invoice__c", &["amount__c", "account__r__external_id__c"], None));
+        claimed
+            .changes
+            .insert("invoice".into(), vec![insert(2, 7, &[("amount__c", "1"), ("account__r__external_id__c", "A-1")])]);
         claimed.changes.insert("account__c".into(), vec![insert(1, 1, &[("name", "A"), ("external_id__c", "A-1")])]);
         let mut p = plan(&claimed);
         p.decide(&claimed.tables, &HashMap::new(), MERGED);

@@ -21,8 +21,15 @@ pub struct Batch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Salesforce took it; the id (new for creates) and whether an upsert created the record.
-    Done { id: Option<String>, created: bool },
-    Failed { code: String, message: String, transient: bool },
+    Done {
+        id: Option<String>,
+        created: bool,
+    },
+    Failed {
+        code: String,
+        message: String,
+        transient: bool,
+    },
     /// Not sent (or no answer) because the connection is in trouble: try again later, at no cost to the record.
     Unsent,
 }
@@ -92,9 +99,15 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &
         Ok(results) => {
             for (i, (key, _)) in items.iter().enumerate() {
                 let verdict = match results.get(i) {
-                    Some(r) if r.success => Verdict::Done { id: r.id.clone(), created: r.created.unwrap_or(*kind == CallKind::Create) },
+                    Some(r) if r.success => {
+                        Verdict::Done { id: r.id.clone(), created: r.created.unwrap_or(*kind == CallKind::Create) }
+                    }
                     Some(r) => {
-                        let e = r.errors.first().cloned().unwrap_or(SfError { code: "UNKNOWN".into(), message: "failed without an error".into(), fields: vec![] });
+                        let e = r.errors.first().cloned().unwrap_or(SfError {
+                            code: "UNKNOWN".into(),
+                            message: "failed without an error".into(),
+                            fields: vec![],
+                        });
                         if *kind == CallKind::Delete && e.code == "ENTITY_IS_DELETED" {
                             // Already gone in Salesforce: the delete's goal is met.
                             Verdict::Done { id: None, created: false }
@@ -103,7 +116,11 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &
                             Verdict::Failed { code: e.code, message: e.message, transient }
                         }
                     }
-                    None => Verdict::Failed { code: "NO_RESULT".into(), message: "Salesforce returned fewer results than records".into(), transient: true },
+                    None => Verdict::Failed {
+                        code: "NO_RESULT".into(),
+                        message: "Salesforce returned fewer results than records".into(),
+                        transient: true,
+                    },
                 };
                 out.verdicts.push((*key, verdict));
             }
