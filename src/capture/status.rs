@@ -64,7 +64,7 @@ unsafe fn track(
         };
         let mut err_null = false;
         pg_sys::SPI_getbinval(new_tuple, tupdesc, err_att, &mut err_null);
-        if err_null && new_lastop.as_deref() == Some(wanted) {
+        if err_null && new_lastop == Some(wanted.as_bytes()) {
             return new_tuple; // already right (the column default makes this the common INSERT case)
         }
         let mut columns = [lastop_att, err_att];
@@ -81,10 +81,12 @@ unsafe fn track(
     }
 }
 
-unsafe fn text_attr(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, attnum: i32) -> Option<String> {
+/// The raw text of a text or varchar column, borrowed from the tuple (no copy, no encoding check): this runs for
+/// every row written to a mapped table.
+unsafe fn text_attr<'a>(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, attnum: i32) -> Option<&'a [u8]> {
     unsafe {
         let mut is_null = false;
         let datum = pg_sys::SPI_getbinval(tuple, tupdesc, attnum, &mut is_null);
-        String::from_datum(datum, is_null)
+        <&[u8]>::from_datum(datum, is_null)
     }
 }
