@@ -22,6 +22,9 @@ CREATE TABLE @extschema@._trigger_log (
     -- pgforce: delivery attempts made so far, and when the next one may start (NULL: at once).
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz,
+    -- pgforce: the table that was written (capture records it; rows users insert by the documented SQL leave it
+    -- NULL and are resolved by table_name).
+    relid           regclass,
     CONSTRAINT _trigger_log_pkey PRIMARY KEY (id),
     CONSTRAINT _trigger_log_state_check CHECK (state IN ('NEW', 'PENDING', 'SUCCESS', 'FAILED', 'MERGED', 'IGNORE',
                                                         'IGNORED', 'READONLY', 'REQUEUE', 'REQUEUED')),
@@ -64,6 +67,7 @@ CREATE TABLE @extschema@._trigger_log_archive (
     sf_message      text,
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz,
+    relid           regclass,
     CONSTRAINT _trigger_log_archive_pkey PRIMARY KEY (id)
 );
 CREATE INDEX _trigger_log_archive_idx_created_at ON @extschema@._trigger_log_archive (created_at);

@@ -1,29 +1,78 @@
 -- pgforce objects that need the generated functions, created last.
+--
+-- Who may do what (the README's "Security model"): every function is revoked from PUBLIC unless it is meant for
+-- everyone; every SECURITY DEFINER function pins its search_path; nobody but superusers writes the trigger log, the
+-- archive or the mappings directly. Operators act through functions granted to pgforce_operator; pgforce_monitor
+-- reads error texts.
+
+-- The two roles are cluster-wide: created once, shared by every database with pgforce, kept by DROP EXTENSION.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgforce_monitor') THEN
+        CREATE ROLE pgforce_monitor NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgforce_operator') THEN
+        CREATE ROLE pgforce_operator NOLOGIN;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('pgforce_operator', 'pgforce_monitor', 'MEMBER') THEN
+        GRANT pgforce_monitor TO pgforce_operator;
+    END IF;
+END
+$do$;
 
 -- Capture runs as the extension's owner, so an application role with rights on its own table only is captured
--- without being able to touch the trigger log itself.
-ALTER FUNCTION @extschema@._capture_changes() SECURITY DEFINER;
+-- without being able to touch the trigger log itself. The trigger functions check where and how they fire; nobody
+-- but a superuser (through map_table) attaches them.
+ALTER FUNCTION @extschema@._capture_changes() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION @extschema@._capture_changes() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._track_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._wake_worker() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._mapping_changed() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._map_table FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._unmap_table FROM PUBLIC;
 
--- The mapping registry holds no secrets: anyone may read which tables are synced.
 GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
-GRANT SELECT ON @extschema@._mapping TO PUBLIC;
+-- Which tables are synced, and how, is no secret (the triggers read it as the writing role); the worker's last
+-- error is for monitors.
+GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, created_at, updated_at)
+    ON @extschema@._mapping TO PUBLIC;
+GRANT SELECT ON @extschema@._mapping, @extschema@._trigger_log, @extschema@._trigger_log_archive TO pgforce_monitor;
 
--- API: Private. Repair functions refuse table names nothing would ever deliver.
-CREATE FUNCTION @extschema@._require_mapped(tbl varchar) RETURNS void
-LANGUAGE plpgsql STABLE
+-- Any change of a mapping (by map_table, unmap_table, a dropped table, or a superuser's own SQL) is seen at once
+-- by every session's capture triggers. Not the worker's statistics (last_success_at, …): those change every cycle
+-- and would make every session rebuild the table's cache entries and plans.
+CREATE TRIGGER pgforce_mapping_changed AFTER INSERT OR UPDATE OF relid, access OR DELETE ON @extschema@._mapping
+    FOR EACH ROW EXECUTE FUNCTION @extschema@._mapping_changed();
+
+-- API: Private. Appends a change to the log for a mapped table, as the repair functions ask (they run with the
+-- caller's rights; only this insert runs as the extension's owner).
+CREATE FUNCTION @extschema@._log_repair(tbl varchar, action text, record_id bigint, sfid text, changes text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    mapped regclass;
+    new_id bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM @extschema@._mapping WHERE table_name = tbl) THEN
+    SELECT m.relid INTO mapped FROM @extschema@._mapping m WHERE m.table_name OPERATOR(pg_catalog.=) tbl;
+    IF mapped IS NULL THEN
         RAISE EXCEPTION 'table "%" is not mapped to Salesforce', tbl
             USING ERRCODE = 'undefined_table',
                   HINT = 'Pass the table name without its schema, as _trigger_log.table_name shows it; salesforce.map_table() maps a table.';
     END IF;
+    INSERT INTO @extschema@._trigger_log (action, table_name, relid, txid, created_at, state, record_id, sfid, "values")
+    VALUES (action, tbl, mapped, pg_catalog.txid_current(), pg_catalog.clock_timestamp(), 'NEW', record_id, sfid, changes)
+    RETURNING id INTO new_id;
+    RETURN new_id;
 END
 $fn$;
+REVOKE ALL ON FUNCTION @extschema@._log_repair(varchar, text, bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._log_repair(varchar, text, bigint, text, text) TO pgforce_operator;
 
 -- API: Public. Heroku Connect's repair function (VERSION 1 semantics): record the row as a fresh INSERT at the end
 -- of the queue. Returns the new trigger log id, or NULL when the row has no id. `id` and `sfid` can never be
--- excluded.
+-- excluded. For pgforce_operator (and superusers).
 CREATE FUNCTION @extschema@.hc_capture_insert_from_row(
     source_row hstore,
     table_name varchar,
@@ -35,24 +84,20 @@ AS $fn$
 #variable_conflict use_variable
 DECLARE
     exclusions text[];
-    new_id bigint;
 BEGIN
     IF source_row -> 'id' IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM @extschema@._require_mapped(table_name);
     exclusions := ARRAY(SELECT c FROM unnest(excluded_cols) AS c WHERE c NOT IN ('id', 'sfid'))
                   || ARRAY['_hc_lastop', '_hc_err'];
-    INSERT INTO @extschema@._trigger_log (action, table_name, txid, created_at, state, record_id, "values")
-    VALUES ('INSERT', table_name, txid_current(), clock_timestamp(), 'NEW', (source_row -> 'id')::bigint,
-            (source_row - exclusions)::text)
-    RETURNING id INTO new_id;
-    RETURN new_id;
+    RETURN @extschema@._log_repair(table_name, 'INSERT', (source_row -> 'id')::bigint, NULL,
+                                   (source_row - exclusions)::text);
 END
 $fn$;
 
 -- API: Public. Heroku Connect's repair function for UPDATEs: record the listed columns (all of them when the list
 -- is empty, Connect's own rule) as a fresh UPDATE. Returns the new trigger log id, or NULL when the row has no id.
+-- For pgforce_operator (and superusers).
 CREATE FUNCTION @extschema@.hc_capture_update_from_row(
     source_row hstore,
     table_name varchar,
@@ -64,34 +109,74 @@ AS $fn$
 #variable_conflict use_variable
 DECLARE
     exclusions text[] := ARRAY[]::text[];
-    new_id bigint;
 BEGIN
     IF source_row -> 'id' IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM @extschema@._require_mapped(table_name);
     -- array_length of an empty array is NULL, so an empty list includes every column.
     IF array_length(columns_to_include, 1) <> 0 THEN
         exclusions := ARRAY(SELECT k FROM unnest(akeys(source_row)) AS k WHERE k <> ALL (columns_to_include));
     END IF;
-    INSERT INTO @extschema@._trigger_log (action, table_name, txid, created_at, state, record_id, sfid, "values")
-    VALUES ('UPDATE', table_name, txid_current(), clock_timestamp(), 'NEW', (source_row -> 'id')::bigint,
-            source_row -> 'sfid', ((source_row - exclusions) - ARRAY['_hc_lastop', '_hc_err'])::text)
-    RETURNING id INTO new_id;
-    RETURN new_id;
+    RETURN @extschema@._log_repair(table_name, 'UPDATE', (source_row -> 'id')::bigint, source_row -> 'sfid',
+                                   ((source_row - exclusions) - ARRAY['_hc_lastop', '_hc_err'])::text);
 END
 $fn$;
+REVOKE ALL ON FUNCTION @extschema@.hc_capture_insert_from_row(hstore, varchar, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.hc_capture_update_from_row(hstore, varchar, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_insert_from_row(hstore, varchar, text[]) TO pgforce_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_update_from_row(hstore, varchar, text[]) TO pgforce_operator;
 
--- API: Private. A dropped table stops being mapped (its trigger log rows stay for the record).
+-- API: Public. Send failed entries again: FAILED entries of the live log go back to NEW (with a fresh set of
+-- attempts), FAILED entries of the archive are marked REQUEUE (the worker copies them back). All mapped tables, or
+-- one. Returns how many entries were queued. For pgforce_operator (and superusers): operators retry through this,
+-- not through privileges on the log.
+CREATE FUNCTION @extschema@.retry_failed(tbl regclass DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    names varchar[];
+    live bigint;
+    archived bigint;
+BEGIN
+    IF tbl IS NOT NULL THEN
+        SELECT pg_catalog.array_agg(m.table_name) INTO names FROM @extschema@._mapping m
+         WHERE m.relid OPERATOR(pg_catalog.=) tbl;
+        IF names IS NULL THEN
+            RAISE EXCEPTION '% is not mapped to Salesforce', tbl
+                USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
+        END IF;
+    END IF;
+    UPDATE @extschema@._trigger_log l
+       SET state = 'NEW', attempts = 0, next_attempt_at = NULL, updated_at = pg_catalog.now()
+     WHERE l.state OPERATOR(pg_catalog.=) 'FAILED'
+       AND (names IS NULL OR l.table_name OPERATOR(pg_catalog.=) ANY (names));
+    GET DIAGNOSTICS live = ROW_COUNT;
+    UPDATE @extschema@._trigger_log_archive a
+       SET state = 'REQUEUE', updated_at = pg_catalog.now()
+     WHERE a.state OPERATOR(pg_catalog.=) 'FAILED'
+       AND (names IS NULL OR a.table_name OPERATOR(pg_catalog.=) ANY (names));
+    GET DIAGNOSTICS archived = ROW_COUNT;
+    RETURN live OPERATOR(pg_catalog.+) archived;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.retry_failed(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.retry_failed(regclass) TO pgforce_operator;
+
+-- API: Private. A dropped table stops being mapped (its trigger log rows stay for the record). It runs for every
+-- DROP of every role, so it runs as the extension's owner, with a pinned search_path, and touches nothing unless a
+-- mapped table was dropped.
 CREATE FUNCTION @extschema@._forget_dropped_tables() RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     DELETE FROM @extschema@._mapping AS m
      USING pg_catalog.pg_event_trigger_dropped_objects() AS d
-     WHERE d.object_type = 'table' AND d.objid = m.relid::oid;
+     WHERE d.object_type OPERATOR(pg_catalog.=) 'table' AND d.objid OPERATOR(pg_catalog.=) m.relid::pg_catalog.oid;
 END
 $fn$;
+REVOKE ALL ON FUNCTION @extschema@._forget_dropped_tables() FROM PUBLIC;
 CREATE EVENT TRIGGER pgforce_forget_dropped_tables ON sql_drop
     EXECUTE FUNCTION @extschema@._forget_dropped_tables();
 
@@ -105,7 +190,8 @@ END
 $do$;
 
 -- API: Public. Make a table synced: adds the system columns it lacks, installs the capture triggers and records the
--- mapping. mode is 'read_write' or 'read_only'; fields defaults to every non-system column.
+-- mapping. mode is 'read_write' or 'read_only'; fields defaults to every non-system column. For superusers, and for
+-- roles a superuser grants it to, on tables they own.
 CREATE FUNCTION @extschema@.map_table(
     tbl regclass,
     sobject text,
@@ -113,13 +199,17 @@ CREATE FUNCTION @extschema@.map_table(
     upsert_field text DEFAULT NULL,
     fields text[] DEFAULT NULL
 ) RETURNS void
-LANGUAGE sql
-AS $fn$ SELECT @extschema@._map_table(tbl::oid, sobject, mode, upsert_field, fields) $fn$;
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields) $fn$;
 
 -- API: Public. Stop syncing a table: removes its triggers and mapping; keeps its columns and trigger log rows.
 CREATE FUNCTION @extschema@.unmap_table(tbl regclass) RETURNS void
-LANGUAGE sql
-AS $fn$ SELECT @extschema@._unmap_table(tbl::oid) $fn$;
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT @extschema@._unmap_table(tbl::pg_catalog.oid) $fn$;
+REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.unmap_table(regclass) FROM PUBLIC;
 
 -- Rows inserted into the log, reset to NEW, or set to REQUEUE in the archive by users (the documented retry SQL)
 -- wake the sync worker when their transaction commits; its own writes (xmlbinary = hex) do not.
@@ -129,6 +219,7 @@ CREATE TRIGGER pgforce_wake AFTER UPDATE ON @extschema@._trigger_log_archive
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._wake_worker();
 
 -- API: Public. One row per mapping: what waits, what failed, when it last worked, and how the connection is.
+-- Everyone sees the counts; error texts (last_error, connection_message) only members of pgforce_monitor.
 CREATE VIEW @extschema@.sync_status AS
 SELECT m.table_name,
        m.sobject,
@@ -138,9 +229,9 @@ SELECT m.table_name,
        l.oldest_pending_age,
        m.last_success_at,
        m.last_error_at,
-       m.last_error,
+       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN m.last_error END AS last_error,
        s.state                     AS connection_state,
-       s.message                   AS connection_message,
+       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN s.message END AS connection_message,
        s.api_used,
        s.api_limit,
        s.updated_at                AS state_updated_at

@@ -38,8 +38,14 @@ pub enum PgforceError {
     #[error("{table} has no columns to send to Salesforce")]
     NoFields { table: String },
 
-    #[error("capture trigger on {table} was created with bad arguments: {args:?}")]
-    BadTriggerArguments { table: String, args: Vec<String> },
+    #[error("pgforce's {function} cannot run as {fired} on {table}: it is made for {expected}")]
+    TriggerMisused { function: &'static str, fired: String, table: String, expected: &'static str },
+
+    #[error("{table} is not mapped to Salesforce: pgforce's {function} captures nothing from it")]
+    NotMappedForCapture { function: &'static str, table: String },
+
+    #[error("must be owner of table {table} to map it to Salesforce")]
+    NotOwner { table: String },
 
     #[error("argument {0} must not be NULL")]
     NullArgument(&'static str),
@@ -62,7 +68,8 @@ impl PgforceError {
             Self::WrongColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
             Self::IdNotUnique { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::UnknownColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
-            Self::BadTriggerArguments { .. } => ERRCODE_TRIGGERED_ACTION_EXCEPTION,
+            Self::TriggerMisused { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            Self::NotMappedForCapture { .. } | Self::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -96,9 +103,10 @@ impl PgforceError {
                 "Leave id, sfid, _hc_lastop, _hc_err and Salesforce's system fields out of the field list.".into()
             }
             Self::NoFields { .. } => "Add the columns to sync, or pass them in the fields argument.".into(),
-            Self::BadTriggerArguments { .. } => {
-                "Remap the table: salesforce.unmap_table() then salesforce.map_table().".into()
+            Self::TriggerMisused { .. } | Self::NotMappedForCapture { .. } => {
+                "pgforce's triggers are installed by salesforce.map_table(); drop this one (DROP TRIGGER).".into()
             }
+            Self::NotOwner { .. } => "Ask the table's owner or a superuser to map it.".into(),
             Self::NullArgument(_) | Self::Spi(_) => return None,
         })
     }

@@ -71,6 +71,9 @@ static CLIENT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 static USERNAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static JWT_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REFRESH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CLIENT_SECRET_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static REFRESH_TOKEN_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ALLOW_INSECURE_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
 static API_VERSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"62.0"));
 static WRITE_ALGORITHM: GucSetting<WriteAlgorithmSetting> =
     GucSetting::<WriteAlgorithmSetting>::new(WriteAlgorithmSetting::Merged);
@@ -175,6 +178,30 @@ pub fn register(preloading: bool) {
         &REFRESH_TOKEN,
         Sighup,
         secret,
+    );
+    GucRegistry::define_string_guc(
+        c"pgforce.client_secret_file",
+        c"File with the connected app's consumer secret (instead of pgforce.client_secret).",
+        c"Readable by the server's OS user only (mode 600); re-read on reload. Readable by superusers only.",
+        &CLIENT_SECRET_FILE,
+        Sighup,
+        secret,
+    );
+    GucRegistry::define_string_guc(
+        c"pgforce.refresh_token_file",
+        c"File with the refresh token (instead of pgforce.refresh_token).",
+        c"Readable by the server's OS user only (mode 600); re-read on reload. Readable by superusers only.",
+        &REFRESH_TOKEN_FILE,
+        Sighup,
+        secret,
+    );
+    GucRegistry::define_bool_guc(
+        c"pgforce.allow_insecure_http",
+        c"Allow plain http to Salesforce hosts that are not loopback addresses.",
+        c"Off: only https (and http to a loopback stand-in). Set it before pgforce.login_url.",
+        &ALLOW_INSECURE_HTTP,
+        Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_enum_guc(
         c"pgforce.write_algorithm",
@@ -294,7 +321,7 @@ pub fn register(preloading: bool) {
 unsafe fn check_string(
     name: &str,
     newval: *mut *mut c_char,
-    check: fn(&str) -> Result<(), String>,
+    check: impl Fn(&str) -> Result<(), String>,
     hint: &CStr,
 ) -> bool {
     // SAFETY: Postgres passes a pointer to the proposed value, a palloc'd C string or NULL.
@@ -323,7 +350,8 @@ unsafe extern "C-unwind" fn check_login_url_hook(
 ) -> bool {
     // SAFETY: called by Postgres as this setting's check hook.
     unsafe {
-        check_string("pgforce.login_url", newval, check_login_url, c"Use https://login.salesforce.com, https://test.salesforce.com or the org's My Domain URL, such as https://mycompany.my.salesforce.com.")
+        let allow_insecure_http = ALLOW_INSECURE_HTTP.get();
+        check_string("pgforce.login_url", newval, |v| check_login_url(v, allow_insecure_http), c"Use https://login.salesforce.com, https://test.salesforce.com or the org's My Domain URL, such as https://mycompany.my.salesforce.com.")
     }
 }
 
@@ -369,7 +397,10 @@ pub fn config() -> Config {
             refresh_token: text(&REFRESH_TOKEN),
             api_version: text(&API_VERSION),
             request_timeout,
+            allow_insecure_http: ALLOW_INSECURE_HTTP.get(),
         },
+        client_secret_file: PathBuf::from(text(&CLIENT_SECRET_FILE)),
+        refresh_token_file: PathBuf::from(text(&REFRESH_TOKEN_FILE)),
         write_algorithm: WRITE_ALGORITHM.get().into(),
         max_concurrency: MAX_CONCURRENCY.get().max(1) as usize,
         batch_size: i64::from(BATCH_SIZE.get().max(1)),

@@ -30,6 +30,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a plain read of a postmaster global that is only written before _PG_init runs.
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     guc::register(preloading);
+    capture::init_mapped_cache();
     if preloading {
         PRELOADED.store(true, Ordering::Relaxed);
         shmem::init_shared_memory();

@@ -7,6 +7,7 @@
 // ErrorReport is how pgrx carries an SQLSTATE, message and hint to the caller; its size does not matter here.
 #![allow(clippy::result_large_err)]
 
+use pgforce_core::log::LastOp;
 use pgforce_core::mapping::{check_salesforce_name, is_system_column, relationship_column, Access};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -73,6 +74,7 @@ fn map_table(
     let access: Access = mode.parse().map_err(|_| PgforceError::BadMode(mode.to_string()))?;
     check_salesforce_name(sobject).map_err(PgforceError::BadSobject)?;
     let table = table_info(client, tbl)?;
+    check_owner(client, tbl, &table)?;
     check_kind(&table)?;
     let schema = extension_schema(client)?;
     check_not_mapped(client, &schema, tbl, &table)?;
@@ -118,6 +120,7 @@ fn map_table(
 
 fn unmap_table(client: &mut SpiClient, tbl: pg_sys::Oid) -> Result<()> {
     let table = table_info(client, tbl)?;
+    check_owner(client, tbl, &table)?;
     let schema = extension_schema(client)?;
     let removed = client.update(
         &format!("DELETE FROM {schema}._mapping WHERE relid = $1::pg_catalog.oid"),
@@ -132,6 +135,30 @@ fn unmap_table(client: &mut SpiClient, tbl: pg_sys::Oid) -> Result<()> {
     }
     pgrx::notice!("pgforce: {} is no longer mapped; its columns and trigger log rows are kept", table.qualified);
     Ok(())
+}
+
+/// map_table and unmap_table run as the extension's owner (SECURITY DEFINER), for superusers and for roles a
+/// superuser granted them to: such a role may (un)map only tables it owns. The role is the one that called the SQL
+/// function (`GetOuterUserId`: SET ROLE counts, the SECURITY DEFINER switch does not).
+fn check_owner(client: &SpiClient, tbl: pg_sys::Oid, table: &TableInfo) -> Result<()> {
+    // SAFETY: reads this backend's user identity.
+    let caller = unsafe { pg_sys::GetOuterUserId() };
+    let allowed: bool = client
+        .select(
+            "SELECT pg_catalog.pg_has_role($1, c.relowner, 'USAGE') OR r.rolsuper \
+               FROM pg_catalog.pg_class c, pg_catalog.pg_roles r WHERE c.oid OPERATOR(pg_catalog.=) $2 \
+                AND r.oid OPERATOR(pg_catalog.=) $1",
+            Some(1),
+            &[DatumWithOid::from(caller), DatumWithOid::from(tbl)],
+        )?
+        .first()
+        .get(1)?
+        .unwrap_or(false);
+    if allowed {
+        Ok(())
+    } else {
+        Err(PgforceError::NotOwner { table: table.qualified.clone() })
+    }
 }
 
 fn extension_schema(client: &SpiClient) -> Result<String> {
@@ -332,7 +359,8 @@ fn add_system_columns(client: &mut SpiClient, table: &TableInfo) -> Result<()> {
         // Existing rows keep NULL (they were never sent); new rows default to what the status trigger would set.
         None => client.update(&format!("ALTER TABLE {t} ADD COLUMN _hc_lastop varchar(32)"), None, &[]).map(|_| ())?,
     }
-    client.update(&format!("ALTER TABLE {t} ALTER COLUMN _hc_lastop SET DEFAULT 'PENDING'"), None, &[])?;
+    let pending = LastOp::Pending.as_str();
+    client.update(&format!("ALTER TABLE {t} ALTER COLUMN _hc_lastop SET DEFAULT '{pending}'"), None, &[])?;
     match table.column("_hc_err") {
         Some(c) if !TEXT_TYPES.contains(&c.type_oid) => return Err(wrong_type("_hc_err", &c.type_name, "text")),
         Some(_) => {}

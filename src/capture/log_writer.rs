@@ -22,6 +22,7 @@ pub struct CapturedChange<'a> {
 
 struct SavedPlan {
     schema: pg_sys::Oid,
+    has_relid: bool,
     plan: pg_sys::SPIPlanPtr,
 }
 
@@ -35,6 +36,7 @@ pub struct LogWriter {
     schema: pg_sys::Oid,
     action: Action,
     table_name: CString,
+    relid: pg_sys::Oid,
     context: PgMemoryContexts,
     states: ArrayColumn,
     record_ids: ArrayColumn,
@@ -45,11 +47,12 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// `schema` is the extension's schema (where `_trigger_log` lives).
-    pub fn new(schema: pg_sys::Oid, action: Action, table_name: &CStr) -> Self {
+    pub fn new(schema: pg_sys::Oid, action: Action, table_name: &CStr, relid: pg_sys::Oid) -> Self {
         Self {
             schema,
             action,
             table_name: table_name.to_owned(),
+            relid,
             context: PgMemoryContexts::new("pgforce capture"),
             states: ArrayColumn::default(),
             record_ids: ArrayColumn::default(),
@@ -88,6 +91,7 @@ impl LogWriter {
                 [
                     text_datum(self.action.as_str().as_bytes()),
                     text_datum(self.table_name.as_bytes()),
+                    pg_sys::Datum::from(self.relid),
                     self.states.text_array(),
                     self.record_ids.array(pg_sys::INT8OID, 8, true, b'd'),
                     self.sfids.text_array(),
@@ -155,9 +159,19 @@ unsafe fn text_datum(bytes: &[u8]) -> pg_sys::Datum {
     unsafe { pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(bytes.as_ptr().cast(), bytes.len() as i32)) }
 }
 
+/// Whether the log has the `relid` column (0.2.0 and later). After the library is upgraded and before
+/// `ALTER EXTENSION pgforce UPDATE` runs, the log still has the previous release's columns, and capture must go on
+/// writing them: an application's writes never wait for an extension update.
+unsafe fn log_has_relid(schema: pg_sys::Oid) -> bool {
+    unsafe {
+        let log = pg_sys::get_relname_relid(c"_trigger_log".as_ptr(), schema);
+        log != pg_sys::Oid::INVALID && pg_sys::get_attnum(log, c"relid".as_ptr()) != pg_sys::InvalidAttrNumber as i16
+    }
+}
+
 /// The INSERT of one chunk. Every name is schema-qualified: capture runs as the extension's owner, so the
 /// caller's search_path must not be able to redirect it.
-fn insert_sql(schema: pg_sys::Oid) -> CString {
+fn insert_sql(schema: pg_sys::Oid, has_relid: bool) -> CString {
     // SAFETY: catalog lookup of the extension's own schema; NULL only if it was dropped concurrently.
     let name = unsafe {
         let p = pg_sys::get_namespace_name(schema);
@@ -168,31 +182,34 @@ fn insert_sql(schema: pg_sys::Oid) -> CString {
         }
     };
     let log = format!("{}._trigger_log", pgrx::spi::quote_identifier(&name));
+    let (relid_column, relid_value) = if has_relid { (" relid,", " $3::pg_catalog.regclass,") } else { ("", "") };
     let sql = format!(
-        "INSERT INTO {log} (txid, created_at, updated_at, state, action, table_name, record_id, sfid, old, \"values\") \
-         SELECT pg_catalog.txid_current(), pg_catalog.clock_timestamp(), NULL, r.state, $1, $2, r.record_id, \
-                r.sfid, r.old, r.vals \
-           FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), \
-                           pg_catalog.unnest($6), pg_catalog.unnest($7)) AS r(state, record_id, sfid, old, vals)"
+        "INSERT INTO {log} (txid, created_at, updated_at, state, action, table_name,{relid_column} record_id, sfid, old, \"values\") \
+         SELECT pg_catalog.txid_current(), pg_catalog.clock_timestamp(), NULL, r.state, $1, $2,{relid_value} \
+                r.record_id, r.sfid, r.old, r.vals \
+           FROM ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), \
+                           pg_catalog.unnest($7), pg_catalog.unnest($8)) AS r(state, record_id, sfid, old, vals)"
     );
     CString::new(sql).unwrap_or_default()
 }
 
-unsafe fn execute_insert(schema: pg_sys::Oid, mut args: [pg_sys::Datum; 7], rows: usize) {
+unsafe fn execute_insert(schema: pg_sys::Oid, mut args: [pg_sys::Datum; 8], rows: usize) {
     unsafe {
         pg_sys::SPI_connect();
+        let has_relid = log_has_relid(schema);
         let plan = PLAN.with(|cell| {
             let mut saved = cell.borrow_mut();
             match saved.as_ref() {
-                Some(p) if p.schema == schema => p.plan,
+                Some(p) if p.schema == schema && p.has_relid == has_relid => p.plan,
                 _ => {
                     if let Some(old) = saved.take() {
                         pg_sys::SPI_freeplan(old.plan);
                     }
-                    let sql = insert_sql(schema);
+                    let sql = insert_sql(schema, has_relid);
                     let mut types = [
                         pg_sys::TEXTOID,
                         pg_sys::TEXTOID,
+                        pg_sys::OIDOID,
                         pg_sys::TEXTARRAYOID,
                         pg_sys::INT8ARRAYOID,
                         pg_sys::TEXTARRAYOID,
@@ -205,12 +222,12 @@ unsafe fn execute_insert(schema: pg_sys::Oid, mut args: [pg_sys::Datum; 7], rows
                         pgrx::error!("pgforce: could not prepare the trigger log insert (SPI code {code})");
                     }
                     pg_sys::SPI_keepplan(plan);
-                    *saved = Some(SavedPlan { schema, plan });
+                    *saved = Some(SavedPlan { schema, has_relid, plan });
                     plan
                 }
             }
         });
-        let nulls = [b' ' as std::ffi::c_char; 7];
+        let nulls = [b' ' as std::ffi::c_char; 8];
         let status = pg_sys::SPI_execute_plan(plan, args.as_mut_ptr(), nulls.as_ptr(), false, 0);
         let processed = pg_sys::SPI_processed;
         if status != pg_sys::SPI_OK_INSERT as i32 || processed as usize != rows {

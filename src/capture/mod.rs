@@ -6,6 +6,7 @@
 //!   PL/pgSQL call and one INSERT per row.
 
 mod log_writer;
+mod mapped;
 mod row_text;
 mod status;
 mod wake;
@@ -22,40 +23,108 @@ use crate::server::is_user_write;
 use log_writer::{CapturedChange, LogWriter};
 use row_text::{Row, RowRenderer};
 
+pub use mapped::init as init_mapped_cache;
 pub use status::WRITING_OUTCOMES;
 
 /// Names of the transition tables the capture triggers declare (`REFERENCING ... AS`).
 pub const OLD_ROWS: &str = "pgforce_old_rows";
 pub const NEW_ROWS: &str = "pgforce_new_rows";
 
-/// Statement-level capture trigger. Its one argument is the mapping's access mode.
+/// Where and how a trigger fired, as Postgres says: every pgforce trigger function checks it before doing anything,
+/// because a role that can attach a function to a table chooses all of it.
+pub(crate) struct Firing {
+    pub before: bool,
+    pub per_row: bool,
+    /// `None` for TRUNCATE.
+    pub action: Option<Action>,
+    pub relid: pg_sys::Oid,
+    /// The schema of the firing function: the extension's.
+    pub schema: pg_sys::Oid,
+}
+
+impl Firing {
+    pub fn of(data: &pg_sys::TriggerData) -> Firing {
+        let event = data.tg_event;
+        // SAFETY: Postgres hands a trigger its relation and its pg_trigger entry.
+        let (relid, schema) =
+            unsafe { ((*data.tg_relation).rd_id, pg_sys::get_func_namespace((*data.tg_trigger).tgfoid)) };
+        Firing {
+            before: event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_BEFORE,
+            per_row: event & pg_sys::TRIGGER_EVENT_ROW != 0,
+            action: match event & pg_sys::TRIGGER_EVENT_OPMASK {
+                pg_sys::TRIGGER_EVENT_INSERT => Some(Action::Insert),
+                pg_sys::TRIGGER_EVENT_UPDATE => Some(Action::Update),
+                pg_sys::TRIGGER_EVENT_DELETE => Some(Action::Delete),
+                _ => None,
+            },
+            relid,
+            schema,
+        }
+    }
+
+    /// E.g. `AFTER DELETE FOR EACH ROW`.
+    fn describe(&self) -> String {
+        format!(
+            "{} {} FOR EACH {}",
+            if self.before { "BEFORE" } else { "AFTER" },
+            self.action.map_or("TRUNCATE", Action::as_str),
+            if self.per_row { "ROW" } else { "STATEMENT" }
+        )
+    }
+
+    /// Refuses the firing (SQLSTATE 39P01): nothing is captured or changed.
+    pub fn misused(&self, trigger: &PgTrigger, function: &'static str, expected: &'static str) -> ! {
+        raise(PgforceError::TriggerMisused {
+            function,
+            fired: self.describe(),
+            table: trigger.table_name().unwrap_or_default(),
+            expected,
+        })
+    }
+
+    /// The mapping of the firing relation; refuses (SQLSTATE 42501) a relation that is not mapped.
+    pub fn mapped(&self, trigger: &PgTrigger, function: &'static str) -> Access {
+        mapped::access_of(self.relid, self.schema).unwrap_or_else(|| {
+            raise(PgforceError::NotMappedForCapture { function, table: trigger.table_name().unwrap_or_default() })
+        })
+    }
+}
+
+/// Statement-level capture trigger, as `map_table` installs it: AFTER INSERT, UPDATE or DELETE, FOR EACH STATEMENT,
+/// with the transition tables of its event, on a mapped table. Its argument (the access mode) is informational:
+/// the mapping decides.
 #[pg_trigger]
 fn _capture_changes<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, PgforceError> {
+    let data = trigger.trigger_data();
+    let firing = Firing::of(data);
+    let (has_old, has_new) = (!data.tg_oldtable.is_null(), !data.tg_newtable.is_null());
+    let action = match firing.action {
+        Some(Action::Insert) if has_new => Action::Insert,
+        Some(Action::Update) if has_old && has_new => Action::Update,
+        Some(Action::Delete) if has_old => Action::Delete,
+        _ => firing.misused(
+            trigger,
+            "capture trigger",
+            "AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with transition tables",
+        ),
+    };
+    if firing.before || firing.per_row {
+        firing.misused(
+            trigger,
+            "capture trigger",
+            "AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with transition tables",
+        );
+    }
     if !is_user_write() {
         return Ok(None);
     }
-    let data = trigger.trigger_data();
-    let access = trigger_access(trigger);
-    let action = match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
-        pg_sys::TRIGGER_EVENT_INSERT => Action::Insert,
-        pg_sys::TRIGGER_EVENT_UPDATE => Action::Update,
-        pg_sys::TRIGGER_EVENT_DELETE => Action::Delete,
-        _ => return Ok(None), // TRUNCATE is never captured, as in Heroku Connect
-    };
+    let access = firing.mapped(trigger, "capture trigger");
     // SAFETY: Postgres hands a statement trigger valid transition tables for the events it declared.
-    unsafe { capture_statement(data, access, action) };
+    unsafe { capture_statement(data, access, action, firing) };
     Ok(None)
 }
 
-fn trigger_access(trigger: &PgTrigger) -> Access {
-    let args = trigger.extra_args().unwrap_or_default();
-    match args.first().map(|a| a.parse::<Access>()) {
-        Some(Ok(access)) if args.len() == 1 => access,
-        _ => raise(PgforceError::BadTriggerArguments { table: trigger.table_name().unwrap_or_default(), args }),
-    }
-}
-
-unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: Action) {
+unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: Action, firing: Firing) {
     unsafe {
         let (old_rows, new_rows) = match action {
             Action::Insert => (std::ptr::null_mut(), data.tg_newtable),
@@ -69,9 +138,8 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
         let relation = data.tg_relation;
         let tupdesc = (*relation).rd_att;
         let table_name = CStr::from_ptr((*(*relation).rd_rel).relname.data.as_ptr());
-        let schema = pg_sys::get_func_namespace((*data.tg_trigger).tgfoid);
 
-        let mut writer = LogWriter::new(schema, action, table_name);
+        let mut writer = LogWriter::new(firing.schema, action, table_name, firing.relid);
         let mut renderer = RowRenderer::new(tupdesc);
         let mut old_cursor = (!old_rows.is_null()).then(|| TransitionCursor::new(old_rows, tupdesc));
         let mut new_cursor = (!new_rows.is_null()).then(|| TransitionCursor::new(new_rows, tupdesc));

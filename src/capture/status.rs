@@ -6,10 +6,11 @@
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pgforce_core::log::LastOp;
+use pgforce_core::log::{Action, LastOp};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, IntoDatum};
 
+use super::Firing;
 use crate::server::is_user_write;
 
 /// Set by the sync worker while it writes outcomes (`sfid`, `_hc_lastop`, `_hc_err`) into mapped rows, so the
@@ -19,12 +20,22 @@ pub static WRITING_OUTCOMES: AtomicBool = AtomicBool::new(false);
 const LASTOP: &CStr = c"_hc_lastop";
 const ERR: &CStr = c"_hc_err";
 
+/// BEFORE INSERT OR UPDATE, FOR EACH ROW, on a mapped table, as `map_table` installs it.
 #[pg_trigger]
 fn _track_status<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
     let data = trigger.trigger_data();
-    let is_update = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE;
+    let firing = Firing::of(data);
+    let is_update = match firing.action {
+        Some(Action::Insert) => false,
+        Some(Action::Update) => true,
+        _ => firing.misused(trigger, "status trigger", "BEFORE INSERT OR UPDATE FOR EACH ROW"),
+    };
+    if !firing.before || !firing.per_row {
+        firing.misused(trigger, "status trigger", "BEFORE INSERT OR UPDATE FOR EACH ROW");
+    }
+    firing.mapped(trigger, "status trigger");
     // SAFETY: a row-level BEFORE trigger gets the row being written (and the old one on UPDATE) and the
     // relation's descriptor; we only read them and return either that row or a modified copy.
     unsafe {

@@ -2,17 +2,35 @@
 //! user transaction that writes them: captured changes (the capture trigger inserts into the log), and rows users
 //! insert, reset to NEW or set to REQUEUE (the documented retry SQL).
 
+use std::ffi::CStr;
+
+use pgforce_core::log::Action;
 use pgrx::prelude::*;
 
+use super::Firing;
 use crate::server::is_user_write;
 use crate::shmem::wake_at_commit;
 
-/// Statement trigger on `_trigger_log` and `_trigger_log_archive`. The worker's own writes (xmlbinary = hex) do not
-/// wake it.
+/// AFTER INSERT OR UPDATE FOR EACH STATEMENT on `_trigger_log`, and AFTER UPDATE on `_trigger_log_archive`. The
+/// worker's own writes (xmlbinary = hex) do not wake it.
 #[pg_trigger]
 fn _wake_worker<'a>(
-    _trigger: &'a PgTrigger<'a>,
+    trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let data = trigger.trigger_data();
+    let firing = Firing::of(data);
+    let expected = "AFTER INSERT OR UPDATE FOR EACH STATEMENT on the trigger log or its archive";
+    if firing.before || firing.per_row || !matches!(firing.action, Some(Action::Insert | Action::Update)) {
+        firing.misused(trigger, "wake-up trigger", expected);
+    }
+    // SAFETY: the firing relation's pg_class entry, which Postgres keeps for the trigger's duration.
+    let (namespace, name) = unsafe {
+        let class = (*data.tg_relation).rd_rel;
+        ((*class).relnamespace, CStr::from_ptr((*class).relname.data.as_ptr()))
+    };
+    if namespace != firing.schema || !matches!(name.to_bytes(), b"_trigger_log" | b"_trigger_log_archive") {
+        firing.misused(trigger, "wake-up trigger", expected);
+    }
     if is_user_write() {
         wake_at_commit();
     }

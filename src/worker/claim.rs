@@ -11,6 +11,7 @@ use pgforce_core::hstore;
 use pgforce_core::log::{Action, LogState};
 use pgforce_core::mapping::is_system_column;
 use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
 
 use super::error::WorkerError;
@@ -22,7 +23,7 @@ fn values(text: Option<String>) -> Values {
 
 /// Claims up to `config.batch_size` due rows. Under ordered writes only the oldest change of each record is
 /// claimed; the others stay `NEW` for a later cycle.
-pub fn claim(client: &mut SpiClient<'_>, st: &Statements, config: &Config) -> Result<Claimed, WorkerError> {
+pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -> Result<Claimed, WorkerError> {
     let rows = client.update(&st.claim, None, &[DatumWithOid::from(config.batch_size)])?;
     let mut ignored = Vec::new();
     let mut all = Vec::new();
@@ -92,10 +93,12 @@ fn set_state(
     Ok(())
 }
 
-/// The read-write mappings with the columns they send and how each column's text is read.
-fn load_tables(client: &mut SpiClient<'_>, st: &Statements) -> Result<HashMap<String, Table>, WorkerError> {
+/// The read-write mappings with the columns they send and how each column's text is read; their owners go into
+/// `st.owners`.
+fn load_tables(client: &mut SpiClient<'_>, st: &mut Statements) -> Result<HashMap<String, Table>, WorkerError> {
     let rows = client.select(&st.load_tables, None, &[])?;
     let mut out = HashMap::new();
+    st.owners.clear();
     for row in rows {
         let name: String = row.get(1)?.unwrap_or_default();
         let fields: Vec<Option<String>> = row.get(5)?.unwrap_or_default();
@@ -116,7 +119,11 @@ fn load_tables(client: &mut SpiClient<'_>, st: &Statements) -> Result<HashMap<St
             })
             .collect();
         let target = Target { sobject: row.get(3)?.unwrap_or_default(), upsert_field: row.get(4)?, columns };
-        out.insert(name, Table { qualified: row.get(2)?.unwrap_or_default(), target });
+        let qualified: String = row.get(2)?.unwrap_or_default();
+        if let Some(owner) = row.get::<pg_sys::Oid>(8)? {
+            st.owners.insert(qualified.clone(), owner);
+        }
+        out.insert(name, Table { qualified, target });
     }
     Ok(out)
 }

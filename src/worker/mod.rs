@@ -15,12 +15,13 @@ mod transaction;
 
 use std::collections::{BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pgforce_core::config::Config;
+use pgforce_core::config::{read_secret, Config};
 use pgforce_core::delivery::outcome::outcomes;
 use pgforce_core::delivery::plan::plan;
-use pgforce_core::delivery::send::{send_waves, Verdict};
+use pgforce_core::delivery::send::{send_waves, Delivery, Verdict};
 use pgforce_core::delivery::Claimed;
 use pgforce_core::retry::Breaker;
 use pgforce_core::salesforce::{CallError, Client, Settings};
@@ -40,6 +41,8 @@ use transaction::{as_sync_engine, in_transaction};
 const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 /// Pause between cycles while the org's API usage is above `pgforce.max_api_usage`.
 const THROTTLE_PAUSE: Duration = Duration::from_secs(5);
+/// The version of the extension's objects this library works with.
+const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Pause after a cycle that failed inside the worker (a database error or a bug).
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -64,6 +67,17 @@ pub fn register() {
 pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&guc::database()), None);
+    // The worker is a superuser: no schema a user can create objects in is ever on its path, whatever the
+    // database's or role's settings say.
+    // SAFETY: sets a GUC of this process, outside any transaction, from its main thread.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+    }
     shmem::publish_worker();
     let mut worker = Worker::new();
     let mut wait = Duration::ZERO;
@@ -74,6 +88,7 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
                 pg_sys::ConfigReloadPending = 0;
                 pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
             }
+            worker.secrets = None; // secret files are read again
         }
         wait = worker.run(&guc::config());
         show(&Step::Waiting);
@@ -85,9 +100,17 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
+/// Secrets read from `pgforce.client_secret_file` and `pgforce.refresh_token_file` (client secret, refresh token),
+/// kept until the next reload; or why they cannot be read.
+struct SecretFiles {
+    paths: (PathBuf, PathBuf),
+    read: Result<(Option<String>, Option<String>), String>,
+}
+
 struct Worker {
     /// The client and the connection settings it was built from (a reload that changes them builds a new one).
     client: Option<(Settings, Client)>,
+    secrets: Option<SecretFiles>,
     breaker: Breaker,
     rng: StdRng,
     reporter: Reporter,
@@ -98,12 +121,15 @@ struct Worker {
     statements: Option<Statements>,
     /// What the cycle is doing, for `pg_stat_activity` and for the report of a bug.
     step: Step,
+    /// When the worker last said the extension needs `ALTER EXTENSION pgforce UPDATE`.
+    version_warned: Option<Instant>,
 }
 
 impl Worker {
     fn new() -> Worker {
         Worker {
             client: None,
+            secrets: None,
             breaker: Breaker::new(Duration::from_millis(250), Duration::from_secs(60)),
             rng: StdRng::from_os_rng(),
             reporter: Reporter::default(),
@@ -111,6 +137,7 @@ impl Worker {
             find_schema: None,
             statements: None,
             step: Step::Waiting,
+            version_warned: None,
         }
     }
 
@@ -185,7 +212,9 @@ impl Worker {
             self.report(ConnState::Idle, None);
             return if requeued > 0 { Duration::ZERO } else { self.idle_wait(config) };
         }
-        self.report(ConnState::Polling, None);
+        if !self.reporter.in_trouble() {
+            self.report(ConnState::Polling, None);
+        }
         match self.deliver(config, claimed) {
             Ok(()) if self.throttled(config) => {
                 self.report(ConnState::Throttled, Some("API usage above pgforce.max_api_usage".into()));
@@ -230,10 +259,22 @@ impl Worker {
     /// or the extension was re-created); rows a crash left `PENDING` are then claimed again. Returns whether pgforce
     /// is installed.
     fn prepare(&mut self) -> Result<bool, WorkerError> {
-        let Some(schema) = self.installed_schema()? else {
+        let Some((schema, version)) = self.installed_schema()? else {
             self.statements = None;
             return Ok(false);
         };
+        if version != LIBRARY_VERSION {
+            // The library was upgraded (or downgraded) but not the extension's objects: wait for the update. Capture
+            // goes on meanwhile, and nothing is lost.
+            if self.version_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                pgrx::warning!(
+                    "pgforce: the library is {LIBRARY_VERSION} but the extension in this database is {version}: nothing is delivered until ALTER EXTENSION pgforce UPDATE"
+                );
+                self.version_warned = Some(Instant::now());
+            }
+            self.statements = None;
+            return Ok(false);
+        }
         if self.statements.as_ref().is_some_and(|st| st.schema == schema) {
             return Ok(true);
         }
@@ -247,7 +288,8 @@ impl Worker {
         Ok(true)
     }
 
-    fn installed_schema(&mut self) -> Result<Option<String>, WorkerError> {
+    /// The schema pgforce is installed in and the extension's version, if it is installed.
+    fn installed_schema(&mut self) -> Result<Option<(String, String)>, WorkerError> {
         let find = &mut self.find_schema;
         in_transaction(|c| {
             if find.is_none() {
@@ -256,7 +298,9 @@ impl Worker {
             let mut out = None;
             if let Some(statement) = find.as_ref() {
                 for row in c.select(statement, None, &[])? {
-                    out = row.get::<String>(1)?;
+                    if let (Some(schema), Some(version)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+                        out = Some((schema, version));
+                    }
                 }
             }
             Ok(out)
@@ -267,7 +311,7 @@ impl Worker {
     /// the worker's; the next cycle then starts afresh.
     fn vanished(&mut self) -> bool {
         let before = self.statements.as_ref().map(|st| st.schema.clone());
-        let now = self.installed_schema().ok().flatten();
+        let now = self.installed_schema().ok().flatten().map(|(schema, _)| schema);
         let gone = before.is_none() || before != now;
         if gone {
             self.statements = None;
@@ -319,6 +363,36 @@ impl Worker {
         })
     }
 
+    /// The connection settings with the secrets given in files read into them.
+    fn connection(&mut self, config: &Config) -> Result<Settings, String> {
+        let paths = (config.client_secret_file.clone(), config.refresh_token_file.clone());
+        if self.secrets.as_ref().is_none_or(|s| s.paths != paths) {
+            let one = |path: &Path, setting: &str| -> Result<Option<String>, String> {
+                if path.as_os_str().is_empty() {
+                    return Ok(None);
+                }
+                read_secret(path, setting).map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
+            };
+            let read = one(&paths.0, "pgforce.client_secret_file")
+                .and_then(|secret| Ok((secret, one(&paths.1, "pgforce.refresh_token_file")?)));
+            self.secrets = Some(SecretFiles { paths, read });
+        }
+        let mut settings = config.connection.clone();
+        match self.secrets.as_ref().map(|s| &s.read) {
+            Some(Ok((secret, token))) => {
+                if let Some(secret) = secret {
+                    settings.client_secret = secret.clone();
+                }
+                if let Some(token) = token {
+                    settings.refresh_token = token.clone();
+                }
+                Ok(settings)
+            }
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(settings),
+        }
+    }
+
     /// The client for these settings, built anew when they changed.
     fn client(&mut self, settings: &Settings) -> &Client {
         if self.client.as_ref().is_none_or(|(current, _)| current != settings) {
@@ -351,7 +425,11 @@ impl Worker {
             .collect();
         self.set_step(Step::Sending { records, objects: objects.into_iter().collect() });
         guc::inject_fault_while_sending();
-        let delivery = send_waves(self.client(&config.connection), waves, config.max_concurrency);
+        let delivery = match self.connection(config) {
+            Ok(settings) => send_waves(self.client(&settings), waves, config.max_concurrency),
+            // Nothing is sent: the records keep their place and their attempts.
+            Err(e) => Delivery { trouble: Some(CallError::Unauthorized(e)), ..Default::default() },
+        };
         let verdicts: HashMap<usize, Verdict> = delivery.verdicts.into_iter().collect();
         let outcomes = outcomes(&plan, &verdicts, tables, config.max_attempts, &mut self.rng);
         self.set_step(Step::Recording);
@@ -367,6 +445,9 @@ impl Worker {
         match delivery.trouble {
             None => {
                 self.breaker.success();
+                if self.reporter.in_trouble() {
+                    self.report(ConnState::Polling, None);
+                }
                 let usage = self.usage();
                 if let Some(st) = &self.statements {
                     self.reporter.report_usage(st, usage);

@@ -1,6 +1,7 @@
 //! Every statement the sync worker runs, in one place. They are prepared once per connection (and again only when
-//! the extension is re-created), name every table with its schema and every function with `pg_catalog`, and take
-//! their values as parameters. State and action names are printed from `pgforce_core::log`.
+//! the extension is re-created), name every table with its schema and every function and operator with
+//! `pg_catalog` (the worker's own search_path is `pg_catalog, pg_temp` too: no schema a user can write to is ever
+//! searched), and take their values as parameters. State and action names are printed from `pgforce_core::log`.
 
 use std::collections::HashMap;
 
@@ -12,11 +13,23 @@ use super::error::WorkerError;
 
 /// The log's columns, in Heroku Connect's order, then pgforce's (for moves between the log and the archive).
 const LOG_COLUMNS: &str = "id, txid, created_at, updated_at, processed_at, processed_tx, state, action, table_name, \
-                           record_id, sfid, old, \"values\", sf_result, sf_message, attempts, next_attempt_at";
+                           record_id, sfid, old, \"values\", sf_result, sf_message, attempts, next_attempt_at, relid";
 
-/// The schema pgforce is installed in (quoted), if it is installed in this database.
-pub const INSTALLED_SCHEMA: &str = "SELECT pg_catalog.quote_ident(n.nspname)::text FROM pg_catalog.pg_extension e \
-                                    JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgforce'";
+/// The schema pgforce is installed in (quoted) and its version, if it is installed in this database.
+pub const INSTALLED_SCHEMA: &str =
+    "SELECT pg_catalog.quote_ident(n.nspname)::text, e.extversion::text FROM pg_catalog.pg_extension e \
+                                    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
+                                    WHERE e.extname OPERATOR(pg_catalog.=) 'pgforce'";
+
+// Operators, qualified. OPERATOR(…) has no precedence of its own (it binds like any other operator, left to right),
+// so every compound expression below is parenthesised.
+const EQ: &str = "OPERATOR(pg_catalog.=)";
+const LT: &str = "OPERATOR(pg_catalog.<)";
+const LE: &str = "OPERATOR(pg_catalog.<=)";
+const GT: &str = "OPERATOR(pg_catalog.>)";
+const PLUS: &str = "OPERATOR(pg_catalog.+)";
+const MINUS: &str = "OPERATOR(pg_catalog.-)";
+const TIMES: &str = "OPERATOR(pg_catalog.*)";
 
 /// Statements on one mapped table.
 pub struct TableStatements {
@@ -53,6 +66,9 @@ pub struct Statements {
     /// `$1 float8` seconds since failing, `$2 bigint` limit.
     pub retry_failed: OwnedPreparedStatement,
     tables: HashMap<String, TableStatements>,
+    /// The owner of each mapped table (by qualified name), as of the last claim: writes into a user's table run as
+    /// its owner.
+    pub owners: HashMap<String, pg_sys::Oid>,
 }
 
 const TEXT: pg_sys::Oid = pg_sys::TEXTOID;
@@ -82,7 +98,7 @@ impl Statements {
             schema: schema.to_string(),
             reclaim_pending: prepare(
                 client,
-                &format!("UPDATE {log} SET state = '{new}', updated_at = pg_catalog.now() WHERE state = '{pending}'"),
+                &format!("UPDATE {log} SET state = '{new}', updated_at = pg_catalog.now() WHERE state {EQ} '{pending}'"),
                 &[],
             )?,
             // A record with a retry scheduled for an earlier change is held back, so changes never overtake each
@@ -92,13 +108,16 @@ impl Statements {
                 &format!(
                     "WITH held AS (
                          SELECT DISTINCT table_name, record_id FROM {log}
-                          WHERE state = '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at > pg_catalog.now())
-                     SELECT l.id, l.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
+                          WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now())
+                     SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
                             l.\"values\"::text, l.old::text, l.attempts
                        FROM {log} l
-                      WHERE l.state IN ('{new}', '{ignore}')
-                        AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= pg_catalog.now())
-                        AND NOT EXISTS (SELECT 1 FROM held h WHERE h.table_name = l.table_name AND h.record_id = l.record_id)
+                       LEFT JOIN {schema}._mapping m
+                         ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name ELSE m.relid {EQ} l.relid END
+                      WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
+                        AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
+                        AND NOT EXISTS (SELECT 1 FROM held h
+                                         WHERE h.table_name {EQ} l.table_name AND h.record_id {EQ} l.record_id)
                       ORDER BY l.id
                       LIMIT $1
                       FOR UPDATE OF l SKIP LOCKED"
@@ -110,25 +129,28 @@ impl Statements {
                 &format!(
                     "UPDATE {log}
                         SET state = $2, sf_message = $3, updated_at = pg_catalog.now(),
-                            processed_at = CASE WHEN $2 = '{pending}' THEN NULL ELSE pg_catalog.now() END,
-                            processed_tx = CASE WHEN $2 = '{pending}' THEN NULL ELSE pg_catalog.txid_current() END
-                      WHERE id = ANY($1)"
+                            processed_at = CASE WHEN $2 {EQ} '{pending}' THEN NULL ELSE pg_catalog.now() END,
+                            processed_tx = CASE WHEN $2 {EQ} '{pending}' THEN NULL ELSE pg_catalog.txid_current() END
+                      WHERE id {EQ} ANY ($1)"
                 ),
                 &[INT8_ARRAY, TEXT, TEXT],
             )?,
             load_tables: prepare(
                 client,
                 &format!(
-                    "SELECT m.table_name::text, m.relid::regclass::text, m.sobject, m.upsert_field, m.fields,
+                    "SELECT m.table_name::text, m.relid::pg_catalog.regclass::text, m.sobject, m.upsert_field, m.fields,
                             pg_catalog.array_agg(a.attname::text ORDER BY a.attnum),
-                            pg_catalog.array_agg(CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END::text
-                                                 ORDER BY a.attnum)
+                            pg_catalog.array_agg(CASE WHEN t.typtype {EQ} 'd' THEN bt.typname ELSE t.typname END::text
+                                                 ORDER BY a.attnum),
+                            c.relowner
                        FROM {schema}._mapping m
-                       JOIN pg_catalog.pg_attribute a ON a.attrelid = m.relid AND a.attnum > 0 AND NOT a.attisdropped
-                       JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-                       LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype
-                      WHERE m.access = 'read_write'
-                      GROUP BY m.table_name, m.relid, m.sobject, m.upsert_field, m.fields"
+                       JOIN pg_catalog.pg_class c ON c.oid {EQ} m.relid::pg_catalog.oid
+                       JOIN pg_catalog.pg_attribute a
+                         ON a.attrelid {EQ} m.relid::pg_catalog.oid AND a.attnum {GT} 0 AND NOT a.attisdropped
+                       JOIN pg_catalog.pg_type t ON t.oid {EQ} a.atttypid
+                       LEFT JOIN pg_catalog.pg_type bt ON bt.oid {EQ} t.typbasetype
+                      WHERE m.access {EQ} 'read_write'
+                      GROUP BY m.table_name, m.relid, m.sobject, m.upsert_field, m.fields, c.relowner"
                 ),
                 &[],
             )?,
@@ -139,7 +161,7 @@ impl Statements {
                         SET last_success_at = CASE WHEN $2 THEN pg_catalog.now() ELSE last_success_at END,
                             last_error_at = CASE WHEN $3 IS NOT NULL THEN pg_catalog.now() ELSE last_error_at END,
                             last_error = coalesce($3, last_error)
-                      WHERE table_name = $1"
+                      WHERE table_name {EQ} $1"
                 ),
                 &[TEXT, pg_sys::BOOLOID, TEXT],
             )?,
@@ -151,22 +173,22 @@ impl Statements {
                             sf_message = u.message,
                             sfid = coalesce(u.sfid, l.sfid),
                             attempts = u.attempts,
-                            next_attempt_at = pg_catalog.now() + u.retry_in_ms * interval '1 millisecond',
-                            processed_at = CASE WHEN u.state = '{new}' THEN NULL ELSE pg_catalog.now() END,
-                            processed_tx = CASE WHEN u.state = '{new}' THEN NULL ELSE pg_catalog.txid_current() END,
+                            next_attempt_at = pg_catalog.now() {PLUS} (u.retry_in_ms {TIMES} interval '1 millisecond'),
+                            processed_at = CASE WHEN u.state {EQ} '{new}' THEN NULL ELSE pg_catalog.now() END,
+                            processed_tx = CASE WHEN u.state {EQ} '{new}' THEN NULL ELSE pg_catalog.txid_current() END,
                             updated_at = pg_catalog.now()
                        FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
                                        pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6))
                             AS u(id, state, message, sfid, attempts, retry_in_ms)
-                      WHERE l.id = u.id"
+                      WHERE l.id {EQ} u.id"
                 ),
                 &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, pg_sys::INT4ARRAYOID, INT8_ARRAY],
             )?,
             next_retry_in: prepare(
                 client,
                 &format!(
-                    "SELECT EXTRACT(epoch FROM pg_catalog.min(next_attempt_at) - pg_catalog.clock_timestamp())::float8
-                       FROM {log} WHERE state = '{new}' AND next_attempt_at IS NOT NULL"
+                    "SELECT EXTRACT(epoch FROM pg_catalog.min(next_attempt_at) {MINUS} pg_catalog.clock_timestamp())::float8
+                       FROM {log} WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL"
                 ),
                 &[],
             )?,
@@ -183,11 +205,12 @@ impl Statements {
                 client,
                 &format!(
                     "WITH moved AS (
-                         DELETE FROM {log} WHERE id IN (
+                         DELETE FROM {log} WHERE id {EQ} ANY (ARRAY(
                              SELECT id FROM {log}
-                              WHERE state IN ({finished})
-                                AND coalesce(processed_at, created_at) < pg_catalog.now() - pg_catalog.make_interval(secs => $1)
-                              ORDER BY coalesce(processed_at, created_at) LIMIT $2)
+                              WHERE state::pg_catalog.text {EQ} ANY (ARRAY[{finished}]::pg_catalog.text[])
+                                AND coalesce(processed_at, created_at)
+                                    {LT} (pg_catalog.now() {MINUS} pg_catalog.make_interval(secs => $1))
+                              ORDER BY coalesce(processed_at, created_at) LIMIT $2))
                          RETURNING {LOG_COLUMNS})
                      INSERT INTO {archive} ({LOG_COLUMNS}) SELECT {LOG_COLUMNS} FROM moved"
                 ),
@@ -196,9 +219,10 @@ impl Statements {
             purge: prepare(
                 client,
                 &format!(
-                    "DELETE FROM {archive} WHERE id IN (
+                    "DELETE FROM {archive} WHERE id {EQ} ANY (ARRAY(
                          SELECT id FROM {archive}
-                          WHERE created_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1) ORDER BY id LIMIT $2)"
+                          WHERE created_at {LT} (pg_catalog.now() {MINUS} pg_catalog.make_interval(secs => $1))
+                          ORDER BY id LIMIT $2))"
                 ),
                 &[pg_sys::FLOAT8OID, INT8],
             )?,
@@ -207,10 +231,10 @@ impl Statements {
                 &format!(
                     "WITH r AS (
                          UPDATE {archive} SET state = '{requeued}', updated_at = pg_catalog.now()
-                          WHERE state = '{requeue}'
-                         RETURNING txid, table_name, action, record_id, \"values\", old, sfid)
-                     INSERT INTO {log} (created_at, updated_at, state, txid, table_name, action, record_id, \"values\", old, sfid)
-                     SELECT pg_catalog.now(), pg_catalog.now(), '{new}', txid, table_name, action, record_id, \"values\", old, sfid
+                          WHERE state {EQ} '{requeue}'
+                         RETURNING txid, table_name, action, record_id, \"values\", old, sfid, relid)
+                     INSERT INTO {log} (created_at, updated_at, state, txid, table_name, action, record_id, \"values\", old, sfid, relid)
+                     SELECT pg_catalog.now(), pg_catalog.now(), '{new}', txid, table_name, action, record_id, \"values\", old, sfid, relid
                        FROM r"
                 ),
                 &[],
@@ -219,14 +243,15 @@ impl Statements {
                 client,
                 &format!(
                     "UPDATE {log} SET state = '{new}', attempts = 0, next_attempt_at = NULL, updated_at = pg_catalog.now()
-                      WHERE id IN (SELECT id FROM {log}
-                                    WHERE state = '{failed}'
-                                      AND processed_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)
-                                    ORDER BY id LIMIT $2)"
+                      WHERE id {EQ} ANY (ARRAY(SELECT id FROM {log}
+                                    WHERE state {EQ} '{failed}'
+                                      AND processed_at {LT} (pg_catalog.now() {MINUS} pg_catalog.make_interval(secs => $1))
+                                    ORDER BY id LIMIT $2))"
                 ),
                 &[pg_sys::FLOAT8OID, INT8],
             )?,
             tables: HashMap::new(),
+            owners: HashMap::new(),
         })
     }
 
@@ -248,7 +273,7 @@ impl Statements {
             let statements = TableStatements {
                 current_sfids: prepare(
                     client,
-                    &format!("SELECT id::bigint, sfid::text FROM {name} WHERE id = ANY($1) AND sfid IS NOT NULL"),
+                    &format!("SELECT id::bigint, sfid::text FROM {name} WHERE id {EQ} ANY ($1) AND sfid IS NOT NULL"),
                     &[INT8_ARRAY],
                 )?,
                 write_back: prepare(
@@ -258,7 +283,7 @@ impl Statements {
                             SET sfid = coalesce(u.sfid, t.sfid), _hc_lastop = u.lastop, _hc_err = u.err
                            FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
                                            pg_catalog.unnest($4)) AS u(id, sfid, lastop, err)
-                          WHERE t.id = u.id"
+                          WHERE t.id {EQ} u.id"
                     ),
                     &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
                 )?,

@@ -108,6 +108,12 @@ impl Reporter {
         self.write(st, (state, message, Some(usage)));
     }
 
+    /// Whether the last state written was trouble (paused, unauthorized, system error): it stays until a delivery
+    /// succeeds, rather than flapping with every retry.
+    pub fn in_trouble(&self) -> bool {
+        self.reported.as_ref().is_some_and(|r| r.0.is_trouble())
+    }
+
     /// Forgets what was written (the extension was re-created: its `_sync_state` is new).
     pub fn forget(&mut self) {
         self.reported = None;

@@ -12,6 +12,9 @@ pub struct Config {
     pub host: String,
     /// 0 picks a free port.
     pub port: u16,
+    /// The `instance_url` the token endpoint hands out, when it is not this server's own URL (Salesforce hands out
+    /// the org's instance, which differs from the login host).
+    pub advertised_url: Option<String>,
     /// Seed of every random choice (fault rates, latency jitter, result order of Bulk jobs).
     pub seed: u64,
     pub auth: AuthConfig,
@@ -37,6 +40,7 @@ impl Default for Config {
         Config {
             host: "127.0.0.1".into(),
             port: 0,
+            advertised_url: None,
             seed: 1,
             auth: AuthConfig::default(),
             daily_api_requests: 100_000,

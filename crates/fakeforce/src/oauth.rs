@@ -134,7 +134,7 @@ fn issue(org: &Org, state: &mut State, refresh_token: Option<String>) -> Reply {
         "access_token": access_token,
         "signature": signature,
         "scope": "api id",
-        "instance_url": base,
+        "instance_url": org.config.advertised_url.clone().unwrap_or_else(|| base.clone()),
         "id": id,
         "token_type": "Bearer",
         "issued_at": issued_at,

@@ -28,6 +28,8 @@ pub struct Settings {
     pub refresh_token: String,
     pub api_version: String,
     pub request_timeout: Duration,
+    /// `pgforce.allow_insecure_http`: plain http to hosts that are not loopback addresses.
+    pub allow_insecure_http: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for Settings {
             .field("jwt_key_file", &self.jwt_key_file)
             .field("api_version", &self.api_version)
             .field("request_timeout", &self.request_timeout)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +172,8 @@ impl Client {
     /// Runs the configured OAuth flow against `<login_url>/services/oauth2/token`.
     fn login(&self) -> Result<Session, CallError> {
         let s = &self.settings;
+        crate::config::check_transport(&s.login_url, s.allow_insecure_http)
+            .map_err(|e| CallError::Unauthorized(format!("pgforce.login_url: {e}")))?;
         let url = format!("{}/services/oauth2/token", s.login_url.trim_end_matches('/'));
         let form: Vec<(&str, String)> = match s.auth_flow {
             AuthFlow::ClientCredentials => vec![
@@ -209,6 +214,11 @@ impl Client {
         }
         let token = body.get("access_token").and_then(Value::as_str);
         let instance_url = body.get("instance_url").and_then(Value::as_str);
+        if let Some(i) = instance_url {
+            crate::config::check_transport(i, s.allow_insecure_http).map_err(|e| {
+                CallError::Unauthorized(format!("the token endpoint returned an instance_url that cannot be used: {e}"))
+            })?;
+        }
         match (token, instance_url) {
             (Some(t), Some(i)) => {
                 Ok(Session { token: t.to_string(), instance_url: i.trim_end_matches('/').to_string() })
@@ -219,8 +229,8 @@ impl Client {
 
     fn assertion(&self) -> Result<String, CallError> {
         let s = &self.settings;
-        let pem = std::fs::read(&s.jwt_key_file)
-            .map_err(|e| CallError::Unauthorized(format!("pgforce.jwt_key_file {}: {e}", s.jwt_key_file.display())))?;
+        let pem =
+            crate::config::read_secret(&s.jwt_key_file, "pgforce.jwt_key_file").map_err(CallError::Unauthorized)?;
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|e| {
             CallError::Unauthorized(format!("the JWT private key cannot be read as an RSA PEM key: {e}"))
         })?;

@@ -17,7 +17,21 @@ fn settings(ff: &FakeForce) -> Settings {
         refresh_token: "pgforce-demo-refresh-token".into(),
         api_version: "62.0".into(),
         request_timeout: Duration::from_secs(5),
+        allow_insecure_http: false,
     }
+}
+
+/// A copy of a key file only its owner can read, as pgforce requires of secret files.
+fn private_copy(source: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let target = std::env::temp_dir().join(format!(
+        "pgforce-core-test-{}-{}",
+        std::process::id(),
+        source.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::copy(source, &target).expect("copy key");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    target
 }
 
 fn contact(last: &str, ext: &str) -> Value {
@@ -52,7 +66,7 @@ fn every_auth_flow_logs_in() {
     for flow in [AuthFlow::ClientCredentials, AuthFlow::RefreshToken, AuthFlow::JwtBearer] {
         let mut s = settings(&ff);
         s.auth_flow = flow;
-        s.jwt_key_file = key_dir.join("jwt_test_private.pem");
+        s.jwt_key_file = private_copy(&key_dir.join("jwt_test_private.pem"));
         Client::new(s).authenticate().unwrap_or_else(|e| panic!("{flow:?}: {e}"));
     }
     let mut bad = settings(&ff);
@@ -66,7 +80,7 @@ fn every_auth_flow_logs_in() {
     no_key.jwt_key_file = "/nonexistent/key.pem".into();
     let e = Client::new(no_key).authenticate().expect_err("no key file");
     assert!(
-        matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.jwt_key_file /nonexistent/key.pem:")),
+        matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.jwt_key_file cannot be read") && !m.contains("/nonexistent")),
         "{e}"
     );
 }
@@ -135,4 +149,22 @@ fn lock_errors_are_transient_and_outages_leave_records_unsent() {
     );
     let d = deliver(&Client::new(settings(&ff2)), vec![upsert_batch(vec![contact("a", "Q1")])], 1);
     assert!(matches!(d.trouble, Some(CallError::Unavailable(ref m)) if m.contains("REQUEST_LIMIT_EXCEEDED")));
+}
+
+#[test]
+fn credentials_and_data_go_over_https_only() {
+    // A token endpoint that hands out a plain-http instance on another host: nothing is sent there.
+    let config = Config { advertised_url: Some("http://198.51.100.7:8443".into()), ..Config::default() };
+    let ff = FakeForce::start(config).expect("fakeforce");
+    let e = Client::new(settings(&ff)).authenticate().expect_err("an http instance_url is refused");
+    assert!(matches!(&e, CallError::Unauthorized(m) if m.contains("instance_url") && m.contains("https only")), "{e}");
+    let mut allowed = settings(&ff);
+    allowed.allow_insecure_http = true;
+    Client::new(allowed).authenticate().expect("allowed explicitly");
+
+    // A login URL that is plain http to another host is refused before anything is sent.
+    let mut remote = settings(&ff);
+    remote.login_url = "http://198.51.100.7:8443".into();
+    let e = Client::new(remote).authenticate().expect_err("http login URL");
+    assert!(matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.login_url:")), "{e}");
 }

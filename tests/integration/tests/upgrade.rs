@@ -80,9 +80,9 @@ fn install_previous_release() {
 #[test]
 fn the_previous_release_upgrades_to_exactly_a_fresh_install() {
     install_previous_release();
-    let cluster = Cluster::start(true);
+    // The worker serves the upgraded database (`postgres`) and must wait for the update.
+    let cluster = Cluster::start_with(true, &["pgforce.poll_interval = '100ms'".to_string()]);
     let mut admin = cluster.admin();
-    admin.batch_execute("CREATE DATABASE upgraded").expect("database");
     admin.batch_execute("CREATE DATABASE fresh").expect("database");
     let current: String = admin
         .query_one("SELECT default_version FROM pg_catalog.pg_available_extensions WHERE name = 'pgforce'", &[])
@@ -90,14 +90,23 @@ fn the_previous_release_upgrades_to_exactly_a_fresh_install() {
         .get(0);
     assert_ne!(current, PREVIOUS, "the version being built must be newer than the previous release");
 
-    let mut up = cluster.connect("postgres", "upgraded");
+    let mut up = cluster.connect("postgres", "postgres");
     up.batch_execute(&format!(
         "CREATE EXTENSION pgforce VERSION '{PREVIOUS}' CASCADE;
          CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
          SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');
          INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Before', 'U-1');"
     ))
-    .expect("install the previous release and use it");
+    .expect("install the previous release and use it: capture works before the update");
+    // Until the update, the new library's worker delivers nothing and says why.
+    pgforce_integration::wait_for(std::time::Duration::from_secs(10), "the worker's request for the update", || {
+        cluster.server_log().contains(&format!("the extension in this database is {PREVIOUS}: nothing is delivered until ALTER EXTENSION pgforce UPDATE")).then_some(())
+    });
+    let untouched: i64 = up
+        .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'NEW' AND attempts = 0", &[])
+        .expect("log")
+        .get(0);
+    assert_eq!(untouched, 1);
     up.batch_execute("ALTER EXTENSION pgforce UPDATE").expect("upgrade");
     let version: String = up
         .query_one("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgforce'", &[])
