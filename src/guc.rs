@@ -86,6 +86,8 @@ static ARCHIVE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static ARCHIVE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(31 * 24 * 3600);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4000);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static DEBUG_FAULT: GucSetting<DebugFault> = GucSetting::<DebugFault>::new(DebugFault::None);
 
 /// Registers the settings. `preloading`: called from the postmaster, where `pgforce.database` (a start-up-only
@@ -301,6 +303,26 @@ pub fn register(preloading: bool) {
         Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"pgforce.lock_timeout",
+        c"How long the worker waits for a row a user has locked before it tries that entry again later.",
+        c"",
+        &LOCK_TIMEOUT_MS,
+        1,
+        600_000,
+        Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.statement_timeout",
+        c"How long any statement of the worker may run.",
+        c"",
+        &STATEMENT_TIMEOUT_MS,
+        100,
+        3_600_000,
+        Sighup,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_enum_guc(
         c"pgforce.debug_fault",
         c"For pgforce's own tests: a fault the worker causes on purpose.",
@@ -410,6 +432,8 @@ pub fn config() -> Config {
         archive_after: Duration::from_secs(ARCHIVE_AFTER_S.get().max(0) as u64),
         archive_retention: Duration::from_secs(ARCHIVE_RETENTION_S.get().max(0) as u64),
         poll_interval: Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64),
+        lock_timeout: Duration::from_millis(LOCK_TIMEOUT_MS.get().max(1) as u64),
+        statement_timeout: Duration::from_millis(STATEMENT_TIMEOUT_MS.get().max(1) as u64),
     }
 }
 

@@ -581,6 +581,9 @@ mod tests {
             ("pgforce.archive_after", "1d"),
             ("pgforce.archive_retention", "31d"),
             ("pgforce.poll_interval", "10s"),
+            ("pgforce.lock_timeout", "1s"),
+            ("pgforce.statement_timeout", "1min"),
+            ("pgforce.allow_insecure_http", "off"),
             ("pgforce.database", "postgres"),
         ] {
             assert_eq!(text(&format!("SELECT current_setting('{name}')")), value, "{name}");

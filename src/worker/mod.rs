@@ -90,7 +90,9 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
             }
             worker.secrets = None; // secret files are read again
         }
-        wait = worker.run(&guc::config());
+        let config = guc::config();
+        transaction::set_limits(config.lock_timeout, config.statement_timeout);
+        wait = worker.run(&config);
         show(&Step::Waiting);
     }
     shmem::withdraw_worker();
@@ -433,7 +435,15 @@ impl Worker {
         let verdicts: HashMap<usize, Verdict> = delivery.verdicts.into_iter().collect();
         let outcomes = outcomes(&plan, &verdicts, tables, config.max_attempts, &mut self.rng);
         self.set_step(Step::Recording);
-        if let Err(e) = self.with_statements(|c, st| record::record(c, st, &outcomes)) {
+        let mut recorded = self.with_statements(|c, st| record::record(c, st, &outcomes));
+        if recorded.is_err() && !self.vanished() {
+            // Some outcome could not be recorded: record each write alone, so only those fail.
+            let mut rng = StdRng::from_rng(&mut self.rng);
+            let max_attempts = config.max_attempts;
+            recorded =
+                self.with_statements(|c, st| record::record_each(c, st, &outcomes, max_attempts, &mut rng)).map(|_| ());
+        }
+        if let Err(e) = recorded {
             if self.vanished() {
                 return Err(Duration::ZERO);
             }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use pgforce_core::delivery::outcome::Outcomes;
+use pgforce_core::delivery::outcome::{unrecorded, LogOutcome, MappingStats, Outcomes, RowOutcome};
 use pgforce_core::delivery::Table;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
@@ -13,6 +13,7 @@ use pgrx::spi::SpiClient;
 
 use super::error::WorkerError;
 use super::sql::Statements;
+use super::transaction::in_subtransaction;
 use crate::capture::WRITING_OUTCOMES;
 
 /// The current `sfid` of rows whose log entries carry none (an earlier insert's write-back arrived after they were
@@ -44,8 +45,66 @@ pub fn current_sfids(
     Ok(out)
 }
 
+/// Records the outcomes of a whole claim, set-based: the fast way, when nothing goes wrong.
 pub fn record(client: &mut SpiClient<'_>, st: &mut Statements, outcomes: &Outcomes) -> Result<(), WorkerError> {
-    for (table, stats) in &outcomes.stats {
+    record_stats(client, st, &outcomes.stats)?;
+    record_log(client, st, &outcomes.log)?;
+    for (table, rows) in &outcomes.rows {
+        write_back(client, st, table, rows)?;
+    }
+    Ok(())
+}
+
+/// Records each write's outcomes alone, in a subtransaction each, once recording the whole claim failed: a write
+/// whose outcome cannot be recorded (a user trigger that raises, an `sfid` another row already has, a row a user
+/// holds past `lock_timeout`) gets `unrecorded` entries instead, and never holds back the others. Returns how many
+/// writes could not be recorded.
+pub fn record_each(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    outcomes: &Outcomes,
+    max_attempts: i32,
+    rng: &mut impl rand::Rng,
+) -> Result<usize, WorkerError> {
+    record_stats(client, st, &outcomes.stats)?;
+    let mut failed = 0;
+    for group in &outcomes.groups {
+        let entries = &outcomes.log[group.log.clone()];
+        let row = group
+            .row
+            .as_ref()
+            .and_then(|(table, i)| outcomes.rows.get(table).and_then(|rows| rows.get(*i)).map(|r| (table, r)));
+        let recorded = in_subtransaction(|| {
+            record_log(client, st, entries)?;
+            if let Some((table, row)) = row {
+                write_back(client, st, table, std::slice::from_ref(row))?;
+            }
+            Ok(())
+        });
+        let Err(failure) = recorded else { continue };
+        failed += 1;
+        let mut message = failure.message.clone();
+        if let (Some((table, row)), "23505") = (row, failure.sqlstate.as_str()) {
+            if let Some(other) = in_subtransaction(|| sfid_owner(client, st, table, row)).ok().flatten() {
+                message = format!(
+                    "{message}: sfid {} already belongs to row id={other} of {table} (both rows are the same Salesforce record)",
+                    row.sfid.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        let instead = unrecorded(entries, &failure.sqlstate, &message, max_attempts, rng);
+        in_subtransaction(|| record_log(client, st, &instead))
+            .map_err(|f| WorkerError::Database(format!("{}: {}", f.sqlstate, f.message)))?;
+    }
+    Ok(failed)
+}
+
+fn record_stats(
+    client: &mut SpiClient<'_>,
+    st: &Statements,
+    stats: &HashMap<String, MappingStats>,
+) -> Result<(), WorkerError> {
+    for (table, stats) in stats {
         client.update(
             &st.mapping_stats,
             None,
@@ -56,46 +115,75 @@ pub fn record(client: &mut SpiClient<'_>, st: &mut Statements, outcomes: &Outcom
             ],
         )?;
     }
-    let log = &outcomes.log;
-    if !log.is_empty() {
+    Ok(())
+}
+
+fn record_log(client: &mut SpiClient<'_>, st: &Statements, log: &[LogOutcome]) -> Result<(), WorkerError> {
+    if log.is_empty() {
+        return Ok(());
+    }
+    client.update(
+        &st.record_log,
+        None,
+        &[
+            DatumWithOid::from(log.iter().map(|o| o.id).collect::<Vec<_>>()),
+            DatumWithOid::from(log.iter().map(|o| o.state.as_str()).collect::<Vec<_>>()),
+            DatumWithOid::from(log.iter().map(|o| o.message.clone()).collect::<Vec<_>>()),
+            DatumWithOid::from(log.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
+            DatumWithOid::from(log.iter().map(|o| o.attempts).collect::<Vec<_>>()),
+            DatumWithOid::from(log.iter().map(|o| o.retry_in.map(|d| d.as_millis() as i64)).collect::<Vec<_>>()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes `sfid`, `_hc_lastop` and `_hc_err` into a mapped table's rows, as its owner. The status trigger leaves
+/// these rows as written: they are outcomes, not changes (the transaction's end clears the flag, however it ends).
+fn write_back(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    table: &str,
+    rows: &[RowOutcome],
+) -> Result<(), WorkerError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let Some(owner) = st.owners.get(table).copied() else { return Ok(()) };
+    let statements = st.tables(client, &[table])?;
+    let Some(t) = statements.get(table) else { return Ok(()) };
+    WRITING_OUTCOMES.store(true, Ordering::SeqCst);
+    as_owner(owner, || {
         client.update(
-            &st.record_log,
+            &t.write_back,
             None,
             &[
-                DatumWithOid::from(log.iter().map(|o| o.id).collect::<Vec<_>>()),
-                DatumWithOid::from(log.iter().map(|o| o.state.as_str()).collect::<Vec<_>>()),
-                DatumWithOid::from(log.iter().map(|o| o.message.clone()).collect::<Vec<_>>()),
-                DatumWithOid::from(log.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
-                DatumWithOid::from(log.iter().map(|o| o.attempts).collect::<Vec<_>>()),
-                DatumWithOid::from(log.iter().map(|o| o.retry_in.map(|d| d.as_millis() as i64)).collect::<Vec<_>>()),
+                DatumWithOid::from(rows.iter().map(|o| o.record_id).collect::<Vec<_>>()),
+                DatumWithOid::from(rows.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
+                DatumWithOid::from(rows.iter().map(|o| o.lastop.as_str()).collect::<Vec<_>>()),
+                DatumWithOid::from(rows.iter().map(|o| o.err.clone()).collect::<Vec<_>>()),
             ],
-        )?;
-    }
-    // The status trigger leaves these rows as written: they are outcomes, not changes. The transaction's end
-    // clears the flag, however it ends.
-    WRITING_OUTCOMES.store(true, Ordering::SeqCst);
-    let qualified: Vec<&str> = outcomes.rows.keys().map(String::as_str).collect();
-    let owners = st.owners.clone();
-    let statements = st.tables(client, &qualified)?;
-    for (table, rows) in &outcomes.rows {
-        let (Some(t), Some(owner)) = (statements.get(table), owners.get(table)) else { continue };
-        if rows.is_empty() {
-            continue;
-        }
-        as_owner(*owner, || {
-            client.update(
-                &t.write_back,
-                None,
-                &[
-                    DatumWithOid::from(rows.iter().map(|o| o.record_id).collect::<Vec<_>>()),
-                    DatumWithOid::from(rows.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
-                    DatumWithOid::from(rows.iter().map(|o| o.lastop.as_str()).collect::<Vec<_>>()),
-                    DatumWithOid::from(rows.iter().map(|o| o.err.clone()).collect::<Vec<_>>()),
-                ],
-            )
-        })?;
-    }
+        )
+    })?;
     Ok(())
+}
+
+/// Another row of `table` that already has `row`'s sfid (what a unique violation on the sfid index means).
+fn sfid_owner(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    table: &str,
+    row: &RowOutcome,
+) -> Result<Option<i64>, WorkerError> {
+    let (Some(sfid), Some(owner)) = (row.sfid.clone(), st.owners.get(table).copied()) else { return Ok(None) };
+    let statements = st.tables(client, &[table])?;
+    let Some(t) = statements.get(table) else { return Ok(None) };
+    as_owner(owner, || -> Result<Option<i64>, WorkerError> {
+        let mut other = None;
+        for r in client.select(&t.sfid_owner, None, &[DatumWithOid::from(sfid), DatumWithOid::from(row.record_id)])? {
+            other = r.get::<i64>(1)?;
+        }
+        Ok(other)
+    })
 }
 
 /// Runs `f` as `owner` in a security-restricted operation, the way autovacuum and REFRESH MATERIALIZED VIEW run

@@ -37,6 +37,8 @@ pub struct TableStatements {
     pub current_sfids: OwnedPreparedStatement,
     /// `$1 bigint[]` ids, `$2 text[]` sfids, `$3 text[]` `_hc_lastop`, `$4 text[]` `_hc_err`.
     pub write_back: OwnedPreparedStatement,
+    /// `$1 text` sfid, `$2 bigint` id → another row that has this sfid.
+    pub sfid_owner: OwnedPreparedStatement,
 }
 
 /// The worker's statements for the extension installed in `schema`.
@@ -286,6 +288,13 @@ impl Statements {
                           WHERE t.id {EQ} u.id"
                     ),
                     &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
+                )?,
+                sfid_owner: prepare(
+                    client,
+                    &format!(
+                        "SELECT id::bigint FROM {name} WHERE sfid {EQ} $1 AND id OPERATOR(pg_catalog.<>) $2 LIMIT 1"
+                    ),
+                    &[TEXT, INT8],
                 )?,
             };
             self.tables.insert(name.to_string(), statements);

@@ -36,6 +36,10 @@ pub struct Config {
     pub archive_after: Duration,
     pub archive_retention: Duration,
     pub poll_interval: Duration,
+    /// How long the worker's statements wait for a lock a user holds (`pgforce.lock_timeout`).
+    pub lock_timeout: Duration,
+    /// How long any statement of the worker may run (`pgforce.statement_timeout`).
+    pub statement_timeout: Duration,
 }
 
 /// `pgforce.api_version`: a Salesforce REST API version such as `62.0`.

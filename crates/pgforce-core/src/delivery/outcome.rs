@@ -45,12 +45,59 @@ pub struct MappingStats {
 }
 
 /// What one cycle writes back: log rows, mapped rows (by qualified table name), per-mapping stats (by log
-/// `table_name`).
+/// `table_name`), and how they group by write.
 #[derive(Debug, Default)]
 pub struct Outcomes {
     pub log: Vec<LogOutcome>,
     pub rows: HashMap<String, Vec<RowOutcome>>,
     pub stats: HashMap<String, MappingStats>,
+    pub groups: Vec<Group>,
+}
+
+/// The outcomes of one write (or of one record deleted before it was sent), which are recorded together or not
+/// at all: entries `log` of `Outcomes::log`, and the mapped row's outcome (qualified table, index in
+/// `Outcomes::rows`), if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub log: std::ops::Range<usize>,
+    pub row: Option<(String, usize)>,
+}
+
+/// SQLSTATEs of failures that clear up by themselves: a row locked by another transaction (`lock_timeout`), a
+/// statement that ran too long (`statement_timeout`), a serialization failure, a deadlock.
+const TRANSIENT_SQLSTATES: [&str; 4] = ["55P03", "57014", "40001", "40P01"];
+
+/// What becomes of a group's entries when their outcome cannot be recorded in Postgres (SQLSTATE `code`, e.g. a user
+/// trigger on the mapped table that raises, or an `sfid` that another row already has): each costs an attempt and
+/// keeps Salesforce's answer (its `sfid`); a lock or a timeout is tried again with backoff until the attempts run
+/// out, anything else fails at once. The other groups of the claim are not touched.
+pub fn unrecorded(
+    entries: &[LogOutcome],
+    code: &str,
+    message: &str,
+    max_attempts: i32,
+    rng: &mut impl rand::Rng,
+) -> Vec<LogOutcome> {
+    let attempts = entries.iter().map(|e| e.attempts).max().unwrap_or(0) + 1;
+    let transient = TRANSIENT_SQLSTATES.contains(&code);
+    let text = format!("{code}: {message} (while recording the outcome in Postgres)");
+    let (state, message, retry_in) = if transient && attempts < max_attempts {
+        let wait = backoff((attempts - 1).max(0) as u32, RETRY_BASE, RETRY_CAP, rng);
+        (LogState::New, format!("{text} (attempt {attempts} of {max_attempts}, retrying)"), Some(wait))
+    } else {
+        (LogState::Failed, text, None)
+    };
+    entries
+        .iter()
+        .map(|e| LogOutcome {
+            id: e.id,
+            state,
+            message: Some(message.clone()),
+            sfid: e.sfid.clone(),
+            attempts,
+            retry_in,
+        })
+        .collect()
 }
 
 fn each(
@@ -74,15 +121,19 @@ pub fn outcomes(
 ) -> Outcomes {
     let mut out = Outcomes::default();
     for ids in &plan.nothing {
+        let start = out.log.len();
         if let Some((last, merged)) = ids.split_last() {
             out.log.extend(each(merged, LogState::Merged, None, 0, None));
             let why = Some("deleted before it reached Salesforce: nothing to send".to_string());
             out.log.extend(each(&[*last], LogState::Ignored, why, 0, None));
         }
+        out.groups.push(Group { log: start..out.log.len(), row: None });
     }
     for (i, job) in plan.jobs.iter().enumerate() {
         let ids = &job.write.log_ids;
         let Some((last, merged)) = ids.split_last() else { continue };
+        let start = out.log.len();
+        let mut row = None;
         let qualified = tables.get(&job.table).map(|t| t.qualified.clone()).unwrap_or_default();
         let attempts = job.write.attempts;
         let verdict = match &job.op {
@@ -104,7 +155,9 @@ pub fn outcomes(
                 });
                 if job.write.kind != WriteKind::Delete {
                     let inserted = matches!(job.op, Operation::Create(_)) || created;
-                    out.rows.entry(qualified).or_default().push(RowOutcome {
+                    let rows = out.rows.entry(qualified.clone()).or_default();
+                    row = Some((qualified, rows.len()));
+                    rows.push(RowOutcome {
                         record_id: job.write.record_id,
                         sfid: id,
                         lastop: if inserted { LastOp::Inserted } else { LastOp::Updated },
@@ -122,7 +175,9 @@ pub fn outcomes(
                 out.stats.entry(job.table.clone()).or_default().last_error = Some(text.clone());
                 out.log.extend(each(ids, LogState::Failed, Some(text.clone()), attempts + 1, None));
                 if job.write.kind != WriteKind::Delete {
-                    out.rows.entry(qualified).or_default().push(RowOutcome {
+                    let rows = out.rows.entry(qualified.clone()).or_default();
+                    row = Some((qualified, rows.len()));
+                    rows.push(RowOutcome {
                         record_id: job.write.record_id,
                         sfid: None,
                         lastop: LastOp::Failed,
@@ -132,6 +187,7 @@ pub fn outcomes(
             }
             Verdict::Unsent => out.log.extend(each(ids, LogState::New, None, attempts, None)),
         }
+        out.groups.push(Group { log: start..out.log.len(), row });
     }
     out
 }
@@ -290,6 +346,57 @@ mod tests {
         let refused = one(job(WriteKind::Update, Operation::Refuse("no sfid".into()), &[5], 0), None);
         assert_eq!(states(&refused), [(5, LogState::Failed)]);
         assert_eq!(refused.log[0].message.as_deref(), Some("NOT_SENT: no sfid"));
+    }
+
+    #[test]
+    fn outcomes_group_by_write() {
+        let plan = Plan {
+            jobs: vec![
+                job(WriteKind::Insert, Operation::Create(record()), &[1, 2], 0),
+                job(WriteKind::Delete, Operation::Delete("003A".into()), &[3], 0),
+            ],
+            nothing: vec![vec![4, 5]],
+        };
+        let verdicts = HashMap::from([
+            (0, Verdict::Done { id: Some("003B".into()), created: true }),
+            (1, Verdict::Done { id: None, created: false }),
+        ]);
+        let o = outcomes(&plan, &verdicts, &tables(), 3, &mut StdRng::seed_from_u64(1));
+        let ids = |g: &Group| o.log[g.log.clone()].iter().map(|l| l.id).collect::<Vec<_>>();
+        assert_eq!(o.groups.iter().map(ids).collect::<Vec<_>>(), [vec![4, 5], vec![1, 2], vec![3]]);
+        assert_eq!(o.groups[1].row, Some((QUALIFIED.to_string(), 0)), "the insert's row outcome belongs to its group");
+        assert_eq!((o.groups[0].row.clone(), o.groups[2].row.clone()), (None, None));
+    }
+
+    #[test]
+    fn an_outcome_that_cannot_be_recorded_costs_an_attempt_and_keeps_the_sfid() {
+        let done = [
+            LogOutcome { id: 1, state: LogState::Merged, message: None, sfid: None, attempts: 0, retry_in: None },
+            LogOutcome {
+                id: 2,
+                state: LogState::Success,
+                message: None,
+                sfid: Some("003B".into()),
+                attempts: 0,
+                retry_in: None,
+            },
+        ];
+        let rng = &mut StdRng::seed_from_u64(1);
+        // A user trigger raising: fails at once, with Postgres' SQLSTATE and message.
+        let failed = unrecorded(&done, "P0001", "no updates on Fridays", 3, rng);
+        assert!(failed.iter().all(|l| l.state == LogState::Failed && l.attempts == 1 && l.retry_in.is_none()));
+        assert_eq!(
+            failed[0].message.as_deref(),
+            Some("P0001: no updates on Fridays (while recording the outcome in Postgres)")
+        );
+        assert_eq!(failed[1].sfid.as_deref(), Some("003B"), "Salesforce's id is not lost");
+        // A row locked by a user: retried later, with backoff, until the attempts run out.
+        let locked = unrecorded(&done, "55P03", "canceling statement due to lock timeout", 3, rng);
+        assert!(locked.iter().all(|l| l.state == LogState::New && l.attempts == 1 && l.retry_in.is_some()));
+        let again = unrecorded(&locked, "55P03", "canceling statement due to lock timeout", 3, rng);
+        assert!(again.iter().all(|l| l.state == LogState::New && l.attempts == 2));
+        let last = unrecorded(&again, "55P03", "canceling statement due to lock timeout", 3, rng);
+        assert!(last.iter().all(|l| l.state == LogState::Failed && l.attempts == 3), "{last:?}");
     }
 
     #[test]

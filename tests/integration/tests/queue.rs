@@ -1,0 +1,131 @@
+//! Nothing stops the queue: an entry whose outcome cannot be recorded in Postgres (an `sfid` another row already
+//! has, a user trigger that raises on the write-back, a row locked by a long user transaction) costs that entry an
+//! attempt and never holds back the others.
+
+use std::time::{Duration, Instant};
+
+use pgforce_integration::{wait_for, Cluster, Salesforce};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn setup(sf: &Salesforce) -> Cluster {
+    let mut settings = sf.settings();
+    settings.push("pgforce.lock_timeout = '500ms'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    cluster
+        .admin()
+        .batch_execute(
+            "CREATE EXTENSION pgforce CASCADE;
+             CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+             SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');",
+        )
+        .expect("setup");
+    cluster
+}
+
+/// (state, sf_message, attempts) of the last log entry of each row, by row id.
+fn entries(c: &mut postgres::Client) -> Vec<(i64, String, Option<String>, i32)> {
+    c.query(
+        "SELECT DISTINCT ON (record_id) record_id, state::text, sf_message, attempts
+           FROM salesforce._trigger_log ORDER BY record_id, id DESC",
+        &[],
+    )
+    .expect("log")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+fn written_back(c: &mut postgres::Client, ids: &str) -> i64 {
+    c.query_one(&format!("SELECT count(*) FROM public.contact WHERE id IN ({ids}) AND sfid IS NOT NULL"), &[])
+        .expect("rows")
+        .get(0)
+}
+
+#[test]
+fn an_sfid_another_row_has_fails_that_entry_alone() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('First', 'X-1')").expect("first");
+    wait_for(WAIT, "the first row written back", || (written_back(&mut c, "1") == 1).then_some(()));
+    // A second row with the same external id is the same Salesforce record: its sfid collides with row 1's.
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, external_id__c) VALUES ('Second', 'X-1');
+         INSERT INTO public.contact (lastname, external_id__c) SELECT 'n' || g, 'N-' || g FROM generate_series(1, 20) g;",
+    )
+    .expect("more");
+    wait_for(WAIT, "the others written back", || {
+        (written_back(&mut c, &(3..=22).map(|i| i.to_string()).collect::<Vec<_>>().join(",")) == 20).then_some(())
+    });
+    let second = entries(&mut c).into_iter().find(|e| e.0 == 2).expect("row 2's entry");
+    assert_eq!(second.1, "FAILED", "{second:?}");
+    let message = second.2.unwrap_or_default();
+    assert!(
+        message.starts_with("23505: ") && message.contains("already belongs to row id=1 of public.contact"),
+        "{message}"
+    );
+    assert_eq!(second.3, 1, "it cost one attempt");
+    assert_eq!(sf.live("Contact").len(), 21);
+}
+
+#[test]
+fn a_user_trigger_that_raises_on_the_write_back_fails_that_entry_alone() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE FUNCTION public.no_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'poisoned row % refuses its outcome', NEW.id; END $$;
+         CREATE TRIGGER no_poison BEFORE UPDATE ON public.contact FOR EACH ROW
+             WHEN (NEW.lastname = 'Poison' AND NEW.sfid IS DISTINCT FROM OLD.sfid) EXECUTE FUNCTION public.no_poison();
+         INSERT INTO public.contact (lastname, external_id__c) VALUES ('Poison', 'P-1');
+         INSERT INTO public.contact (lastname, external_id__c) SELECT 'n' || g, 'N-' || g FROM generate_series(1, 20) g;",
+    )
+    .expect("setup");
+    wait_for(WAIT, "the others written back", || {
+        (written_back(&mut c, &(2..=21).map(|i| i.to_string()).collect::<Vec<_>>().join(",")) == 20).then_some(())
+    });
+    let poison = wait_for(WAIT, "the poisoned entry failed", || {
+        entries(&mut c).into_iter().find(|e| e.0 == 1 && e.1 == "FAILED")
+    });
+    let message = poison.2.unwrap_or_default();
+    assert!(message.starts_with("P0001: poisoned row 1 refuses its outcome"), "{message}");
+    // It was delivered to Salesforce; only recording the outcome failed, and nothing was sent again.
+    assert_eq!(sf.live("Contact").len(), 21);
+    std::thread::sleep(Duration::from_secs(1));
+    let writes: i64 = sf.live("Contact").iter().filter_map(|r| r["_writes"].as_i64()).sum();
+    assert_eq!(writes, 21, "no write was repeated");
+}
+
+#[test]
+fn a_row_locked_by_a_user_transaction_waits_alone() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    // A slow org: the worker is still sending when a user locks one of the rows it will write back into.
+    sf.admin("PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "latency", "ms": 1500}}]));
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) SELECT 'n' || g, 'N-' || g FROM generate_series(1, 21) g")
+        .expect("insert");
+    let started = Instant::now();
+    let mut holder = cluster.admin();
+    let mut hold = holder.transaction().expect("begin");
+    hold.batch_execute("SELECT * FROM public.contact WHERE id = 1 FOR UPDATE").expect("lock row 1");
+    // The other rows' outcomes are recorded while row 1 is still locked, well before the user lets go.
+    wait_for(WAIT, "the others written back while row 1 is locked", || {
+        (written_back(&mut c, &(2..=21).map(|i| i.to_string()).collect::<Vec<_>>().join(",")) == 20).then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(6), "the others waited {:?} for row 1's lock", started.elapsed());
+    // Row 1 waits for another attempt (it may be trying again right now), with the lock timeout as the reason.
+    let row1 = wait_for(WAIT, "row 1 waiting for another attempt", || {
+        entries(&mut c).into_iter().find(|e| e.0 == 1 && e.1 == "NEW" && e.3 >= 1)
+    });
+    assert!(row1.2.unwrap_or_default().starts_with("55P03: "), "the lock timeout is the reason");
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(started.elapsed()));
+    hold.commit().expect("release");
+    wait_for(Duration::from_secs(20), "row 1 delivered after the lock", || {
+        (written_back(&mut c, "1") == 1).then_some(())
+    });
+    assert_eq!(sf.live("Contact").len(), 21, "the re-sent upsert created nothing new");
+}
