@@ -98,23 +98,17 @@ fn _capture_changes<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple
     let data = trigger.trigger_data();
     let firing = Firing::of(data);
     let (has_old, has_new) = (!data.tg_oldtable.is_null(), !data.tg_newtable.is_null());
+    let after_statement = !firing.before && !firing.per_row;
     let action = match firing.action {
-        Some(Action::Insert) if has_new => Action::Insert,
-        Some(Action::Update) if has_old && has_new => Action::Update,
-        Some(Action::Delete) if has_old => Action::Delete,
+        Some(Action::Insert) if after_statement && has_new => Action::Insert,
+        Some(Action::Update) if after_statement && has_old && has_new => Action::Update,
+        Some(Action::Delete) if after_statement && has_old => Action::Delete,
         _ => firing.misused(
             trigger,
             "capture trigger",
             "AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with transition tables",
         ),
     };
-    if firing.before || firing.per_row {
-        firing.misused(
-            trigger,
-            "capture trigger",
-            "AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with transition tables",
-        );
-    }
     if !is_user_write() {
         return Ok(None);
     }

@@ -27,14 +27,12 @@ fn _track_status<'a>(
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
     let data = trigger.trigger_data();
     let firing = Firing::of(data);
+    let before_row = firing.before && firing.per_row;
     let is_update = match firing.action {
-        Some(Action::Insert) => false,
-        Some(Action::Update) => true,
+        Some(Action::Insert) if before_row => false,
+        Some(Action::Update) if before_row => true,
         _ => firing.misused(trigger, "status trigger", "BEFORE INSERT OR UPDATE FOR EACH ROW"),
     };
-    if !firing.before || !firing.per_row {
-        firing.misused(trigger, "status trigger", "BEFORE INSERT OR UPDATE FOR EACH ROW");
-    }
     firing.mapped(trigger, "status trigger");
     // SAFETY: a row-level BEFORE trigger gets the row being written (and the old one on UPDATE) and the
     // relation's descriptor; we only read them and return either that row or a modified copy.

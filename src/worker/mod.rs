@@ -35,7 +35,7 @@ use crate::{guc, shmem};
 use error::WorkerError;
 use sql::Statements;
 use status::{show, ConnState, Reporter, Step};
-use transaction::{as_sync_engine, in_transaction};
+use transaction::{as_sync_engine, in_transaction, report_of};
 
 /// How often archive maintenance runs at most.
 const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
@@ -397,8 +397,8 @@ impl Worker {
 
     /// The client for these settings, built anew when they changed.
     fn client(&mut self, settings: &Settings) -> &Client {
-        if self.client.as_ref().is_none_or(|(current, _)| current != settings) {
-            self.client = Some((settings.clone(), Client::new(settings.clone())));
+        if self.client.as_ref().is_some_and(|(current, _)| current != settings) {
+            self.client = None;
         }
         &self.client.get_or_insert_with(|| (settings.clone(), Client::new(settings.clone()))).1
     }
@@ -418,14 +418,13 @@ impl Worker {
         plan.decide(tables, &sfids, config.write_algorithm);
         let waves = plan.waves(tables);
         let records = waves.iter().flatten().map(|b| b.items.len()).sum();
-        let objects: BTreeSet<String> = waves
+        let objects: BTreeSet<&str> = waves
             .iter()
             .flatten()
             .flat_map(|b| b.items.iter())
-            .map(|(i, _)| plan.jobs[*i].table.clone())
-            .filter_map(|t| tables.get(&t).map(|t| t.target.sobject.clone()))
+            .filter_map(|(i, _)| tables.get(&plan.jobs[*i].table).map(|t| t.target.sobject.as_str()))
             .collect();
-        self.set_step(Step::Sending { records, objects: objects.into_iter().collect() });
+        self.set_step(Step::Sending { records, objects: objects.into_iter().map(str::to_string).collect() });
         guc::inject_fault_while_sending();
         let delivery = match self.connection(config) {
             Ok(settings) => send_waves(self.client(&settings), waves, config.max_concurrency),
@@ -489,12 +488,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else if let Some(e) = payload.downcast_ref::<pg_sys::panic::CaughtError>() {
-        match e {
-            pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
-                r.message().to_string()
-            }
-            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-        }
+        report_of(e).message().to_string()
     } else {
         "unknown panic".to_string()
     }

@@ -12,7 +12,7 @@ use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
 
 use super::error::WorkerError;
-use super::sql::Statements;
+use super::sql::{Statements, TableStatements};
 use super::transaction::in_subtransaction;
 use crate::capture::WRITING_OUTCOMES;
 
@@ -24,14 +24,10 @@ pub fn current_sfids(
     tables: &HashMap<String, Table>,
     wanted: HashMap<String, Vec<i64>>,
 ) -> Result<HashMap<String, HashMap<i64, String>>, WorkerError> {
-    let qualified: Vec<&str> = tables.values().map(|t| t.qualified.as_str()).collect();
-    let owners = st.owners.clone();
-    let statements = st.tables(client, &qualified)?;
     let mut out = HashMap::new();
     for (table, ids) in wanted {
         let Some(name) = tables.get(&table).map(|t| t.qualified.as_str()) else { continue };
-        let (Some(t), Some(owner)) = (statements.get(name), owners.get(name)) else { continue };
-        let found = as_owner(*owner, || -> Result<HashMap<i64, String>, WorkerError> {
+        let found = on_table(client, st, name, |client, t| {
             let mut found = HashMap::new();
             for row in client.select(&t.current_sfids, None, &[DatumWithOid::from(ids)])? {
                 if let (Some(id), Some(sfid)) = (row.get::<i64>(1)?, row.get::<String>(2)?) {
@@ -40,7 +36,9 @@ pub fn current_sfids(
             }
             Ok(found)
         })?;
-        out.insert(table, found);
+        if let Some(found) = found {
+            out.insert(table, found);
+        }
     }
     Ok(out)
 }
@@ -148,11 +146,8 @@ fn write_back(
     if rows.is_empty() {
         return Ok(());
     }
-    let Some(owner) = st.owners.get(table).copied() else { return Ok(()) };
-    let statements = st.tables(client, &[table])?;
-    let Some(t) = statements.get(table) else { return Ok(()) };
     WRITING_OUTCOMES.store(true, Ordering::SeqCst);
-    as_owner(owner, || {
+    on_table(client, st, table, |client, t| {
         client.update(
             &t.write_back,
             None,
@@ -162,7 +157,8 @@ fn write_back(
                 DatumWithOid::from(rows.iter().map(|o| o.lastop.as_str()).collect::<Vec<_>>()),
                 DatumWithOid::from(rows.iter().map(|o| o.err.clone()).collect::<Vec<_>>()),
             ],
-        )
+        )?;
+        Ok(())
     })?;
     Ok(())
 }
@@ -174,16 +170,29 @@ fn sfid_owner(
     table: &str,
     row: &RowOutcome,
 ) -> Result<Option<i64>, WorkerError> {
-    let (Some(sfid), Some(owner)) = (row.sfid.clone(), st.owners.get(table).copied()) else { return Ok(None) };
-    let statements = st.tables(client, &[table])?;
-    let Some(t) = statements.get(table) else { return Ok(None) };
-    as_owner(owner, || -> Result<Option<i64>, WorkerError> {
+    let Some(sfid) = row.sfid.clone() else { return Ok(None) };
+    let found = on_table(client, st, table, |client, t| {
         let mut other = None;
         for r in client.select(&t.sfid_owner, None, &[DatumWithOid::from(sfid), DatumWithOid::from(row.record_id)])? {
             other = r.get::<i64>(1)?;
         }
         Ok(other)
-    })
+    })?;
+    Ok(found.flatten())
+}
+
+/// Runs `f` with `table`'s statements, as the table's owner (`as_owner`). `None` when `table` is not one of the
+/// mapped tables of this claim.
+fn on_table<R>(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    table: &str,
+    f: impl FnOnce(&mut SpiClient<'_>, &TableStatements) -> Result<R, WorkerError>,
+) -> Result<Option<R>, WorkerError> {
+    let Some(owner) = st.owners.get(table).copied() else { return Ok(None) };
+    let statements = st.tables(client, &[table])?;
+    let Some(t) = statements.get(table) else { return Ok(None) };
+    as_owner(owner, || f(client, t)).map(Some)
 }
 
 /// Runs `f` as `owner` in a security-restricted operation, the way autovacuum and REFRESH MATERIALIZED VIEW run

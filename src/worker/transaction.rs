@@ -15,6 +15,14 @@ use pgrx::spi::SpiClient;
 use super::error::WorkerError;
 use crate::capture::WRITING_OUTCOMES;
 
+/// The error report inside whatever `PgTryBuilder` caught: a Postgres ERROR or a Rust panic.
+pub fn report_of(e: &pg_sys::panic::CaughtError) -> &pg_sys::panic::ErrorReportWithLevel {
+    match e {
+        pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r,
+        pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport,
+    }
+}
+
 /// Runs `f` in a transaction of its own (committed when `f` succeeds, rolled back otherwise).
 pub fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<R, WorkerError>) -> Result<R, WorkerError> {
     // SAFETY: the worker's main thread, between transactions.
@@ -25,14 +33,7 @@ pub fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<R, WorkerE
     }
     let body = AssertUnwindSafe(|| Spi::connect_mut(f));
     let result = PgTryBuilder::new(body)
-        .catch_others(|e| {
-            Err(WorkerError::Database(match e {
-                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
-                    r.message().to_string()
-                }
-                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-            }))
-        })
+        .catch_others(|e| Err(WorkerError::Database(report_of(&e).message().to_string())))
         .execute();
     WRITING_OUTCOMES.store(false, Ordering::SeqCst);
     // SAFETY: ends the transaction started above, whichever way it went.
@@ -120,10 +121,7 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> Result<R, WorkerError>) -> Resul
         let body = AssertUnwindSafe(|| f().map_err(|e| Failure { sqlstate: "XX000".into(), message: e.to_string() }));
         let result = PgTryBuilder::new(body)
             .catch_others(|e| {
-                let report = match &e {
-                    pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r,
-                    pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport,
-                };
+                let report = report_of(&e);
                 Err(Failure { sqlstate: sqlstate(report.sql_error_code()), message: report.message().to_string() })
             })
             .execute();

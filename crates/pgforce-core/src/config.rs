@@ -58,6 +58,10 @@ pub fn check_api_version(value: &str) -> Result<(), String> {
 /// such as fakeforce), or anywhere with `pgforce.allow_insecure_http = on`. Holds for the login URL and for the
 /// instance URL the token endpoint returns.
 pub fn check_transport(value: &str, allow_insecure_http: bool) -> Result<(), String> {
+    parse_for_transport(value, allow_insecure_http).map(|_| ())
+}
+
+fn parse_for_transport(value: &str, allow_insecure_http: bool) -> Result<url::Url, String> {
     let url = url::Url::parse(value).map_err(|e| format!("\"{value}\" is not a URL ({e})"))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -66,8 +70,8 @@ pub fn check_transport(value: &str, allow_insecure_http: bool) -> Result<(), Str
         None => return Err(format!("\"{value}\" has no host")),
     };
     match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback || allow_insecure_http => Ok(()),
+        "https" => Ok(url),
+        "http" if loopback || allow_insecure_http => Ok(url),
         "http" => Err(format!(
             "\"{value}\" is not https; Salesforce is reached over https only (http only to a loopback address, or with pgforce.allow_insecure_http = on)"
         )),
@@ -78,8 +82,7 @@ pub fn check_transport(value: &str, allow_insecure_http: bool) -> Result<(), Str
 /// `pgforce.login_url`: a URL with a host and nothing after it, since the client appends
 /// `/services/oauth2/token` itself; its transport as `check_transport` says.
 pub fn check_login_url(value: &str, allow_insecure_http: bool) -> Result<(), String> {
-    check_transport(value, allow_insecure_http)?;
-    let url = url::Url::parse(value).map_err(|e| format!("\"{value}\" is not a URL ({e})"))?;
+    let url = parse_for_transport(value, allow_insecure_http)?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "\"{value}\" carries credentials; put them in pgforce.client_id and pgforce.client_secret"

@@ -127,50 +127,73 @@ fn misfired_triggers_raise_instead_of_crashing() {
              INSERT INTO public.victim VALUES (1, NULL, NULL, NULL);",
         )
         .expect("victim");
-    // (shape, before, per row, events, transition tables: old, new)
-    let shapes: [(&str, bool, bool, &[&str], bool, bool); 7] = [
-        (
-            "BEFORE INSERT OR UPDATE OR DELETE ON {t} FOR EACH STATEMENT",
-            true,
-            false,
-            &["INSERT", "UPDATE", "DELETE"],
-            false,
-            false,
-        ),
-        (
-            "AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH STATEMENT",
-            false,
-            false,
-            &["INSERT", "UPDATE", "DELETE"],
-            false,
-            false,
-        ),
-        (
-            "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT",
-            false,
-            false,
-            &["UPDATE"],
-            true,
-            true,
-        ),
-        (
-            "BEFORE INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW",
-            true,
-            true,
-            &["INSERT", "UPDATE", "DELETE"],
-            false,
-            false,
-        ),
-        (
-            "AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW",
-            false,
-            true,
-            &["INSERT", "UPDATE", "DELETE"],
-            false,
-            false,
-        ),
-        ("AFTER INSERT ON {t} REFERENCING NEW TABLE AS n FOR EACH ROW", false, true, &["INSERT"], false, true),
-        ("BEFORE TRUNCATE ON {t} FOR EACH STATEMENT", true, false, &["TRUNCATE"], false, false),
+    // Trigger shapes: when, at which level, for which events, with which transition tables.
+    #[derive(Clone, Copy)]
+    struct Shape {
+        sql: &'static str,
+        before: bool,
+        per_row: bool,
+        events: &'static [&'static str],
+        old: bool,
+        new: bool,
+    }
+    let shapes = [
+        Shape {
+            sql: "BEFORE INSERT OR UPDATE OR DELETE ON {t} FOR EACH STATEMENT",
+            before: true,
+            per_row: false,
+            events: &["INSERT", "UPDATE", "DELETE"],
+            old: false,
+            new: false,
+        },
+        Shape {
+            sql: "AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH STATEMENT",
+            before: false,
+            per_row: false,
+            events: &["INSERT", "UPDATE", "DELETE"],
+            old: false,
+            new: false,
+        },
+        Shape {
+            sql: "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT",
+            before: false,
+            per_row: false,
+            events: &["UPDATE"],
+            old: true,
+            new: true,
+        },
+        Shape {
+            sql: "BEFORE INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW",
+            before: true,
+            per_row: true,
+            events: &["INSERT", "UPDATE", "DELETE"],
+            old: false,
+            new: false,
+        },
+        Shape {
+            sql: "AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW",
+            before: false,
+            per_row: true,
+            events: &["INSERT", "UPDATE", "DELETE"],
+            old: false,
+            new: false,
+        },
+        Shape {
+            sql: "AFTER INSERT ON {t} REFERENCING NEW TABLE AS n FOR EACH ROW",
+            before: false,
+            per_row: true,
+            events: &["INSERT"],
+            old: false,
+            new: true,
+        },
+        Shape {
+            sql: "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT",
+            before: true,
+            per_row: false,
+            events: &["TRUNCATE"],
+            old: false,
+            new: false,
+        },
     ];
     let log_before = count(&mut admin, "SELECT count(*) FROM salesforce._trigger_log");
     let mut fired = 0;
@@ -178,7 +201,7 @@ fn misfired_triggers_raise_instead_of_crashing() {
         for function in
             ["salesforce._track_status()", "salesforce._capture_changes('read_write')", "salesforce._wake_worker()"]
         {
-            for (shape, before, per_row, events, old, new) in shapes {
+            for Shape { sql: shape, before, per_row, events, old, new } in shapes {
                 let create =
                     format!("CREATE TRIGGER misfired {} EXECUTE FUNCTION {function}", shape.replace("{t}", table));
                 if admin.batch_execute(&create).is_err() {
