@@ -12,6 +12,13 @@ if [ $# -gt 0 ]; then versions=("$@"); else versions=("${PG_VERSIONS[@]}"); fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+say "formatting (rustfmt.toml)"
+if cargo fmt --all -- --check >/dev/null; then
+    echo "rustfmt check: 1 passed"
+else
+    echo "rustfmt check: 1 failed (run cargo fmt --all)"
+fi | tee -a "$log"
+
 say "set-up scripts: PostgreSQL source selection (fake Debian archive, no network)"
 bash scripts/tests/postgres_source_test.sh 2>&1 | tee -a "$log"
 
