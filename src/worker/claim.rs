@@ -74,7 +74,8 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
     Ok(claimed)
 }
 
-/// Moves claimed rows to `state`; finished states get their processing time, transaction and message.
+/// Moves claimed rows to `state`; finished states get their processing time, transaction and message. A row
+/// claimed again for a retry keeps the message of its last failure while it is in flight (`PENDING`).
 fn set_state(
     client: &mut SpiClient<'_>,
     st: &Statements,

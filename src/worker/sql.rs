@@ -130,7 +130,8 @@ impl Statements {
                 client,
                 &format!(
                     "UPDATE {log}
-                        SET state = $2, sf_message = $3, updated_at = pg_catalog.now(),
+                        SET state = $2, sf_message = CASE WHEN $2 {EQ} '{pending}' THEN sf_message ELSE $3 END,
+                            updated_at = pg_catalog.now(),
                             processed_at = CASE WHEN $2 {EQ} '{pending}' THEN NULL ELSE pg_catalog.now() END,
                             processed_tx = CASE WHEN $2 {EQ} '{pending}' THEN NULL ELSE pg_catalog.txid_current() END
                       WHERE id {EQ} ANY ($1)"
