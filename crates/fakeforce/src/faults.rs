@@ -64,8 +64,9 @@ pub struct FaultRule {
     pub object: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<Operation>,
-    /// Record-level rules only: fire when this field's sent (or, for deletes, stored) value equals `equals`
-    /// (or contains `contains`), compared as text ignoring case.
+    /// Fire when this field's sent (or, for deletes, stored) value equals `equals` (or contains `contains`),
+    /// compared as text ignoring case. A request-level rule with a field fires for a request that sends at least
+    /// one such record (a slow trigger on one record slows its whole request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,13 +162,16 @@ impl Faults {
         Duration::from_millis(ms + extra)
     }
 
-    /// Decides what happens to a whole data request.
-    pub fn for_request(&mut self, object: Option<&str>, op: Operation) -> RequestFaults {
+    /// Decides what happens to a whole data request that sends `records` (JSON objects; empty when it sends none).
+    pub fn for_request(&mut self, object: Option<&str>, op: Operation, records: &[Value]) -> RequestFaults {
         let (ms, jitter) = self.base_latency;
         let mut out = RequestFaults { delay: self.jitter(ms, jitter), ..Default::default() };
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
             if rule.effect.is_record_level() || rule.spent() || !rule.scope_matches(object, op) {
+                continue;
+            }
+            if rule.field.is_some() && !records.iter().any(|r| rule.value_matches(&|f| field_of(r, f))) {
                 continue;
             }
             let rate = rule.rate;
@@ -237,6 +241,11 @@ impl Faults {
     }
 }
 
+/// A field of a sent record, by name ignoring case.
+fn field_of(record: &Value, field: &str) -> Option<Value> {
+    record.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(field)).map(|(_, v)| v.clone())
+}
+
 /// Salesforce's lock error, which fails every record of the chunk.
 pub fn lock_error(ids: &[String]) -> RecordError {
     let shown = if ids.is_empty() { String::new() } else { format!(" Record Ids: {}", ids.join(", ")) };
@@ -271,14 +280,14 @@ mod tests {
             rule(Effect::Http { status: 503, error_code: "SERVER_UNAVAILABLE".into(), message: "down".into() });
         once.times = Some(1);
         let mut f = Faults::new(7, vec![once], (0, 0));
-        assert!(f.for_request(None, Operation::Create).error.is_some());
-        assert!(f.for_request(None, Operation::Create).error.is_none());
+        assert!(f.for_request(None, Operation::Create, &[]).error.is_some());
+        assert!(f.for_request(None, Operation::Create, &[]).error.is_none());
 
         let mut half = rule(Effect::DropAfterCommit);
         half.rate = Some(0.5);
         let draw = |seed| {
             let mut f = Faults::new(seed, vec![half.clone()], (0, 0));
-            (0..64).map(|_| f.for_request(None, Operation::Update).drop_after_commit).collect::<Vec<_>>()
+            (0..64).map(|_| f.for_request(None, Operation::Update, &[]).drop_after_commit).collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         let hits = draw(3).iter().filter(|b| **b).count();
@@ -303,5 +312,18 @@ mod tests {
         assert!(
             matches!(f.for_record("contact", Operation::Create, &blocked), Some(RecordFault::Error(e)) if e.message == "Email is blocked")
         );
+    }
+
+    #[test]
+    fn request_rules_with_a_field_fire_for_requests_that_send_a_matching_record() {
+        let mut slow = rule(Effect::Latency { ms: 900, jitter_ms: 0 });
+        slow.field = Some("LastName".into());
+        slow.equals = Some("slow".into());
+        let mut f = Faults::new(1, vec![slow], (0, 0));
+        let fine = [serde_json::json!({"LastName": "Fine"})];
+        let mixed = [serde_json::json!({"LastName": "Fine"}), serde_json::json!({"lastname": "SLOW"})];
+        assert_eq!(f.for_request(None, Operation::Create, &fine).delay, Duration::ZERO);
+        assert_eq!(f.for_request(None, Operation::Create, &[]).delay, Duration::ZERO);
+        assert_eq!(f.for_request(None, Operation::Create, &mixed).delay, Duration::from_millis(900));
     }
 }

@@ -27,6 +27,8 @@ pub enum OutageMode {
     Refuse,
     /// Every call gets 503 with Salesforce's maintenance answer.
     Unavailable,
+    /// Connections are accepted but nothing is answered until the outage ends (a hung server or network).
+    Hang,
 }
 
 #[derive(Debug, Clone)]

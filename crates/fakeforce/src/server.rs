@@ -159,12 +159,20 @@ async fn handle(org: Arc<Org>, req: Request<Incoming>) -> Result<Response<Full<B
             );
             return Ok(counted(&org, "other", Reply::error(&e)));
         }
+        Some(OutageMode::Hang) => {
+            // Accepted, never answered: the connection is closed when the outage ends.
+            let until = org.lock().outage.as_ref().map(|o| o.until);
+            if let Some(until) = until {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            return Err(dropped(&org));
+        }
         None => {}
     }
     let seg: Vec<&str> = call.segments.iter().map(String::as_str).collect();
     match seg.as_slice() {
         ["services", "oauth2", "token"] if call.method == hyper::Method::POST => {
-            let faults = org.lock().faults.for_request(None, Operation::Token);
+            let faults = org.lock().faults.for_request(None, Operation::Token, &[]);
             tokio::time::sleep(faults.delay).await;
             if faults.drop_before_commit {
                 return Err(dropped(&org));
@@ -254,7 +262,7 @@ async fn data_call(
             return Ok(counted(&org, kind, with_usage(&org, Reply::error(&ApiError::limit_exceeded()))));
         }
         st.api_used += 1;
-        st.faults.for_request(object.as_deref(), op)
+        st.faults.for_request(object.as_deref(), op, &sent_records(&call.body))
     };
     if !faults.delay.is_zero() {
         tokio::time::sleep(faults.delay).await;
@@ -277,6 +285,23 @@ async fn data_call(
         return Err(dropped(&org));
     }
     Ok(counted(&org, kind, with_usage(&org, reply)))
+}
+
+/// The records a collection call sends (`{"records": [...]}`), for fault rules scoped by a field value.
+fn sent_records(body: &[u8]) -> Vec<Value> {
+    if body.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| match v {
+            Value::Object(mut o) => match o.remove("records") {
+                Some(Value::Array(list)) => Some(list),
+                _ => Some(vec![Value::Object(o)]),
+            },
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 fn with_usage(org: &Org, reply: Reply) -> Reply {

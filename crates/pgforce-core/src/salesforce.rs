@@ -59,7 +59,16 @@ pub enum CallError {
     /// The whole request was refused (400 and friends): split it to find the record that causes it.
     #[error("{code}: {message}")]
     Rejected { status: u16, code: String, message: String },
+    /// The request was sent but failed on the way (no answer in time, connection lost, HTTP 500/502/504): whether
+    /// Salesforce applied it is unknown. Whether Salesforce or the request is at fault, `Client::reachable` tells.
+    #[error("{code}: {message}")]
+    Failed { code: String, message: String },
 }
+
+/// How long the probe that tells an outage from a failing request may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connecting (name, TCP, TLS) gets at most this long: failing to connect is an outage, never a request's fault.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SfError {
@@ -132,12 +141,41 @@ fn describe_transport(e: &ureq::Error) -> String {
     }
 }
 
+/// What a transport error on a data call means: not connected at all is an outage (nothing was sent); anything
+/// after that (no answer in time, connection lost) leaves the request in doubt.
+fn call_failed(e: &ureq::Error, timeout: Duration) -> CallError {
+    use std::io::ErrorKind;
+    match e {
+        ureq::Error::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect)
+        | ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed => CallError::Unavailable(describe_transport(e)),
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::NotFound
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            CallError::Unavailable(describe_transport(e))
+        }
+        ureq::Error::Timeout(_) => CallError::Failed {
+            code: "REQUEST_TIMEOUT".into(),
+            message: format!("no answer within {} s (pgforce.request_timeout)", timeout.as_secs_f64()),
+        },
+        other => CallError::Failed { code: "CONNECTION_LOST".into(), message: describe_transport(other) },
+    }
+}
+
 impl Client {
     pub fn new(settings: Settings) -> Client {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(settings.request_timeout))
+            .timeout_connect(Some(settings.request_timeout.min(CONNECT_TIMEOUT)))
             .user_agent("pgforce")
             .build()
             .into();
@@ -241,6 +279,20 @@ impl Client {
             .map_err(|e| CallError::Unauthorized(format!("cannot sign the JWT assertion: {e}")))
     }
 
+    /// Whether Salesforce answers a light request (the list of API versions, which needs no session and counts
+    /// against no limit) quickly: after a request failed, it tells a failing request from an outage.
+    pub fn reachable(&self) -> bool {
+        let Some(instance_url) = lock(&self.session).as_ref().map(|s| s.instance_url.clone()) else { return false };
+        let probe = self
+            .agent
+            .get(format!("{instance_url}/services/data/"))
+            .config()
+            .timeout_global(Some(PROBE_TIMEOUT.min(self.settings.request_timeout)))
+            .build()
+            .call();
+        probe.is_ok_and(|r| r.status().as_u16() == 200)
+    }
+
     /// One sObject Collections call; a 401 logs in again and retries once.
     pub fn call(&self, kind: &CallKind, records: &[Value]) -> Result<Vec<RecordResult>, CallError> {
         match self.call_once(kind, records) {
@@ -269,18 +321,24 @@ impl Client {
                 self.agent.delete(&url).header("Authorization", &auth).call()
             }
         };
-        let mut r = sent.map_err(|e| CallError::Unavailable(describe_transport(&e)))?;
+        let timeout = self.settings.request_timeout;
+        let mut r = sent.map_err(|e| call_failed(&e, timeout))?;
         if let Some(u) = r.headers().get("Sforce-Limit-Info").and_then(|h| h.to_str().ok()).and_then(Usage::parse) {
             *lock(&self.usage) = Some(u);
         }
         let status = r.status().as_u16();
-        let text =
-            r.body_mut().read_to_string().map_err(|e| CallError::Unavailable(format!("reading the answer: {e}")))?;
+        let text = r.body_mut().read_to_string().map_err(|e| match call_failed(&e, timeout) {
+            CallError::Failed { code, message } => {
+                CallError::Failed { code, message: format!("reading the answer: {message}") }
+            }
+            other => other,
+        })?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 {
-            let list = body
-                .as_array()
-                .ok_or_else(|| CallError::Unavailable(format!("unexpected answer: {}", truncate(&text))))?;
+            let list = body.as_array().ok_or_else(|| CallError::Failed {
+                code: "UNEXPECTED_ANSWER".into(),
+                message: format!("HTTP 200 without a list of results: {}", truncate(&text)),
+            })?;
             return Ok(list.iter().map(record_result).collect());
         }
         let first = body.get(0);
@@ -293,7 +351,12 @@ impl Client {
         match status {
             401 => Err(CallError::Unauthorized(format!("{code}: {message}"))),
             403 if code == "REQUEST_LIMIT_EXCEEDED" => Err(CallError::Unavailable(format!("{code}: {message}"))),
-            420 | 500..=599 => Err(CallError::Unavailable(format!("HTTP {status} {code}: {message}"))),
+            // Maintenance, overload, rate limiting: Salesforce is not serving; the request was not applied.
+            420 | 503 => Err(CallError::Unavailable(format!("HTTP {status} {code}: {message}"))),
+            500..=599 => Err(CallError::Failed {
+                code: if code.is_empty() { format!("HTTP_{status}") } else { code },
+                message: format!("HTTP {status}: {message}"),
+            }),
             _ => Err(CallError::Rejected {
                 status,
                 code: if code.is_empty() { format!("HTTP_{status}") } else { code },

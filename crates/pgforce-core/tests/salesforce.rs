@@ -152,6 +152,58 @@ fn lock_errors_are_transient_and_outages_leave_records_unsent() {
 }
 
 #[test]
+fn a_request_that_fails_while_salesforce_answers_costs_its_records_an_attempt_and_an_outage_costs_nothing() {
+    let ff = FakeForce::start(Config::default()).expect("fakeforce");
+    let mut s = settings(&ff);
+    s.request_timeout = Duration::from_millis(700);
+    let client = Client::new(s);
+    // One record makes its request too slow (a slow trigger on it); another request gets a server error.
+    admin(
+        &ff,
+        "PUT",
+        "/faults",
+        json!([
+            {"field": "LastName", "equals": "slow", "effect": {"type": "latency", "ms": 2000}},
+            {"field": "LastName", "equals": "broken", "effect": {"type": "http", "status": 500, "error_code": "UNKNOWN_EXCEPTION", "message": "An unexpected error occurred."}}
+        ]),
+    );
+    let batch = |key: usize, last: &str| Batch {
+        kind: CallKind::Upsert { object: "Contact".into(), field: "External_Id__c".into() },
+        items: vec![(key, contact(last, &format!("R{key}")))],
+    };
+    let mut d = deliver(&client, vec![batch(0, "slow"), batch(1, "broken"), batch(2, "fine")], 3);
+    d.verdicts.sort_by_key(|(k, _)| *k);
+    assert!(d.trouble.is_none(), "Salesforce is up: no pause ({:?})", d.trouble);
+    assert!(
+        matches!(&d.verdicts[0].1, Verdict::Failed { code, message, transient: true } if code == "REQUEST_TIMEOUT" && message.starts_with("no answer within 0.7 s")),
+        "{:?}",
+        d.verdicts[0]
+    );
+    assert!(
+        matches!(&d.verdicts[1].1, Verdict::Failed { code, message, transient: true } if code == "UNKNOWN_EXCEPTION" && message.starts_with("HTTP 500")),
+        "{:?}",
+        d.verdicts[1]
+    );
+    assert!(matches!(d.verdicts[2].1, Verdict::Done { .. }), "{:?}", d.verdicts[2]);
+
+    // A hung Salesforce (the probe gets no answer either) is an outage: the records stay unsent, at no cost.
+    admin(&ff, "PUT", "/faults", json!([]));
+    admin(&ff, "POST", "/outage", json!({"mode": "hang", "seconds": 3}));
+    let d = deliver(&client, vec![batch(3, "fine")], 1);
+    assert!(
+        matches!(d.trouble, Some(CallError::Unavailable(ref m)) if m.starts_with("REQUEST_TIMEOUT")),
+        "{:?}",
+        d.trouble
+    );
+    assert_eq!(d.verdicts, [(3, Verdict::Unsent)]);
+    // So is maintenance (503).
+    admin(&ff, "POST", "/outage", json!({"mode": "unavailable", "seconds": 30}));
+    let d = deliver(&client, vec![batch(4, "fine")], 1);
+    assert!(matches!(d.trouble, Some(CallError::Unavailable(ref m)) if m.contains("503")), "{:?}", d.trouble);
+    assert_eq!(d.verdicts, [(4, Verdict::Unsent)]);
+}
+
+#[test]
 fn credentials_and_data_go_over_https_only() {
     // A token endpoint that hands out a plain-http instance on another host: nothing is sent there.
     let config = Config { advertised_url: Some("http://198.51.100.7:8443".into()), ..Config::default() };

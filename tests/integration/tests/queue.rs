@@ -163,3 +163,47 @@ fn a_row_locked_by_a_user_transaction_waits_alone() {
     assert_eq!(seen.last().map(|s| s.0.as_str()), Some("SUCCESS"), "{seen:?}");
     assert_eq!(sf.live("Contact").len(), 21, "the re-sent upsert created nothing new");
 }
+
+#[test]
+fn a_request_that_always_times_out_fails_its_record_alone_after_max_attempts() {
+    let sf = Salesforce::start();
+    let mut settings = sf.settings();
+    settings.extend(["pgforce.request_timeout = '1s'".to_string(), "pgforce.max_attempts = 3".to_string()]);
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');",
+    )
+    .expect("setup");
+    // A slow Salesforce trigger on one record: every request that carries it takes longer than request_timeout.
+    sf.admin(
+        "PUT",
+        "/faults",
+        json!([{"field": "LastName", "equals": "Slow", "effect": {"type": "latency", "ms": 3000}}]),
+    );
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Slow', 'S-1')").expect("slow");
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, external_id__c) SELECT 'n' || g, 'N-' || g FROM generate_series(1, 20) g",
+    )
+    .expect("others");
+    wait_for(WAIT, "the rows committed after it delivered", || {
+        (written_back(&mut c, &(2..=21).map(|i| i.to_string()).collect::<Vec<_>>().join(",")) == 20).then_some(())
+    });
+    let slow = wait_for(Duration::from_secs(30), "the slow record failed", || {
+        entries(&mut c).into_iter().find(|e| e.0 == 1 && e.1 == "FAILED")
+    });
+    let message = slow.2.unwrap_or_default();
+    assert!(
+        message.starts_with("REQUEST_TIMEOUT: no answer within 1 s")
+            && message.ends_with("(gave up after 3 attempts, pgforce.max_attempts)"),
+        "{message}"
+    );
+    assert_eq!(slow.3, 3, "three attempts");
+    let row = c.query_one("SELECT _hc_lastop, _hc_err FROM public.contact WHERE id = 1", &[]).expect("row");
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("FAILED"));
+    assert_eq!(row.get::<_, Option<String>>(1), Some(message));
+    let state: String = c.query_one("SELECT connection_state FROM salesforce.sync_status", &[]).expect("status").get(0);
+    assert_ne!(state, "PAUSED", "a failing request is no outage");
+}

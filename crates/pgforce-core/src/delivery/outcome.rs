@@ -170,8 +170,12 @@ pub fn outcomes(
                 let note = format!("{code}: {message} (attempt {} of {max_attempts}, retrying)", attempts + 1);
                 out.log.extend(each(ids, LogState::New, Some(note), attempts + 1, Some(wait)));
             }
-            Verdict::Failed { code, message, .. } => {
-                let text = format!("{code}: {message}");
+            Verdict::Failed { code, message, transient } => {
+                let text = if transient {
+                    format!("{code}: {message} (gave up after {} attempts, pgforce.max_attempts)", attempts + 1)
+                } else {
+                    format!("{code}: {message}")
+                };
                 out.stats.entry(job.table.clone()).or_default().last_error = Some(text.clone());
                 out.log.extend(each(ids, LogState::Failed, Some(text.clone()), attempts + 1, None));
                 if job.write.kind != WriteKind::Delete {
@@ -310,7 +314,9 @@ mod tests {
         assert_eq!(states(&last), [(1, LogState::Failed)]);
         assert_eq!((last.log[0].attempts, last.log[0].retry_in), (3, None));
         assert_eq!(last.rows[QUALIFIED][0].lastop, LastOp::Failed);
-        assert_eq!(last.stats[TABLE].last_error.as_deref(), Some("UNABLE_TO_LOCK_ROW: busy"));
+        let gave_up = "UNABLE_TO_LOCK_ROW: busy (gave up after 3 attempts, pgforce.max_attempts)";
+        assert_eq!(last.stats[TABLE].last_error.as_deref(), Some(gave_up));
+        assert_eq!(last.log[0].message.as_deref(), Some(gave_up));
     }
 
     #[test]

@@ -155,8 +155,11 @@ impl Plan {
         [first, rest].into_iter().map(|ids| self.batches_of(&ids, tables)).filter(|w| !w.is_empty()).collect()
     }
 
-    /// Groups the given jobs into calls of at most 200 records of one kind (and one sObject for upserts).
+    /// Groups the given jobs into calls of at most 200 records of one kind (and one sObject for upserts). A write
+    /// that failed before goes alone: whatever made its request fail (a record that times out, a lock) then costs
+    /// the records that were batched with it one attempt, never more.
     fn batches_of(&self, ids: &[usize], tables: &HashMap<String, Table>) -> Vec<Batch> {
+        let mut alone = Vec::new();
         let mut groups: Vec<(CallKind, Vec<(usize, Value)>)> = Vec::new();
         let mut index: HashMap<(&str, u8), usize> = HashMap::new();
         for &i in ids {
@@ -176,6 +179,10 @@ impl Plan {
                 Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
                 Operation::Skip | Operation::Refuse(_) => continue,
             };
+            if job.write.attempts > 0 {
+                alone.push(Batch { kind, items: vec![(i, item)] });
+                continue;
+            }
             let g = *index.entry((job.table.as_str(), tag)).or_insert_with(|| {
                 groups.push((kind, Vec::new()));
                 groups.len() - 1
@@ -190,6 +197,7 @@ impl Plan {
                     .map(|c| Batch { kind: kind.clone(), items: c.to_vec() })
                     .collect::<Vec<_>>()
             })
+            .chain(alone)
             .collect()
     }
 }
@@ -337,6 +345,26 @@ mod tests {
         let keys: std::collections::BTreeSet<usize> =
             waves[0].iter().flat_map(|b| b.items.iter().map(|(k, _)| *k)).collect();
         assert_eq!(keys.len(), 251, "every job is sent exactly once");
+    }
+
+    #[test]
+    fn writes_that_failed_before_go_alone() {
+        let mut claimed = Claimed::default();
+        claimed.tables.insert("invoice".into(), table("Invoice__c", &["amount__c"], None));
+        let mut changes: Vec<Change> = (0..5).map(|i| insert(100 + i, i, &[("amount__c", "1")])).collect();
+        changes[1].attempts = 1;
+        changes[3].attempts = 2;
+        claimed.changes.insert("invoice".into(), changes);
+        let mut p = plan(&claimed);
+        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        let waves = p.waves(&claimed.tables);
+        let mut calls: Vec<Vec<i64>> = waves[0]
+            .iter()
+            .map(|b| b.items.iter().flat_map(|(k, _)| p.jobs[*k].write.log_ids.clone()).collect())
+            .collect();
+        calls.iter_mut().for_each(|c| c.sort());
+        calls.sort();
+        assert_eq!(calls, [vec![100, 102, 104], vec![101], vec![103]]);
     }
 
     #[test]

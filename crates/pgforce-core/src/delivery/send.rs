@@ -1,6 +1,7 @@
 //! Sending: batches go to Salesforce with several calls in flight; a batch Salesforce refuses as a whole is split
-//! until every record has its own verdict; the first sign of connection trouble stops the rest, which stay queued
-//! at no cost to them.
+//! until every record has its own verdict; a request that fails on the way (timeout, lost connection, 5xx) while
+//! Salesforce is up costs its records an attempt; the first sign of an outage stops the rest, which stay queued at
+//! no cost to them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,6 +133,16 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &
             let (a, b) = items.split_at(items.len() / 2);
             send_split(client, kind, a, out);
             send_split(client, kind, b, out);
+        }
+        // Salesforce answers otherwise: this request is the problem (too slow, a server error on its records). It
+        // costs its records an attempt; each is retried alone, so one bad record cannot hold the others back.
+        Err(CallError::Failed { code, message }) if client.reachable() => {
+            let verdict = Verdict::Failed { code, message, transient: true };
+            out.verdicts.extend(items.iter().map(|(k, _)| (*k, verdict.clone())));
+        }
+        Err(CallError::Failed { code, message }) => {
+            out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+            out.trouble = Some(CallError::Unavailable(format!("{code}: {message}")));
         }
         Err(e) => {
             out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
