@@ -4,7 +4,7 @@
 //! leave instead of failing with "being accessed by other users". Reserved while preloading.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, pg_sys, register_xact_callback, PgAtomic, PgXactCallbackEvent};
@@ -14,6 +14,11 @@ use pgrx::{pg_shmem_init, pg_sys, register_xact_callback, PgAtomic, PgXactCallba
 static WORKER_LATCH: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"pgforce_worker_latch") };
 static WORKER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"pgforce_worker_pid") };
 static WORKER_DATABASE: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"pgforce_worker_database") };
+/// Set while the worker connects to its database: still set at the next start means that connecting failed (the
+/// database does not exist, or refused the connection), and the worker waits for it instead of failing again.
+static WORKER_CONNECTING: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"pgforce_worker_connecting") };
+/// How many starts in a row failed to connect.
+static CONNECT_FAILURES: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"pgforce_worker_connect_failures") };
 static mut PREVIOUS_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
 
 thread_local! {
@@ -26,10 +31,30 @@ pub fn init_shared_memory() {
     pg_shmem_init!(WORKER_LATCH);
     pg_shmem_init!(WORKER_PID);
     pg_shmem_init!(WORKER_DATABASE);
+    pg_shmem_init!(WORKER_CONNECTING);
+    pg_shmem_init!(CONNECT_FAILURES);
     // SAFETY: hooks are installed in the postmaster while preloading; backends inherit them.
     unsafe {
         PREVIOUS_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
         pg_sys::object_access_hook = Some(on_object_access);
+    }
+}
+
+/// Called before the worker connects to its database. When the previous start died while connecting, returns how
+/// many starts in a row failed to connect (the worker then waits instead); otherwise 0.
+pub fn connecting() -> u32 {
+    if WORKER_CONNECTING.get().swap(true, Ordering::SeqCst) {
+        CONNECT_FAILURES.get().fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        0
+    }
+}
+
+/// Called once the worker is connected to its database (`ok`), or when it waits instead of connecting.
+pub fn connected(ok: bool) {
+    WORKER_CONNECTING.get().store(false, Ordering::SeqCst);
+    if ok {
+        CONNECT_FAILURES.get().store(0, Ordering::SeqCst);
     }
 }
 

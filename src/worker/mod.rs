@@ -7,6 +7,7 @@
 
 mod archive;
 mod claim;
+mod database;
 mod error;
 mod record;
 mod sql;
@@ -66,7 +67,13 @@ pub fn register() {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    BackgroundWorker::connect_worker_to_spi(Some(&guc::database()), None);
+    let database = guc::database();
+    let failures = shmem::connecting();
+    if failures > 0 {
+        database::wait_for(&database, failures);
+    }
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    shmem::connected(true);
     // The worker is a superuser: no schema a user can create objects in is ever on its path, whatever the
     // database's or role's settings say.
     // SAFETY: sets a GUC of this process, outside any transaction, from its main thread.

@@ -44,10 +44,15 @@ impl ConnState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Claiming,
-    Sending { records: usize, objects: Vec<String> },
+    Sending {
+        records: usize,
+        objects: Vec<String>,
+    },
     Recording,
     Maintaining,
     Waiting,
+    /// `pgforce.database` does not exist (yet), or the last attempt to connect to it failed.
+    WaitingForDatabase(String),
 }
 
 impl std::fmt::Display for Step {
@@ -60,6 +65,7 @@ impl std::fmt::Display for Step {
             Step::Recording => f.write_str("recording outcomes"),
             Step::Maintaining => f.write_str("archiving"),
             Step::Waiting => f.write_str("waiting for changes"),
+            Step::WaitingForDatabase(name) => write!(f, "waiting for database \"{name}\" (pgforce.database)"),
         }
     }
 }
@@ -67,8 +73,11 @@ impl std::fmt::Display for Step {
 /// Shows `step` in `pg_stat_activity` (`state` active, or idle while waiting).
 pub fn show(step: &Step) {
     let text = CString::new(format!("pgforce: {step}")).unwrap_or_default();
-    let state =
-        if *step == Step::Waiting { pg_sys::BackendState::STATE_IDLE } else { pg_sys::BackendState::STATE_RUNNING };
+    let state = if matches!(step, Step::Waiting | Step::WaitingForDatabase(_)) {
+        pg_sys::BackendState::STATE_IDLE
+    } else {
+        pg_sys::BackendState::STATE_RUNNING
+    };
     // SAFETY: this backend's own status entry; Postgres copies the string.
     unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }

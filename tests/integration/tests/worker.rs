@@ -91,6 +91,41 @@ fn drop_database_is_not_blocked_by_the_worker() {
 }
 
 #[test]
+fn a_missing_database_is_waited_for_not_a_crash_loop() {
+    let sf = Salesforce::start();
+    let mut settings = sf.settings();
+    settings.push("pgforce.database = 'later'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let failures = || cluster.server_log().matches("FATAL:  database \"later\" does not exist").count();
+    // Restarted every 5 s, a worker that fails to connect would have failed twice by now.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(failures(), 1, "one failed start, then it waits");
+    assert!(cluster.server_log().contains(
+        "pgforce: database \"later\" (pgforce.database) does not exist: nothing is delivered until it is created"
+    ));
+    let (_, db) = worker_row(&cluster).expect("the worker waits, in pg_stat_activity");
+    assert_eq!(db, None, "connected to no database while it waits");
+
+    let mut c = cluster.admin();
+    c.batch_execute("CREATE DATABASE later").expect("create database");
+    wait_for(Duration::from_secs(20), "the worker connected to later", || {
+        worker_row(&cluster).filter(|w| w.1.as_deref() == Some("later"))
+    });
+    let mut later = cluster.connect("postgres", "later");
+    map_contact(&mut later);
+    later
+        .batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('Later', 'L-1')")
+        .expect("insert");
+    wait_for(Duration::from_secs(10), "delivery", || (sf.live("Contact").len() == 1).then_some(()));
+    drop(later);
+
+    // Dropped again: it leaves, fails to connect once more, and waits again.
+    c.batch_execute("DROP DATABASE later").expect("drop database");
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(failures(), 2, "one more failed start after the drop, then it waits");
+}
+
+#[test]
 fn crashes_mid_drain_lose_nothing_and_duplicate_nothing() {
     const ROWS: i64 = 20_000;
     let sf = Salesforce::start();
