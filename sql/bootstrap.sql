@@ -25,6 +25,9 @@ CREATE TABLE @extschema@._trigger_log (
     -- pgforce: the table that was written (capture records it; rows users insert by the documented SQL leave it
     -- NULL and are resolved by table_name).
     relid           regclass,
+    -- pgforce: an attempt was sent and its outcome is unknown (no answer, a crash before it was recorded): when
+    -- that attempt was claimed. An insert in doubt is looked for in Salesforce before it is sent again.
+    in_doubt_since  timestamptz,
     CONSTRAINT _trigger_log_pkey PRIMARY KEY (id),
     CONSTRAINT _trigger_log_state_check CHECK (state IN ('NEW', 'PENDING', 'SUCCESS', 'FAILED', 'MERGED', 'IGNORE',
                                                         'IGNORED', 'READONLY', 'REQUEUE', 'REQUEUED')),
@@ -68,6 +71,7 @@ CREATE TABLE @extschema@._trigger_log_archive (
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz,
     relid           regclass,
+    in_doubt_since  timestamptz,
     CONSTRAINT _trigger_log_archive_pkey PRIMARY KEY (id)
 );
 CREATE INDEX _trigger_log_archive_idx_created_at ON @extschema@._trigger_log_archive (created_at);

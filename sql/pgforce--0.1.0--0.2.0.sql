@@ -7,10 +7,11 @@
 --
 -- 0.2.0: the security model (README, "Security model"): log rows record their table's OID; the pgforce_monitor and
 -- pgforce_operator roles; functions revoked from PUBLIC; SECURITY DEFINER functions with a pinned search_path;
--- retry_failed(); error texts for monitors only; mapping changes invalidate the capture triggers' cache.
+-- retry_failed(); error texts for monitors only; mapping changes invalidate the capture triggers' cache. Log rows
+-- whose attempt went unanswered are marked in doubt (in_doubt_since).
 
-ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass;
-ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass;
+ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
+ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 
 DO $do$
 BEGIN

@@ -102,10 +102,13 @@ fn map_table(
     if access == Access::ReadWrite && upsert_field.is_none() {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_WARNING,
-            format!("{} has no upsert field: an insert re-sent after a crash could create a duplicate in Salesforce", table.qualified),
+            format!(
+                "{} has no upsert field: an insert whose answer was lost (a timeout, a crash) is looked for in Salesforce before it is sent again, which has limits",
+                table.qualified
+            ),
             "pgforce",
         )
-        .set_hint("Map it with upsert_field => '<unique external id field>' and fill that column on insert, as Heroku Connect advises.")
+        .set_hint("Map it with upsert_field => '<unique external id field>' and fill that column on insert, as Heroku Connect advises (README: \"Inserts in doubt never duplicate\").")
         .report(PgLogLevel::WARNING);
     }
     pgrx::notice!(

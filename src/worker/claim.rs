@@ -48,6 +48,7 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
             values: values(row.get(7)?),
             old: values(row.get(8)?),
             attempts: row.get(9)?.unwrap_or_default(),
+            in_doubt_since: row.get(10)?,
         });
     }
     let now = match config.write_algorithm {

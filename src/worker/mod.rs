@@ -10,23 +10,29 @@ mod claim;
 mod database;
 mod error;
 mod record;
+mod sender;
 mod sql;
 mod status;
 mod transaction;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgforce_core::config::{read_secret, Config};
-use pgforce_core::delivery::outcome::outcomes;
-use pgforce_core::delivery::plan::plan;
-use pgforce_core::delivery::send::{send_waves, Delivery, Verdict};
-use pgforce_core::delivery::Claimed;
+use pgforce_core::delivery::doubt;
+use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, Retry};
+use pgforce_core::delivery::plan::{plan, Plan};
+use pgforce_core::delivery::send::{Batch, Verdict};
+use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::retry::Breaker;
 use pgforce_core::salesforce::{CallError, Client, Settings};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use rand::rngs::StdRng;
@@ -46,6 +52,8 @@ const THROTTLE_PAUSE: Duration = Duration::from_secs(5);
 const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Pause after a cycle that failed inside the worker (a database error or a bug).
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// While requests are in flight, how often the worker looks for SIGTERM.
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 /// Registers the worker; called from `_PG_init` while preloading.
 pub fn register() {
@@ -118,7 +126,7 @@ struct SecretFiles {
 
 struct Worker {
     /// The client and the connection settings it was built from (a reload that changes them builds a new one).
-    client: Option<(Settings, Client)>,
+    client: Option<(Settings, Arc<Client>)>,
     secrets: Option<SecretFiles>,
     breaker: Breaker,
     rng: StdRng,
@@ -171,7 +179,7 @@ impl Worker {
                 let text = format!("internal error while {}: {message}", self.step);
                 pgrx::warning!("pgforce: {text}; the changes of this cycle go back to the queue");
                 if let Some(st) = &self.statements {
-                    let _ = as_sync_engine(|c| Ok(c.update(&st.reclaim_pending, None, &[])?.len()));
+                    let _ = as_sync_engine(|c| reclaim(c, st, config));
                     self.reporter.report(st, ConnState::SystemError, Some(text), None);
                 }
                 ERROR_PAUSE
@@ -181,7 +189,7 @@ impl Worker {
 
     fn cycle(&mut self, config: &Config) -> Duration {
         let poll = config.poll_interval;
-        match self.prepare() {
+        match self.prepare(config) {
             Ok(true) => {}
             Ok(false) => return poll, // the extension is not installed (yet) in this database
             Err(e) => {
@@ -267,7 +275,7 @@ impl Worker {
     /// Finds the schema pgforce is installed in and prepares the statements for it when that changed (first cycle,
     /// or the extension was re-created); rows a crash left `PENDING` are then claimed again. Returns whether pgforce
     /// is installed.
-    fn prepare(&mut self) -> Result<bool, WorkerError> {
+    fn prepare(&mut self, config: &Config) -> Result<bool, WorkerError> {
         let Some((schema, version)) = self.installed_schema()? else {
             self.statements = None;
             return Ok(false);
@@ -289,7 +297,7 @@ impl Worker {
         }
         let st = as_sync_engine(|c| {
             let st = Statements::prepare(c, &schema)?;
-            c.update(&st.reclaim_pending, None, &[])?;
+            reclaim(c, &st, config)?;
             Ok(st)
         })?;
         self.statements = Some(st);
@@ -403,15 +411,15 @@ impl Worker {
     }
 
     /// The client for these settings, built anew when they changed.
-    fn client(&mut self, settings: &Settings) -> &Client {
+    fn client(&mut self, settings: &Settings) -> Arc<Client> {
         if self.client.as_ref().is_some_and(|(current, _)| current != settings) {
             self.client = None;
         }
-        &self.client.get_or_insert_with(|| (settings.clone(), Client::new(settings.clone()))).1
+        self.client.get_or_insert_with(|| (settings.clone(), Arc::new(Client::new(settings.clone())))).1.clone()
     }
 
-    /// Plans, sends and records one claim. `Err` carries how long to wait (the connection is paused, or recording
-    /// failed).
+    /// Plans, sends and records one claim, recording outcomes as requests complete. `Err` carries how long to wait
+    /// (the connection is paused, recording failed, or the worker is asked to stop).
     fn deliver(&mut self, config: &Config, claimed: Claimed) -> Result<(), Duration> {
         let mut plan = plan(&claimed);
         let tables = &claimed.tables;
@@ -420,10 +428,28 @@ impl Worker {
         let sfids = if wanted.is_empty() {
             HashMap::new()
         } else {
-            self.with_statements(|c, st| record::current_sfids(c, st, tables, wanted)).unwrap_or_default()
+            match self.with_statements(|c, st| record::current_sfids(c, st, tables, wanted)) {
+                Ok(found) => found,
+                Err(e) => return self.recording_failed(config, e),
+            }
         };
         plan.decide(tables, &sfids, config.write_algorithm);
+        let client = match self.connection(config) {
+            Ok(settings) => Ok(self.client(&settings)),
+            Err(e) => Err(CallError::Unauthorized(e)),
+        };
+        if let Ok(client) = &client {
+            self.settle_doubts(client, &mut plan, tables);
+        }
+        // What needs no call is settled at once.
+        let settled = unsent_outcomes(&plan, tables, Retry::of(config), &mut self.rng);
+        if !settled.is_empty() {
+            self.record_outcomes(config, &settled)?;
+        }
         let waves = plan.waves(tables);
+        if waves.is_empty() {
+            return Ok(());
+        }
         let records = waves.iter().flatten().map(|b| b.items.len()).sum();
         let objects: BTreeSet<&str> = waves
             .iter()
@@ -433,32 +459,18 @@ impl Worker {
             .collect();
         self.set_step(Step::Sending { records, objects: objects.into_iter().map(str::to_string).collect() });
         guc::inject_fault_while_sending();
-        let delivery = match self.connection(config) {
-            Ok(settings) => send_waves(self.client(&settings), waves, config.max_concurrency),
+        let trouble = match client {
             // Nothing is sent: the records keep their place and their attempts.
-            Err(e) => Delivery { trouble: Some(CallError::Unauthorized(e)), ..Default::default() },
-        };
-        let verdicts: HashMap<usize, Verdict> = delivery.verdicts.into_iter().collect();
-        let outcomes = outcomes(&plan, &verdicts, tables, config.max_attempts, &mut self.rng);
-        self.set_step(Step::Recording);
-        let mut recorded = self.with_statements(|c, st| record::record(c, st, &outcomes));
-        if recorded.is_err() && !self.vanished() {
-            // Some outcome could not be recorded: record each write alone, so only those fail.
-            let mut rng = StdRng::from_rng(&mut self.rng);
-            let max_attempts = config.max_attempts;
-            recorded =
-                self.with_statements(|c, st| record::record_each(c, st, &outcomes, max_attempts, &mut rng)).map(|_| ());
-        }
-        if let Err(e) = recorded {
-            if self.vanished() {
-                return Err(Duration::ZERO);
+            Err(e) => {
+                let unsent: Vec<(usize, Verdict)> =
+                    waves.iter().flatten().flat_map(|b| b.items.iter().map(|(k, _)| (*k, Verdict::Unsent))).collect();
+                let outcomes = sent_outcomes(&plan, &unsent, tables, Retry::of(config), &mut self.rng);
+                self.record_outcomes(config, &outcomes)?;
+                Some(e)
             }
-            // The rows stay PENDING; they go back to the queue now, or at the next start.
-            self.report(ConnState::SystemError, Some(format!("recording outcomes: {e}")));
-            let _ = self.with_statements(|c, st| Ok(c.update(&st.reclaim_pending, None, &[])?.len()));
-            return Err(ERROR_PAUSE);
-        }
-        match delivery.trouble {
+            Ok(client) => self.send_and_record(config, &plan, tables, client, waves)?,
+        };
+        match trouble {
             None => {
                 self.breaker.success();
                 if self.reporter.in_trouble() {
@@ -485,6 +497,183 @@ impl Worker {
                 Err(wait)
             }
         }
+    }
+
+    /// Sends on a thread of its own and records each request's outcomes as it completes, so a crash leaves at most
+    /// the requests in flight in doubt. At SIGTERM it stops waiting: what was answered is recorded, the rest stays
+    /// `PENDING` and is checked (or sent) after the restart. Returns the connection trouble that stopped sending.
+    fn send_and_record(
+        &mut self,
+        config: &Config,
+        plan: &Plan,
+        tables: &HashMap<String, Table>,
+        client: Arc<Client>,
+        waves: Vec<Vec<Batch>>,
+    ) -> Result<Option<CallError>, Duration> {
+        let expected: HashSet<usize> = waves.iter().flatten().flat_map(|b| b.items.iter().map(|(k, _)| *k)).collect();
+        let sender = match sender::start(client, waves, config.max_concurrency) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.recording_failed(config, WorkerError::Database(format!("cannot start sending: {e}")))
+            }
+        };
+        let mut answered: HashSet<usize> = HashSet::new();
+        loop {
+            let first = match sender.verdicts.recv_timeout(SIGNAL_CHECK) {
+                Ok(v) => v,
+                Err(RecvTimeoutError::Timeout) => {
+                    if stop_requested() {
+                        sender.abort.store(true, Ordering::SeqCst);
+                        return Err(Duration::ZERO);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            // Whatever else has arrived meanwhile is recorded in the same transaction.
+            let mut verdicts = first;
+            while let Ok(more) = sender.verdicts.try_recv() {
+                verdicts.extend(more);
+            }
+            answered.extend(verdicts.iter().map(|(k, _)| *k));
+            let sending = std::mem::replace(&mut self.step, Step::Recording);
+            show(&self.step);
+            let outcomes = sent_outcomes(plan, &verdicts, tables, Retry::of(config), &mut self.rng);
+            self.record_outcomes(config, &outcomes)?;
+            self.set_step(sending);
+        }
+        let trouble = match sender.done.join() {
+            Ok(trouble) => trouble,
+            Err(payload) => {
+                // A bug while sending: the requests without an answer may have been applied; each costs an attempt.
+                let message = panic_message(payload.as_ref());
+                let lost: Vec<usize> = expected.difference(&answered).copied().collect();
+                let ids = log_ids(plan, &lost);
+                pgrx::warning!("pgforce: internal error while sending (log ids {ids}): {message}");
+                let verdict = Verdict::Failed {
+                    code: "INTERNAL_ERROR".into(),
+                    message: format!("internal error while sending: {message}"),
+                    transient: true,
+                    in_doubt: true,
+                };
+                let verdicts: Vec<(usize, Verdict)> = lost.iter().map(|k| (*k, verdict.clone())).collect();
+                answered.extend(lost);
+                let outcomes = sent_outcomes(plan, &verdicts, tables, Retry::of(config), &mut self.rng);
+                self.record_outcomes(config, &outcomes)?;
+                None
+            }
+        };
+        // Every request reports its verdicts; a job without one was not sent.
+        let missing: Vec<(usize, Verdict)> = expected.difference(&answered).map(|k| (*k, Verdict::Unsent)).collect();
+        if !missing.is_empty() {
+            let outcomes = sent_outcomes(plan, &missing, tables, Retry::of(config), &mut self.rng);
+            self.record_outcomes(config, &outcomes)?;
+        }
+        Ok(trouble)
+    }
+
+    /// Records outcomes in one transaction; when that fails, each write's alone, so only those that cannot be
+    /// recorded fail.
+    fn record_outcomes(&mut self, config: &Config, outcomes: &Outcomes) -> Result<(), Duration> {
+        let mut recorded = self.with_statements(|c, st| record::record(c, st, outcomes));
+        if recorded.is_err() && !self.vanished() {
+            let mut rng = StdRng::from_rng(&mut self.rng);
+            let max_attempts = config.max_attempts;
+            recorded =
+                self.with_statements(|c, st| record::record_each(c, st, outcomes, max_attempts, &mut rng)).map(|_| ());
+        }
+        match recorded {
+            Ok(()) => Ok(()),
+            Err(e) => self.recording_failed(config, e),
+        }
+    }
+
+    /// After a database error in a delivery: the claim's rows still `PENDING` go back to the queue (in doubt, as
+    /// they may have been sent), and the worker pauses.
+    fn recording_failed<R>(&mut self, config: &Config, e: WorkerError) -> Result<R, Duration> {
+        if self.vanished() {
+            return Err(Duration::ZERO);
+        }
+        self.report(ConnState::SystemError, Some(format!("recording outcomes: {e}")));
+        let _ = self.with_statements(|c, st| reclaim(c, st, config));
+        Err(ERROR_PAUSE)
+    }
+
+    /// Looks for the records that earlier, unanswered attempts may have created (`delivery::doubt`), so that they
+    /// are updated (or deleted) rather than created a second time. A write that cannot be checked waits for
+    /// another attempt.
+    fn settle_doubts(&mut self, client: &Client, plan: &mut Plan, tables: &HashMap<String, Table>) {
+        let user = match client.user_id() {
+            Ok(user) => user,
+            Err(e) => {
+                let jobs: Vec<usize> =
+                    doubt::searches(plan, tables, None).iter().flat_map(|s| s.jobs.iter().map(|j| j.0)).collect();
+                jobs.into_iter().for_each(|j| plan.recheck(j, format!("cannot log in to look for it: {e}")));
+                return;
+            }
+        };
+        for search in doubt::searches(plan, tables, user.as_deref()) {
+            let found = match client.query(&search.soql, doubt::MAX_CANDIDATES) {
+                Ok(found) => found,
+                Err(e) => {
+                    let why = format!(
+                        "cannot look in {} for the record an unanswered attempt may have created: {e}",
+                        search.sobject
+                    );
+                    search.jobs.iter().for_each(|(j, _)| plan.recheck(*j, why.clone()));
+                    continue;
+                }
+            };
+            let ids: Vec<String> = found.iter().filter_map(|r| r.get("Id")?.as_str().map(str::to_string)).collect();
+            let names: Vec<String> = search
+                .jobs
+                .iter()
+                .filter_map(|(j, _)| tables.get(&plan.jobs[*j].table).map(|t| t.qualified.clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let taken = self.with_statements(|c, st| record::owned_sfids(c, st, &names, &ids));
+            let taken = match taken {
+                Ok(t) => t,
+                Err(e) => {
+                    search
+                        .jobs
+                        .iter()
+                        .for_each(|(j, _)| plan.recheck(*j, format!("cannot read the sfids already known: {e}")));
+                    continue;
+                }
+            };
+            for (job, id) in doubt::matches(&search, &found, &taken) {
+                plan.settle(job, id);
+            }
+        }
+    }
+}
+
+/// Whether SIGTERM arrived. Read without consuming it (unlike `BackgroundWorker::sigterm_received`), so that the
+/// main loop sees it too and ends the process.
+fn stop_requested() -> bool {
+    // SAFETY: a flag the SIGTERM handler sets; a volatile read of a sig_atomic_t.
+    unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 }
+}
+
+/// Puts rows still `PENDING` (a crash, a bug, a failed recording) back in the queue, in doubt: they may have been
+/// sent. They wait `request_timeout`, as Salesforce may still be working on a request the worker no longer waits for.
+fn reclaim(client: &mut SpiClient<'_>, st: &Statements, config: &Config) -> Result<usize, WorkerError> {
+    let wait = config.connection.request_timeout.as_secs_f64();
+    Ok(client.update(&st.reclaim_pending, None, &[DatumWithOid::from(wait)])?.len())
+}
+
+/// The log ids of some jobs, for messages.
+fn log_ids(plan: &Plan, jobs: &[usize]) -> String {
+    let mut ids: Vec<i64> =
+        jobs.iter().filter_map(|j| plan.jobs.get(*j)).flat_map(|j| j.write.log_ids.iter().copied()).collect();
+    ids.sort_unstable();
+    let shown: Vec<String> = ids.iter().take(20).map(i64::to_string).collect();
+    if ids.len() > shown.len() {
+        format!("{} and {} more", shown.join(", "), ids.len() - shown.len())
+    } else {
+        shown.join(", ")
     }
 }
 

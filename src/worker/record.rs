@@ -43,6 +43,32 @@ pub fn current_sfids(
     Ok(out)
 }
 
+/// Which of these Salesforce ids rows of these mapped tables (qualified names) already have as their sfid.
+pub fn owned_sfids(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    tables: &[String],
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, WorkerError> {
+    let mut out = std::collections::HashSet::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    for table in tables {
+        let found = on_table(client, st, table, |client, t| {
+            let mut found = Vec::new();
+            for row in client.select(&t.owned_sfids, None, &[DatumWithOid::from(ids.to_vec())])? {
+                if let Some(sfid) = row.get::<String>(1)? {
+                    found.push(sfid);
+                }
+            }
+            Ok(found)
+        })?;
+        out.extend(found.into_iter().flatten());
+    }
+    Ok(out)
+}
+
 /// Records the outcomes of a whole claim, set-based: the fast way, when nothing goes wrong.
 pub fn record(client: &mut SpiClient<'_>, st: &mut Statements, outcomes: &Outcomes) -> Result<(), WorkerError> {
     record_stats(client, st, &outcomes.stats)?;
@@ -130,6 +156,7 @@ fn record_log(client: &mut SpiClient<'_>, st: &Statements, log: &[LogOutcome]) -
             DatumWithOid::from(log.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
             DatumWithOid::from(log.iter().map(|o| o.attempts).collect::<Vec<_>>()),
             DatumWithOid::from(log.iter().map(|o| o.retry_in.map(|d| d.as_millis() as i64)).collect::<Vec<_>>()),
+            DatumWithOid::from(log.iter().map(|o| o.in_doubt).collect::<Vec<_>>()),
         ],
     )?;
     Ok(())

@@ -13,7 +13,8 @@ use super::error::WorkerError;
 
 /// The log's columns, in Heroku Connect's order, then pgforce's (for moves between the log and the archive).
 const LOG_COLUMNS: &str = "id, txid, created_at, updated_at, processed_at, processed_tx, state, action, table_name, \
-                           record_id, sfid, old, \"values\", sf_result, sf_message, attempts, next_attempt_at, relid";
+                           record_id, sfid, old, \"values\", sf_result, sf_message, attempts, next_attempt_at, relid, \
+                           in_doubt_since";
 
 /// The schema pgforce is installed in (quoted) and its version, if it is installed in this database.
 pub const INSTALLED_SCHEMA: &str =
@@ -39,12 +40,15 @@ pub struct TableStatements {
     pub write_back: OwnedPreparedStatement,
     /// `$1 text` sfid, `$2 bigint` id → another row that has this sfid.
     pub sfid_owner: OwnedPreparedStatement,
+    /// `$1 text[]` Salesforce ids → those some row already has as its sfid.
+    pub owned_sfids: OwnedPreparedStatement,
 }
 
 /// The worker's statements for the extension installed in `schema`.
 pub struct Statements {
     pub schema: String,
-    /// Rows a crash left `PENDING` go back to `NEW`.
+    /// `$1 float8` seconds: rows a crash left `PENDING` go back to `NEW`, in doubt (they may have been sent), to be
+    /// tried again after that long.
     pub reclaim_pending: OwnedPreparedStatement,
     /// `$1 bigint` limit → due queue rows, oldest first, locked.
     pub claim: OwnedPreparedStatement,
@@ -54,7 +58,7 @@ pub struct Statements {
     pub load_tables: OwnedPreparedStatement,
     /// `$1 text` table, `$2 bool` succeeded, `$3 text` last error.
     pub mapping_stats: OwnedPreparedStatement,
-    /// Arrays of ids, states, messages, sfids, attempts, retry delays in ms.
+    /// Arrays of ids, states, messages, sfids, attempts, retry delays in ms, in doubt.
     pub record_log: OwnedPreparedStatement,
     /// Seconds until the earliest scheduled retry.
     pub next_retry_in: OwnedPreparedStatement,
@@ -100,8 +104,13 @@ impl Statements {
             schema: schema.to_string(),
             reclaim_pending: prepare(
                 client,
-                &format!("UPDATE {log} SET state = '{new}', updated_at = pg_catalog.now() WHERE state {EQ} '{pending}'"),
-                &[],
+                &format!(
+                    "UPDATE {log} SET state = '{new}', in_doubt_since = coalesce(in_doubt_since, updated_at),
+                            next_attempt_at = pg_catalog.now() {PLUS} pg_catalog.make_interval(secs => $1),
+                            updated_at = pg_catalog.now()
+                      WHERE state {EQ} '{pending}'"
+                ),
+                &[pg_sys::FLOAT8OID],
             )?,
             // A record with a retry scheduled for an earlier change is held back, so changes never overtake each
             // other. `FOR UPDATE SKIP LOCKED`: a row a user is changing is left for the next cycle.
@@ -112,7 +121,8 @@ impl Statements {
                          SELECT DISTINCT table_name, record_id FROM {log}
                           WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now())
                      SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
-                            l.\"values\"::text, l.old::text, l.attempts
+                            l.\"values\"::text, l.old::text, l.attempts,
+                            EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8
                        FROM {log} l
                        LEFT JOIN {schema}._mapping m
                          ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name ELSE m.relid {EQ} l.relid END
@@ -179,13 +189,17 @@ impl Statements {
                             next_attempt_at = pg_catalog.now() {PLUS} (u.retry_in_ms {TIMES} interval '1 millisecond'),
                             processed_at = CASE WHEN u.state {EQ} '{new}' THEN NULL ELSE pg_catalog.now() END,
                             processed_tx = CASE WHEN u.state {EQ} '{new}' THEN NULL ELSE pg_catalog.txid_current() END,
+                            -- in doubt since the attempt was claimed (the claim set updated_at)
+                            in_doubt_since = CASE WHEN u.in_doubt THEN coalesce(l.in_doubt_since, l.updated_at)
+                                                  ELSE l.in_doubt_since END,
                             updated_at = pg_catalog.now()
                        FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
-                                       pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6))
-                            AS u(id, state, message, sfid, attempts, retry_in_ms)
+                                       pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),
+                                       pg_catalog.unnest($7))
+                            AS u(id, state, message, sfid, attempts, retry_in_ms, in_doubt)
                       WHERE l.id {EQ} u.id"
                 ),
-                &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, pg_sys::INT4ARRAYOID, INT8_ARRAY],
+                &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, pg_sys::INT4ARRAYOID, INT8_ARRAY, pg_sys::BOOLARRAYOID],
             )?,
             next_retry_in: prepare(
                 client,
@@ -296,6 +310,11 @@ impl Statements {
                         "SELECT id::bigint FROM {name} WHERE sfid {EQ} $1 AND id OPERATOR(pg_catalog.<>) $2 LIMIT 1"
                     ),
                     &[TEXT, INT8],
+                )?,
+                owned_sfids: prepare(
+                    client,
+                    &format!("SELECT sfid::text FROM {name} WHERE sfid::pg_catalog.text {EQ} ANY ($1)"),
+                    &[TEXT_ARRAY],
                 )?,
             };
             self.tables.insert(name.to_string(), statements);

@@ -91,3 +91,10 @@ mod tests {
         assert_eq!(normalize(&a).as_deref(), Some(a.as_str()));
     }
 }
+
+/// The one user of the stand-in org (the integration user every token is issued to): every record's
+/// `CreatedById` and `LastModifiedById`.
+pub fn integration_user() -> String {
+    let id15 = "005Dn00000IntgU";
+    format!("{id15}{}", checksum(id15))
+}

@@ -139,7 +139,8 @@ impl ObjectDef {
 }
 
 /// Fields every object has, maintained by the platform and read-only to the API.
-pub const SYSTEM_FIELDS: [&str; 5] = ["Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp"];
+pub const SYSTEM_FIELDS: [&str; 7] =
+    ["Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp", "CreatedById", "LastModifiedById"];
 
 #[derive(Debug, Clone)]
 pub struct Model {

@@ -142,7 +142,7 @@ impl Org {
         Ok(Org {
             model,
             org_id: with_checksum("00DDn00000FakeF"),
-            user_id: with_checksum("005Dn00000IntgU"),
+            user_id: crate::ids::integration_user(),
             jwt_key,
             base_url: Mutex::new(String::new()),
             wake: tokio::sync::Notify::new(),

@@ -31,6 +31,7 @@ impl Record {
             "isdeleted" => Some(Value::Bool(self.deleted)),
             "createddate" => Some(Value::String(self.created_date.clone())),
             "lastmodifieddate" | "systemmodstamp" => Some(Value::String(self.modified_date.clone())),
+            "createdbyid" | "lastmodifiedbyid" => Some(Value::String(crate::ids::integration_user())),
             _ => self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()),
         }
     }

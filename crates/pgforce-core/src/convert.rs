@@ -94,6 +94,26 @@ pub fn utc_datetime(text: &str, has_zone: bool) -> Option<String> {
     Some(format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", t / 3600, t % 3600 / 60, t % 60))
 }
 
+/// Seconds since 1970-01-01 UTC as a SOQL datetime literal (`2026-12-02T18:00:00Z`).
+pub fn soql_datetime(epoch_secs: i64) -> String {
+    let (y, m, d) = civil(epoch_secs.div_euclid(86_400));
+    let t = epoch_secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", t / 3600, t % 3600 / 60, t % 60)
+}
+
+/// A datetime as Salesforce prints it (`2026-12-02T18:00:00.000+0000`) or as pgforce sends it
+/// (`2026-12-02T18:00:00.000Z`), normalised to pgforce's form; `None` for anything else.
+pub fn salesforce_datetime(text: &str) -> Option<String> {
+    if text.len() < 19 || text.as_bytes()[10] != b'T' {
+        return None;
+    }
+    let spaced = text.replacen('T', " ", 1);
+    match spaced.strip_suffix('Z') {
+        Some(utc) => utc_datetime(utc, false),
+        None => utc_datetime(&spaced, true),
+    }
+}
+
 /// Days from 1970-01-01 (proleptic Gregorian), by counting from March so leap days come last.
 fn epoch_days(y: i64, m: i64, d: i64) -> i64 {
     let (y, m) = if m <= 2 { (y - 1, m + 12) } else { (y, m) };
@@ -173,6 +193,17 @@ mod tests {
         );
         assert_eq!(field_value(PgKind::Timestamp, Some("2024-01-01 00:00:00")), json!("2024-01-01T00:00:00.000Z"));
         assert_eq!(field_value(PgKind::TimestampTz, Some("infinity")), json!("infinity"));
+    }
+
+    #[test]
+    fn datetimes_as_salesforce_prints_them_compare_with_what_was_sent() {
+        assert_eq!(soql_datetime(0), "1970-01-01T00:00:00Z");
+        assert_eq!(soql_datetime(1_764_698_400), "2025-12-02T18:00:00Z");
+        let sent = field_value(PgKind::TimestampTz, Some("2024-03-01 01:30:00.5+02"));
+        assert_eq!(salesforce_datetime(sent.as_str().unwrap()).as_deref(), Some("2024-02-29T23:30:00.500Z"));
+        assert_eq!(salesforce_datetime("2024-02-29T23:30:00.500+0000").as_deref(), Some("2024-02-29T23:30:00.500Z"));
+        assert_eq!(salesforce_datetime("2024-02-29"), None);
+        assert_eq!(salesforce_datetime("Smith, 2024-02-29T23:30"), None);
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub enum CallKind {
 struct Session {
     token: String,
     instance_url: String,
+    /// The integration user's id (the last part of the token response's `id` URL), when Salesforce says.
+    user_id: Option<String>,
 }
 
 pub struct Client {
@@ -257,9 +259,15 @@ impl Client {
                 CallError::Unauthorized(format!("the token endpoint returned an instance_url that cannot be used: {e}"))
             })?;
         }
+        let user_id = body
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.trim_end_matches('/').rsplit('/').next())
+            .filter(|u| u.len() >= 15 && u.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .map(str::to_string);
         match (token, instance_url) {
             (Some(t), Some(i)) => {
-                Ok(Session { token: t.to_string(), instance_url: i.trim_end_matches('/').to_string() })
+                Ok(Session { token: t.to_string(), instance_url: i.trim_end_matches('/').to_string(), user_id })
             }
             _ => Err(CallError::Unauthorized("the token response has no access_token or instance_url".into())),
         }
@@ -291,6 +299,67 @@ impl Client {
             .build()
             .call();
         probe.is_ok_and(|r| r.status().as_u16() == 200)
+    }
+
+    /// The integration user's id, as the last login said (logs in if needed).
+    pub fn user_id(&self) -> Result<Option<String>, CallError> {
+        Ok(self.session()?.user_id)
+    }
+
+    /// Runs a SOQL query and reads every page of its result, up to `max_records` records (more is an error).
+    pub fn query(&self, soql: &str, max_records: usize) -> Result<Vec<Value>, CallError> {
+        match self.query_once(soql, max_records) {
+            Err(CallError::Unauthorized(m)) if m.contains("INVALID_SESSION_ID") => {
+                self.forget_session();
+                self.query_once(soql, max_records)
+            }
+            other => other,
+        }
+    }
+
+    fn query_once(&self, soql: &str, max_records: usize) -> Result<Vec<Value>, CallError> {
+        let session = self.session()?;
+        let auth = format!("Bearer {}", session.token);
+        let timeout = self.settings.request_timeout;
+        let mut url = format!("{}/services/data/v{}/query", session.instance_url, self.settings.api_version);
+        let mut first = true;
+        let mut records = Vec::new();
+        loop {
+            let mut request = self.agent.get(&url).header("Authorization", &auth);
+            if first {
+                request = request.query("q", soql);
+            }
+            let mut r = request.call().map_err(|e| call_failed(&e, timeout))?;
+            let status = r.status().as_u16();
+            let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+            if status != 200 {
+                let first = body.get(0);
+                let code = first.and_then(|e| e.get("errorCode")).and_then(Value::as_str).unwrap_or("").to_string();
+                let message = first.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("").to_string();
+                return Err(match status {
+                    401 => CallError::Unauthorized(format!("{code}: {message}")),
+                    403 if code == "REQUEST_LIMIT_EXCEEDED" => CallError::Unavailable(format!("{code}: {message}")),
+                    420 | 503 => CallError::Unavailable(format!("HTTP {status} {code}: {message}")),
+                    500..=599 => CallError::Failed { code: format!("HTTP_{status}"), message },
+                    _ => CallError::Rejected { status, code, message },
+                });
+            }
+            records.extend(body.get("records").and_then(Value::as_array).cloned().unwrap_or_default());
+            if records.len() > max_records {
+                return Err(CallError::Rejected {
+                    status,
+                    code: "TOO_MANY_RECORDS".into(),
+                    message: format!("the query returned more than {max_records} records"),
+                });
+            }
+            match body.get("nextRecordsUrl").and_then(Value::as_str) {
+                Some(next) if body.get("done") != Some(&Value::Bool(true)) => {
+                    url = format!("{}{next}", session.instance_url);
+                    first = false;
+                }
+                _ => return Ok(records),
+            }
+        }
     }
 
     /// One sObject Collections call; a 401 logs in again and retries once.

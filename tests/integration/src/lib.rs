@@ -223,4 +223,29 @@ impl Salesforce {
     pub fn counters(&self) -> serde_json::Value {
         self.admin("GET", "/counters", serde_json::Value::Null)
     }
+
+    /// Creates a record through the REST API as the integration user (as another client, or an earlier attempt
+    /// of the worker's, would); returns its id.
+    pub fn create(&self, object: &str, fields: serde_json::Value) -> String {
+        let mut token = self
+            .agent
+            .post(format!("{}/services/oauth2/token", self.ff.url()))
+            .send_form([
+                ("grant_type", "client_credentials"),
+                ("client_id", "pgforce-demo-client"),
+                ("client_secret", "pgforce-demo-secret"),
+            ])
+            .expect("token");
+        let token: serde_json::Value = token.body_mut().read_json().expect("token json");
+        let url =
+            format!("{}/services/data/v62.0/sobjects/{object}", token["instance_url"].as_str().unwrap_or_default());
+        let mut r = self
+            .agent
+            .post(url)
+            .header("Authorization", &format!("Bearer {}", token["access_token"].as_str().unwrap_or_default()))
+            .send_json(fields)
+            .expect("create");
+        let created: serde_json::Value = r.body_mut().read_json().expect("create json");
+        created["id"].as_str().unwrap_or_else(|| panic!("create {object}: {created}")).to_string()
+    }
 }

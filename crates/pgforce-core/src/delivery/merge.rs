@@ -28,6 +28,17 @@ pub struct Write {
     /// The log rows this write stands for, oldest first; the last one carries the outcome, the others are MERGED.
     pub log_ids: Vec<i64>,
     pub attempts: i32,
+    /// Some of its changes were sent before with an unknown outcome: an insert may already be in Salesforce.
+    pub in_doubt: Option<InDoubt>,
+}
+
+/// What an earlier, unanswered attempt may have created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InDoubt {
+    /// When the first such attempt was claimed (seconds since 1970, UTC): the record, if created, is not older.
+    pub since: i64,
+    /// The whole row as each unanswered attempt may have sent it (after each change in doubt, in log order).
+    pub sent: Vec<Values>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +74,7 @@ fn merge_record(changes: &[&Change]) -> Planned {
     let mut log_ids = Vec::with_capacity(changes.len());
     let mut attempts = 0;
     let mut nothing = false;
+    let mut in_doubt: Option<InDoubt> = None;
     for c in changes {
         log_ids.push(c.log_id);
         attempts = attempts.max(c.attempts);
@@ -104,12 +116,22 @@ fn merge_record(changes: &[&Change]) -> Planned {
                 values.clear();
             }
         }
+        if let Some(since) = c.in_doubt_since {
+            let doubt = in_doubt.get_or_insert_with(|| InDoubt { since, sent: Vec::new() });
+            doubt.since = doubt.since.min(since);
+            if c.action != Action::Delete {
+                doubt.sent.push(row.clone());
+            }
+        }
     }
-    if nothing {
+    // A delete of a record whose insert is in doubt is not nothing: the insert may have reached Salesforce, and the
+    // delete must then remove it (the worker looks it up first).
+    if nothing && in_doubt.as_ref().is_none_or(|d| d.sent.is_empty()) {
         return Planned::Nothing { log_ids };
     }
     let record_id = changes.first().map(|c| c.record_id).unwrap_or_default();
-    Planned::Send(Write { record_id, kind: kind.unwrap_or(WriteKind::Update), values, row, sfid, log_ids, attempts })
+    let kind = kind.unwrap_or(WriteKind::Update);
+    Planned::Send(Write { record_id, kind, values, row, sfid, log_ids, attempts, in_doubt })
 }
 
 /// Ordered writes: only the oldest change of each record goes now; later changes of the same record stay in the
@@ -128,7 +150,16 @@ mod tests {
     }
 
     fn change(log_id: i64, record_id: i64, action: Action, values: Values, old: Values, sfid: Option<&str>) -> Change {
-        Change { log_id, record_id, action, sfid: sfid.map(str::to_string), values, old, attempts: 0 }
+        Change {
+            log_id,
+            record_id,
+            action,
+            sfid: sfid.map(str::to_string),
+            values,
+            old,
+            attempts: 0,
+            in_doubt_since: None,
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! turned into what to record for every log row and mapped row (`outcome`). Only claiming and recording need
 //! Postgres; they live in the extension's worker.
 
+pub mod doubt;
 pub mod merge;
 pub mod outcome;
 pub mod plan;
@@ -28,6 +29,9 @@ pub struct Change {
     /// UPDATE and DELETE: the whole row before the change.
     pub old: Values,
     pub attempts: i32,
+    /// Set when an earlier attempt sent this change and its outcome is unknown (no answer, a lost connection, a
+    /// crash between sending and recording): when that attempt was claimed, in seconds since 1970 (UTC).
+    pub in_doubt_since: Option<i64>,
 }
 
 /// A read-write mapping as the worker sends it.

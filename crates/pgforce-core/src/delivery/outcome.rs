@@ -16,6 +16,22 @@ use crate::retry::backoff;
 pub const RETRY_BASE: Duration = Duration::from_millis(500);
 pub const RETRY_CAP: Duration = Duration::from_secs(300);
 
+/// How failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// `pgforce.max_attempts`.
+    pub max_attempts: i32,
+    /// A write whose attempt went unanswered waits at least this long (`pgforce.request_timeout`) before it is
+    /// looked for and sent again: Salesforce may still be working on the request the worker gave up on.
+    pub in_doubt_wait: Duration,
+}
+
+impl Retry {
+    pub fn of(config: &crate::config::Config) -> Retry {
+        Retry { max_attempts: config.max_attempts, in_doubt_wait: config.connection.request_timeout }
+    }
+}
+
 /// What happens to one log row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogOutcome {
@@ -26,6 +42,8 @@ pub struct LogOutcome {
     pub attempts: i32,
     /// For rows going back to `NEW`: wait this long before the next attempt (`None`: at once).
     pub retry_in: Option<Duration>,
+    /// The attempt was sent and its outcome is unknown: the row is marked in doubt (`delivery::doubt`).
+    pub in_doubt: bool,
 }
 
 /// What happens to one mapped row.
@@ -96,6 +114,7 @@ pub fn unrecorded(
             sfid: e.sfid.clone(),
             attempts,
             retry_in,
+            in_doubt: e.in_doubt,
         })
         .collect()
 }
@@ -107,16 +126,40 @@ fn each(
     attempts: i32,
     retry_in: Option<Duration>,
 ) -> impl Iterator<Item = LogOutcome> + '_ {
-    ids.iter().map(move |id| LogOutcome { id: *id, state, message: message.clone(), sfid: None, attempts, retry_in })
+    ids.iter().map(move |id| LogOutcome {
+        id: *id,
+        state,
+        message: message.clone(),
+        sfid: None,
+        attempts,
+        retry_in,
+        in_doubt: false,
+    })
 }
 
-/// Turns the verdicts of one delivery (by job index) into log, mapped-row and per-mapping outcomes. A job with no
-/// verdict was not sent: it goes back to the queue at no cost.
+/// Turns the verdicts of one delivery (by job index) into log, mapped-row and per-mapping outcomes, for the whole
+/// plan. A job with no verdict was not sent: it goes back to the queue at no cost.
 pub fn outcomes(
     plan: &Plan,
     verdicts: &HashMap<usize, Verdict>,
     tables: &HashMap<String, Table>,
-    max_attempts: i32,
+    retry: Retry,
+    rng: &mut impl rand::Rng,
+) -> Outcomes {
+    let mut out = unsent_outcomes(plan, tables, retry, rng);
+    for i in (0..plan.jobs.len()).filter(|i| is_sent(plan, *i)) {
+        let verdict = verdicts.get(&i).cloned().unwrap_or(Verdict::Unsent);
+        job_outcome(&mut out, plan, i, verdict, tables, retry, rng);
+    }
+    out
+}
+
+/// The outcomes of what is settled without sending: records deleted before they reached Salesforce, writes with
+/// nothing to send, writes refused or waiting for a check of an earlier attempt.
+pub fn unsent_outcomes(
+    plan: &Plan,
+    tables: &HashMap<String, Table>,
+    retry: Retry,
     rng: &mut impl rand::Rng,
 ) -> Outcomes {
     let mut out = Outcomes::default();
@@ -129,71 +172,159 @@ pub fn outcomes(
         }
         out.groups.push(Group { log: start..out.log.len(), row: None });
     }
-    for (i, job) in plan.jobs.iter().enumerate() {
-        let ids = &job.write.log_ids;
-        let Some((last, merged)) = ids.split_last() else { continue };
-        let start = out.log.len();
-        let mut row = None;
-        let qualified = tables.get(&job.table).map(|t| t.qualified.clone()).unwrap_or_default();
-        let attempts = job.write.attempts;
-        let verdict = match &job.op {
-            Operation::Skip => Verdict::Done { id: None, created: false },
-            Operation::Refuse(m) => Verdict::Failed { code: "NOT_SENT".into(), message: m.clone(), transient: false },
-            _ => verdicts.get(&i).cloned().unwrap_or(Verdict::Unsent),
-        };
-        match verdict {
-            Verdict::Done { id, created } => {
-                out.stats.entry(job.table.clone()).or_default().succeeded = true;
-                out.log.extend(each(merged, LogState::Merged, None, attempts, None));
-                out.log.push(LogOutcome {
-                    id: *last,
-                    state: LogState::Success,
-                    message: None,
-                    sfid: id.clone(),
-                    attempts,
-                    retry_in: None,
-                });
-                if job.write.kind != WriteKind::Delete {
-                    let inserted = matches!(job.op, Operation::Create(_)) || created;
-                    let rows = out.rows.entry(qualified.clone()).or_default();
-                    row = Some((qualified, rows.len()));
-                    rows.push(RowOutcome {
-                        record_id: job.write.record_id,
-                        sfid: id,
-                        lastop: if inserted { LastOp::Inserted } else { LastOp::Updated },
-                        err: None,
-                    });
-                }
-            }
-            Verdict::Failed { code, message, transient } if transient && attempts + 1 < max_attempts => {
-                let wait = backoff(attempts as u32, RETRY_BASE, RETRY_CAP, rng);
-                let note = format!("{code}: {message} (attempt {} of {max_attempts}, retrying)", attempts + 1);
-                out.log.extend(each(ids, LogState::New, Some(note), attempts + 1, Some(wait)));
-            }
-            Verdict::Failed { code, message, transient } => {
-                let text = if transient {
-                    format!("{code}: {message} (gave up after {} attempts, pgforce.max_attempts)", attempts + 1)
-                } else {
-                    format!("{code}: {message}")
-                };
-                out.stats.entry(job.table.clone()).or_default().last_error = Some(text.clone());
-                out.log.extend(each(ids, LogState::Failed, Some(text.clone()), attempts + 1, None));
-                if job.write.kind != WriteKind::Delete {
-                    let rows = out.rows.entry(qualified.clone()).or_default();
-                    row = Some((qualified, rows.len()));
-                    rows.push(RowOutcome {
-                        record_id: job.write.record_id,
-                        sfid: None,
-                        lastop: LastOp::Failed,
-                        err: Some(text),
-                    });
-                }
-            }
-            Verdict::Unsent => out.log.extend(each(ids, LogState::New, None, attempts, None)),
-        }
-        out.groups.push(Group { log: start..out.log.len(), row });
+    for i in (0..plan.jobs.len()).filter(|i| !is_sent(plan, *i)) {
+        job_outcome(&mut out, plan, i, Verdict::Unsent, tables, retry, rng);
     }
     out
+}
+
+/// The outcomes of the jobs Salesforce answered (or that could not be sent), by job index.
+pub fn sent_outcomes(
+    plan: &Plan,
+    verdicts: &[(usize, Verdict)],
+    tables: &HashMap<String, Table>,
+    retry: Retry,
+    rng: &mut impl rand::Rng,
+) -> Outcomes {
+    let mut out = Outcomes::default();
+    for (i, verdict) in verdicts {
+        job_outcome(&mut out, plan, *i, verdict.clone(), tables, retry, rng);
+    }
+    out
+}
+
+/// Whether a job goes to Salesforce (rather than being settled without a call).
+fn is_sent(plan: &Plan, i: usize) -> bool {
+    !matches!(plan.jobs[i].op, Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_))
+}
+
+fn job_outcome(
+    out: &mut Outcomes,
+    plan: &Plan,
+    i: usize,
+    verdict: Verdict,
+    tables: &HashMap<String, Table>,
+    retry: Retry,
+    rng: &mut impl rand::Rng,
+) {
+    let Some(job) = plan.jobs.get(i) else { return };
+    let ids = &job.write.log_ids;
+    let Some((last, merged)) = ids.split_last() else { return };
+    let start = out.log.len();
+    let mut row = None;
+    let qualified = tables.get(&job.table).map(|t| t.qualified.clone()).unwrap_or_default();
+    let attempts = job.write.attempts;
+    let verdict = match &job.op {
+        Operation::Skip => Verdict::Done { id: None, created: false },
+        Operation::Refuse(m) => {
+            Verdict::Failed { code: "NOT_SENT".into(), message: m.clone(), transient: false, in_doubt: false }
+        }
+        Operation::Recheck(m) => {
+            Verdict::Failed { code: "IN_DOUBT".into(), message: m.clone(), transient: true, in_doubt: true }
+        }
+        _ => verdict,
+    };
+    match verdict {
+        Verdict::Done { id, created } => {
+            out.stats.entry(job.table.clone()).or_default().succeeded = true;
+            out.log.extend(each(merged, LogState::Merged, None, attempts, None));
+            out.log.push(LogOutcome {
+                id: *last,
+                state: LogState::Success,
+                message: None,
+                sfid: id.clone(),
+                attempts,
+                retry_in: None,
+                in_doubt: false,
+            });
+            if job.write.kind != WriteKind::Delete {
+                let inserted = matches!(job.op, Operation::Create(_)) || created || job.adopted;
+                let rows = out.rows.entry(qualified.clone()).or_default();
+                row = Some((qualified, rows.len()));
+                rows.push(RowOutcome {
+                    record_id: job.write.record_id,
+                    sfid: id,
+                    lastop: if inserted { LastOp::Inserted } else { LastOp::Updated },
+                    err: None,
+                });
+            }
+        }
+        Verdict::Failed { code, message, transient, in_doubt } if transient && attempts + 1 < retry.max_attempts => {
+            let mut wait = backoff(attempts as u32, RETRY_BASE, RETRY_CAP, rng);
+            if in_doubt {
+                wait = wait.max(retry.in_doubt_wait);
+            }
+            let max_attempts = retry.max_attempts;
+            let note = format!("{code}: {message} (attempt {} of {max_attempts}, retrying)", attempts + 1);
+            let start = out.log.len();
+            out.log.extend(each(ids, LogState::New, Some(note), attempts + 1, Some(wait)));
+            out.log[start..].iter_mut().for_each(|l| l.in_doubt = in_doubt);
+        }
+        Verdict::Failed { code, message, transient, in_doubt } => {
+            let mut text = if transient {
+                format!("{code}: {message} (gave up after {} attempts, pgforce.max_attempts)", attempts + 1)
+            } else {
+                format!("{code}: {message}")
+            };
+            if in_doubt && matches!(job.op, Operation::Create(_)) {
+                text.push_str("; the record may have been created in Salesforce: a retry looks for it first");
+            }
+            out.stats.entry(job.table.clone()).or_default().last_error = Some(text.clone());
+            let start = out.log.len();
+            out.log.extend(each(ids, LogState::Failed, Some(text.clone()), attempts + 1, None));
+            out.log[start..].iter_mut().for_each(|l| l.in_doubt = in_doubt);
+            if job.write.kind != WriteKind::Delete {
+                let rows = out.rows.entry(qualified.clone()).or_default();
+                row = Some((qualified, rows.len()));
+                rows.push(RowOutcome {
+                    record_id: job.write.record_id,
+                    sfid: None,
+                    lastop: LastOp::Failed,
+                    err: Some(text),
+                });
+            }
+        }
+        // Sent during an outage and never answered: no cost, but it may have been applied.
+        Verdict::Unanswered => {
+            let start = out.log.len();
+            out.log.extend(each(ids, LogState::New, None, attempts, Some(retry.in_doubt_wait)));
+            out.log[start..].iter_mut().for_each(|l| l.in_doubt = true);
+        }
+        Verdict::Unsent => out.log.extend(each(ids, LogState::New, None, attempts, None)),
+    }
+    out.groups.push(Group { log: start..out.log.len(), row });
+}
+
+impl Outcomes {
+    /// Adds another set of outcomes to these.
+    pub fn append(&mut self, other: Outcomes) {
+        let offset = self.log.len();
+        let mut row_offsets: HashMap<String, usize> = HashMap::new();
+        for (table, rows) in other.rows {
+            let mine = self.rows.entry(table.clone()).or_default();
+            row_offsets.insert(table, mine.len());
+            mine.extend(rows);
+        }
+        self.log.extend(other.log);
+        for (table, stats) in other.stats {
+            let mine = self.stats.entry(table).or_default();
+            mine.succeeded |= stats.succeeded;
+            if stats.last_error.is_some() {
+                mine.last_error = stats.last_error;
+            }
+        }
+        self.groups.extend(other.groups.into_iter().map(|g| Group {
+            log: g.log.start + offset..g.log.end + offset,
+            row: g.row.map(|(t, i)| {
+                let shift = row_offsets.get(&t).copied().unwrap_or(0);
+                (t, i + shift)
+            }),
+        }));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty() && self.rows.is_empty() && self.stats.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +338,7 @@ mod tests {
     use serde_json::Map;
 
     const TABLE: &str = "contact";
+    const RETRY: Retry = Retry { max_attempts: 3, in_doubt_wait: Duration::from_secs(30) };
     const QUALIFIED: &str = "salesforce.contact";
 
     fn tables() -> HashMap<String, Table> {
@@ -224,15 +356,16 @@ mod tests {
             sfid: None,
             log_ids: log_ids.to_vec(),
             attempts,
+            in_doubt: None,
         };
-        Job { table: TABLE.into(), write, op }
+        Job { table: TABLE.into(), write, op, adopted: false }
     }
 
     /// The outcomes of one job answered with `verdict` (`None`: no answer).
     fn one(job: Job, verdict: Option<Verdict>) -> Outcomes {
         let plan = Plan { jobs: vec![job], nothing: vec![] };
         let verdicts: HashMap<usize, Verdict> = verdict.into_iter().map(|v| (0, v)).collect();
-        outcomes(&plan, &verdicts, &tables(), 3, &mut StdRng::seed_from_u64(1))
+        outcomes(&plan, &verdicts, &tables(), RETRY, &mut StdRng::seed_from_u64(1))
     }
 
     fn record() -> Map<String, serde_json::Value> {
@@ -290,6 +423,7 @@ mod tests {
                 code: "INSUFFICIENT_ACCESS_OR_READONLY".into(),
                 message: "no".into(),
                 transient: false,
+                in_doubt: false,
             }),
         );
         assert_eq!(states(&failed), [(4, LogState::Failed)]);
@@ -298,7 +432,12 @@ mod tests {
 
     #[test]
     fn a_transient_error_goes_back_to_the_queue_with_backoff_until_attempts_run_out() {
-        let lock = || Verdict::Failed { code: "UNABLE_TO_LOCK_ROW".into(), message: "busy".into(), transient: true };
+        let lock = || Verdict::Failed {
+            code: "UNABLE_TO_LOCK_ROW".into(),
+            message: "busy".into(),
+            transient: true,
+            in_doubt: false,
+        };
         let o = one(job(WriteKind::Update, Operation::Update(record()), &[1, 2], 0), Some(lock()));
         assert_eq!(
             states(&o),
@@ -320,11 +459,41 @@ mod tests {
     }
 
     #[test]
+    fn an_unanswered_create_is_marked_in_doubt_and_waits_out_the_request_timeout() {
+        let timeout = || Verdict::Failed {
+            code: "REQUEST_TIMEOUT".into(),
+            message: "no answer within 30 s".into(),
+            transient: true,
+            in_doubt: true,
+        };
+        let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 0), Some(timeout()));
+        assert_eq!((o.log[0].state, o.log[0].attempts, o.log[0].in_doubt), (LogState::New, 1, true));
+        assert_eq!(o.log[0].retry_in, Some(RETRY.in_doubt_wait), "Salesforce may still be working on it");
+        let last = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), Some(timeout()));
+        assert_eq!((last.log[0].state, last.log[0].in_doubt), (LogState::Failed, true));
+        assert!(last.log[0].message.as_deref().unwrap_or_default().ends_with("a retry looks for it first"));
+        // Sent during an outage: no attempt spent, but in doubt all the same.
+        let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 0), Some(Verdict::Unanswered));
+        assert_eq!((o.log[0].state, o.log[0].attempts, o.log[0].in_doubt), (LogState::New, 0, true));
+        assert_eq!(o.log[0].retry_in, Some(RETRY.in_doubt_wait));
+        // A record-level error is an answer: nothing in doubt.
+        let lock = Verdict::Failed {
+            code: "UNABLE_TO_LOCK_ROW".into(),
+            message: "busy".into(),
+            transient: true,
+            in_doubt: false,
+        };
+        let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 0), Some(lock));
+        assert!(!o.log[0].in_doubt && o.log[0].retry_in.is_some_and(|d| d <= RETRY_BASE));
+    }
+
+    #[test]
     fn a_permanent_error_fails_at_once_with_salesforces_message_on_the_log_and_the_row() {
         let bad = Verdict::Failed {
             code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(),
             message: "Email blocked".into(),
             transient: false,
+            in_doubt: false,
         };
         let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1, 2], 0), Some(bad));
         assert_eq!(states(&o), [(1, LogState::Failed), (2, LogState::Failed)]);
@@ -339,7 +508,15 @@ mod tests {
         let o = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), Some(Verdict::Unsent));
         assert_eq!(
             o.log,
-            [LogOutcome { id: 1, state: LogState::New, message: None, sfid: None, attempts: 2, retry_in: None }]
+            [LogOutcome {
+                id: 1,
+                state: LogState::New,
+                message: None,
+                sfid: None,
+                attempts: 2,
+                retry_in: None,
+                in_doubt: false
+            }]
         );
         let no_answer = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), None);
         assert_eq!(no_answer.log, o.log, "a job without a verdict was not sent");
@@ -367,7 +544,7 @@ mod tests {
             (0, Verdict::Done { id: Some("003B".into()), created: true }),
             (1, Verdict::Done { id: None, created: false }),
         ]);
-        let o = outcomes(&plan, &verdicts, &tables(), 3, &mut StdRng::seed_from_u64(1));
+        let o = outcomes(&plan, &verdicts, &tables(), RETRY, &mut StdRng::seed_from_u64(1));
         let ids = |g: &Group| o.log[g.log.clone()].iter().map(|l| l.id).collect::<Vec<_>>();
         assert_eq!(o.groups.iter().map(ids).collect::<Vec<_>>(), [vec![4, 5], vec![1, 2], vec![3]]);
         assert_eq!(o.groups[1].row, Some((QUALIFIED.to_string(), 0)), "the insert's row outcome belongs to its group");
@@ -377,7 +554,15 @@ mod tests {
     #[test]
     fn an_outcome_that_cannot_be_recorded_costs_an_attempt_and_keeps_the_sfid() {
         let done = [
-            LogOutcome { id: 1, state: LogState::Merged, message: None, sfid: None, attempts: 0, retry_in: None },
+            LogOutcome {
+                id: 1,
+                state: LogState::Merged,
+                message: None,
+                sfid: None,
+                attempts: 0,
+                retry_in: None,
+                in_doubt: false,
+            },
             LogOutcome {
                 id: 2,
                 state: LogState::Success,
@@ -385,6 +570,7 @@ mod tests {
                 sfid: Some("003B".into()),
                 attempts: 0,
                 retry_in: None,
+                in_doubt: false,
             },
         ];
         let rng = &mut StdRng::seed_from_u64(1);
@@ -408,7 +594,7 @@ mod tests {
     #[test]
     fn a_record_deleted_before_it_was_sent_merges_into_an_ignored_delete() {
         let plan = Plan { jobs: vec![], nothing: vec![vec![1, 2, 3]] };
-        let o = outcomes(&plan, &HashMap::new(), &tables(), 3, &mut StdRng::seed_from_u64(1));
+        let o = outcomes(&plan, &HashMap::new(), &tables(), RETRY, &mut StdRng::seed_from_u64(1));
         assert_eq!(states(&o), [(1, LogState::Merged), (2, LogState::Merged), (3, LogState::Ignored)]);
         assert!(o.rows.is_empty());
     }

@@ -29,6 +29,9 @@ pub enum Operation {
     Skip,
     /// Cannot be sent; the message says why (e.g. an update whose insert never succeeded).
     Refuse(String),
+    /// Not sent now: whether an earlier, unanswered attempt created the record could not be checked (the message
+    /// says why). It costs an attempt and is checked again.
+    Recheck(String),
 }
 
 /// Decides the call for one write: upsert by the mapping's external id when it has one and the row carries a
@@ -79,6 +82,8 @@ pub struct Job {
     pub table: String,
     pub write: Write,
     pub op: Operation,
+    /// The record an earlier, unanswered attempt created was found (`delivery::doubt`) and is updated instead.
+    pub adopted: bool,
 }
 
 /// A claim, planned.
@@ -100,7 +105,9 @@ pub fn plan(claimed: &Claimed) -> Plan {
         for planned in merge(list) {
             match planned {
                 Planned::Nothing { log_ids } => plan.nothing.push(log_ids),
-                Planned::Send(w) => plan.jobs.push(Job { table: table.clone(), write: w, op: Operation::Skip }),
+                Planned::Send(w) => {
+                    plan.jobs.push(Job { table: table.clone(), write: w, op: Operation::Skip, adopted: false })
+                }
             }
         }
     }
@@ -131,6 +138,36 @@ impl Plan {
             if let Some(t) = tables.get(&j.table) {
                 j.op = operation(&t.target, &j.write, algorithm);
             }
+        }
+    }
+
+    /// Settles a write in doubt with what the search found (`delivery::doubt`): the record an unanswered attempt
+    /// created is updated (or deleted) instead of created again; nothing found sends the create as planned, and a
+    /// delete then has nothing to delete.
+    pub fn settle(&mut self, job: usize, found: Option<String>) {
+        let Some(j) = self.jobs.get_mut(job) else { return };
+        match (found, j.write.kind) {
+            (Some(id), WriteKind::Delete) => {
+                j.write.sfid = Some(id.clone());
+                j.op = Operation::Delete(id);
+            }
+            (Some(id), _) => {
+                if let Operation::Create(record) = &mut j.op {
+                    record.insert("Id".into(), Value::String(id.clone()));
+                    j.op = Operation::Update(std::mem::take(record));
+                }
+                j.write.sfid = Some(id);
+                j.adopted = true;
+            }
+            (None, WriteKind::Delete) => j.op = Operation::Skip,
+            (None, _) => {}
+        }
+    }
+
+    /// A write in doubt that could not be looked up waits for another attempt.
+    pub fn recheck(&mut self, job: usize, why: String) {
+        if let Some(j) = self.jobs.get_mut(job) {
+            j.op = Operation::Recheck(why);
         }
     }
 
@@ -177,7 +214,7 @@ impl Plan {
                     Value::Object(r.clone()),
                 ),
                 Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
-                Operation::Skip | Operation::Refuse(_) => continue,
+                Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_) => continue,
             };
             if job.write.attempts > 0 {
                 alone.push(Batch { kind, items: vec![(i, item)] });
@@ -240,6 +277,7 @@ mod tests {
             sfid: sfid.map(str::to_string),
             log_ids: vec![1],
             attempts: 0,
+            in_doubt: None,
         }
     }
 
@@ -314,6 +352,7 @@ mod tests {
             values: pairs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
             old: Default::default(),
             attempts: 0,
+            in_doubt_since: None,
         }
     }
 
@@ -402,6 +441,7 @@ mod tests {
             values: [("lastname".to_string(), Some("B".to_string()))].into(),
             old: [("lastname".to_string(), Some("A".to_string()))].into(),
             attempts: 0,
+            in_doubt_since: None,
         };
         claimed.changes.insert("contact".into(), vec![update]);
         let mut p = plan(&claimed);

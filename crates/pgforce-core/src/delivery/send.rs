@@ -22,71 +22,93 @@ pub struct Batch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Salesforce took it; the id (new for creates) and whether an upsert created the record.
-    Done {
-        id: Option<String>,
-        created: bool,
-    },
+    Done { id: Option<String>, created: bool },
     Failed {
         code: String,
         message: String,
         transient: bool,
+        /// The request may have been applied (no answer, connection lost, 5xx).
+        in_doubt: bool,
     },
-    /// Not sent (or no answer) because the connection is in trouble: try again later, at no cost to the record.
+    /// Not sent because the connection is in trouble: try again later, at no cost to the record.
     Unsent,
+    /// Sent, but never answered because Salesforce became unreachable: no cost to the record, yet it may have been
+    /// applied.
+    Unanswered,
 }
 
 /// What sending produced: a verdict per item key, and the connection trouble that stopped it, if any.
 #[derive(Debug, Default)]
 pub struct Delivery {
     pub verdicts: Vec<(usize, Verdict)>,
-    /// Set when the connection should pause (unreachable, 5xx, limits) or credentials were refused.
+    /// Set when the connection should pause (unreachable, 503, limits) or credentials were refused.
     pub trouble: Option<CallError>,
 }
 
+/// Receives the verdicts of each request as it completes (from the sending threads).
+pub type Report<'a> = &'a (dyn Fn(Vec<(usize, Verdict)>) + Sync);
+
 /// Sends waves in order (each wave's calls concurrently), so a later wave's records can reference records the
-/// earlier waves created. After connection trouble nothing more is sent: the rest is `Unsent`.
-pub fn send_waves(client: &Client, waves: Vec<Vec<Batch>>, concurrency: usize) -> Delivery {
-    let mut all = Delivery::default();
+/// earlier waves created, and reports each request's verdicts as it completes. After connection trouble nothing
+/// more is sent: the rest is reported `Unsent`; so is everything not yet sent once `abort` is set. Returns the
+/// trouble, if any.
+pub fn send_waves(
+    client: &Client,
+    waves: Vec<Vec<Batch>>,
+    concurrency: usize,
+    abort: &AtomicBool,
+    report: Report<'_>,
+) -> Option<CallError> {
+    let mut trouble = None;
     for wave in waves {
-        if all.trouble.is_some() {
-            all.verdicts.extend(wave.iter().flat_map(|b| b.items.iter().map(|(k, _)| (*k, Verdict::Unsent))));
+        if trouble.is_some() || abort.load(Ordering::SeqCst) {
+            report(wave.iter().flat_map(|b| b.items.iter().map(|(k, _)| (*k, Verdict::Unsent))).collect());
             continue;
         }
-        let d = deliver(client, wave, concurrency);
-        all.verdicts.extend(d.verdicts);
-        all.trouble = d.trouble;
+        trouble = send_wave(client, wave, concurrency, abort, report);
     }
-    all
+    trouble
 }
 
-/// Sends every batch, `concurrency` calls at a time, and returns a verdict for every item.
+/// Sends every batch, `concurrency` calls at a time, and returns a verdict for every item (for tests and tools that
+/// want them all at once).
 pub fn deliver(client: &Client, batches: Vec<Batch>, concurrency: usize) -> Delivery {
+    let verdicts = Mutex::new(Vec::new());
+    let report = |v: Vec<(usize, Verdict)>| lock(&verdicts).extend(v);
+    let trouble = send_wave(client, batches, concurrency, &AtomicBool::new(false), &report);
+    Delivery { verdicts: verdicts.into_inner().unwrap_or_else(|p| p.into_inner()), trouble }
+}
+
+fn send_wave(
+    client: &Client,
+    batches: Vec<Batch>,
+    concurrency: usize,
+    abort: &AtomicBool,
+    report: Report<'_>,
+) -> Option<CallError> {
     let queue = Mutex::new(batches.into_iter().collect::<VecDeque<_>>());
     let stop = AtomicBool::new(false);
-    let out = Mutex::new(Delivery::default());
+    let trouble = Mutex::new(None);
     let workers = concurrency.clamp(1, 64).min(lock(&queue).len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let Some(batch) = lock(&queue).pop_front() else { break };
-                if stop.load(Ordering::SeqCst) {
-                    lock(&out).verdicts.extend(batch.items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+                if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
+                    report(batch.items.iter().map(|(k, _)| (*k, Verdict::Unsent)).collect());
                     continue;
                 }
                 let mut local = Delivery::default();
                 send_split(client, &batch.kind, &batch.items, &mut local);
-                if local.trouble.is_some() {
+                if let Some(t) = local.trouble {
                     stop.store(true, Ordering::SeqCst);
+                    lock(&trouble).get_or_insert(t);
                 }
-                let mut o = lock(&out);
-                o.verdicts.append(&mut local.verdicts);
-                if o.trouble.is_none() {
-                    o.trouble = local.trouble;
-                }
+                report(local.verdicts);
             });
         }
     });
-    out.into_inner().unwrap_or_else(|p| p.into_inner())
+    trouble.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Sends one batch; a whole-request refusal splits it in halves until each record has its own verdict.
@@ -114,20 +136,21 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &
                             Verdict::Done { id: None, created: false }
                         } else {
                             let transient = crate::retry::is_transient(&e.code, &e.message);
-                            Verdict::Failed { code: e.code, message: e.message, transient }
+                            Verdict::Failed { code: e.code, message: e.message, transient, in_doubt: false }
                         }
                     }
                     None => Verdict::Failed {
                         code: "NO_RESULT".into(),
                         message: "Salesforce returned fewer results than records".into(),
                         transient: true,
+                        in_doubt: true,
                     },
                 };
                 out.verdicts.push((*key, verdict));
             }
         }
         Err(CallError::Rejected { code, message, .. }) if items.len() == 1 => {
-            out.verdicts.push((items[0].0, Verdict::Failed { code, message, transient: false }));
+            out.verdicts.push((items[0].0, Verdict::Failed { code, message, transient: false, in_doubt: false }));
         }
         Err(CallError::Rejected { .. }) => {
             let (a, b) = items.split_at(items.len() / 2);
@@ -137,11 +160,11 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &
         // Salesforce answers otherwise: this request is the problem (too slow, a server error on its records). It
         // costs its records an attempt; each is retried alone, so one bad record cannot hold the others back.
         Err(CallError::Failed { code, message }) if client.reachable() => {
-            let verdict = Verdict::Failed { code, message, transient: true };
+            let verdict = Verdict::Failed { code, message, transient: true, in_doubt: true };
             out.verdicts.extend(items.iter().map(|(k, _)| (*k, verdict.clone())));
         }
         Err(CallError::Failed { code, message }) => {
-            out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+            out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unanswered)));
             out.trouble = Some(CallError::Unavailable(format!("{code}: {message}")));
         }
         Err(e) => {

@@ -1,0 +1,52 @@
+//! The thread that talks to Salesforce while the worker's main thread records outcomes as they come and watches for
+//! signals. Postgres delivers its signals (SIGTERM, SIGHUP, latch wake-ups) to whichever thread does not block
+//! them, and its handlers must run on the main thread: the sender, and the threads it starts (which inherit its
+//! mask), block every signal.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use pgforce_core::delivery::send::{send_waves, Batch, Verdict};
+use pgforce_core::salesforce::{CallError, Client};
+
+/// A delivery in flight: verdicts arrive on `verdicts` as requests complete; `abort` stops it from starting more.
+pub struct Sender {
+    pub verdicts: Receiver<Vec<(usize, Verdict)>>,
+    pub abort: Arc<AtomicBool>,
+    pub done: JoinHandle<Option<CallError>>,
+}
+
+/// Starts sending `waves` on a thread of its own, with every signal blocked.
+pub fn start(client: Arc<Client>, waves: Vec<Vec<Batch>>, concurrency: usize) -> std::io::Result<Sender> {
+    let (tx, verdicts) = channel();
+    let abort = Arc::new(AtomicBool::new(false));
+    let stop = abort.clone();
+    let done = without_signals(|| {
+        std::thread::Builder::new().name("pgforce sender".into()).spawn(move || {
+            // The receiver may be gone (the worker stopped waiting at SIGTERM): the verdict is then not recorded,
+            // and the entry, still PENDING, is checked at the next start.
+            let report = move |v: Vec<(usize, Verdict)>| {
+                let _ = tx.send(v);
+            };
+            send_waves(&client, waves, concurrency, &stop, &report)
+        })
+    })?;
+    Ok(Sender { verdicts, abort, done })
+}
+
+/// Runs `f` (which starts a thread) with every signal blocked in the calling thread, so that the new thread starts
+/// with them blocked; the caller's mask is restored afterwards.
+fn without_signals<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: plain libc calls on a stack-allocated signal set; only the calling thread's mask changes.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+        let result = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        result
+    }
+}

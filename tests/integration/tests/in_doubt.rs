@@ -1,0 +1,99 @@
+//! Inserts in doubt never duplicate: an insert whose request may have reached Salesforce (its answer lost, the
+//! worker stopped before recording it) is looked for in Salesforce before it is sent again, on a mapping without an
+//! upsert field, where sending it again would create a second record.
+
+use std::time::Duration;
+
+use pgforce_integration::{wait_for, Cluster, Salesforce};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn setup(sf: &Salesforce, enabled: bool) -> Cluster {
+    let mut settings = sf.settings();
+    if !enabled {
+        settings.push("pgforce.enabled = off".into());
+    }
+    let cluster = Cluster::start_with(true, &settings);
+    cluster
+        .admin()
+        .batch_execute(
+            "CREATE EXTENSION pgforce CASCADE;
+             CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, email text);
+             SELECT salesforce.map_table('public.contact', 'Contact');",
+        )
+        .expect("setup");
+    cluster
+}
+
+fn sfid(c: &mut postgres::Client, id: i32) -> Option<String> {
+    c.query_one("SELECT sfid::text FROM public.contact WHERE id = $1", &[&id]).ok()?.get(0)
+}
+
+fn open_entries(c: &mut postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
+        .expect("log")
+        .get(0)
+}
+
+#[test]
+fn an_insert_whose_answer_was_lost_is_found_instead_of_created_again() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, true);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO public.contact (lastname, email) VALUES ('Twin', 'twin@example.com')").expect("one");
+    let first = wait_for(WAIT, "the first twin delivered", || sfid(&mut c, 1));
+    // The next create is applied, but the connection drops before the answer: the worker cannot know.
+    sf.admin("PUT", "/faults", json!([{"operation": "create", "times": 1, "effect": {"type": "drop_after_commit"}}]));
+    c.batch_execute("INSERT INTO public.contact (lastname, email) VALUES ('Twin', 'twin@example.com')").expect("two");
+    let second = wait_for(WAIT, "the second twin delivered", || sfid(&mut c, 2));
+    assert_eq!(sf.counters()["dropped_connections"], json!(1), "the answer was lost once");
+    let live = sf.live("Contact");
+    assert_eq!(live.len(), 2, "one record per row, not a third: {live:?}");
+    assert_ne!(first, second, "the first twin's record belongs to row 1: row 2 adopted the one its lost attempt made");
+    assert!(live.iter().any(|r| r["Id"] == json!(second)));
+    let row = c
+        .query_one(
+            "SELECT l.state::text, l.attempts, c._hc_lastop FROM salesforce._trigger_log l
+               JOIN public.contact c ON c.id = l.record_id WHERE l.record_id = 2",
+            &[],
+        )
+        .expect("entry");
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i32>(1), row.get::<_, Option<String>>(2)),
+        ("SUCCESS".to_string(), 1, Some("INSERTED".to_string()))
+    );
+}
+
+#[test]
+fn after_a_crash_an_insert_in_doubt_is_adopted_and_a_delete_removes_what_it_may_have_created() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, false);
+    let mut c = cluster.admin();
+    // Three inserts the worker had sent when it stopped (so they are in doubt); only two reached Salesforce.
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, email) VALUES ('Kept', 'kept@example.com'), ('Gone', 'gone@example.com'),
+                                                            ('Lost', 'lost@example.com');
+         UPDATE salesforce._trigger_log SET in_doubt_since = now() - interval '5 seconds';",
+    )
+    .expect("inserts in doubt");
+    let kept = sf.create("Contact", json!({"LastName": "Kept", "Email": "kept@example.com"}));
+    let gone = sf.create("Contact", json!({"LastName": "Gone", "Email": "gone@example.com"}));
+    // The user deletes 'Gone' before the worker is back, and updates 'Kept'.
+    c.batch_execute(
+        "DELETE FROM public.contact WHERE lastname = 'Gone';
+         UPDATE public.contact SET email = 'kept.new@example.com' WHERE lastname = 'Kept';",
+    )
+    .expect("changes");
+    c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on").expect("enable");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    wait_for(WAIT, "the queue drained", || (open_entries(&mut c) == 0).then_some(()));
+    assert_eq!(sfid(&mut c, 1).as_deref(), Some(kept.as_str()), "the record its lost attempt created is adopted");
+    let live = sf.live("Contact");
+    let kept_record = live.iter().find(|r| r["Id"] == json!(kept)).expect("kept record");
+    assert_eq!(kept_record["Email"], json!("kept.new@example.com"), "and updated with the latest values");
+    assert!(!live.iter().any(|r| r["Id"] == json!(gone)), "the deleted row's record is deleted too");
+    let lost = sfid(&mut c, 3).expect("the lost insert was sent again");
+    assert_eq!(live.len(), 2, "Kept and Lost, nothing else: {live:?}");
+    assert!(live.iter().any(|r| r["Id"] == json!(lost) && r["LastName"] == json!("Lost")));
+}
