@@ -106,6 +106,17 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@._trigger_log_id_seq', ''
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._trigger_log_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._mapping', '');
 
+-- API: Private. Which server delivers this log: the worker writes its identity (cluster system identifier, WAL
+-- timeline, host and data directory) here at its first delivery, and pauses when it finds another's (a restored
+-- backup, a promoted replica, a copy, a pg_dump restored elsewhere: this table is dumped with the log) until
+-- salesforce.resume() confirms this server. At most one row.
+CREATE TABLE @extschema@._deliverer (
+    one          boolean PRIMARY KEY DEFAULT true CHECK (one),
+    identity     text NOT NULL,
+    confirmed_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._deliverer', '');
+
 -- API: Private. The sync worker's connection state, one row; read it through salesforce.sync_status.
 CREATE TABLE @extschema@._sync_state (
     state      text NOT NULL DEFAULT 'IDLE',

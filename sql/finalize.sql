@@ -163,6 +163,23 @@ $fn$;
 REVOKE ALL ON FUNCTION @extschema@.retry_failed(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.retry_failed(regclass) TO pgforce_operator;
 
+-- API: Public. Confirms that this server delivers this database's log. The worker pauses (connection_state PAUSED)
+-- when the log was last delivered by another server (a restored backup, a promoted replica, a copy, a restored
+-- dump); once the operator knows the other no longer delivers, this lets it go on. Returns the identity it forgets.
+CREATE FUNCTION @extschema@.resume() RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    previous text;
+BEGIN
+    DELETE FROM @extschema@._deliverer RETURNING identity INTO previous;
+    RETURN previous;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.resume() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.resume() TO pgforce_operator;
+
 -- API: Private. A dropped table stops being mapped (its trigger log rows stay for the record). It runs for every
 -- DROP of every role, so it runs as the extension's owner, with a pinned search_path, and touches nothing unless a
 -- mapped table was dropped.

@@ -8,10 +8,18 @@
 -- 0.2.0: the security model (README, "Security model"): log rows record their table's OID; the pgforce_monitor and
 -- pgforce_operator roles; functions revoked from PUBLIC; SECURITY DEFINER functions with a pinned search_path;
 -- retry_failed(); error texts for monitors only; mapping changes invalidate the capture triggers' cache. Log rows
--- whose attempt went unanswered are marked in doubt (in_doubt_since).
+-- whose attempt went unanswered are marked in doubt (in_doubt_since). The server that delivers the log is recorded
+-- (_deliverer); another pauses until salesforce.resume().
 
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
+
+CREATE TABLE @extschema@._deliverer (
+    one          boolean PRIMARY KEY DEFAULT true CHECK (one),
+    identity     text NOT NULL,
+    confirmed_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._deliverer', '');
 
 DO $do$
 BEGIN
@@ -156,6 +164,23 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION @extschema@.retry_failed(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.retry_failed(regclass) TO pgforce_operator;
+
+-- API: Public. Confirms that this server delivers this database's log. The worker pauses (connection_state PAUSED)
+-- when the log was last delivered by another server (a restored backup, a promoted replica, a copy, a restored
+-- dump); once the operator knows the other no longer delivers, this lets it go on. Returns the identity it forgets.
+CREATE FUNCTION @extschema@.resume() RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    previous text;
+BEGIN
+    DELETE FROM @extschema@._deliverer RETURNING identity INTO previous;
+    RETURN previous;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.resume() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.resume() TO pgforce_operator;
 
 CREATE OR REPLACE FUNCTION @extschema@._forget_dropped_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER

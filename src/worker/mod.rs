@@ -8,6 +8,7 @@
 mod archive;
 mod claim;
 mod database;
+mod deliverer;
 mod error;
 mod record;
 mod sender;
@@ -39,6 +40,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::{guc, shmem};
+use deliverer::Deliverer;
 use error::WorkerError;
 use sql::Statements;
 use status::{show, ConnState, Reporter, Step};
@@ -52,6 +54,8 @@ const THROTTLE_PAUSE: Duration = Duration::from_secs(5);
 const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Pause after a cycle that failed inside the worker (a database error or a bug).
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// While another server's identity is recorded (or another worker holds the lock), how often the worker looks again.
+const DELIVERER_CHECK: Duration = Duration::from_secs(1);
 /// While requests are in flight, how often the worker looks for SIGTERM.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
@@ -140,6 +144,10 @@ struct Worker {
     step: Step,
     /// When the worker last said the extension needs `ALTER EXTENSION pgforce UPDATE`.
     version_warned: Option<Instant>,
+    /// Whether this worker holds the delivery lock of its database.
+    delivery_locked: bool,
+    /// This server's identity (`deliverer::identity`), read once.
+    identity: Option<String>,
 }
 
 impl Worker {
@@ -155,6 +163,8 @@ impl Worker {
             statements: None,
             step: Step::Waiting,
             version_warned: None,
+            delivery_locked: false,
+            identity: None,
         }
     }
 
@@ -205,6 +215,9 @@ impl Worker {
             self.report(ConnState::Disabled, None);
             return poll;
         }
+        if let Some(wait) = self.not_the_deliverer() {
+            return wait.min(poll);
+        }
         let requeued = self.maintain(config);
         let paused = self.breaker.remaining();
         if !paused.is_zero() {
@@ -241,6 +254,43 @@ impl Worker {
             Ok(()) => Duration::ZERO,
             Err(wait) => wait,
         }
+    }
+
+    /// `Some(how long to wait)` when this worker must not deliver: another worker holds the delivery lock, or the
+    /// log was last delivered by another server (until `salesforce.resume()`).
+    fn not_the_deliverer(&mut self) -> Option<Duration> {
+        let mut locked = self.delivery_locked;
+        let known = self.identity.clone();
+        let checked = self.with_statements(|c, st| {
+            let me = match known {
+                Some(me) => me,
+                None => deliverer::identity(c, st)?,
+            };
+            Ok((deliverer::check(c, st, &me, &mut locked)?, me))
+        });
+        self.delivery_locked = locked;
+        let (found, me) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                if !self.vanished() {
+                    self.report(ConnState::SystemError, Some(format!("checking which server delivers: {e}")));
+                }
+                return Some(ERROR_PAUSE);
+            }
+        };
+        self.identity = Some(me.clone());
+        let message = match found {
+            Deliverer::ThisServer => return None,
+            Deliverer::AnotherWorker(pid) => format!(
+                "another pgforce worker{} holds this database's delivery lock: this one waits",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ),
+            Deliverer::AnotherServer(other) => format!(
+                "delivery paused: this log was last delivered by another server ({other}); this is {me}. A restored backup, a promoted replica or a copy must not send the log again. If this server now delivers to Salesforce and the other no longer does, run SELECT salesforce.resume()"
+            ),
+        };
+        self.report(ConnState::Paused, Some(message));
+        Some(DELIVERER_CHECK)
     }
 
     /// How long to sleep with nothing to do: until the next scheduled retry, the fallback poll, or time-based work

@@ -22,6 +22,10 @@ pub const INSTALLED_SCHEMA: &str =
                                     JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
                                     WHERE e.extname OPERATOR(pg_catalog.=) 'pgforce'";
 
+/// The delivery lock: a session-level advisory lock on (`pgfc`, 1) in the worker's database.
+const DELIVERY_LOCK_CLASS: i32 = 0x7067_6663;
+const DELIVERY_LOCK_OBJECT: i32 = 1;
+
 // Operators, qualified. OPERATOR(…) has no precedence of its own (it binds like any other operator, left to right),
 // so every compound expression below is parenthesised.
 const EQ: &str = "OPERATOR(pg_catalog.=)";
@@ -71,6 +75,16 @@ pub struct Statements {
     pub requeue: OwnedPreparedStatement,
     /// `$1 float8` seconds since failing, `$2 bigint` limit.
     pub retry_failed: OwnedPreparedStatement,
+    /// This server's WAL timeline (hex), part of its identity.
+    pub timeline: OwnedPreparedStatement,
+    /// Tries to take the session-level delivery lock → whether it got it.
+    pub delivery_lock: OwnedPreparedStatement,
+    /// The pid of the session that holds the delivery lock.
+    pub delivery_lock_holder: OwnedPreparedStatement,
+    /// The identity of the server that delivers this log, if recorded.
+    pub deliverer: OwnedPreparedStatement,
+    /// `$1 text`: records this server as the one that delivers this log.
+    pub record_deliverer: OwnedPreparedStatement,
     tables: HashMap<String, TableStatements>,
     /// The owner of each mapped table (by qualified name), as of the last claim: writes into a user's table run as
     /// its owner.
@@ -266,6 +280,34 @@ impl Statements {
                                     ORDER BY id LIMIT $2))"
                 ),
                 &[pg_sys::FLOAT8OID, INT8],
+            )?,
+            timeline: prepare(
+                client,
+                "SELECT pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8)",
+                &[],
+            )?,
+            delivery_lock: prepare(
+                client,
+                &format!("SELECT pg_catalog.pg_try_advisory_lock({DELIVERY_LOCK_CLASS}, {DELIVERY_LOCK_OBJECT})"),
+                &[],
+            )?,
+            delivery_lock_holder: prepare(
+                client,
+                &format!(
+                    "SELECT pid FROM pg_catalog.pg_locks
+                      WHERE locktype {EQ} 'advisory' AND granted AND classid {EQ} {DELIVERY_LOCK_CLASS}::pg_catalog.oid
+                        AND objid {EQ} {DELIVERY_LOCK_OBJECT}::pg_catalog.oid
+                        AND database {EQ} (SELECT oid FROM pg_catalog.pg_database
+                                            WHERE datname {EQ} pg_catalog.current_database())
+                      LIMIT 1"
+                ),
+                &[],
+            )?,
+            deliverer: prepare(client, &format!("SELECT identity FROM {schema}._deliverer"), &[])?,
+            record_deliverer: prepare(
+                client,
+                &format!("INSERT INTO {schema}._deliverer (identity) VALUES ($1) ON CONFLICT (one) DO NOTHING"),
+                &[TEXT],
             )?,
             tables: HashMap::new(),
             owners: HashMap::new(),

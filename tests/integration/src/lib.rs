@@ -114,12 +114,47 @@ impl Cluster {
     /// Stops the server the hard way (no checkpoint, like a power cut) and starts it again.
     pub fn crash_and_restart(&self) {
         run(as_postgres(&self.bindir.join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&self.datadir).arg("stop"));
+        self.start_server();
+    }
+
+    fn start_server(&self) {
         run(as_postgres(&self.bindir.join("pg_ctl"))
             .args(["-w", "-l"])
             .arg(self.datadir.join("server.log"))
             .arg("-D")
             .arg(&self.datadir)
             .arg("start"));
+    }
+
+    /// What a restored file-level backup looks like: stops this server, copies its data directory, and starts both,
+    /// the copy on a port of its own (with its own server log).
+    pub fn copy(&self) -> Cluster {
+        run(as_postgres(&self.bindir.join("pg_ctl")).args(["-m", "fast", "-w", "-D"]).arg(&self.datadir).arg("stop"));
+        let port = free_port();
+        let datadir = std::env::temp_dir().join(format!("pgforce-it-{}-{port}", std::process::id()));
+        run(Command::new("cp").arg("-a").arg(&self.datadir).arg(&datadir));
+        let _ = std::fs::remove_file(datadir.join("server.log"));
+        let conf = std::fs::read_to_string(datadir.join("postgresql.auto.conf")).expect("read postgresql.auto.conf");
+        let conf: String = conf
+            .lines()
+            .map(|l| {
+                if l.starts_with("port = ") {
+                    format!("port = {port}\n")
+                } else if l.starts_with("unix_socket_directories") {
+                    format!("unix_socket_directories = '{}'\n", datadir.display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(datadir.join("postgresql.auto.conf"), conf).expect("write postgresql.auto.conf");
+        if is_root() {
+            run(Command::new("chown").arg("-R").arg("postgres").arg(&datadir));
+        }
+        self.start_server();
+        let copy = Cluster { bindir: self.bindir.clone(), datadir, port };
+        copy.start_server();
+        copy
     }
 
     /// The sync worker's process id, once it runs.

@@ -207,3 +207,72 @@ fn a_request_that_always_times_out_fails_its_record_alone_after_max_attempts() {
     let state: String = c.query_one("SELECT connection_state FROM salesforce.sync_status", &[]).expect("status").get(0);
     assert_ne!(state, "PAUSED", "a failing request is no outage");
 }
+
+fn connection_state(c: &mut postgres::Client) -> (String, String) {
+    let row = c
+        .query_one("SELECT connection_state, coalesce(connection_message, '') FROM salesforce.sync_status", &[])
+        .expect("status");
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn a_restored_copy_does_not_send_the_log_again_until_resumed() {
+    let sf = Salesforce::start();
+    let original = setup(&sf);
+    let mut c = original.admin();
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Before', 'B-1')").expect("one");
+    wait_for(WAIT, "the first row delivered", || (written_back(&mut c, "1") == 1).then_some(()));
+    drop(c);
+    // A file-level copy of the data directory, started elsewhere (here: another port and directory), as a restored
+    // backup or a cloned server would be; the original goes on.
+    let copy = original.copy();
+    let mut c = copy.admin();
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Copy', 'C-1')").expect("copy row");
+    let (state, message) = wait_for(WAIT, "the copy paused", || {
+        let s = connection_state(&mut c);
+        (s.0 == "PAUSED").then_some(s)
+    });
+    assert!(message.starts_with("delivery paused: this log was last delivered by another server"), "{message}");
+    assert!(message.contains("SELECT salesforce.resume()"), "{message}");
+    assert_eq!(state, "PAUSED");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sf.live("Contact").len(), 1, "the copy sent nothing");
+    assert_eq!(written_back(&mut c, "2"), 0);
+    // The original still delivers.
+    let mut o = original.admin();
+    o.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Original', 'O-1')").expect("row");
+    wait_for(WAIT, "the original delivers", || (written_back(&mut o, "2") == 1).then_some(()));
+    // Confirmed by an operator, the copy delivers (its own new row only: the rest was delivered before the copy).
+    let forgotten: Option<String> = c.query_one("SELECT salesforce.resume()", &[]).expect("resume").get(0);
+    assert!(forgotten.unwrap_or_default().starts_with("system "), "resume returns the identity it replaces");
+    wait_for(WAIT, "the copy delivers", || (written_back(&mut c, "2") == 1).then_some(()));
+    let names: Vec<String> =
+        sf.live("Contact").iter().filter_map(|r| r["LastName"].as_str().map(str::to_string)).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+#[test]
+fn a_second_worker_waits_for_the_delivery_lock() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('First', 'F-1')").expect("one");
+    wait_for(WAIT, "delivered", || (written_back(&mut c, "1") == 1).then_some(()));
+    // Another session takes the delivery lock (as a second worker would) as soon as the worker lets go of it, before
+    // the postmaster starts the worker again.
+    let mut other = cluster.admin();
+    other.batch_execute("SET statement_timeout = '10s'").expect("timeout");
+    let pid = cluster.worker_pid().expect("worker");
+    c.query_one("SELECT pg_terminate_backend($1)", &[&pid]).expect("terminate");
+    other.batch_execute("SELECT pg_advisory_lock(x'70676663'::int, 1)").expect("lock");
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Second', 'S-1')").expect("two");
+    let (_, message) = wait_for(Duration::from_secs(20), "the worker waiting", || {
+        let s = connection_state(&mut c);
+        (s.0 == "PAUSED" && s.1.contains("delivery lock")).then_some(s)
+    });
+    let holder: i32 = other.query_one("SELECT pg_backend_pid()", &[]).expect("pid").get(0);
+    assert!(message.contains(&format!("(pid {holder})")), "{message}");
+    assert_eq!(written_back(&mut c, "2"), 0, "nothing delivered without the lock");
+    drop(other);
+    wait_for(WAIT, "delivered once the lock is free", || (written_back(&mut c, "2") == 1).then_some(()));
+}
