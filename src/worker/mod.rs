@@ -187,11 +187,28 @@ impl Worker {
                 }
                 let message = panic_message(payload.as_ref());
                 let text = format!("internal error while {}: {message}", self.step);
-                pgrx::warning!("pgforce: {text}; the changes of this cycle go back to the queue");
-                if let Some(st) = &self.statements {
-                    let _ = as_sync_engine(|c| reclaim(c, st, config));
-                    self.reporter.report(st, ConnState::SystemError, Some(text), None);
-                }
+                let Some(st) = &self.statements else {
+                    pgrx::warning!("pgforce: {text}");
+                    return ERROR_PAUSE;
+                };
+                // The rows of this cycle cost an attempt (so a row that always causes it ends FAILED, never a loop)
+                // and are named in the log.
+                let involved = as_sync_engine(|c| reclaim_after_bug(c, st, config, &text)).unwrap_or_default();
+                let tables: BTreeSet<&str> = involved.iter().map(|(_, t)| t.as_str()).collect();
+                let mut ids: Vec<i64> = involved.iter().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                let shown: Vec<String> = ids.iter().take(20).map(i64::to_string).collect();
+                let more = if ids.len() > shown.len() {
+                    format!(" and {} more", ids.len() - shown.len())
+                } else {
+                    String::new()
+                };
+                pgrx::warning!(
+                    "pgforce: {text}; log ids {}{more} of {} cost an attempt and go back to the queue",
+                    shown.join(", "),
+                    tables.into_iter().collect::<Vec<_>>().join(", ")
+                );
+                self.reporter.report(st, ConnState::SystemError, Some(text), None);
                 ERROR_PAUSE
             }
         }
@@ -712,6 +729,26 @@ fn stop_requested() -> bool {
 fn reclaim(client: &mut SpiClient<'_>, st: &Statements, config: &Config) -> Result<usize, WorkerError> {
     let wait = config.connection.request_timeout.as_secs_f64();
     Ok(client.update(&st.reclaim_pending, None, &[DatumWithOid::from(wait)])?.len())
+}
+
+/// After a bug in a cycle: its rows still `PENDING` cost an attempt; returns their ids and tables.
+fn reclaim_after_bug(
+    client: &mut SpiClient<'_>,
+    st: &Statements,
+    config: &Config,
+    text: &str,
+) -> Result<Vec<(i64, String)>, WorkerError> {
+    let wait = config.connection.request_timeout.as_secs_f64();
+    let mut out = Vec::new();
+    let args = [
+        DatumWithOid::from(wait),
+        DatumWithOid::from(config.max_attempts),
+        DatumWithOid::from(format!("INTERNAL_ERROR: {text}")),
+    ];
+    for row in client.update(&st.reclaim_after_bug, None, &args)? {
+        out.push((row.get::<i64>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+    }
+    Ok(out)
 }
 
 /// The log ids of some jobs, for messages.

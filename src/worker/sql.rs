@@ -32,6 +32,7 @@ const EQ: &str = "OPERATOR(pg_catalog.=)";
 const LT: &str = "OPERATOR(pg_catalog.<)";
 const LE: &str = "OPERATOR(pg_catalog.<=)";
 const GT: &str = "OPERATOR(pg_catalog.>)";
+const GE: &str = "OPERATOR(pg_catalog.>=)";
 const PLUS: &str = "OPERATOR(pg_catalog.+)";
 const MINUS: &str = "OPERATOR(pg_catalog.-)";
 const TIMES: &str = "OPERATOR(pg_catalog.*)";
@@ -54,6 +55,9 @@ pub struct Statements {
     /// `$1 float8` seconds: rows a crash left `PENDING` go back to `NEW`, in doubt (they may have been sent), to be
     /// tried again after that long.
     pub reclaim_pending: OwnedPreparedStatement,
+    /// After a bug in a cycle: `$1 float8` seconds to wait, `$2 int` max attempts, `$3 text` message. Rows still
+    /// `PENDING` cost an attempt (`FAILED` when they run out), in doubt → their ids and tables.
+    pub reclaim_after_bug: OwnedPreparedStatement,
     /// `$1 bigint` limit → due queue rows, oldest first, locked.
     pub claim: OwnedPreparedStatement,
     /// `$1 bigint[]` ids, `$2 text` state, `$3 text` message.
@@ -128,6 +132,23 @@ impl Statements {
             )?,
             // A record with a retry scheduled for an earlier change is held back, so changes never overtake each
             // other. `FOR UPDATE SKIP LOCKED`: a row a user is changing is left for the next cycle.
+            reclaim_after_bug: prepare(
+                client,
+                &format!(
+                    "UPDATE {log}
+                        SET state = CASE WHEN (attempts {PLUS} 1) {GE} $2 THEN '{failed}' ELSE '{new}' END,
+                            attempts = attempts {PLUS} 1,
+                            sf_message = $3,
+                            in_doubt_since = coalesce(in_doubt_since, updated_at),
+                            next_attempt_at = CASE WHEN (attempts {PLUS} 1) {GE} $2 THEN NULL
+                                              ELSE pg_catalog.now() {PLUS} pg_catalog.make_interval(secs => $1) END,
+                            processed_at = CASE WHEN (attempts {PLUS} 1) {GE} $2 THEN pg_catalog.now() END,
+                            updated_at = pg_catalog.now()
+                      WHERE state {EQ} '{pending}'
+                      RETURNING id, table_name::text"
+                ),
+                &[pg_sys::FLOAT8OID, pg_sys::INT4OID, TEXT],
+            )?,
             claim: prepare(
                 client,
                 &format!(

@@ -373,10 +373,21 @@ fn a_bug_in_one_cycle_is_reported_and_the_worker_goes_on() {
         (row.get::<_, String>(0) == "SYSTEM_ERROR").then(|| row.get::<_, Option<String>>(1).unwrap_or_default())
     });
     assert_eq!(message, "internal error while sending 1 record to Contact: pgforce.debug_fault = panic_while_sending");
-    let row = c.query_one("SELECT state::text, attempts FROM salesforce._trigger_log", &[]).expect("log row");
-    assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, i32>(1)), ("NEW", 0));
+    // The row it was sending costs an attempt (a row that always causes a bug ends FAILED, never a crash loop), and
+    // the log names it.
+    let row = wait_for(Duration::from_secs(10), "the attempt recorded", || {
+        let row = c.query_one("SELECT state::text, attempts, sf_message FROM salesforce._trigger_log", &[]).ok()?;
+        (row.get::<_, i32>(1) >= 1).then_some(row)
+    });
+    assert_eq!(row.get::<_, String>(0).as_str(), "NEW");
+    assert!(row
+        .get::<_, Option<String>>(2)
+        .unwrap_or_default()
+        .starts_with("INTERNAL_ERROR: internal error while sending"));
     assert_eq!(worker_row(&cluster).map(|w| w.0), Some(pid), "the same process goes on");
-    assert!(cluster.server_log().contains("pgforce: internal error while sending 1 record to Contact"));
+    assert!(cluster.server_log().contains(
+        "pgforce: internal error while sending 1 record to Contact: pgforce.debug_fault = panic_while_sending; log ids 1 of contact cost an attempt"
+    ));
     assert!(sf.live("Contact").is_empty());
 
     // With the bug gone, the change is delivered.
