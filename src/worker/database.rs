@@ -47,7 +47,12 @@ pub fn wait_for(name: &str, failures: u32) -> ! {
         }
     }
     // SAFETY: ends this background worker process; a non-zero code has the postmaster start it again.
-    unsafe { pg_sys::proc_exit(1) }
+    unsafe { pg_sys::proc_exit(1) };
+    // Some Postgres versions' bindings do not declare that proc_exit never returns.
+    #[allow(unreachable_code)]
+    {
+        unreachable!("proc_exit does not return")
+    }
 }
 
 /// Whether a database of that name exists: a plain scan of the shared catalog `pg_database`, the only way to read
