@@ -118,7 +118,15 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &
         return;
     }
     let records: Vec<Value> = items.iter().map(|(_, v)| v.clone()).collect();
-    match client.call(kind, &records) {
+    let mut answer = client.call(kind, &records);
+    // A kept-alive connection the server closed meanwhile fails before the request is read: an update, upsert or
+    // delete is simply sent again once, on a new connection (doing it twice does no harm). A create is not: it may
+    // have been applied, so it is in doubt.
+    if *kind != CallKind::Create && matches!(&answer, Err(CallError::Failed { code, .. }) if code == "CONNECTION_LOST")
+    {
+        answer = client.call(kind, &records);
+    }
+    match answer {
         Ok(results) => {
             for (i, (key, _)) in items.iter().enumerate() {
                 let verdict = match results.get(i) {
