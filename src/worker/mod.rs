@@ -195,17 +195,9 @@ impl Worker {
                 // and are named in the log.
                 let involved = as_sync_engine(|c| reclaim_after_bug(c, st, config, &text)).unwrap_or_default();
                 let tables: BTreeSet<&str> = involved.iter().map(|(_, t)| t.as_str()).collect();
-                let mut ids: Vec<i64> = involved.iter().map(|(id, _)| *id).collect();
-                ids.sort_unstable();
-                let shown: Vec<String> = ids.iter().take(20).map(i64::to_string).collect();
-                let more = if ids.len() > shown.len() {
-                    format!(" and {} more", ids.len() - shown.len())
-                } else {
-                    String::new()
-                };
+                let ids = id_list(involved.iter().map(|(id, _)| *id).collect());
                 pgrx::warning!(
-                    "pgforce: {text}; log ids {}{more} of {} cost an attempt and go back to the queue",
-                    shown.join(", "),
+                    "pgforce: {text}; log ids {ids} of {} cost an attempt and go back to the queue",
                     tables.into_iter().collect::<Vec<_>>().join(", ")
                 );
                 self.reporter.report(st, ConnState::SystemError, Some(text), None);
@@ -753,8 +745,11 @@ fn reclaim_after_bug(
 
 /// The log ids of some jobs, for messages.
 fn log_ids(plan: &Plan, jobs: &[usize]) -> String {
-    let mut ids: Vec<i64> =
-        jobs.iter().filter_map(|j| plan.jobs.get(*j)).flat_map(|j| j.write.log_ids.iter().copied()).collect();
+    id_list(jobs.iter().filter_map(|j| plan.jobs.get(*j)).flat_map(|j| j.write.log_ids.iter().copied()).collect())
+}
+
+/// Log ids for a message: sorted, the first 20, and how many more.
+fn id_list(mut ids: Vec<i64>) -> String {
     ids.sort_unstable();
     let shown: Vec<String> = ids.iter().take(20).map(i64::to_string).collect();
     if ids.len() > shown.len() {
