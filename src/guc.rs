@@ -85,6 +85,7 @@ static MAX_API_USAGE: GucSetting<f64> = GucSetting::<f64>::new(0.9);
 static ARCHIVE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static ARCHIVE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(31 * 24 * 3600);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4000);
+static MAX_REQUEST_BYTES: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 1024);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
@@ -294,6 +295,16 @@ pub fn register(preloading: bool) {
         none,
     );
     GucRegistry::define_int_guc(
+        c"pgforce.max_request_bytes",
+        c"Most bytes of JSON in one Salesforce request; a claim takes at most max_concurrency requests' worth.",
+        c"",
+        &MAX_REQUEST_BYTES,
+        16 * 1024,
+        50 * 1024 * 1024,
+        Sighup,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
         c"pgforce.poll_interval",
         c"Fallback poll when no commit wakes the worker.",
         c"",
@@ -426,6 +437,7 @@ pub fn config() -> Config {
         write_algorithm: WRITE_ALGORITHM.get().into(),
         max_concurrency: MAX_CONCURRENCY.get().max(1) as usize,
         batch_size: i64::from(BATCH_SIZE.get().max(1)),
+        max_request_bytes: MAX_REQUEST_BYTES.get().max(1) as usize,
         max_attempts: MAX_ATTEMPTS.get(),
         retry_failed_after: (retry_failed_after >= 0).then(|| Duration::from_secs(retry_failed_after as u64)),
         max_api_usage: MAX_API_USAGE.get(),

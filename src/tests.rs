@@ -575,6 +575,7 @@ mod tests {
             ("pgforce.max_concurrency", "8"),
             ("pgforce.request_timeout", "30s"),
             ("pgforce.batch_size", "4000"),
+            ("pgforce.max_request_bytes", "2MB"),
             ("pgforce.max_attempts", "5"),
             ("pgforce.retry_failed_after", "-1"),
             ("pgforce.max_api_usage", "0.9"),
@@ -598,5 +599,50 @@ mod tests {
         assert_eq!(text("SELECT vartype || ' ' || array_to_string(enumvals, ',') FROM pg_settings WHERE name = 'pgforce.write_algorithm'"), "enum merged,ordered");
         assert_eq!(text("SELECT vartype || ' ' || array_to_string(enumvals, ',') FROM pg_settings WHERE name = 'pgforce.auth_flow'"), "enum client_credentials,jwt_bearer,refresh_token");
         assert_eq!(outcome("SET pgforce.bogus = 1"), "42602");
+    }
+
+    /// Claims with the worker's own statement, as the worker would with this request size and concurrency; returns
+    /// the claimed log ids.
+    fn claim_ids(max_request_bytes: usize, max_concurrency: usize) -> Vec<i64> {
+        let mut config = crate::guc::config();
+        config.max_request_bytes = max_request_bytes;
+        config.max_concurrency = max_concurrency;
+        let claimed = Spi::connect_mut(|client| {
+            let mut st = crate::worker::sql::Statements::prepare(client, "salesforce").expect("statements");
+            crate::worker::claim::claim(client, &mut st, &config).expect("claim")
+        });
+        let mut ids: Vec<i64> = claimed.changes.values().flatten().map(|c| c.log_id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[pg_test]
+    fn a_claim_is_bounded_by_bytes_and_takes_at_least_one_row() {
+        contact_table();
+        // 3 kB of text that does not compress, per row.
+        sql("INSERT INTO salesforce.contact (lastname, email)
+             SELECT 'n' || g, (SELECT string_agg(md5(g::text || '-' || i::text), '') FROM generate_series(1, 94) i)
+               FROM generate_series(1, 30) g");
+        let first = one::<i64>("SELECT min(id) FROM salesforce._trigger_log").unwrap();
+        // Two requests of 16 kB: the rows that start before 32 kB of stored log text.
+        let fit = one::<i64>(
+            "SELECT count(*) FROM (SELECT sum(pg_column_size(\"values\")) OVER (ORDER BY id)
+                                           - pg_column_size(\"values\") AS before
+                                      FROM salesforce._trigger_log) s WHERE before < 32768",
+        )
+        .unwrap();
+        let ids = claim_ids(16 * 1024, 2);
+        assert!(fit > 1 && fit < 30, "{fit} rows fit");
+        assert_eq!(ids.len() as i64, fit, "claimed {ids:?}");
+        assert_eq!(ids, (first..first + ids.len() as i64).collect::<Vec<_>>(), "oldest first, no gaps");
+        let pending = one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'PENDING'").unwrap();
+        assert_eq!(pending, ids.len() as i64, "the rest stays NEW");
+        // A row larger than the whole budget is still claimed, alone, so it can fail with its own message.
+        sql("UPDATE salesforce._trigger_log SET state = 'SUCCESS'");
+        sql("INSERT INTO salesforce.contact (lastname, email)
+             SELECT 'wide', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i)");
+        sql("INSERT INTO salesforce.contact (lastname) VALUES ('after')");
+        let wide = one::<i64>("SELECT max(id) - 1 FROM salesforce._trigger_log").unwrap();
+        assert_eq!(claim_ids(16 * 1024, 2), vec![wide]);
     }
 }

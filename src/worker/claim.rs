@@ -21,10 +21,15 @@ fn values(text: Option<String>) -> Values {
     text.and_then(|t| hstore::parse(&t).ok()).map(|pairs| pairs.into_iter().collect()).unwrap_or_default()
 }
 
-/// Claims up to `config.batch_size` due rows. Under ordered writes only the oldest change of each record is
-/// claimed; the others stay `NEW` for a later cycle.
+/// Claims up to `config.batch_size` due rows holding up to `config.claim_bytes()` of log text (always at least
+/// one row). Under ordered writes only the oldest change of each record is claimed; the others stay `NEW` for a
+/// later cycle.
 pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -> Result<Claimed, WorkerError> {
-    let rows = client.update(&st.claim, None, &[DatumWithOid::from(config.batch_size)])?;
+    let rows = client.update(
+        &st.claim,
+        None,
+        &[DatumWithOid::from(config.batch_size), DatumWithOid::from(config.claim_bytes())],
+    )?;
     let mut ignored = Vec::new();
     let mut all = Vec::new();
     let mut table_of: HashMap<i64, String> = HashMap::new();

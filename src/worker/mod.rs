@@ -6,13 +6,13 @@
 //! what the worker was doing, the cycle's rows go back to the queue, and the worker goes on.
 
 mod archive;
-mod claim;
+pub(crate) mod claim;
 mod database;
 mod deliverer;
 mod error;
 mod record;
 mod sender;
-mod sql;
+pub(crate) mod sql;
 mod status;
 mod transaction;
 
@@ -500,12 +500,13 @@ impl Worker {
         if let Ok(client) = &client {
             self.settle_doubts(client, &mut plan, tables);
         }
+        plan.refuse_oversized(config.max_request_bytes);
         // What needs no call is settled at once.
         let settled = unsent_outcomes(&plan, tables, Retry::of(config), &mut self.rng);
         if !settled.is_empty() {
             self.record_outcomes(config, &settled)?;
         }
-        let waves = plan.waves(tables);
+        let waves = plan.waves(tables, config.max_request_bytes);
         if waves.is_empty() {
             return Ok(());
         }

@@ -154,22 +154,33 @@ impl Statements {
                 &format!(
                     "WITH held AS (
                          SELECT DISTINCT table_name, record_id FROM {log}
-                          WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now())
+                          WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now()),
+                     due AS (
+                         SELECT l.id, {size} AS size,
+                                (pg_catalog.sum({size}) OVER (ORDER BY l.id))::pg_catalog.int8 AS running
+                           FROM {log} l
+                          WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
+                            AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
+                            AND NOT EXISTS (SELECT 1 FROM held h
+                                             WHERE h.table_name {EQ} l.table_name AND h.record_id {EQ} l.record_id)
+                          ORDER BY l.id
+                          LIMIT $1)
                      SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
                             l.\"values\"::text, l.old::text, l.attempts,
                             EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8
                        FROM {log} l
                        LEFT JOIN {schema}._mapping m
                          ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name ELSE m.relid {EQ} l.relid END
-                      WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
-                        AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
-                        AND NOT EXISTS (SELECT 1 FROM held h
-                                         WHERE h.table_name {EQ} l.table_name AND h.record_id {EQ} l.record_id)
+                      WHERE l.id {EQ} ANY (ARRAY(SELECT d.id FROM due d WHERE (d.running {MINUS} d.size) {LT} $2))
+                        AND l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
                       ORDER BY l.id
-                      LIMIT $1
-                      FOR UPDATE OF l SKIP LOCKED"
+                      FOR UPDATE OF l SKIP LOCKED",
+                    // Bytes of the log text a row brings into the worker, as stored (compressed values count
+                    // their compressed size: reading the raw size would decompress every candidate).
+                    size = "(COALESCE(pg_catalog.pg_column_size(l.\"values\"), 0) \
+                             OPERATOR(pg_catalog.+) COALESCE(pg_catalog.pg_column_size(l.old), 0))::pg_catalog.int8",
                 ),
-                &[INT8],
+                &[INT8, INT8],
             )?,
             set_state: prepare(
                 client,

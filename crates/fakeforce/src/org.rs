@@ -49,6 +49,8 @@ pub struct Counters {
     pub records_failed: u64,
     /// Responses by HTTP status.
     pub by_status: BTreeMap<u16, u64>,
+    /// The largest request body received (refused ones excepted).
+    pub largest_request_bytes: u64,
     pub dropped_connections: u64,
     pub refused_connections: u64,
     pub faults_fired: u64,

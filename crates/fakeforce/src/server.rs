@@ -115,8 +115,14 @@ async fn handle(org: Arc<Org>, req: Request<Incoming>) -> Result<Response<Full<B
     let (parts, body) = req.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = match Limited::new(body, org.config.max_request_bytes).collect().await {
-        Ok(b) => b.to_bytes(),
+        Ok(b) => {
+            let b = b.to_bytes();
+            let mut st = org.lock();
+            st.counters.largest_request_bytes = st.counters.largest_request_bytes.max(b.len() as u64);
+            b
+        }
         Err(_) => {
+            *org.lock().counters.by_status.entry(413).or_default() += 1;
             let e = ApiError::new(
                 413,
                 "EXCEEDED_MAX_SIZE_REQUEST",

@@ -29,6 +29,9 @@ pub struct Config {
     pub write_algorithm: WriteAlgorithm,
     pub max_concurrency: usize,
     pub batch_size: i64,
+    /// The most bytes of JSON one request carries (`pgforce.max_request_bytes`); a claim holds at most
+    /// `max_concurrency` requests' worth of log text.
+    pub max_request_bytes: usize,
     pub max_attempts: i32,
     /// `None`: FAILED entries are not retried automatically.
     pub retry_failed_after: Option<Duration>,
@@ -40,6 +43,14 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// How long any statement of the worker may run (`pgforce.statement_timeout`).
     pub statement_timeout: Duration,
+}
+
+impl Config {
+    /// The most bytes of log text (values and old values) one claim takes: enough to fill every request that may
+    /// be in flight at once, and no more, so the worker's memory does not grow with the width of rows.
+    pub fn claim_bytes(&self) -> i64 {
+        (self.max_request_bytes as i64).saturating_mul(self.max_concurrency as i64)
+    }
 }
 
 /// `pgforce.api_version`: a Salesforce REST API version such as `62.0`.

@@ -276,3 +276,46 @@ fn a_second_worker_waits_for_the_delivery_lock() {
     drop(other);
     wait_for(WAIT, "delivered once the lock is free", || (written_back(&mut c, "2") == 1).then_some(()));
 }
+
+#[test]
+fn wide_rows_go_in_requests_bounded_by_bytes_and_one_too_large_fails_alone() {
+    const LIMIT: u64 = 20 * 1024;
+    // Salesforce refuses bodies over the limit; the worker must never send one.
+    let sf = Salesforce::start_with(fakeforce::Config { max_request_bytes: LIMIT as usize, ..Default::default() });
+    let mut settings = sf.settings();
+    settings.push(format!("pgforce.max_request_bytes = {LIMIT}"));
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE public.account (id serial PRIMARY KEY, name text, description text);
+         SELECT salesforce.map_table('public.account', 'Account');
+         -- 40 rows of 3 kB, then one of 25 kB (Salesforce would take it: Description holds 32,000), then 5 more.
+         INSERT INTO public.account (name, description)
+         SELECT 'a' || g, (SELECT string_agg(md5(g::text || '-' || i::text), '') FROM generate_series(1, 94) i)
+           FROM generate_series(1, 40) g;
+         INSERT INTO public.account (name, description)
+         SELECT 'wide', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 780) i);
+         INSERT INTO public.account (name, description) SELECT 'b' || g, 'short' FROM generate_series(1, 5) g;",
+    )
+    .expect("setup");
+    wait_for(WAIT, "every other row written back", || {
+        let done: i64 = c
+            .query_one("SELECT count(*) FROM public.account WHERE name <> 'wide' AND sfid IS NOT NULL", &[])
+            .expect("rows")
+            .get(0);
+        (done == 45).then_some(())
+    });
+    let wide =
+        wait_for(WAIT, "the wide row failed", || entries(&mut c).into_iter().find(|e| e.0 == 41 && e.1 == "FAILED"));
+    let message = wide.2.unwrap_or_default();
+    assert!(
+        message.starts_with("NOT_SENT: the record is ") && message.contains("pgforce.max_request_bytes = 20480"),
+        "{message}"
+    );
+    assert_eq!(sf.live("Account").len(), 45, "every other row is in Salesforce, once");
+    let counters = sf.counters();
+    assert_eq!(counters["by_status"].get("413"), None, "no request was refused for its size: {counters}");
+    let largest = counters["largest_request_bytes"].as_u64().unwrap_or_default();
+    assert!(largest > LIMIT / 2 && largest <= LIMIT, "largest request {largest} bytes");
+}

@@ -15,6 +15,27 @@ use crate::mapping::relationship_column;
 /// sObject Collections take at most 200 records per call.
 pub const MAX_RECORDS_PER_CALL: usize = 200;
 
+/// The bytes of a request body around its records: `{"allOrNone":false,"records":[]}`, with room to spare.
+const ENVELOPE_BYTES: usize = 64;
+
+/// The size of a value as JSON, counted without building the text.
+pub fn json_bytes(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// One Salesforce call's worth of intent for a write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
@@ -164,6 +185,23 @@ impl Plan {
         }
     }
 
+    /// A record that alone makes a request larger than `max_request_bytes` cannot be sent: it fails, and only it.
+    pub fn refuse_oversized(&mut self, max_request_bytes: usize) {
+        for j in self.jobs.iter_mut() {
+            let record = match &j.op {
+                Operation::Create(r) | Operation::Update(r) | Operation::Upsert(r) => r,
+                _ => continue,
+            };
+            let bytes = ENVELOPE_BYTES + json_bytes(&Value::Object(record.clone()));
+            if bytes > max_request_bytes {
+                j.op = Operation::Refuse(format!(
+                    "the record is {bytes} bytes as JSON, more than one request may carry \
+                     (pgforce.max_request_bytes = {max_request_bytes}); shorten its values or raise the setting"
+                ));
+            }
+        }
+    }
+
     /// A write in doubt that could not be looked up waits for another attempt.
     pub fn recheck(&mut self, job: usize, why: String) {
         if let Some(j) = self.jobs.get_mut(job) {
@@ -174,7 +212,7 @@ impl Plan {
     /// The calls in dependency order: first the writes (not deletes) of sObjects that another mapped table in this
     /// plan references through a relationship column, then everything else. Each batch item is keyed by its job's
     /// index in `jobs`.
-    pub fn waves(&self, tables: &HashMap<String, Table>) -> Vec<Vec<Batch>> {
+    pub fn waves(&self, tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Vec<Batch>> {
         let referenced: Vec<String> = self
             .jobs
             .iter()
@@ -189,13 +227,17 @@ impl Plan {
                     .is_some_and(|t| referenced.iter().any(|r| r.eq_ignore_ascii_case(&t.target.sobject)))
         };
         let (first, rest): (Vec<usize>, Vec<usize>) = (0..self.jobs.len()).partition(|i| is_parent(&self.jobs[*i]));
-        [first, rest].into_iter().map(|ids| self.batches_of(&ids, tables)).filter(|w| !w.is_empty()).collect()
+        [first, rest]
+            .into_iter()
+            .map(|ids| self.batches_of(&ids, tables, max_request_bytes))
+            .filter(|w| !w.is_empty())
+            .collect()
     }
 
-    /// Groups the given jobs into calls of at most 200 records of one kind (and one sObject for upserts). A write
-    /// that failed before goes alone: whatever made its request fail (a record that times out, a lock) then costs
-    /// the records that were batched with it one attempt, never more.
-    fn batches_of(&self, ids: &[usize], tables: &HashMap<String, Table>) -> Vec<Batch> {
+    /// Groups the given jobs into calls of one kind (and one sObject for upserts) of at most 200 records and
+    /// `max_request_bytes` of body. A write that failed before goes alone: whatever made its request fail (a record
+    /// that times out, a lock) then costs the records that were batched with it one attempt, never more.
+    fn batches_of(&self, ids: &[usize], tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Batch> {
         let mut alone = Vec::new();
         let mut groups: Vec<(CallKind, Vec<(usize, Value)>)> = Vec::new();
         let mut index: HashMap<(&str, u8), usize> = HashMap::new();
@@ -226,16 +268,27 @@ impl Plan {
             });
             groups[g].1.push((i, item));
         }
-        groups
-            .into_iter()
-            .flat_map(|(kind, items)| {
-                items
-                    .chunks(MAX_RECORDS_PER_CALL)
-                    .map(|c| Batch { kind: kind.clone(), items: c.to_vec() })
-                    .collect::<Vec<_>>()
-            })
-            .chain(alone)
-            .collect()
+        let mut batches = Vec::new();
+        for (kind, items) in groups {
+            let mut current = Batch { kind: kind.clone(), items: Vec::new() };
+            let mut bytes = ENVELOPE_BYTES;
+            for (i, item) in items {
+                // Each record after the first adds a comma.
+                let size = json_bytes(&item) + 1;
+                let full = current.items.len() >= MAX_RECORDS_PER_CALL || bytes + size > max_request_bytes;
+                if full && !current.items.is_empty() {
+                    batches.push(std::mem::replace(&mut current, Batch { kind: kind.clone(), items: Vec::new() }));
+                    bytes = ENVELOPE_BYTES;
+                }
+                bytes += size;
+                current.items.push((i, item));
+            }
+            if !current.items.is_empty() {
+                batches.push(current);
+            }
+        }
+        batches.extend(alone);
+        batches
     }
 }
 
@@ -368,7 +421,7 @@ mod tests {
         let mut p = plan(&claimed);
         assert!(p.sfids_wanted().is_empty(), "inserts need no Salesforce id");
         p.decide(&claimed.tables, &HashMap::new(), MERGED);
-        let waves = p.waves(&claimed.tables);
+        let waves = p.waves(&claimed.tables, NO_BYTE_LIMIT);
         assert_eq!(waves.len(), 1, "no relationships: one wave");
         let mut calls: Vec<(String, usize)> =
             waves[0].iter().map(|b| (format!("{:?}", b.kind), b.items.len())).collect();
@@ -386,6 +439,41 @@ mod tests {
         assert_eq!(keys.len(), 251, "every job is sent exactly once");
     }
 
+    const NO_BYTE_LIMIT: usize = usize::MAX;
+
+    #[test]
+    fn calls_are_bounded_by_bytes_and_a_record_too_large_for_any_call_fails_alone() {
+        let mut claimed = Claimed::default();
+        claimed.tables.insert("note".into(), table("Note__c", &["body__c"], None));
+        let text = "x".repeat(1000);
+        let mut changes: Vec<Change> = (0..30).map(|i| insert(100 + i, i, &[("body__c", text.as_str())])).collect();
+        let huge = "y".repeat(20_000);
+        changes.push(insert(500, 500, &[("body__c", huge.as_str())]));
+        claimed.changes.insert("note".into(), changes);
+        let mut p = plan(&claimed);
+        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        let limit = 8 * 1024;
+        p.refuse_oversized(limit);
+        let refused: Vec<&Job> = p.jobs.iter().filter(|j| matches!(j.op, Operation::Refuse(_))).collect();
+        assert_eq!(refused.len(), 1, "only the huge record is refused");
+        assert_eq!(refused[0].write.log_ids, vec![500]);
+        let Operation::Refuse(why) = &refused[0].op else { unreachable!() };
+        assert!(why.contains("pgforce.max_request_bytes = 8192") && why.contains("bytes as JSON"), "{why}");
+        let waves = p.waves(&claimed.tables, limit);
+        let batches = &waves[0];
+        assert!(batches.len() >= 4, "30 records of 1 kB cannot go in one 8 kB call: {}", batches.len());
+        for b in batches {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "allOrNone": false,
+                "records": b.items.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+            }))
+            .unwrap();
+            assert!(body.len() <= limit, "a request of {} bytes", body.len());
+        }
+        let sent: usize = batches.iter().map(|b| b.items.len()).sum();
+        assert_eq!(sent, 30, "every other record is sent, exactly once");
+    }
+
     #[test]
     fn writes_that_failed_before_go_alone() {
         let mut claimed = Claimed::default();
@@ -396,7 +484,7 @@ mod tests {
         claimed.changes.insert("invoice".into(), changes);
         let mut p = plan(&claimed);
         p.decide(&claimed.tables, &HashMap::new(), MERGED);
-        let waves = p.waves(&claimed.tables);
+        let waves = p.waves(&claimed.tables, NO_BYTE_LIMIT);
         let mut calls: Vec<Vec<i64>> = waves[0]
             .iter()
             .map(|b| b.items.iter().flat_map(|(k, _)| p.jobs[*k].write.log_ids.clone()).collect())
@@ -421,7 +509,7 @@ mod tests {
         claimed.changes.insert("account__c".into(), vec![insert(1, 1, &[("name", "A"), ("external_id__c", "A-1")])]);
         let mut p = plan(&claimed);
         p.decide(&claimed.tables, &HashMap::new(), MERGED);
-        let waves = p.waves(&claimed.tables);
+        let waves = p.waves(&claimed.tables, NO_BYTE_LIMIT);
         assert_eq!(waves.len(), 2, "parent wave, then child wave");
         assert_eq!(waves[0][0].kind, CallKind::Upsert { object: "Account__c".into(), field: "external_id__c".into() });
         assert_eq!(waves[1][0].kind, CallKind::Create);
