@@ -21,7 +21,7 @@ use pgrx::{pg_sys, PgMemoryContexts};
 use crate::error::{raise, PgforceError};
 use crate::server::is_user_write;
 use log_writer::{CapturedChange, LogWriter};
-use row_text::{Row, RowRenderer};
+use row_text::{FixedOutputSettings, Row, RowRenderer};
 
 pub use mapped::init as init_mapped_cache;
 pub use status::WRITING_OUTCOMES;
@@ -135,6 +135,7 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
 
         let mut writer = LogWriter::new(firing.schema, action, table_name, firing.relid);
         let mut renderer = RowRenderer::new(tupdesc);
+        let output_settings = FixedOutputSettings::set();
         let mut old_cursor = (!old_rows.is_null()).then(|| TransitionCursor::new(old_rows, tupdesc));
         let mut new_cursor = (!new_rows.is_null()).then(|| TransitionCursor::new(new_rows, tupdesc));
         let natts = renderer.natts();
@@ -191,6 +192,7 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
                 scratch.reset();
             }
         }
+        drop(output_settings);
         writer.flush();
         if let Some(cursor) = old_cursor {
             cursor.close();

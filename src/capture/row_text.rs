@@ -35,6 +35,44 @@ pub struct RowRenderer {
     writer: HstoreWriter,
 }
 
+/// While alive, values print the same whatever the writing session set: dates and timestamps in ISO form
+/// (`DateStyle`), intervals in Postgres form (`IntervalStyle`), floats shortest-exact (`extra_float_digits`). The
+/// worker reads the log text in that form only. Restored on drop, also when an error unwinds.
+pub struct FixedOutputSettings {
+    date_style: std::ffi::c_int,
+    interval_style: std::ffi::c_int,
+    float_digits: std::ffi::c_int,
+}
+
+impl FixedOutputSettings {
+    pub fn set() -> Self {
+        // SAFETY: the backend's own settings variables, read and written on its only thread; the output functions
+        // read them on each call.
+        unsafe {
+            let saved = Self {
+                date_style: pg_sys::DateStyle,
+                interval_style: pg_sys::IntervalStyle,
+                float_digits: pg_sys::extra_float_digits,
+            };
+            pg_sys::DateStyle = pg_sys::USE_ISO_DATES as std::ffi::c_int;
+            pg_sys::IntervalStyle = pg_sys::INTSTYLE_POSTGRES as std::ffi::c_int;
+            pg_sys::extra_float_digits = 1;
+            saved
+        }
+    }
+}
+
+impl Drop for FixedOutputSettings {
+    fn drop(&mut self) {
+        // SAFETY: as in `set`.
+        unsafe {
+            pg_sys::DateStyle = self.date_style;
+            pg_sys::IntervalStyle = self.interval_style;
+            pg_sys::extra_float_digits = self.float_digits;
+        }
+    }
+}
+
 /// One deformed row: `values`/`nulls` indexed by tuple descriptor position.
 pub struct Row<'a> {
     pub values: &'a [pg_sys::Datum],

@@ -87,15 +87,23 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     shmem::connected(true);
     // The worker is a superuser: no schema a user can create objects in is ever on its path, whatever the
-    // database's or role's settings say.
-    // SAFETY: sets a GUC of this process, outside any transaction, from its main thread.
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        );
+    // database's or role's settings say. Values it prints read the way capture prints them (ISO dates, exact floats),
+    // whatever postgresql.conf says.
+    for (name, value) in [
+        (c"search_path", c"pg_catalog, pg_temp"),
+        (c"datestyle", c"ISO, MDY"),
+        (c"intervalstyle", c"postgres"),
+        (c"extra_float_digits", c"1"),
+    ] {
+        // SAFETY: sets a GUC of this process, outside any transaction, from its main thread.
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            );
+        }
     }
     shmem::publish_worker();
     let mut worker = Worker::new();

@@ -57,7 +57,8 @@ pub fn searches(plan: &Plan, tables: &HashMap<String, Table>, user: Option<&str>
     for i in (0..plan.jobs.len()).filter(|i| needs_search(plan, *i)) {
         let job = &plan.jobs[i];
         let (Some(t), Some(doubt)) = (tables.get(&job.table), job.write.in_doubt.as_ref()) else { continue };
-        let sent: Vec<Map<String, Value>> = doubt.sent.iter().map(|row| record_from(&t.target, row)).collect();
+        let sent: Vec<Map<String, Value>> =
+            doubt.sent.iter().filter_map(|row| record_from(&t.target, row).ok()).collect();
         let entry = by_object.entry(t.target.sobject.clone()).or_insert((doubt.since, Vec::new()));
         entry.0 = entry.0.min(doubt.since);
         entry.1.push((i, sent));

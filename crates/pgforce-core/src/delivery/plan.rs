@@ -71,14 +71,20 @@ pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> O
             None => Operation::Refuse("cannot delete: the record has no sfid (it never reached Salesforce)".into()),
         },
         WriteKind::Insert | WriteKind::Update => {
-            let mut record = record_from(target, &write.values);
+            let mut record = match record_from(target, &write.values) {
+                Ok(r) => r,
+                Err(why) => return Operation::Refuse(why),
+            };
             let sent_fields = record.len() - 1;
             if write.kind == WriteKind::Update && sent_fields == 0 {
                 return Operation::Skip;
             }
             if let Some((field, value)) = key {
                 let kind = target.columns.iter().find(|(c, _)| c == &field).map_or(PgKind::Text, |(_, k)| *k);
-                record.insert(field, field_value(kind, Some(&value)));
+                match field_value(kind, Some(&value)) {
+                    Ok(v) => record.insert(field, v),
+                    Err(why) => return Operation::Refuse(format!("column {field}: {why}")),
+                };
                 return Operation::Upsert(record);
             }
             match (write.kind, sfid) {
@@ -87,7 +93,10 @@ pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> O
                     record.insert("Id".into(), Value::String(id));
                     Operation::Update(record)
                 }
-                (_, None) if algorithm == WriteAlgorithm::Merged => Operation::Create(record_from(target, &write.row)),
+                (_, None) if algorithm == WriteAlgorithm::Merged => match record_from(target, &write.row) {
+                    Ok(r) => Operation::Create(r),
+                    Err(why) => Operation::Refuse(why),
+                },
                 (_, None) => Operation::Refuse(
                     "Id not specified in an update call: the record has no sfid yet (its insert has not succeeded)"
                         .into(),
