@@ -175,10 +175,10 @@ impl Statements {
                         AND l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
                       ORDER BY l.id
                       FOR UPDATE OF l SKIP LOCKED",
-                    // Bytes of the log text a row brings into the worker, as stored (compressed values count
-                    // their compressed size: reading the raw size would decompress every candidate).
-                    size = "(COALESCE(pg_catalog.pg_column_size(l.\"values\"), 0) \
-                             OPERATOR(pg_catalog.+) COALESCE(pg_catalog.pg_column_size(l.old), 0))::pg_catalog.int8",
+                    // Bytes of log text a row brings into the worker. octet_length of a text reads its size
+                    // from the header, without decompressing or fetching it.
+                    size = "(COALESCE(pg_catalog.octet_length(l.\"values\"), 0) \
+                             OPERATOR(pg_catalog.+) COALESCE(pg_catalog.octet_length(l.old), 0))::pg_catalog.int8",
                 ),
                 &[INT8, INT8],
             )?,
