@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use pgforce_bench_delivery::worker_rss_kib;
 use pgforce_integration::{wait_for, Cluster, Salesforce};
 use serde_json::json;
 
@@ -51,19 +52,6 @@ fn latency(samples: usize) -> (Duration, Duration, Duration) {
     }
     seen.sort();
     (percentile(&seen, 0.5), percentile(&seen, 0.99), *seen.last().unwrap_or(&Duration::ZERO))
-}
-
-fn worker_rss_kib(cluster: &Cluster) -> u64 {
-    let Some(pid) = cluster.worker_pid() else { return 0 };
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn drain(rows: i64, call_ms: u64) -> (f64, u64, u64) {
