@@ -117,6 +117,16 @@ CREATE TABLE @extschema@._deliverer (
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._deliverer', '');
 
+-- API: Private. The refresh token Salesforce rotated the configured one to (refresh_token flow). Logins use it for as
+-- long as pgforce.refresh_token (or its file) still holds the token it was rotated from (configured_sha256); a new
+-- configured token starts over. Superusers only, never dumped, never shown by a view: it is a secret.
+CREATE TABLE @extschema@._refresh_token (
+    one               boolean PRIMARY KEY DEFAULT true CHECK (one),
+    configured_sha256 text NOT NULL,
+    refresh_token     text NOT NULL,
+    rotated_at        timestamptz NOT NULL DEFAULT now()
+);
+
 -- API: Private. The sync worker's connection state, one row; read it through salesforce.sync_status.
 CREATE TABLE @extschema@._sync_state (
     state      text NOT NULL DEFAULT 'IDLE',

@@ -197,6 +197,128 @@ REVOKE ALL ON FUNCTION @extschema@._forget_dropped_tables() FROM PUBLIC;
 CREATE EVENT TRIGGER pgforce_forget_dropped_tables ON sql_drop
     EXECUTE FUNCTION @extschema@._forget_dropped_tables();
 
+-- API: Private. Mappings follow ALTER TABLE on mapped tables, so that a migration never stops sync silently:
+-- a renamed table keeps its mapping (table_name follows); a renamed mapped column stays mapped under its new name
+-- (sent as the Salesforce field of that name, as map_table would) and queued changes follow it, if the table's
+-- owner may map tables; a dropped mapped column stops being sent. What would break delivery is refused, with a hint:
+-- renaming or dropping pgforce's own columns, the upsert field or the last mapped column. It runs for every
+-- ALTER TABLE of every role, so it runs as the extension's owner, with a pinned search_path, and touches nothing
+-- unless a mapped table was altered.
+CREATE FUNCTION @extschema@._follow_table_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    m record;
+    current_columns text[];
+    missing text[];
+    renamed text[];
+    relname text;
+    hstore_schema name;
+    system_column text;
+BEGIN
+    FOR m IN
+        SELECT DISTINCT mp.table_name, mp.relid, mp.fields, mp.upsert_field
+          FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
+          JOIN @extschema@._mapping AS mp ON mp.relid::pg_catalog.oid OPERATOR(pg_catalog.=) d.objid
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+    LOOP
+        SELECT c.relname::text INTO relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.relid;
+        SELECT pg_catalog.array_agg(a.attname::text) INTO current_columns
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) m.relid AND a.attnum OPERATOR(pg_catalog.>) 0
+           AND NOT a.attisdropped;
+        FOREACH system_column IN ARRAY ARRAY['id', 'sfid', '_hc_lastop', '_hc_err'] LOOP
+            IF NOT system_column OPERATOR(pg_catalog.=) ANY (current_columns) THEN
+                RAISE EXCEPTION 'column "%" of mapped table % cannot be renamed or dropped', system_column, m.relid
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          DETAIL = 'pgforce writes the Salesforce id and the sync outcome of each row into it.',
+                          HINT = pg_catalog.format('Unmap the table first: SELECT salesforce.unmap_table(%L).', m.relid::text);
+            END IF;
+        END LOOP;
+        IF relname OPERATOR(pg_catalog.<>) m.table_name THEN
+            IF EXISTS (SELECT 1 FROM @extschema@._mapping o WHERE o.table_name OPERATOR(pg_catalog.=) relname) THEN
+                RAISE EXCEPTION 'another mapped table is named "%"', relname
+                    USING ERRCODE = 'duplicate_object',
+                          DETAIL = '_trigger_log.table_name names a mapped table without its schema.',
+                          HINT = 'Choose another name, or unmap the other table first.';
+            END IF;
+            UPDATE @extschema@._mapping SET table_name = relname, updated_at = pg_catalog.now()
+             WHERE relid OPERATOR(pg_catalog.=) m.relid;
+        END IF;
+        SELECT pg_catalog.array_agg(f) INTO missing
+          FROM pg_catalog.unnest(m.fields) AS f
+         WHERE NOT f OPERATOR(pg_catalog.=) ANY (current_columns);
+        CONTINUE WHEN missing IS NULL;
+        -- A column renamed by this command is reported with its number; a mapped name that is gone with it is its
+        -- old name.
+        SELECT pg_catalog.array_agg(DISTINCT a.attname::text) INTO renamed
+          FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
+          JOIN pg_catalog.pg_attribute a
+            ON a.attrelid OPERATOR(pg_catalog.=) d.objid AND a.attnum OPERATOR(pg_catalog.=) d.objsubid
+         WHERE d.objid OPERATOR(pg_catalog.=) m.relid AND d.objsubid OPERATOR(pg_catalog.>) 0
+           AND NOT a.attname::text OPERATOR(pg_catalog.=) ANY (m.fields);
+        IF pg_catalog.cardinality(missing) OPERATOR(pg_catalog.=) 1
+           AND pg_catalog.cardinality(renamed) OPERATOR(pg_catalog.=) 1 THEN
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                            WHERE c.oid OPERATOR(pg_catalog.=) m.relid
+                              AND pg_catalog.has_function_privilege(c.relowner,
+                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[])'::pg_catalog.regprocedure,
+                                    'EXECUTE')) THEN
+                RAISE EXCEPTION 'column "%" of % is mapped to Salesforce: renaming it to "%" would send it to another field',
+                        missing[1], m.relid, renamed[1]
+                    USING ERRCODE = 'insufficient_privilege',
+                          HINT = 'The table''s owner may not map tables: ask a role that may to unmap the table, rename the column and map it again.';
+            END IF;
+            UPDATE @extschema@._mapping
+               SET fields = pg_catalog.array_replace(fields, missing[1], renamed[1]),
+                   upsert_field = CASE WHEN upsert_field OPERATOR(pg_catalog.=) missing[1] THEN renamed[1]
+                                       ELSE upsert_field END,
+                   updated_at = pg_catalog.now()
+             WHERE relid OPERATOR(pg_catalog.=) m.relid;
+            -- Queued changes name the column by its old name: they follow it.
+            SELECT n.nspname INTO hstore_schema
+              FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+             WHERE e.extname OPERATOR(pg_catalog.=) 'hstore';
+            EXECUTE pg_catalog.format(
+                'UPDATE @extschema@._trigger_log
+                    SET "values" = CASE WHEN "values"::%1$I.hstore OPERATOR(%1$I.?) $1
+                                        THEN (("values"::%1$I.hstore OPERATOR(%1$I.-) $1) OPERATOR(%1$I.||)
+                                              %1$I.hstore($2, "values"::%1$I.hstore OPERATOR(%1$I.->) $1))::text
+                                        ELSE "values" END,
+                        old = CASE WHEN old::%1$I.hstore OPERATOR(%1$I.?) $1
+                                   THEN ((old::%1$I.hstore OPERATOR(%1$I.-) $1) OPERATOR(%1$I.||)
+                                         %1$I.hstore($2, old::%1$I.hstore OPERATOR(%1$I.->) $1))::text
+                                   ELSE old END
+                  WHERE relid OPERATOR(pg_catalog.=) $3
+                    AND state::text OPERATOR(pg_catalog.=) ANY (ARRAY[''NEW'', ''IGNORE'', ''FAILED''])',
+                hstore_schema)
+            USING missing[1], renamed[1], m.relid;
+        ELSE
+            IF m.upsert_field OPERATOR(pg_catalog.=) ANY (missing) THEN
+                RAISE EXCEPTION 'column "%" of % is the upsert field of its mapping', m.upsert_field, m.relid
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = pg_catalog.format('Map the table again without it first: SELECT salesforce.unmap_table(%L), then salesforce.map_table(...).', m.relid::text);
+            END IF;
+            IF pg_catalog.cardinality(missing) OPERATOR(pg_catalog.=) pg_catalog.cardinality(m.fields) THEN
+                RAISE EXCEPTION 'no mapped column of % would be left', m.relid
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = pg_catalog.format('Unmap the table first: SELECT salesforce.unmap_table(%L).', m.relid::text);
+            END IF;
+            UPDATE @extschema@._mapping
+               SET fields = ARRAY(SELECT f FROM pg_catalog.unnest(fields) AS f WHERE NOT f OPERATOR(pg_catalog.=) ANY (missing)),
+                   updated_at = pg_catalog.now()
+             WHERE relid OPERATOR(pg_catalog.=) m.relid;
+            RAISE WARNING 'column(s) % of % no longer exist: they are no longer sent to Salesforce',
+                pg_catalog.array_to_string(missing, ', '), m.relid;
+        END IF;
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@._follow_table_ddl() FROM PUBLIC;
+CREATE EVENT TRIGGER pgforce_follow_table_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION @extschema@._follow_table_ddl();
+
 DO $do$
 BEGIN
     IF NOT @extschema@._is_preloaded() THEN

@@ -70,6 +70,7 @@ static CLIENT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::n
 static CLIENT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static USERNAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static JWT_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static JWT_AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REFRESH_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CLIENT_SECRET_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REFRESH_TOKEN_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -173,6 +174,14 @@ pub fn register(preloading: bool) {
         &JWT_KEY_FILE,
         Sighup,
         secret,
+    );
+    GucRegistry::define_string_guc(
+        c"pgforce.jwt_audience",
+        c"The JWT bearer assertion's audience (empty: https://login.salesforce.com, or https://test.salesforce.com for a sandbox login URL).",
+        c"Salesforce expects one of those two even when pgforce.login_url is a My Domain URL; set it for an Experience Cloud site.",
+        &JWT_AUDIENCE,
+        Sighup,
+        none,
     );
     GucRegistry::define_string_guc(
         c"pgforce.refresh_token",
@@ -428,6 +437,7 @@ pub fn config() -> Config {
             username: text(&USERNAME),
             jwt_key_file: PathBuf::from(text(&JWT_KEY_FILE)),
             refresh_token: text(&REFRESH_TOKEN),
+            jwt_audience: text(&JWT_AUDIENCE),
             api_version: text(&API_VERSION),
             request_timeout,
             allow_insecure_http: ALLOW_INSECURE_HTTP.get(),

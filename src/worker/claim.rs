@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use pgforce_core::config::{Config, WriteAlgorithm};
 use pgforce_core::convert::{PgKind, Target};
-use pgforce_core::delivery::merge::first_per_record;
+use pgforce_core::delivery::merge::{first_per_record, through_first_delete};
 use pgforce_core::delivery::{Change, Claimed, Table, Values};
 use pgforce_core::hstore;
 use pgforce_core::log::{Action, LogState};
@@ -54,24 +54,30 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
             old: values(row.get(8)?),
             attempts: row.get(9)?.unwrap_or_default(),
             in_doubt_since: row.get(10)?,
+            retried: row.get::<bool>(11)?.unwrap_or_default(),
         });
     }
-    let now = match config.write_algorithm {
-        WriteAlgorithm::Ordered => first_per_record(all),
-        WriteAlgorithm::Merged => all,
-    };
+    // A record is a table's row: changes are grouped by table before deciding what of each record goes now.
+    let mut by_table: HashMap<String, Vec<Change>> = HashMap::new();
+    for c in all {
+        let table = table_of.remove(&c.log_id).unwrap_or_default();
+        by_table.entry(table).or_default().push(c);
+    }
     let tables = load_tables(client, st)?;
     let mut claimed = Claimed { tables, ..Claimed::default() };
     let mut orphans = Vec::new();
-    let mut pending = Vec::with_capacity(now.len());
-    for c in now {
-        let table = table_of.remove(&c.log_id).unwrap_or_default();
-        if claimed.tables.contains_key(&table) {
-            pending.push(c.log_id);
-            claimed.changes.entry(table).or_default().push(c);
-        } else {
-            orphans.push(c.log_id);
+    let mut pending = Vec::new();
+    for (table, changes) in by_table {
+        if !claimed.tables.contains_key(&table) {
+            orphans.extend(changes.iter().map(|c| c.log_id));
+            continue;
         }
+        let now = match config.write_algorithm {
+            WriteAlgorithm::Ordered => first_per_record(changes),
+            WriteAlgorithm::Merged => through_first_delete(changes),
+        };
+        pending.extend(now.iter().map(|c| c.log_id));
+        claimed.changes.insert(table, now);
     }
     set_state(client, st, &pending, LogState::Pending, None)?;
     set_state(client, st, &ignored, LogState::Ignored, None)?;

@@ -31,7 +31,7 @@ use pgforce_core::delivery::plan::{plan, Plan};
 use pgforce_core::delivery::send::{Batch, Verdict};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::retry::Breaker;
-use pgforce_core::salesforce::{CallError, Client, Settings};
+use pgforce_core::salesforce::{token_fingerprint, AuthFlow, CallError, Client, Settings};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -156,6 +156,8 @@ struct Worker {
     delivery_locked: bool,
     /// This server's identity (`deliverer::identity`), read once.
     identity: Option<String>,
+    /// A refresh token Salesforce rotated to that could not be written yet.
+    unkept_refresh_token: Option<String>,
 }
 
 impl Worker {
@@ -173,6 +175,7 @@ impl Worker {
             version_warned: None,
             delivery_locked: false,
             identity: None,
+            unkept_refresh_token: None,
         }
     }
 
@@ -262,7 +265,9 @@ impl Worker {
         if !self.reporter.in_trouble() {
             self.report(ConnState::Polling, None);
         }
-        match self.deliver(config, claimed) {
+        let delivered = self.deliver(config, claimed);
+        self.keep_rotated_refresh_token();
+        match delivered {
             Ok(()) if self.throttled(config) => {
                 self.report(ConnState::Throttled, Some("API usage above pgforce.max_api_usage".into()));
                 THROTTLE_PAUSE
@@ -477,12 +482,55 @@ impl Worker {
         }
     }
 
-    /// The client for these settings, built anew when they changed.
+    /// The client for these settings, built anew when they changed. A new refresh-token client logs in with the
+    /// token Salesforce last rotated the configured one to, if it did.
     fn client(&mut self, settings: &Settings) -> Arc<Client> {
         if self.client.as_ref().is_some_and(|(current, _)| current != settings) {
             self.client = None;
         }
-        self.client.get_or_insert_with(|| (settings.clone(), Arc::new(Client::new(settings.clone())))).1.clone()
+        if let Some((_, client)) = &self.client {
+            return client.clone();
+        }
+        let client = Arc::new(Client::new(settings.clone()));
+        if settings.auth_flow == AuthFlow::RefreshToken {
+            let fingerprint = token_fingerprint(&settings.refresh_token);
+            let kept = self.with_statements(|c, st| {
+                let mut kept = None;
+                for row in c.select(&st.kept_refresh_token, None, &[DatumWithOid::from(fingerprint.as_str())])? {
+                    kept = row.get::<String>(1)?;
+                }
+                Ok(kept)
+            });
+            match kept {
+                Ok(Some(token)) => client.use_refresh_token(token),
+                Ok(None) => {}
+                Err(e) => pgrx::warning!("pgforce: cannot read the kept refresh token: {e}"),
+            }
+        }
+        self.client = Some((settings.clone(), client.clone()));
+        client
+    }
+
+    /// Keeps a refresh token Salesforce rotated (it may have revoked the one used), so that a restarted worker logs
+    /// in with it. One that cannot be written now is tried again at the next cycle.
+    fn keep_rotated_refresh_token(&mut self) {
+        let Some((settings, client)) = &self.client else { return };
+        let Some(token) = self.unkept_refresh_token.take().or_else(|| client.take_rotated_refresh_token()) else {
+            return;
+        };
+        let fingerprint = token_fingerprint(&settings.refresh_token);
+        let kept = self.with_statements(|c, st| {
+            c.update(
+                &st.keep_refresh_token,
+                None,
+                &[DatumWithOid::from(fingerprint.as_str()), DatumWithOid::from(token.as_str())],
+            )?;
+            Ok(())
+        });
+        if let Err(e) = kept {
+            pgrx::warning!("pgforce: cannot keep the refresh token Salesforce rotated to (trying again): {e}");
+            self.unkept_refresh_token = Some(token);
+        }
     }
 
     /// Plans, sends and records one claim, recording outcomes as requests complete. `Err` carries how long to wait
@@ -490,6 +538,14 @@ impl Worker {
     fn deliver(&mut self, config: &Config, claimed: Claimed) -> Result<(), Duration> {
         let mut plan = plan(&claimed);
         let tables = &claimed.tables;
+        // Writes tried before go with the rows' current values (retries never go back in time).
+        let wanted = plan.current_rows_wanted();
+        if !wanted.is_empty() {
+            match self.with_statements(|c, st| record::current_rows(c, st, tables, wanted)) {
+                Ok(current) => plan.refresh(&current),
+                Err(e) => return self.recording_failed(config, e),
+            }
+        }
         // Updates and deletes whose log rows carry no sfid take the mapped row's current one.
         let wanted = plan.sfids_wanted();
         let sfids = if wanted.is_empty() {

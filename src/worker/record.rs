@@ -2,11 +2,13 @@
 //! attempts and retry times, mapped rows their `sfid`, `_hc_lastop` and `_hc_err`, mappings their last success
 //! and error. Also the look-up of current Salesforce ids that planning needs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use pgforce_core::delivery::outcome::{unrecorded, LogOutcome, MappingStats, Outcomes, RowOutcome};
-use pgforce_core::delivery::Table;
+use pgforce_core::delivery::{Table, Values};
+use pgforce_core::hstore;
+use pgforce_core::log::LastOp;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
@@ -32,6 +34,35 @@ pub fn current_sfids(
             for row in client.select(&t.current_sfids, None, &[DatumWithOid::from(ids)])? {
                 if let (Some(id), Some(sfid)) = (row.get::<i64>(1)?, row.get::<String>(2)?) {
                     found.insert(id, sfid);
+                }
+            }
+            Ok(found)
+        })?;
+        if let Some(found) = found {
+            out.insert(table, found);
+        }
+    }
+    Ok(out)
+}
+
+/// The current rows of these records as capture prints them, per table: record id → row. A row that is gone is
+/// missing.
+pub fn current_rows(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    tables: &HashMap<String, Table>,
+    wanted: HashMap<String, Vec<i64>>,
+) -> Result<HashMap<String, HashMap<i64, Values>>, WorkerError> {
+    let mut out = HashMap::new();
+    for (table, ids) in wanted {
+        let Some(name) = tables.get(&table).map(|t| t.qualified.as_str()) else { continue };
+        let found = on_table(client, st, name, |client, t| {
+            let mut found = HashMap::new();
+            for row in client.select(&t.current_rows, None, &[DatumWithOid::from(ids)])? {
+                if let (Some(id), Some(text)) = (row.get::<i64>(1)?, row.get::<String>(2)?) {
+                    let values = hstore::parse(&text)
+                        .map_err(|e| WorkerError::Database(format!("row id={id} of {name} as hstore: {e}")))?;
+                    found.insert(id, values.into_iter().collect());
                 }
             }
             Ok(found)
@@ -174,8 +205,9 @@ fn write_back(
         return Ok(());
     }
     WRITING_OUTCOMES.store(true, Ordering::SeqCst);
-    on_table(client, st, table, |client, t| {
-        client.update(
+    let still_there = on_table(client, st, table, |client, t| {
+        let mut ids = HashSet::new();
+        for row in client.update(
             &t.write_back,
             None,
             &[
@@ -184,9 +216,30 @@ fn write_back(
                 DatumWithOid::from(rows.iter().map(|o| o.lastop.as_str()).collect::<Vec<_>>()),
                 DatumWithOid::from(rows.iter().map(|o| o.err.clone()).collect::<Vec<_>>()),
             ],
+        )? {
+            ids.extend(row.get::<i64>(1)?);
+        }
+        Ok(ids)
+    })?
+    .unwrap_or_default();
+    // A record created for a row that is gone by now: the row's delete, logged before the sfid was known, must
+    // delete it too.
+    let vanished: Vec<&RowOutcome> = rows
+        .iter()
+        .filter(|o| o.lastop == LastOp::Inserted && o.sfid.is_some() && !still_there.contains(&o.record_id))
+        .collect();
+    if !vanished.is_empty() {
+        client.update(
+            &st.revive_deletes,
+            None,
+            &[
+                DatumWithOid::from(table),
+                DatumWithOid::from(vanished.iter().map(|o| o.record_id).collect::<Vec<_>>()),
+                DatumWithOid::from(vanished.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
+                DatumWithOid::from(vanished.iter().map(|o| o.log_id).collect::<Vec<_>>()),
+            ],
         )?;
-        Ok(())
-    })?;
+    }
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use pgforce_core::log::{sql_list, LogState};
+use pgforce_core::log::{sql_list, Action, LogState};
+use pgforce_core::mapping::STATUS_COLUMNS;
 use pgrx::pg_sys::{self, PgOid};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
@@ -41,7 +42,11 @@ const TIMES: &str = "OPERATOR(pg_catalog.*)";
 pub struct TableStatements {
     /// `$1 bigint[]` record ids → `(id, sfid)` of those that have an sfid.
     pub current_sfids: OwnedPreparedStatement,
-    /// `$1 bigint[]` ids, `$2 text[]` sfids, `$3 text[]` `_hc_lastop`, `$4 text[]` `_hc_err`.
+    /// `$1 bigint[]` record ids → `(id, row)`: each row as capture prints it (hstore text, without the status
+    /// columns).
+    pub current_rows: OwnedPreparedStatement,
+    /// `$1 bigint[]` ids, `$2 text[]` sfids, `$3 text[]` `_hc_lastop`, `$4 text[]` `_hc_err` → the ids of the rows
+    /// still there.
     pub write_back: OwnedPreparedStatement,
     /// `$1 text` sfid, `$2 bigint` id → another row that has this sfid.
     pub sfid_owner: OwnedPreparedStatement,
@@ -52,9 +57,15 @@ pub struct TableStatements {
 /// The worker's statements for the extension installed in `schema`.
 pub struct Statements {
     pub schema: String,
+    /// The schema of the hstore extension (quoted): the worker prints rows as capture does, with `hstore(row)`.
+    pub hstore: String,
     /// `$1 float8` seconds: rows a crash left `PENDING` go back to `NEW`, in doubt (they may have been sent), to be
     /// tried again after that long.
     pub reclaim_pending: OwnedPreparedStatement,
+    /// A row deleted while its insert was on its way: its delete was logged without an sfid (as `IGNORE`) and would
+    /// leave the new record in Salesforce. `$1 text` the table (qualified), `$2 bigint[]` row ids, `$3 text[]` the
+    /// new sfids, `$4 bigint[]` the insert's log id: those deletes become `NEW` with the sfid.
+    pub revive_deletes: OwnedPreparedStatement,
     /// After a bug in a cycle: `$1 float8` seconds to wait, `$2 int` max attempts, `$3 text` message. Rows still
     /// `PENDING` cost an attempt (`FAILED` when they run out), in doubt → their ids and tables.
     pub reclaim_after_bug: OwnedPreparedStatement,
@@ -89,6 +100,10 @@ pub struct Statements {
     pub deliverer: OwnedPreparedStatement,
     /// `$1 text`: records this server as the one that delivers this log.
     pub record_deliverer: OwnedPreparedStatement,
+    /// `$1 text` fingerprint of the configured refresh token → the token Salesforce rotated it to, if any.
+    pub kept_refresh_token: OwnedPreparedStatement,
+    /// `$1 text` fingerprint of the configured refresh token, `$2 text` the token Salesforce rotated it to.
+    pub keep_refresh_token: OwnedPreparedStatement,
     tables: HashMap<String, TableStatements>,
     /// The owner of each mapped table (by qualified name), as of the last claim: writes into a user's table run as
     /// its owner.
@@ -118,8 +133,20 @@ impl Statements {
             LogState::Requeued.as_str(),
         );
         let finished = sql_list(&LogState::FINISHED);
+        let hstore = client
+            .select(
+                "SELECT pg_catalog.quote_ident(n.nspname)::text FROM pg_catalog.pg_extension e
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+                  WHERE e.extname OPERATOR(pg_catalog.=) 'hstore'",
+                None,
+                &[],
+            )?
+            .first()
+            .get_one::<String>()?
+            .unwrap_or_else(|| "public".into());
         Ok(Statements {
             schema: schema.to_string(),
+            hstore,
             reclaim_pending: prepare(
                 client,
                 &format!(
@@ -132,6 +159,21 @@ impl Statements {
             )?,
             // A record with a retry scheduled for an earlier change is held back, so changes never overtake each
             // other. `FOR UPDATE SKIP LOCKED`: a row a user is changing is left for the next cycle.
+            revive_deletes: prepare(
+                client,
+                &format!(
+                    "UPDATE {log} AS l
+                        SET state = '{new}', sfid = u.sfid, updated_at = pg_catalog.now(),
+                            sf_message = 'the row was deleted while its insert was on its way: its record is deleted too'
+                       FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4))
+                            AS u(record_id, sfid, after)
+                      WHERE l.state {EQ} '{ignore}' AND l.action {EQ} '{delete}' AND l.sfid IS NULL
+                        AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
+                        AND l.record_id {EQ} u.record_id AND l.id {GT} u.after",
+                    delete = Action::Delete.as_str(),
+                ),
+                &[TEXT, INT8_ARRAY, TEXT_ARRAY, INT8_ARRAY],
+            )?,
             reclaim_after_bug: prepare(
                 client,
                 &format!(
@@ -167,7 +209,9 @@ impl Statements {
                           LIMIT $1)
                      SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
                             l.\"values\"::text, l.old::text, l.attempts,
-                            EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8
+                            EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8,
+                            -- tried before, or put back by hand or from the archive (capture leaves updated_at NULL)
+                            (l.attempts {GT} 0 OR l.processed_at IS NOT NULL OR l.updated_at IS NOT NULL)
                        FROM {log} l
                        LEFT JOIN {schema}._mapping m
                          ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name ELSE m.relid {EQ} l.relid END
@@ -341,6 +385,21 @@ impl Statements {
                 &format!("INSERT INTO {schema}._deliverer (identity) VALUES ($1) ON CONFLICT (one) DO NOTHING"),
                 &[TEXT],
             )?,
+            kept_refresh_token: prepare(
+                client,
+                &format!("SELECT refresh_token FROM {schema}._refresh_token WHERE configured_sha256 {EQ} $1"),
+                &[TEXT],
+            )?,
+            keep_refresh_token: prepare(
+                client,
+                &format!(
+                    "INSERT INTO {schema}._refresh_token (configured_sha256, refresh_token) VALUES ($1, $2)
+                     ON CONFLICT (one) DO UPDATE
+                        SET configured_sha256 = excluded.configured_sha256, refresh_token = excluded.refresh_token,
+                            rotated_at = pg_catalog.now()"
+                ),
+                &[TEXT, TEXT],
+            )?,
             tables: HashMap::new(),
             owners: HashMap::new(),
         })
@@ -361,10 +420,21 @@ impl Statements {
             if self.tables.contains_key(*name) {
                 continue;
             }
+            let hstore = &self.hstore;
             let statements = TableStatements {
                 current_sfids: prepare(
                     client,
                     &format!("SELECT id::bigint, sfid::text FROM {name} WHERE id {EQ} ANY ($1) AND sfid IS NOT NULL"),
+                    &[INT8_ARRAY],
+                )?,
+                current_rows: prepare(
+                    client,
+                    &format!(
+                        "SELECT t.id::bigint,
+                                ({hstore}.hstore(t.*) OPERATOR({hstore}.-) ARRAY['{status}']::pg_catalog.text[])::text
+                           FROM {name} t WHERE t.id {EQ} ANY ($1)",
+                        status = STATUS_COLUMNS.join("','"),
+                    ),
                     &[INT8_ARRAY],
                 )?,
                 write_back: prepare(
@@ -374,7 +444,8 @@ impl Statements {
                             SET sfid = coalesce(u.sfid, t.sfid), _hc_lastop = u.lastop, _hc_err = u.err
                            FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
                                            pg_catalog.unnest($4)) AS u(id, sfid, lastop, err)
-                          WHERE t.id {EQ} u.id"
+                          WHERE t.id {EQ} u.id
+                      RETURNING t.id::pg_catalog.int8"
                     ),
                     &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
                 )?,

@@ -66,6 +66,9 @@ pub struct AuthConfig {
     pub username: String,
     /// PEM file with the RSA public key (or certificate's key) JWT bearer assertions must be signed for.
     pub jwt_public_key: Option<PathBuf>,
+    /// JWT audiences accepted besides `https://login.salesforce.com` and `https://test.salesforce.com` (an
+    /// Experience Cloud site URL). Salesforce does not accept the My Domain URL the token is asked from.
+    pub jwt_audiences: Vec<String>,
     /// Refresh tokens the `refresh_token` grant accepts.
     pub refresh_tokens: Vec<String>,
     /// Issue a new refresh token on each refresh and invalidate the old one.
@@ -83,6 +86,7 @@ impl Default for AuthConfig {
             client_secret: "pgforce-demo-secret".into(),
             username: "integration@pgforce.example".into(),
             jwt_public_key: None,
+            jwt_audiences: Vec::new(),
             refresh_tokens: vec!["pgforce-demo-refresh-token".into()],
             rotate_refresh_tokens: false,
             token_ttl_secs: 0,

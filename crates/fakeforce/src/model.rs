@@ -201,7 +201,7 @@ impl Model {
     }
 
     /// Account, Contact, Lead, Opportunity and Case with their usual required fields, plus `Invoice__c` with a lookup
-    /// to Account; each has a unique external id field `External_Id__c`.
+    /// to Account and a namespaced field; each has a unique external id field `External_Id__c`.
     pub fn builtin() -> Self {
         use FieldType::*;
         let f = FieldDef::new;
@@ -280,6 +280,8 @@ impl Model {
                     f("Due_Date__c", Date),
                     f("Paid__c", Boolean),
                     f("Issued_At__c", Datetime),
+                    // A managed package's field: namespace `acme`.
+                    f("acme__Tier__c", Picklist).len(40),
                     FieldDef::lookup("Account__c", "Account", "Account__r"),
                 ],
             ),

@@ -104,10 +104,9 @@ fn check_assertion(org: &Org, assertion: &str) -> Result<(), Reply> {
     if claims.get("iss").and_then(Value::as_str) != Some(auth.client_id.as_str()) {
         return Err(oauth_error("invalid_client_id", "client identifier invalid"));
     }
-    let base = org.base_url();
     let audience_ok = |aud: &str| {
         let aud = aud.trim_end_matches('/');
-        AUDIENCES.contains(&aud) || aud == base.trim_end_matches('/')
+        AUDIENCES.contains(&aud) || auth.jwt_audiences.iter().any(|a| a.trim_end_matches('/') == aud)
     };
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => audience_ok(a),

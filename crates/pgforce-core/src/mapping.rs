@@ -66,22 +66,60 @@ impl FromStr for Access {
 }
 
 /// A relationship column: the parent is referenced by its external id. Custom relationships are
-/// `<relationship>__r__<externalidfield>` (`account__r__external_id__c`), standard ones
-/// `<relationship>__<externalidfield>` with a custom external id field (`parent__external_id__c`).
+/// `<relationship>__r__<externalidfield>` (`account__r__external_id__c`, namespaced `acme__region__r__code__c`),
+/// standard ones `<relationship>__<externalidfield>` with a custom external id field (`parent__external_id__c`), where
+/// `<relationship>` must be one of Salesforce's standard relationship names (`STANDARD_RELATIONSHIPS`): anything
+/// else of that shape is a namespaced field (`acme__tier__c` is field `tier__c` of package `acme`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelationshipColumn {
     pub relationship: String,
     pub external_id_field: String,
 }
 
+/// Salesforce's standard lookup relationships (lower case) and the sObject each points at; `None` where it depends on
+/// the child (`parent` is the child's own object, `masterrecord` too).
+pub const STANDARD_RELATIONSHIPS: &[(&str, Option<&str>)] = &[
+    ("account", Some("account")),
+    ("asset", Some("asset")),
+    ("campaign", Some("campaign")),
+    ("case", Some("case")),
+    ("contact", Some("contact")),
+    ("contract", Some("contract")),
+    ("convertedaccount", Some("account")),
+    ("convertedcontact", Some("contact")),
+    ("convertedopportunity", Some("opportunity")),
+    ("createdby", Some("user")),
+    ("entitlement", Some("entitlement")),
+    ("individual", Some("individual")),
+    ("lastmodifiedby", Some("user")),
+    ("lead", Some("lead")),
+    ("manager", Some("user")),
+    ("masterrecord", None),
+    ("opportunity", Some("opportunity")),
+    ("order", Some("order")),
+    ("originalorder", Some("order")),
+    ("owner", Some("user")),
+    ("parent", None),
+    ("pricebook2", Some("pricebook2")),
+    ("pricebookentry", Some("pricebookentry")),
+    ("product2", Some("product2")),
+    ("quote", Some("quote")),
+    ("recordtype", Some("recordtype")),
+    ("reportsto", Some("contact")),
+    ("servicecontract", Some("servicecontract")),
+];
+
+fn standard_relationship(name: &str) -> Option<&'static (&'static str, Option<&'static str>)> {
+    STANDARD_RELATIONSHIPS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
 impl RelationshipColumn {
-    /// The sObject the relationship points at: custom `account__r` → `account__c`; a standard relationship is named
-    /// like its object (`account` → `account`; standard names that differ from their object, such as `parent`, are
-    /// not recognised and go unordered).
-    pub fn parent_object(&self) -> String {
+    /// The sObject the relationship points at: custom `account__r` → `account__c`, standard `reportsto` → `contact`;
+    /// `None` when it depends on the child (`parent`), which then goes unordered.
+    pub fn parent_object(&self) -> Option<String> {
         match self.relationship.strip_suffix("__r") {
-            Some(base) => format!("{base}__c"),
-            None => self.relationship.clone(),
+            Some(base) => Some(format!("{base}__c")),
+            None => standard_relationship(&self.relationship).and_then(|(_, o)| o.map(str::to_string)),
         }
     }
 
@@ -101,11 +139,11 @@ pub fn relationship_column(column: &str) -> Option<RelationshipColumn> {
         Some(at) => (&column[..at + 3], &column[at + 5..]),
         None => {
             let at = column.find("__")?;
-            let rest = &column[at + 2..];
-            if !rest.ends_with("__c") || rest.len() <= 3 {
+            let (relationship, rest) = (&column[..at], &column[at + 2..]);
+            if !rest.ends_with("__c") || rest.len() <= 3 || standard_relationship(relationship).is_none() {
                 return None;
             }
-            (&column[..at], rest)
+            (relationship, rest)
         }
     };
     if relationship.is_empty() || relationship == "__r" || rest.is_empty() {
@@ -170,9 +208,31 @@ mod tests {
         assert_eq!(relationship_column("__r__x"), None);
         assert_eq!(relationship_column("account__r__"), None);
         let custom = relationship_column("account__r__external_id__c").unwrap();
-        assert_eq!((custom.parent_object(), custom.lookup_field()), ("account__c".into(), "account__c".into()));
+        assert_eq!(custom.parent_object(), Some("account__c".into()));
+        assert_eq!(custom.lookup_field(), "account__c");
         let standard = relationship_column("account__external_id__c").unwrap();
-        assert_eq!((standard.parent_object(), standard.lookup_field()), ("account".into(), "accountid".into()));
+        assert_eq!((standard.parent_object(), standard.lookup_field()), (Some("account".into()), "accountid".into()));
+        let reports_to = relationship_column("ReportsTo__Employee_Number__c").unwrap();
+        assert_eq!(
+            (reports_to.parent_object(), reports_to.lookup_field()),
+            (Some("contact".into()), "ReportsToid".into())
+        );
+        assert_eq!(relationship_column("parent__external_id__c").unwrap().parent_object(), None);
+    }
+
+    #[test]
+    fn namespaced_fields_are_fields() {
+        // A managed package's field: namespace `acme`, field `tier__c`.
+        assert_eq!(relationship_column("acme__tier__c"), None);
+        assert_eq!(relationship_column("acme__external_id__c"), None);
+        // A namespaced relationship keeps its namespace on both sides.
+        let rel = relationship_column("acme__region__r__code__c").unwrap();
+        assert_eq!(rel.relationship, "acme__region__r");
+        assert_eq!(rel.external_id_field, "code__c");
+        assert_eq!(
+            (rel.parent_object(), rel.lookup_field()),
+            (Some("acme__region__c".into()), "acme__region__c".into())
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Settings {
     /// PEM file with the RSA private key of the JWT bearer flow, read at each login (so a rotated key is used).
     pub jwt_key_file: PathBuf,
     pub refresh_token: String,
+    /// `pgforce.jwt_audience`: the JWT bearer assertion's `aud` (empty: `jwt_audience` derives it from the login URL).
+    pub jwt_audience: String,
     pub api_version: String,
     pub request_timeout: Duration,
     /// `pgforce.allow_insecure_http`: plain http to hosts that are not loopback addresses.
@@ -40,6 +42,7 @@ impl std::fmt::Debug for Settings {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("jwt_key_file", &self.jwt_key_file)
+            .field("jwt_audience", &self.jwt_audience)
             .field("api_version", &self.api_version)
             .field("request_timeout", &self.request_timeout)
             .field("allow_insecure_http", &self.allow_insecure_http)
@@ -129,6 +132,32 @@ pub struct Client {
     agent: ureq::Agent,
     session: Mutex<Option<Session>>,
     usage: Mutex<Option<Usage>>,
+    /// The refresh token logins use: the configured one, or the latest Salesforce rotated it to.
+    refresh_token: Mutex<String>,
+    /// A refresh token Salesforce issued in place of the one used, not yet taken by `take_rotated_refresh_token`.
+    rotated: Mutex<Option<String>>,
+}
+
+/// What identifies a configured refresh token without keeping it: its SHA-256, hex.
+pub fn token_fingerprint(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The audience of a JWT bearer assertion. Salesforce expects `https://login.salesforce.com`, or
+/// `https://test.salesforce.com` for a sandbox, whatever URL the token is requested from (a My Domain URL included);
+/// `configured` (`pgforce.jwt_audience`, e.g. an Experience Cloud site URL) overrides it.
+pub fn jwt_audience(login_url: &str, configured: &str) -> String {
+    if !configured.trim().is_empty() {
+        return configured.trim().trim_end_matches('/').to_string();
+    }
+    let host =
+        url::Url::parse(login_url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)).unwrap_or_default();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com".into()
+    } else {
+        "https://login.salesforce.com".into()
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -181,12 +210,31 @@ impl Client {
             .user_agent("pgforce")
             .build()
             .into();
-        Client { settings, agent, session: Mutex::new(None), usage: Mutex::new(None) }
+        let refresh_token = Mutex::new(settings.refresh_token.clone());
+        Client {
+            settings,
+            agent,
+            session: Mutex::new(None),
+            usage: Mutex::new(None),
+            refresh_token,
+            rotated: Mutex::new(None),
+        }
     }
 
     /// The latest API usage Salesforce reported.
     pub fn usage(&self) -> Option<Usage> {
         *lock(&self.usage)
+    }
+
+    /// Logs in with `token` instead of the configured refresh token (one Salesforce rotated it to earlier).
+    pub fn use_refresh_token(&self, token: String) {
+        *lock(&self.refresh_token) = token;
+    }
+
+    /// The refresh token Salesforce issued in place of the one used, once: it must be kept, since Salesforce may
+    /// have revoked the old one.
+    pub fn take_rotated_refresh_token(&self) -> Option<String> {
+        lock(&self.rotated).take()
     }
 
     /// Forgets the cached token (the next call logs in again).
@@ -225,7 +273,7 @@ impl Client {
                 let mut f = vec![
                     ("grant_type", "refresh_token".into()),
                     ("client_id", s.client_id.clone()),
-                    ("refresh_token", s.refresh_token.clone()),
+                    ("refresh_token", lock(&self.refresh_token).clone()),
                 ];
                 if !s.client_secret.is_empty() {
                     f.push(("client_secret", s.client_secret.clone()));
@@ -265,6 +313,15 @@ impl Client {
             .and_then(|id| id.trim_end_matches('/').rsplit('/').next())
             .filter(|u| u.len() >= 15 && u.bytes().all(|b| b.is_ascii_alphanumeric()))
             .map(str::to_string);
+        if s.auth_flow == AuthFlow::RefreshToken {
+            if let Some(fresh) = body.get("refresh_token").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                let mut current = lock(&self.refresh_token);
+                if *current != fresh {
+                    *current = fresh.to_string();
+                    *lock(&self.rotated) = Some(fresh.to_string());
+                }
+            }
+        }
         match (token, instance_url) {
             (Some(t), Some(i)) => {
                 Ok(Session { token: t.to_string(), instance_url: i.trim_end_matches('/').to_string(), user_id })
@@ -281,8 +338,7 @@ impl Client {
             CallError::Unauthorized(format!("the JWT private key cannot be read as an RSA PEM key: {e}"))
         })?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        let claims =
-            json!({"iss": s.client_id, "sub": s.username, "aud": s.login_url.trim_end_matches('/'), "exp": now + 180});
+        let claims = json!({"iss": s.client_id, "sub": s.username, "aud": jwt_audience(&s.login_url, &s.jwt_audience), "exp": now + 180});
         jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)
             .map_err(|e| CallError::Unauthorized(format!("cannot sign the JWT assertion: {e}")))
     }

@@ -2,7 +2,7 @@
 
 use fakeforce::{Config, FakeForce};
 use pgforce_core::delivery::send::{deliver, Batch, Verdict};
-use pgforce_core::salesforce::{AuthFlow, CallError, CallKind, Client, Settings, Usage};
+use pgforce_core::salesforce::{jwt_audience, AuthFlow, CallError, CallKind, Client, Settings, Usage};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ fn settings(ff: &FakeForce) -> Settings {
         username: "integration@pgforce.example".into(),
         jwt_key_file: Default::default(),
         refresh_token: "pgforce-demo-refresh-token".into(),
+        jwt_audience: String::new(),
         api_version: "62.0".into(),
         request_timeout: Duration::from_secs(5),
         allow_insecure_http: false,
@@ -83,6 +84,43 @@ fn every_auth_flow_logs_in() {
         matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.jwt_key_file cannot be read") && !m.contains("/nonexistent")),
         "{e}"
     );
+}
+
+#[test]
+fn the_jwt_audience_is_salesforce_s_not_the_login_url() {
+    for (login, aud) in [
+        ("https://login.salesforce.com", "https://login.salesforce.com"),
+        ("https://acme.my.salesforce.com", "https://login.salesforce.com"),
+        ("https://test.salesforce.com/", "https://test.salesforce.com"),
+        ("https://acme--uat.sandbox.my.salesforce.com", "https://test.salesforce.com"),
+        ("http://127.0.0.1:8080", "https://login.salesforce.com"),
+    ] {
+        assert_eq!(jwt_audience(login, ""), aud, "{login}");
+    }
+    assert_eq!(jwt_audience("https://acme.my.salesforce.com", "https://acme.my.site.com/"), "https://acme.my.site.com");
+}
+
+#[test]
+fn a_rotated_refresh_token_is_used_from_then_on_and_handed_over_once() {
+    let mut config = Config::default();
+    config.auth.rotate_refresh_tokens = true;
+    let ff = FakeForce::start(config).expect("fakeforce");
+    let mut s = settings(&ff);
+    s.auth_flow = AuthFlow::RefreshToken;
+    let client = Client::new(s.clone());
+    client.authenticate().expect("first login");
+    let rotated = client.take_rotated_refresh_token().expect("Salesforce rotated the token");
+    assert_ne!(rotated, s.refresh_token);
+    assert_eq!(client.take_rotated_refresh_token(), None, "handed over once");
+    // The old token is revoked: logging in again works only with the new one.
+    client.authenticate().expect("second login, with the rotated token");
+    let newer = client.take_rotated_refresh_token().expect("rotated again");
+    assert!(
+        matches!(Client::new(s.clone()).authenticate(), Err(CallError::Unauthorized(m)) if m.starts_with("invalid_grant"))
+    );
+    let restarted = Client::new(s);
+    restarted.use_refresh_token(newer);
+    restarted.authenticate().expect("a new client given the kept token");
 }
 
 #[test]

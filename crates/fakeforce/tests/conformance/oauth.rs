@@ -149,10 +149,18 @@ fn jwt_bearer_checks_signature_and_claims() {
         assert_eq!(a.status, 400);
         assert_eq!(a.json(), json!({"error": error, "error_description": description}));
     }
-    // The stand-in's own URL is also a valid audience (as an Experience Cloud site URL would be).
+    // The URL the token is asked from (a My Domain URL) is not an audience Salesforce accepts...
     let mut own = good_claims();
     own["aud"] = json!(sf.ff.url());
-    assert_eq!(sf.token_call(&[("grant_type", grant), ("assertion", &assertion(own))]).status, 200);
+    let refused = sf.token_call(&[("grant_type", grant), ("assertion", &assertion(own.clone()))]);
+    assert_eq!(refused.json(), json!({"error": "invalid_grant", "error_description": "Audience validation failed"}));
+    // ...unless it is an Experience Cloud site's, configured as such.
+    let mut config = jwt_config();
+    config.auth.jwt_audiences = vec!["https://acme.my.site.com".into()];
+    let site = Sf::with(config);
+    let mut claims = good_claims();
+    claims["aud"] = json!("https://acme.my.site.com/");
+    assert_eq!(site.token_call(&[("grant_type", grant), ("assertion", &assertion(claims))]).status, 200);
 }
 
 #[test]

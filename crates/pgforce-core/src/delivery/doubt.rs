@@ -210,6 +210,7 @@ mod tests {
             log_ids: vec![record_id],
             attempts: 1,
             in_doubt,
+            retried: false,
         };
         Job { table: "contact".into(), write, op, adopted: false }
     }

@@ -30,6 +30,8 @@ pub struct Write {
     pub attempts: i32,
     /// Some of its changes were sent before with an unknown outcome: an insert may already be in Salesforce.
     pub in_doubt: Option<InDoubt>,
+    /// Some of its changes were tried before (`Change::retried`): it goes with the row's current values.
+    pub retried: bool,
 }
 
 /// What an earlier, unanswered attempt may have created.
@@ -75,8 +77,10 @@ fn merge_record(changes: &[&Change]) -> Planned {
     let mut attempts = 0;
     let mut nothing = false;
     let mut in_doubt: Option<InDoubt> = None;
+    let mut retried = false;
     for c in changes {
         log_ids.push(c.log_id);
+        retried |= c.retried;
         attempts = attempts.max(c.attempts);
         if c.sfid.is_some() {
             sfid = c.sfid.clone();
@@ -131,14 +135,31 @@ fn merge_record(changes: &[&Change]) -> Planned {
     }
     let record_id = changes.first().map(|c| c.record_id).unwrap_or_default();
     let kind = kind.unwrap_or(WriteKind::Update);
-    Planned::Send(Write { record_id, kind, values, row, sfid, log_ids, attempts, in_doubt })
+    Planned::Send(Write { record_id, kind, values, row, sfid, log_ids, attempts, in_doubt, retried })
 }
 
 /// Ordered writes: only the oldest change of each record goes now; later changes of the same record stay in the
-/// queue until it has an outcome.
+/// queue until it has an outcome. `changes`: one table's, in log order.
 pub fn first_per_record(changes: Vec<Change>) -> Vec<Change> {
     let mut seen = std::collections::HashSet::new();
     changes.into_iter().filter(|c| seen.insert(c.record_id)).collect()
+}
+
+/// Merged writes: a record's changes go together up to its first delete; what follows a delete (a re-insert of
+/// the same id) stays in the queue until the delete has its outcome, so Salesforce sees the delete and then a new
+/// record, in commit order, never one write that hides the delete. `changes`: one table's, in log order.
+pub fn through_first_delete(changes: Vec<Change>) -> Vec<Change> {
+    let mut deleted = std::collections::HashSet::new();
+    changes
+        .into_iter()
+        .filter(|c| {
+            let keep = !deleted.contains(&c.record_id);
+            if keep && c.action == Action::Delete {
+                deleted.insert(c.record_id);
+            }
+            keep
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -159,7 +180,21 @@ mod tests {
             old,
             attempts: 0,
             in_doubt_since: None,
+            retried: false,
         }
+    }
+
+    #[test]
+    fn a_re_insert_waits_for_the_delete_before_it() {
+        let changes = vec![
+            change(1, 7, Action::Update, vals(&[("name", Some("b"))]), vals(&[("sfid", Some("003A"))]), Some("003A")),
+            change(2, 7, Action::Delete, Values::new(), vals(&[("sfid", Some("003A"))]), Some("003A")),
+            change(3, 7, Action::Insert, vals(&[("name", Some("new"))]), Values::new(), None),
+            change(4, 8, Action::Insert, vals(&[("name", Some("x"))]), Values::new(), None),
+            change(5, 7, Action::Update, vals(&[("name", Some("newer"))]), vals(&[("name", Some("new"))]), None),
+        ];
+        let now: Vec<i64> = through_first_delete(changes).iter().map(|c| c.log_id).collect();
+        assert_eq!(now, vec![1, 2, 4], "record 7's re-insert and its update wait for its delete");
     }
 
     #[test]

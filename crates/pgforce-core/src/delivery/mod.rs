@@ -32,6 +32,10 @@ pub struct Change {
     /// Set when an earlier attempt sent this change and its outcome is unknown (no answer, a lost connection, a
     /// crash between sending and recording): when that attempt was claimed, in seconds since 1970 (UTC).
     pub in_doubt_since: Option<i64>,
+    /// Tried before: a transient failure (attempts > 0) or a finished entry queued again (`retry_failed`,
+    /// `retry_failed_after`, `REQUEUE`, an operator's `UPDATE … SET state = 'NEW'`). Its values may be older than
+    /// what a later change already delivered, so it is sent with the row's current values.
+    pub retried: bool,
 }
 
 /// A read-write mapping as the worker sends it.

@@ -50,6 +50,8 @@ pub struct LogOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowOutcome {
     pub record_id: i64,
+    /// The log entry that carries the write's outcome.
+    pub log_id: i64,
     pub sfid: Option<String>,
     pub lastop: LastOp,
     pub err: Option<String>,
@@ -195,7 +197,10 @@ pub fn sent_outcomes(
 
 /// Whether a job goes to Salesforce (rather than being settled without a call).
 fn is_sent(plan: &Plan, i: usize) -> bool {
-    !matches!(plan.jobs[i].op, Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_))
+    !matches!(
+        plan.jobs[i].op,
+        Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_) | Operation::Superseded(_)
+    )
 }
 
 fn job_outcome(
@@ -214,6 +219,11 @@ fn job_outcome(
     let mut row = None;
     let qualified = tables.get(&job.table).map(|t| t.qualified.clone()).unwrap_or_default();
     let attempts = job.write.attempts;
+    if let Operation::Superseded(why) = &job.op {
+        out.log.extend(each(ids, LogState::Merged, Some(why.clone()), attempts, None));
+        out.groups.push(Group { log: start..out.log.len(), row });
+        return;
+    }
     let verdict = match &job.op {
         Operation::Skip => Verdict::Done { id: None, created: false },
         Operation::Refuse(m) => {
@@ -243,6 +253,7 @@ fn job_outcome(
                 row = Some((qualified, rows.len()));
                 rows.push(RowOutcome {
                     record_id: job.write.record_id,
+                    log_id: *last,
                     sfid: id,
                     lastop: if inserted { LastOp::Inserted } else { LastOp::Updated },
                     err: None,
@@ -278,6 +289,7 @@ fn job_outcome(
                 row = Some((qualified, rows.len()));
                 rows.push(RowOutcome {
                     record_id: job.write.record_id,
+                    log_id: *last,
                     sfid: None,
                     lastop: LastOp::Failed,
                     err: Some(text),
@@ -357,6 +369,7 @@ mod tests {
             log_ids: log_ids.to_vec(),
             attempts,
             in_doubt: None,
+            retried: false,
         };
         Job { table: TABLE.into(), write, op, adopted: false }
     }

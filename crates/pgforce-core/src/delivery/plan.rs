@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::merge::{merge, Planned, Write, WriteKind};
 use super::send::{Batch, CallKind};
-use super::{Claimed, Table};
+use super::{Claimed, Table, Values};
 use crate::config::WriteAlgorithm;
 use crate::convert::{field_value, record_from, PgKind, Target};
 use crate::mapping::relationship_column;
@@ -50,15 +50,20 @@ pub enum Operation {
     Skip,
     /// Cannot be sent; the message says why (e.g. an update whose insert never succeeded).
     Refuse(String),
+    /// Not sent: a later change of the row makes it moot (the row is gone; its delete goes on its own). Its
+    /// entries become `MERGED` with the message.
+    Superseded(String),
     /// Not sent now: whether an earlier, unanswered attempt created the record could not be checked (the message
     /// says why). It costs an attempt and is checked again.
     Recheck(String),
 }
 
-/// Decides the call for one write: upsert by the mapping's external id when it has one and the row carries a
-/// value, otherwise create/update/delete by Salesforce id. Under Merged writes an update of a record that has no
-/// Salesforce id yet (its insert failed) is sent as an insert of the whole row, as Heroku Connect does; under
-/// Ordered writes it fails with Salesforce's "Id not specified in an update call".
+/// Decides the call for one write. A record that has a Salesforce id is written by that id, always: a changed
+/// upsert field is an ordinary field update (an upsert on the new value would create a second record). A record
+/// without one is upserted by the mapping's external id when it has one and the row carries a value, otherwise
+/// created. Under Merged writes an update of a record that has no Salesforce id yet (its insert failed) is sent as
+/// an insert of the whole row, as Heroku Connect does; under Ordered writes it fails with Salesforce's "Id not
+/// specified in an update call".
 pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> Operation {
     let sfid = write.sfid.clone().or_else(|| write.row.get("sfid").cloned().flatten()).filter(|s| !s.is_empty());
     let key = target.upsert_field.as_ref().and_then(|f| {
@@ -78,6 +83,10 @@ pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> O
             let sent_fields = record.len() - 1;
             if write.kind == WriteKind::Update && sent_fields == 0 {
                 return Operation::Skip;
+            }
+            if let Some(id) = sfid.clone().filter(|_| write.kind == WriteKind::Update) {
+                record.insert("Id".into(), Value::String(id));
+                return Operation::Update(record);
             }
             if let Some((field, value)) = key {
                 let kind = target.columns.iter().find(|(c, _)| c == &field).map_or(PgKind::Text, |(_, k)| *k);
@@ -145,6 +154,47 @@ pub fn plan(claimed: &Claimed) -> Plan {
 }
 
 impl Plan {
+    /// Per table, the records whose write was tried before and is sent with the row's current values.
+    pub fn current_rows_wanted(&self) -> HashMap<String, Vec<i64>> {
+        let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+        for j in self.jobs.iter().filter(|j| j.write.retried && j.write.kind != WriteKind::Delete) {
+            out.entry(j.table.clone()).or_default().push(j.write.record_id);
+        }
+        out
+    }
+
+    /// Retries never go back in time: a write tried before takes the row's current values (per table: record id →
+    /// the row as capture prints it), for the fields it changes (an insert: the whole row), and the row's current
+    /// Salesforce id, so a retried insert of a record that has been created since is an update of it. A write whose
+    /// row is gone is superseded by the row's delete.
+    pub fn refresh(&mut self, current: &HashMap<String, HashMap<i64, Values>>) {
+        for j in self.jobs.iter_mut().filter(|j| j.write.retried && j.write.kind != WriteKind::Delete) {
+            let Some(rows) = current.get(&j.table) else { continue };
+            let w = &mut j.write;
+            let Some(now) = rows.get(&w.record_id) else {
+                j.op = Operation::Superseded(
+                    "superseded: the row was deleted since; its delete is sent on its own".into(),
+                );
+                continue;
+            };
+            if let Some(sfid) = now.get("sfid").cloned().flatten().filter(|s| !s.is_empty()) {
+                w.sfid = Some(sfid);
+            }
+            if w.kind == WriteKind::Insert {
+                w.values = now.clone();
+                if w.sfid.is_some() {
+                    // Created since (a later change went as an insert of the whole row): update that record.
+                    w.kind = WriteKind::Update;
+                }
+            } else {
+                for (k, v) in w.values.iter_mut() {
+                    *v = now.get(k).cloned().flatten();
+                }
+            }
+            w.row = now.clone();
+        }
+    }
+
     /// Per table, the records whose update or delete has no Salesforce id in the log.
     pub fn sfids_wanted(&self) -> HashMap<String, Vec<i64>> {
         let mut out: HashMap<String, Vec<i64>> = HashMap::new();
@@ -161,7 +211,7 @@ impl Plan {
         sfids: &HashMap<String, HashMap<i64, String>>,
         algorithm: WriteAlgorithm,
     ) {
-        for j in self.jobs.iter_mut() {
+        for j in self.jobs.iter_mut().filter(|j| !matches!(j.op, Operation::Superseded(_))) {
             if j.write.sfid.is_none() {
                 j.write.sfid = sfids.get(&j.table).and_then(|m| m.get(&j.write.record_id)).cloned();
             }
@@ -227,7 +277,7 @@ impl Plan {
             .iter()
             .filter_map(|j| tables.get(&j.table))
             .flat_map(|t| t.target.columns.iter().filter_map(|(c, _)| relationship_column(c)))
-            .map(|r| r.parent_object())
+            .filter_map(|r| r.parent_object())
             .collect();
         let is_parent = |job: &Job| {
             job.write.kind != WriteKind::Delete
@@ -265,7 +315,7 @@ impl Plan {
                     Value::Object(r.clone()),
                 ),
                 Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
-                Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_) => continue,
+                Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_) | Operation::Superseded(_) => continue,
             };
             if job.write.attempts > 0 {
                 alone.push(Batch { kind, items: vec![(i, item)] });
@@ -340,6 +390,7 @@ mod tests {
             log_ids: vec![1],
             attempts: 0,
             in_doubt: None,
+            retried: false,
         }
     }
 
@@ -370,11 +421,36 @@ mod tests {
             &[("external_id__c", Some("E1"))],
             Some("003X"),
         );
-        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &upd, MERGED) else { panic!("upsert") };
-        assert_eq!(r.get("external_id__c"), Some(&json!("E1")), "the key comes from the whole row");
-        assert_eq!(r.get("account__c"), Some(&Value::Null));
+        // A record with a Salesforce id is written by that id, upsert field or not.
+        let Operation::Update(r) = operation(&target(Some("external_id__c")), &upd, MERGED) else { panic!("update") };
+        assert_eq!(
+            Value::Object(r),
+            json!({"attributes": {"type": "Contact"}, "lastname": "B", "account__c": null, "Id": "003X"})
+        );
         let Operation::Update(r) = operation(&target(None), &upd, MERGED) else { panic!("update") };
         assert_eq!(r.get("Id"), Some(&json!("003X")));
+        // A changed upsert field is an ordinary field update of the same record.
+        let rekeyed = write(
+            WriteKind::Update,
+            &[("external_id__c", Some("E2"))],
+            &[("external_id__c", Some("E2"))],
+            Some("003X"),
+        );
+        assert_eq!(
+            operation(&target(Some("external_id__c")), &rekeyed, MERGED),
+            Operation::Update(
+                json!({"attributes": {"type": "Contact"}, "external_id__c": "E2", "Id": "003X"})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            )
+        );
+        // Without one, the upsert field finds it (the key comes from the whole row).
+        let unsynced = write(WriteKind::Update, &[("lastname", Some("B"))], &[("external_id__c", Some("E1"))], None);
+        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &unsynced, MERGED) else {
+            panic!("upsert")
+        };
+        assert_eq!(r.get("external_id__c"), Some(&json!("E1")));
         let orphan = write(
             WriteKind::Update,
             &[("lastname", Some("B"))],
@@ -415,6 +491,7 @@ mod tests {
             old: Default::default(),
             attempts: 0,
             in_doubt_since: None,
+            retried: false,
         }
     }
 
@@ -449,6 +526,66 @@ mod tests {
     }
 
     const NO_BYTE_LIMIT: usize = usize::MAX;
+
+    #[test]
+    fn retries_never_go_back_in_time() {
+        let mut claimed = Claimed::default();
+        claimed.tables.insert("contact".into(), table("Contact", &["lastname", "email"], None));
+        let old_update = Change {
+            log_id: 5,
+            record_id: 1,
+            action: Action::Update,
+            sfid: Some("003A".into()),
+            values: [("lastname".to_string(), Some("stale".to_string()))].into(),
+            old: [("lastname".to_string(), Some("older".to_string()))].into(),
+            attempts: 0,
+            in_doubt_since: None,
+            retried: true,
+        };
+        let failed_insert = Change {
+            log_id: 6,
+            record_id: 2,
+            retried: true,
+            ..insert(6, 2, &[("lastname", Some("x"))].map(|(k, v)| (k, v.unwrap())))
+        };
+        let gone = Change { log_id: 7, record_id: 3, retried: true, ..insert(7, 3, &[("lastname", "y")]) };
+        claimed.changes.insert("contact".into(), vec![old_update, failed_insert, gone]);
+        let mut p = plan(&claimed);
+        assert_eq!(p.current_rows_wanted().get("contact").map(Vec::len), Some(3));
+        let row = |pairs: &[(&str, &str)]| -> Values {
+            pairs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect()
+        };
+        let current: HashMap<String, HashMap<i64, Values>> = [(
+            "contact".to_string(),
+            [
+                (1, row(&[("lastname", "newest"), ("email", "e@x"), ("sfid", "003A")])),
+                // Created since by a later change sent as an insert of the whole row.
+                (2, row(&[("lastname", "x2"), ("email", "f@x"), ("sfid", "003B")])),
+            ]
+            .into(),
+        )]
+        .into();
+        p.refresh(&current);
+        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        let op = |i: usize| {
+            serde_json::to_value(match &p.jobs[i].op {
+                Operation::Update(r) => Value::Object(r.clone()),
+                other => panic!("{other:?}"),
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            op(0),
+            json!({"attributes": {"type": "Contact"}, "lastname": "newest", "Id": "003A"}),
+            "its fields, current values"
+        );
+        assert_eq!(
+            op(1),
+            json!({"attributes": {"type": "Contact"}, "lastname": "x2", "email": "f@x", "Id": "003B"}),
+            "an insert of a record created since updates it with the whole row"
+        );
+        assert!(matches!(&p.jobs[2].op, Operation::Superseded(m) if m.contains("deleted since")));
+    }
 
     #[test]
     fn calls_are_bounded_by_bytes_and_a_record_too_large_for_any_call_fails_alone() {
@@ -539,6 +676,7 @@ mod tests {
             old: [("lastname".to_string(), Some("A".to_string()))].into(),
             attempts: 0,
             in_doubt_since: None,
+            retried: false,
         };
         claimed.changes.insert("contact".into(), vec![update]);
         let mut p = plan(&claimed);
