@@ -172,6 +172,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test shows what the server said (the worker's messages among it), the last lines first cut.
+            let log = self.server_log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- server log (last 60 lines) ---\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+        }
         let _ = as_postgres(&self.bindir.join("pg_ctl"))
             .args(["-m", "immediate", "-D"])
             .arg(&self.datadir)
