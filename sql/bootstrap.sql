@@ -37,7 +37,7 @@ ALTER SEQUENCE @extschema@._trigger_log_id_seq OWNED BY @extschema@._trigger_log
 
 -- Every index here is paid by every captured row, so the live log carries only two that capture writes to:
 -- the primary key and the work queue the worker drains in id order. The others are partial indexes whose rows
--- only the worker creates: FAILED rows, rows waiting for a scheduled retry, and finished rows by age (what the
+-- only the worker creates (or, for deletes, capture): FAILED rows, rows waiting for a scheduled retry, and finished rows by age (what the
 -- archiver moves), so no worker query scans the whole log.
 CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (id)
     WHERE state IN ('NEW', 'PENDING', 'IGNORE');
@@ -47,6 +47,12 @@ CREATE INDEX _trigger_log_idx_retry ON @extschema@._trigger_log (next_attempt_at
     WHERE state = 'NEW' AND next_attempt_at IS NOT NULL;
 CREATE INDEX _trigger_log_idx_finished ON @extschema@._trigger_log ((coalesce(processed_at, created_at)))
     WHERE state IN ('SUCCESS', 'MERGED', 'IGNORED', 'FAILED', 'READONLY', 'REQUEUED');
+-- Deletes: an outcome is written back into its row, and a retried change is sent, only if no later delete of the row
+-- was logged (the row there may be another, inserted again under the same id); an insert's write-back finds the
+-- sfid-less delete that followed it, which must delete the record the insert created. Capture pays for it on deletes
+-- only.
+CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
+    WHERE action = 'DELETE';
 
 COMMENT ON TABLE @extschema@._trigger_log IS
     'pgforce: every captured change of a mapped table (Heroku Connect''s trigger log). Reset state to NEW to retry.';

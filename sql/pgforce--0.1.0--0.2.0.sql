@@ -14,6 +14,8 @@
 
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
+CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
+    WHERE action = 'DELETE';
 
 CREATE TABLE @extschema@._deliverer (
     one          boolean PRIMARY KEY DEFAULT true CHECK (one),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use pgforce_core::config::{Config, WriteAlgorithm};
 use pgforce_core::convert::{PgKind, Target};
 use pgforce_core::delivery::merge::{first_per_record, through_first_delete};
-use pgforce_core::delivery::{Change, Claimed, Table, Values};
+use pgforce_core::delivery::{mark_deleted_later, Change, Claimed, Table, Values};
 use pgforce_core::hstore;
 use pgforce_core::log::{Action, LogState};
 use pgforce_core::mapping::is_system_column;
@@ -55,6 +55,7 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
             attempts: row.get(9)?.unwrap_or_default(),
             in_doubt_since: row.get(10)?,
             retried: row.get::<bool>(11)?.unwrap_or_default(),
+            deleted_later: false,
         });
     }
     // A record is a table's row: changes are grouped by table before deciding what of each record goes now.
@@ -67,7 +68,8 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
     let mut claimed = Claimed { tables, ..Claimed::default() };
     let mut orphans = Vec::new();
     let mut pending = Vec::new();
-    for (table, changes) in by_table {
+    for (table, mut changes) in by_table {
+        mark_deleted_later(&mut changes);
         if !claimed.tables.contains_key(&table) {
             orphans.extend(changes.iter().map(|c| c.log_id));
             continue;

@@ -538,7 +538,15 @@ impl Worker {
     fn deliver(&mut self, config: &Config, claimed: Claimed) -> Result<(), Duration> {
         let mut plan = plan(&claimed);
         let tables = &claimed.tables;
-        // Writes tried before go with the rows' current values (retries never go back in time).
+        // Writes tried before go with the rows' current values (retries never go back in time), unless the row was
+        // deleted since: the row there now, if any, is another one.
+        let wanted = plan.deletes_wanted();
+        if !wanted.is_empty() {
+            match self.with_statements(|c, st| record::deleted_later(c, st, tables, wanted)) {
+                Ok(deleted) => plan.mark_deleted_later(&deleted),
+                Err(e) => return self.recording_failed(config, e),
+            }
+        }
         let wanted = plan.current_rows_wanted();
         if !wanted.is_empty() {
             match self.with_statements(|c, st| record::current_rows(c, st, tables, wanted)) {

@@ -25,15 +25,15 @@ pub fn current_sfids(
     st: &mut Statements,
     tables: &HashMap<String, Table>,
     wanted: HashMap<String, Vec<i64>>,
-) -> Result<HashMap<String, HashMap<i64, String>>, WorkerError> {
+) -> Result<HashMap<String, HashMap<i64, Option<String>>>, WorkerError> {
     let mut out = HashMap::new();
     for (table, ids) in wanted {
         let Some(name) = tables.get(&table).map(|t| t.qualified.as_str()) else { continue };
         let found = on_table(client, st, name, |client, t| {
             let mut found = HashMap::new();
             for row in client.select(&t.current_sfids, None, &[DatumWithOid::from(ids)])? {
-                if let (Some(id), Some(sfid)) = (row.get::<i64>(1)?, row.get::<String>(2)?) {
-                    found.insert(id, sfid);
+                if let Some(id) = row.get::<i64>(1)? {
+                    found.insert(id, row.get::<String>(2)?.filter(|s| !s.is_empty()));
                 }
             }
             Ok(found)
@@ -41,6 +41,33 @@ pub fn current_sfids(
         if let Some(found) = found {
             out.insert(table, found);
         }
+    }
+    Ok(out)
+}
+
+/// Per table, which of these rows (record id, log id) a delete logged after that log id follows.
+pub fn deleted_later(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    tables: &HashMap<String, Table>,
+    wanted: HashMap<String, Vec<(i64, i64)>>,
+) -> Result<HashMap<String, HashSet<i64>>, WorkerError> {
+    let mut out = HashMap::new();
+    for (table, rows) in wanted {
+        let Some(name) = tables.get(&table).map(|t| t.qualified.clone()) else { continue };
+        let mut found = HashSet::new();
+        for row in client.select(
+            &st.deleted_later,
+            None,
+            &[
+                DatumWithOid::from(name.as_str()),
+                DatumWithOid::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+                DatumWithOid::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+            ],
+        )? {
+            found.extend(row.get::<i64>(1)?);
+        }
+        out.insert(table, found);
     }
     Ok(out)
 }
@@ -204,8 +231,43 @@ fn write_back(
     if rows.is_empty() {
         return Ok(());
     }
+    // The rows are locked first: a delete of one of them either committed before (its log entry is seen below) or
+    // waits for this transaction (and then logs the sfid written here).
+    on_table(client, st, table, |client, t| {
+        client.select(
+            &t.lock_rows,
+            None,
+            &[DatumWithOid::from(rows.iter().map(|o| o.record_id).collect::<Vec<_>>())],
+        )?;
+        Ok(())
+    })?;
+    // A row deleted while its insert was on its way (its delete was logged without an sfid): the delete must
+    // remove the record just created, and the row there now, if any, is a later insert's, not this one's.
+    let created: Vec<&RowOutcome> = rows.iter().filter(|o| o.lastop == LastOp::Inserted && o.sfid.is_some()).collect();
+    let revived = revive_deletes(client, st, table, &created)?;
+    let rows: Vec<&RowOutcome> =
+        rows.iter().filter(|o| !(o.lastop == LastOp::Inserted && revived.contains(&o.record_id))).collect();
+    // A row deleted after the change this outcome is of: the row there now, if any, is another one.
+    let mut replaced = HashSet::new();
+    if !rows.is_empty() {
+        for row in client.select(
+            &st.deleted_later,
+            None,
+            &[
+                DatumWithOid::from(table),
+                DatumWithOid::from(rows.iter().map(|o| o.record_id).collect::<Vec<_>>()),
+                DatumWithOid::from(rows.iter().map(|o| o.log_id).collect::<Vec<_>>()),
+            ],
+        )? {
+            replaced.extend(row.get::<i64>(1)?);
+        }
+    }
+    let rows: Vec<&RowOutcome> = rows.into_iter().filter(|o| !replaced.contains(&o.record_id)).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
     WRITING_OUTCOMES.store(true, Ordering::SeqCst);
-    let still_there = on_table(client, st, table, |client, t| {
+    let written = on_table(client, st, table, |client, t| {
         let mut ids = HashSet::new();
         for row in client.update(
             &t.write_back,
@@ -222,25 +284,54 @@ fn write_back(
         Ok(ids)
     })?
     .unwrap_or_default();
-    // A record created for a row that is gone by now: the row's delete, logged before the sfid was known, must
-    // delete it too.
-    let vanished: Vec<&RowOutcome> = rows
-        .iter()
-        .filter(|o| o.lastop == LastOp::Inserted && o.sfid.is_some() && !still_there.contains(&o.record_id))
-        .collect();
-    if !vanished.is_empty() {
-        client.update(
-            &st.revive_deletes,
-            None,
-            &[
-                DatumWithOid::from(table),
-                DatumWithOid::from(vanished.iter().map(|o| o.record_id).collect::<Vec<_>>()),
-                DatumWithOid::from(vanished.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
-                DatumWithOid::from(vanished.iter().map(|o| o.log_id).collect::<Vec<_>>()),
-            ],
-        )?;
+    // A delete (and perhaps a re-insert under the same id) that committed since the look before the write-back:
+    // its entry is visible now. The row written, if any, was the re-inserted one: what was written into it is taken
+    // back (it waits for its own insert's outcome).
+    let unrevived: Vec<&RowOutcome> = created.iter().copied().filter(|o| !revived.contains(&o.record_id)).collect();
+    let late = revive_deletes(client, st, table, &unrevived)?;
+    let taken_back: Vec<&RowOutcome> =
+        unrevived.into_iter().filter(|o| late.contains(&o.record_id) && written.contains(&o.record_id)).collect();
+    if !taken_back.is_empty() {
+        on_table(client, st, table, |client, t| {
+            client.update(
+                &t.take_back,
+                None,
+                &[
+                    DatumWithOid::from(taken_back.iter().map(|o| o.record_id).collect::<Vec<_>>()),
+                    DatumWithOid::from(taken_back.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
+                ],
+            )?;
+            Ok(())
+        })?;
     }
     Ok(())
+}
+
+/// Gives the first sfid-less delete logged after each created record's insert the new sfid and puts it back in the
+/// queue. Returns the rows whose delete was revived.
+fn revive_deletes(
+    client: &mut SpiClient<'_>,
+    st: &Statements,
+    table: &str,
+    created: &[&RowOutcome],
+) -> Result<HashSet<i64>, WorkerError> {
+    let mut revived = HashSet::new();
+    if created.is_empty() {
+        return Ok(revived);
+    }
+    for row in client.update(
+        &st.revive_deletes,
+        None,
+        &[
+            DatumWithOid::from(table),
+            DatumWithOid::from(created.iter().map(|o| o.record_id).collect::<Vec<_>>()),
+            DatumWithOid::from(created.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
+            DatumWithOid::from(created.iter().map(|o| o.log_id).collect::<Vec<_>>()),
+        ],
+    )? {
+        revived.extend(row.get::<i64>(1)?);
+    }
+    Ok(revived)
 }
 
 /// Another row of `table` that already has `row`'s sfid (what a unique violation on the sfid index means).

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use pgforce_core::log::{sql_list, Action, LogState};
+use pgforce_core::log::{sql_list, Action, LastOp, LogState};
 use pgforce_core::mapping::STATUS_COLUMNS;
 use pgrx::pg_sys::{self, PgOid};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
@@ -48,6 +48,10 @@ pub struct TableStatements {
     /// `$1 bigint[]` ids, `$2 text[]` sfids, `$3 text[]` `_hc_lastop`, `$4 text[]` `_hc_err` → the ids of the rows
     /// still there.
     pub write_back: OwnedPreparedStatement,
+    /// `$1 bigint[]` ids: locks these rows for the write-back.
+    pub lock_rows: OwnedPreparedStatement,
+    /// `$1 bigint[]` ids, `$2 text[]` sfids: undoes a write-back into rows that turned out to be re-inserted ones.
+    pub take_back: OwnedPreparedStatement,
     /// `$1 text` sfid, `$2 bigint` id → another row that has this sfid.
     pub sfid_owner: OwnedPreparedStatement,
     /// `$1 text[]` Salesforce ids → those some row already has as its sfid.
@@ -100,6 +104,9 @@ pub struct Statements {
     pub deliverer: OwnedPreparedStatement,
     /// `$1 text`: records this server as the one that delivers this log.
     pub record_deliverer: OwnedPreparedStatement,
+    /// `$1 text` table, `$2 bigint[]` row ids, `$3 bigint[]` log ids → the rows a delete logged after that log id
+    /// follows.
+    pub deleted_later: OwnedPreparedStatement,
     /// `$1 text` fingerprint of the configured refresh token → the token Salesforce rotated it to, if any.
     pub kept_refresh_token: OwnedPreparedStatement,
     /// `$1 text` fingerprint of the configured refresh token, `$2 text` the token Salesforce rotated it to.
@@ -169,7 +176,12 @@ impl Statements {
                             AS u(record_id, sfid, after)
                       WHERE l.state {EQ} '{ignore}' AND l.action {EQ} '{delete}' AND l.sfid IS NULL
                         AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
-                        AND l.record_id {EQ} u.record_id AND l.id {GT} u.after",
+                        AND l.record_id {EQ} u.record_id AND l.id {GT} u.after
+                        AND l.id {EQ} (SELECT pg_catalog.min(d.id) FROM {log} d
+                                        WHERE d.state {EQ} '{ignore}' AND d.action {EQ} '{delete}'
+                                          AND d.record_id {EQ} u.record_id AND d.relid {EQ} l.relid
+                                          AND d.id {GT} u.after)
+                      RETURNING l.record_id",
                     delete = Action::Delete.as_str(),
                 ),
                 &[TEXT, INT8_ARRAY, TEXT_ARRAY, INT8_ARRAY],
@@ -385,6 +397,20 @@ impl Statements {
                 &format!("INSERT INTO {schema}._deliverer (identity) VALUES ($1) ON CONFLICT (one) DO NOTHING"),
                 &[TEXT],
             )?,
+            deleted_later: prepare(
+                client,
+                &format!(
+                    "SELECT DISTINCT u.record_id
+                       FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(record_id, after)
+                      WHERE EXISTS (SELECT 1 FROM {log} d
+                                     WHERE d.action {EQ} '{delete}'
+                                       AND d.record_id {EQ} u.record_id
+                                       AND d.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
+                                       AND d.id {GT} u.after)",
+                    delete = Action::Delete.as_str(),
+                ),
+                &[TEXT, INT8_ARRAY, INT8_ARRAY],
+            )?,
             kept_refresh_token: prepare(
                 client,
                 &format!("SELECT refresh_token FROM {schema}._refresh_token WHERE configured_sha256 {EQ} $1"),
@@ -424,7 +450,7 @@ impl Statements {
             let statements = TableStatements {
                 current_sfids: prepare(
                     client,
-                    &format!("SELECT id::bigint, sfid::text FROM {name} WHERE id {EQ} ANY ($1) AND sfid IS NOT NULL"),
+                    &format!("SELECT id::bigint, sfid::text FROM {name} WHERE id {EQ} ANY ($1)"),
                     &[INT8_ARRAY],
                 )?,
                 current_rows: prepare(
@@ -436,6 +462,21 @@ impl Statements {
                         status = STATUS_COLUMNS.join("','"),
                     ),
                     &[INT8_ARRAY],
+                )?,
+                lock_rows: prepare(
+                    client,
+                    &format!("SELECT t.id FROM {name} t WHERE t.id {EQ} ANY ($1) FOR UPDATE"),
+                    &[INT8_ARRAY],
+                )?,
+                take_back: prepare(
+                    client,
+                    &format!(
+                        "UPDATE {name} AS t SET sfid = NULL, _hc_lastop = '{pending}', _hc_err = NULL
+                           FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(id, sfid)
+                          WHERE t.id {EQ} u.id AND t.sfid {EQ} u.sfid",
+                        pending = LastOp::Pending.as_str(),
+                    ),
+                    &[INT8_ARRAY, TEXT_ARRAY],
                 )?,
                 write_back: prepare(
                     client,

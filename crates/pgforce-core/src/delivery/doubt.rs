@@ -211,6 +211,7 @@ mod tests {
             attempts: 1,
             in_doubt,
             retried: false,
+            deleted_later: false,
         };
         Job { table: "contact".into(), write, op, adopted: false }
     }

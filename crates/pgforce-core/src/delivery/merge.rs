@@ -32,6 +32,8 @@ pub struct Write {
     pub in_doubt: Option<InDoubt>,
     /// Some of its changes were tried before (`Change::retried`): it goes with the row's current values.
     pub retried: bool,
+    /// Its last change is followed by a delete of the row (`Change::deleted_later`).
+    pub deleted_later: bool,
 }
 
 /// What an earlier, unanswered attempt may have created.
@@ -88,6 +90,8 @@ fn merge_record(changes: &[&Change]) -> Planned {
         nothing = false;
         match c.action {
             Action::Insert => {
+                // A new row under this id: a Salesforce id of earlier changes was the deleted row's record.
+                sfid = c.sfid.clone();
                 kind = Some(WriteKind::Insert);
                 values = c.values.clone();
                 row = c.values.clone();
@@ -135,7 +139,8 @@ fn merge_record(changes: &[&Change]) -> Planned {
     }
     let record_id = changes.first().map(|c| c.record_id).unwrap_or_default();
     let kind = kind.unwrap_or(WriteKind::Update);
-    Planned::Send(Write { record_id, kind, values, row, sfid, log_ids, attempts, in_doubt, retried })
+    let deleted_later = changes.last().is_some_and(|c| c.deleted_later);
+    Planned::Send(Write { record_id, kind, values, row, sfid, log_ids, attempts, in_doubt, retried, deleted_later })
 }
 
 /// Ordered writes: only the oldest change of each record goes now; later changes of the same record stay in the
@@ -181,6 +186,7 @@ mod tests {
             attempts: 0,
             in_doubt_since: None,
             retried: false,
+            deleted_later: false,
         }
     }
 

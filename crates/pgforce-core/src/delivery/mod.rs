@@ -36,6 +36,20 @@ pub struct Change {
     /// `retry_failed_after`, `REQUEUE`, an operator's `UPDATE … SET state = 'NEW'`). Its values may be older than
     /// what a later change already delivered, so it is sent with the row's current values.
     pub retried: bool,
+    /// A later delete of the same row was claimed with it: the row this change was made to is gone, and a row
+    /// there now (under the same id) is another, re-inserted one.
+    pub deleted_later: bool,
+}
+
+/// Marks each change that a later delete of the same row follows (`changes`: one table's, in log order).
+pub fn mark_deleted_later(changes: &mut [Change]) {
+    let mut deleted = std::collections::HashSet::new();
+    for c in changes.iter_mut().rev() {
+        c.deleted_later = deleted.contains(&c.record_id);
+        if c.action == crate::log::Action::Delete {
+            deleted.insert(c.record_id);
+        }
+    }
 }
 
 /// A read-write mapping as the worker sends it.

@@ -370,6 +370,7 @@ mod tests {
             attempts,
             in_doubt: None,
             retried: false,
+            deleted_later: false,
         };
         Job { table: TABLE.into(), write, op, adopted: false }
     }

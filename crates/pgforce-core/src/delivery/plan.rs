@@ -155,6 +155,28 @@ pub fn plan(claimed: &Claimed) -> Plan {
 
 impl Plan {
     /// Per table, the records whose write was tried before and is sent with the row's current values.
+    /// Per table, the retried writes (record id, last log id) not known to be followed by a delete: whether one was
+    /// logged since (and perhaps processed) is asked of the log.
+    pub fn deletes_wanted(&self) -> HashMap<String, Vec<(i64, i64)>> {
+        let mut out: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+        for j in
+            self.jobs.iter().filter(|j| j.write.retried && !j.write.deleted_later && j.write.kind != WriteKind::Delete)
+        {
+            let last = j.write.log_ids.last().copied().unwrap_or_default();
+            out.entry(j.table.clone()).or_default().push((j.write.record_id, last));
+        }
+        out
+    }
+
+    /// Marks the writes of these rows (per table) as followed by a delete.
+    pub fn mark_deleted_later(&mut self, deleted: &HashMap<String, std::collections::HashSet<i64>>) {
+        for j in self.jobs.iter_mut() {
+            if deleted.get(&j.table).is_some_and(|d| d.contains(&j.write.record_id)) && j.write.retried {
+                j.write.deleted_later = true;
+            }
+        }
+    }
+
     pub fn current_rows_wanted(&self) -> HashMap<String, Vec<i64>> {
         let mut out: HashMap<String, Vec<i64>> = HashMap::new();
         for j in self.jobs.iter().filter(|j| j.write.retried && j.write.kind != WriteKind::Delete) {
@@ -171,7 +193,9 @@ impl Plan {
         for j in self.jobs.iter_mut().filter(|j| j.write.retried && j.write.kind != WriteKind::Delete) {
             let Some(rows) = current.get(&j.table) else { continue };
             let w = &mut j.write;
-            let Some(now) = rows.get(&w.record_id) else {
+            // A row deleted since (and perhaps inserted again under its id): the current row is not this one's.
+            let gone = w.deleted_later && w.in_doubt.is_none();
+            let Some(now) = rows.get(&w.record_id).filter(|_| !gone) else {
                 j.op = Operation::Superseded(
                     "superseded: the row was deleted since; its delete is sent on its own".into(),
                 );
@@ -204,16 +228,37 @@ impl Plan {
         out
     }
 
-    /// Fills in looked-up Salesforce ids (per table: record id → sfid) and decides each write's operation.
+    /// Fills in looked-up Salesforce ids (per table: record id → the row's sfid, for the rows that exist) and
+    /// decides each write's operation. An update of a record with no sfid whose row is gone is superseded by the
+    /// row's delete: sent, it would create a record of a row that no longer exists.
     pub fn decide(
         &mut self,
         tables: &HashMap<String, Table>,
-        sfids: &HashMap<String, HashMap<i64, String>>,
+        sfids: &HashMap<String, HashMap<i64, Option<String>>>,
         algorithm: WriteAlgorithm,
     ) {
         for j in self.jobs.iter_mut().filter(|j| !matches!(j.op, Operation::Superseded(_))) {
+            if j.write.sfid.is_none() && j.write.deleted_later && j.write.kind == WriteKind::Update {
+                // The row was deleted after this change (and may be there again, inserted anew): the row's sfid
+                // now is not this change's record's. Its delete is sent on its own.
+                j.op = Operation::Superseded(
+                    "superseded: the row was deleted since; its delete is sent on its own".into(),
+                );
+                continue;
+            }
             if j.write.sfid.is_none() {
-                j.write.sfid = sfids.get(&j.table).and_then(|m| m.get(&j.write.record_id)).cloned();
+                if let Some(rows) = sfids.get(&j.table) {
+                    match rows.get(&j.write.record_id) {
+                        Some(sfid) => j.write.sfid = sfid.clone(),
+                        None if j.write.kind == WriteKind::Update => {
+                            j.op = Operation::Superseded(
+                                "superseded: the row was deleted since; its delete is sent on its own".into(),
+                            );
+                            continue;
+                        }
+                        None => {}
+                    }
+                }
             }
             if let Some(t) = tables.get(&j.table) {
                 j.op = operation(&t.target, &j.write, algorithm);
@@ -391,6 +436,7 @@ mod tests {
             attempts: 0,
             in_doubt: None,
             retried: false,
+            deleted_later: false,
         }
     }
 
@@ -492,6 +538,7 @@ mod tests {
             attempts: 0,
             in_doubt_since: None,
             retried: false,
+            deleted_later: false,
         }
     }
 
@@ -541,11 +588,13 @@ mod tests {
             attempts: 0,
             in_doubt_since: None,
             retried: true,
+            deleted_later: false,
         };
         let failed_insert = Change {
             log_id: 6,
             record_id: 2,
             retried: true,
+            deleted_later: false,
             ..insert(6, 2, &[("lastname", Some("x"))].map(|(k, v)| (k, v.unwrap())))
         };
         let gone = Change { log_id: 7, record_id: 3, retried: true, ..insert(7, 3, &[("lastname", "y")]) };
@@ -677,13 +726,33 @@ mod tests {
             attempts: 0,
             in_doubt_since: None,
             retried: false,
+            deleted_later: false,
         };
         claimed.changes.insert("contact".into(), vec![update]);
         let mut p = plan(&claimed);
         assert_eq!(p.sfids_wanted(), HashMap::from([("contact".to_string(), vec![9])]));
-        let found = HashMap::from([("contact".to_string(), HashMap::from([(9, "003000000000001AAA".to_string())]))]);
+        let found =
+            HashMap::from([("contact".to_string(), HashMap::from([(9, Some("003000000000001AAA".to_string()))]))]);
         p.decide(&claimed.tables, &found, ORDERED);
         let Operation::Update(r) = &p.jobs[0].op else { panic!("update by id: {:?}", p.jobs[0].op) };
         assert_eq!(r.get("Id"), Some(&json!("003000000000001AAA")));
+        // The row is gone and never had an sfid: the update would create a record of a deleted row.
+        let mut p = plan(&claimed);
+        p.decide(&claimed.tables, &HashMap::from([("contact".to_string(), HashMap::new())]), MERGED);
+        assert!(matches!(&p.jobs[0].op, Operation::Superseded(m) if m.starts_with("superseded")), "{:?}", p.jobs[0].op);
+        // Deleted after this change and inserted again under the same id: the row's sfid now is another record's.
+        let mut changes = claimed.changes["contact"].clone();
+        changes.push(Change { log_id: 6, action: Action::Delete, values: Values::new(), ..changes[0].clone() });
+        crate::delivery::mark_deleted_later(&mut changes);
+        assert!(changes[0].deleted_later && !changes[1].deleted_later);
+        let mut ordered = Claimed { tables: claimed.tables.clone(), ..Claimed::default() };
+        ordered.changes.insert("contact".into(), crate::delivery::merge::first_per_record(changes));
+        let mut p = plan(&ordered);
+        p.decide(&ordered.tables, &found, ORDERED);
+        assert!(matches!(&p.jobs[0].op, Operation::Superseded(_)), "{:?}", p.jobs[0].op);
+        // The row is there without an sfid (its insert failed): Merged writes send the whole row.
+        let mut p = plan(&claimed);
+        p.decide(&claimed.tables, &HashMap::from([("contact".to_string(), HashMap::from([(9, None)]))]), MERGED);
+        assert!(matches!(&p.jobs[0].op, Operation::Create(_)), "{:?}", p.jobs[0].op);
     }
 }
