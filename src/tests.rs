@@ -53,9 +53,14 @@ mod tests {
         }
         assert_eq!(text("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'salesforce._trigger_log'::regclass AND attname = 'state'"), "character varying(8)");
         assert_eq!(one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hstore')"), Some(true));
-        // Only the primary key and the work queue are written by capture; the FAILED index only by the worker.
+        // Only the primary key and the work queue are written by capture for every row (the delete index for deletes
+        // only); the FAILED, retry and finished indexes only by the worker.
         let indexes = text("SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY indexrelid::regclass::text) FROM pg_index WHERE indrelid = 'salesforce._trigger_log'::regclass");
-        assert_eq!(indexes, "salesforce._trigger_log_idx_failed,salesforce._trigger_log_idx_finished,salesforce._trigger_log_idx_queue,salesforce._trigger_log_idx_retry,salesforce._trigger_log_pkey");
+        assert_eq!(indexes, "salesforce._trigger_log_idx_delete,salesforce._trigger_log_idx_failed,salesforce._trigger_log_idx_finished,salesforce._trigger_log_idx_queue,salesforce._trigger_log_idx_retry,salesforce._trigger_log_pkey");
+        assert_eq!(
+            text("SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'salesforce._trigger_log_idx_delete'::regclass"),
+            "((action)::text = 'DELETE'::text)"
+        );
         // Capture writes only to the primary key and the queue: the other indexes' predicates exclude new rows.
         sql("CREATE TABLE salesforce.idx_probe (id serial PRIMARY KEY, name text)");
         sql("SELECT salesforce.map_table('salesforce.idx_probe', 'Account')");
