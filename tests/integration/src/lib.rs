@@ -177,6 +177,10 @@ impl Drop for Cluster {
             let log = self.server_log();
             let lines: Vec<&str> = log.lines().collect();
             eprintln!("--- server log (last 60 lines) ---\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+            // PGFORCE_KEEP_LOG=<file> keeps the whole of it.
+            if let Ok(keep) = std::env::var("PGFORCE_KEEP_LOG") {
+                let _ = std::fs::write(keep, &log);
+            }
         }
         let _ = as_postgres(&self.bindir.join("pg_ctl"))
             .args(["-m", "immediate", "-D"])
