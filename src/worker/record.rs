@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use pgforce_core::delivery::outcome::{unrecorded, LogOutcome, MappingStats, Outcomes, RowOutcome};
 use pgforce_core::delivery::{Table, Values};
 use pgforce_core::hstore;
-use pgforce_core::log::LastOp;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
@@ -243,10 +242,9 @@ fn write_back(
     })?;
     // A row deleted while its insert was on its way (its delete was logged without an sfid): the delete must
     // remove the record just created, and the row there now, if any, is a later insert's, not this one's.
-    let created: Vec<&RowOutcome> = rows.iter().filter(|o| o.lastop == LastOp::Inserted && o.sfid.is_some()).collect();
+    let created: Vec<&RowOutcome> = rows.iter().filter(|o| o.insert && o.sfid.is_some()).collect();
     let revived = revive_deletes(client, st, table, &created)?;
-    let rows: Vec<&RowOutcome> =
-        rows.iter().filter(|o| !(o.lastop == LastOp::Inserted && revived.contains(&o.record_id))).collect();
+    let rows: Vec<&RowOutcome> = rows.iter().filter(|o| !(o.insert && revived.contains(&o.record_id))).collect();
     // A row deleted after the change this outcome is of: the row there now, if any, is another one.
     let mut replaced = HashSet::new();
     if !rows.is_empty() {

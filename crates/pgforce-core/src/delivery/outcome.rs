@@ -55,6 +55,9 @@ pub struct RowOutcome {
     pub sfid: Option<String>,
     pub lastop: LastOp,
     pub err: Option<String>,
+    /// The write was the row's insert, or created its record: the record is this row's since this write (an
+    /// sfid-less delete logged after it must delete that record).
+    pub insert: bool,
 }
 
 /// Per mapping: whether anything succeeded in this cycle, and the last error.
@@ -257,6 +260,7 @@ fn job_outcome(
                     sfid: id,
                     lastop: if inserted { LastOp::Inserted } else { LastOp::Updated },
                     err: None,
+                    insert: inserted || job.write.kind == WriteKind::Insert,
                 });
             }
         }
@@ -292,6 +296,7 @@ fn job_outcome(
                     log_id: *last,
                     sfid: None,
                     lastop: LastOp::Failed,
+                    insert: false,
                     err: Some(text),
                 });
             }

@@ -194,7 +194,12 @@ impl Plan {
             let Some(rows) = current.get(&j.table) else { continue };
             let w = &mut j.write;
             // A row deleted since (and perhaps inserted again under its id): the current row is not this one's.
-            let gone = w.deleted_later && w.in_doubt.is_none();
+            // A write in doubt may have created its record already: it goes as captured, to be looked for first
+            // (`delivery::doubt`); once its record is known, the row's delete (logged without an sfid) removes it.
+            if w.in_doubt.is_some() && (w.deleted_later || !rows.contains_key(&w.record_id)) {
+                continue;
+            }
+            let gone = w.deleted_later;
             let Some(now) = rows.get(&w.record_id).filter(|_| !gone) else {
                 j.op = Operation::Superseded(
                     "superseded: the row was deleted since; its delete is sent on its own".into(),
