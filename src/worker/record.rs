@@ -233,7 +233,7 @@ fn write_back(
     // The rows are locked first: a delete of one of them either committed before (its log entry is seen below) or
     // waits for this transaction (and then logs the sfid written here).
     on_table(client, st, table, |client, t| {
-        client.select(
+        client.update(
             &t.lock_rows,
             None,
             &[DatumWithOid::from(rows.iter().map(|o| o.record_id).collect::<Vec<_>>())],
