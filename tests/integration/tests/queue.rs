@@ -12,8 +12,13 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn setup(sf: &Salesforce) -> Cluster {
+    setup_with(sf, &[])
+}
+
+fn setup_with(sf: &Salesforce, extra: &[&str]) -> Cluster {
     let mut settings = sf.settings();
     settings.push("pgforce.lock_timeout = '500ms'".into());
+    settings.extend(extra.iter().map(|s| s.to_string()));
     let cluster = Cluster::start_with(true, &settings);
     cluster
         .admin()
@@ -104,7 +109,11 @@ fn a_user_trigger_that_raises_on_the_write_back_fails_that_entry_alone() {
 #[test]
 fn a_row_locked_by_a_user_transaction_waits_alone() {
     let sf = Salesforce::start();
-    let cluster = setup(&sf);
+    // Each attempt on the locked row costs about a second (a look-up of the record its first attempt created, then
+    // the lock wait), and the backoff between attempts is random from zero: within the 7 s the row is held, a
+    // loaded machine reached the default 5 attempts and the entry failed, as documented. The test is about waiting,
+    // so attempts must outlast the lock.
+    let cluster = setup_with(&sf, &["pgforce.max_attempts = 30"]);
     let mut c = cluster.admin();
     // A slow org: the worker is still sending when a user locks one of the rows it will write back into.
     sf.admin("PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "latency", "ms": 1500}}]));
@@ -142,9 +151,23 @@ fn a_row_locked_by_a_user_transaction_waits_alone() {
     assert_eq!(written_back(&mut c, "1"), 0, "row 1 is still locked");
     std::thread::sleep(Duration::from_secs(7).saturating_sub(started.elapsed()));
     hold.commit().expect("release");
-    wait_for(Duration::from_secs(20), "row 1 delivered after the lock", || {
-        (written_back(&mut c, "1") == 1).then_some(())
-    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while written_back(&mut c, "1") == 0 {
+        if Instant::now() > deadline {
+            let history: Vec<String> = c
+                .query(
+                    "SELECT format('%s %s %s attempts=%s next=%s msg=%s', id, action, state, attempts, next_attempt_at - now(), sf_message)
+                       FROM salesforce._trigger_log WHERE record_id = 1 ORDER BY id",
+                    &[],
+                )
+                .expect("history")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            panic!("row 1 not delivered 20 s after the lock was released; its log: {history:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     wait_for(WAIT, "row 1's entry succeeded", || {
         entries(&mut c).into_iter().find(|e| e.0 == 1 && e.1 == "SUCCESS").map(|_| ())
     });
