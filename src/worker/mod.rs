@@ -30,6 +30,7 @@ use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, 
 use pgforce_core::delivery::plan::{plan, Plan};
 use pgforce_core::delivery::send::{Batch, Verdict};
 use pgforce_core::delivery::{Claimed, Table};
+use pgforce_core::describe::Described;
 use pgforce_core::retry::Breaker;
 use pgforce_core::salesforce::{token_fingerprint, AuthFlow, CallError, Client, Settings};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
@@ -56,6 +57,9 @@ const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// While another server's identity is recorded (or another worker holds the lock), how often the worker looks again.
 const DELIVERER_CHECK: Duration = Duration::from_secs(1);
+/// How long an sObject's describe is used before it is read again, and how soon one that failed is tried again.
+const DESCRIBE_FOR: Duration = Duration::from_secs(600);
+const DESCRIBE_RETRY: Duration = Duration::from_secs(60);
 /// While requests are in flight, how often the worker looks for SIGTERM.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
@@ -158,6 +162,8 @@ struct Worker {
     identity: Option<String>,
     /// A refresh token Salesforce rotated to that could not be written yet.
     unkept_refresh_token: Option<String>,
+    /// Each sObject's describe by lower-case name, and until when it is used before it is read again.
+    described: HashMap<String, (Instant, Arc<Described>)>,
 }
 
 impl Worker {
@@ -176,6 +182,7 @@ impl Worker {
             delivery_locked: false,
             identity: None,
             unkept_refresh_token: None,
+            described: HashMap::new(),
         }
     }
 
@@ -571,6 +578,8 @@ impl Worker {
         };
         if let Ok(client) = &client {
             self.settle_doubts(client, &mut plan, tables);
+            let described = self.describe(client, tables);
+            plan.refuse_unholdable(tables, &described);
         }
         plan.refuse_oversized(config.max_request_bytes);
         // What needs no call is settled at once.
@@ -629,6 +638,33 @@ impl Worker {
                 Err(wait)
             }
         }
+    }
+
+    /// The describe of each sObject of the claim, read again after `DESCRIBE_FOR` (one API call each). One that
+    /// cannot be read is left out (Salesforce alone checks those records) and tried again after `DESCRIBE_RETRY`;
+    /// when Salesforce cannot be reached at all, at the next claim.
+    fn describe(&mut self, client: &Client, tables: &HashMap<String, Table>) -> HashMap<String, Arc<Described>> {
+        let now = Instant::now();
+        let sobjects: BTreeSet<String> = tables.values().map(|t| t.target.sobject.clone()).collect();
+        let mut described = HashMap::new();
+        for sobject in sobjects {
+            let key = sobject.to_ascii_lowercase();
+            if let Some((_, d)) = self.described.get(&key).filter(|(until, _)| *until > now) {
+                described.insert(key, d.clone());
+                continue;
+            }
+            let d = match client.describe(&sobject) {
+                Ok(fields) => (now + DESCRIBE_FOR, Arc::new(Described::new(&sobject, fields))),
+                Err(CallError::Unavailable(_) | CallError::Unauthorized(_)) => continue,
+                Err(e) => {
+                    pgrx::warning!("pgforce: cannot read the describe of {sobject} (numbers go unchecked): {e}");
+                    (now + DESCRIBE_RETRY, Arc::new(Described::default()))
+                }
+            };
+            described.insert(key.clone(), d.1.clone());
+            self.described.insert(key, d);
+        }
+        described
     }
 
     /// Sends on a thread of its own and records each request's outcomes as it completes, so a crash leaves at most

@@ -49,6 +49,13 @@ pub struct FieldDef {
     pub reference_to: Option<String>,
     #[serde(default)]
     pub relationship_name: Option<String>,
+    /// For numbers (double, currency, percent): total digits and digits after the point, as in Salesforce's
+    /// `Number(precision, scale)`. Undeclared: 18 digits, 2 decimals for currency and none for the others, as
+    /// Salesforce's defaults for a new field.
+    #[serde(default)]
+    pub precision: Option<u32>,
+    #[serde(default)]
+    pub scale: Option<u32>,
 }
 
 impl FieldDef {
@@ -70,7 +77,24 @@ impl FieldDef {
             default: None,
             reference_to: None,
             relationship_name: None,
+            precision: None,
+            scale: None,
         }
+    }
+    fn number(mut self, precision: u32, scale: u32) -> Self {
+        self.precision = Some(precision);
+        self.scale = Some(scale);
+        self
+    }
+
+    /// `(precision, scale)` of a number field; None for other types.
+    pub fn number_limits(&self) -> Option<(u32, u32)> {
+        let default_scale = match self.kind {
+            FieldType::Currency => 2,
+            FieldType::Double | FieldType::Percent => 0,
+            _ => return None,
+        };
+        Some((self.precision.unwrap_or(18), self.scale.unwrap_or(default_scale)))
     }
     fn len(mut self, n: usize) -> Self {
         self.length = Some(n);
@@ -161,6 +185,8 @@ pub enum ModelError {
     DuplicateField { object: String, field: String },
     #[error("object {object}: lookup {field} needs reference_to naming a declared object and a relationship_name")]
     BadLookup { object: String, field: String },
+    #[error("object {object}: number field {field} needs 1 to 18 digits of precision and a scale no larger than it")]
+    BadNumber { object: String, field: String },
 }
 
 pub struct ObjectRef<'m> {
@@ -186,6 +212,14 @@ impl Model {
                 let system = SYSTEM_FIELDS.iter().any(|s| s.eq_ignore_ascii_case(&f.name));
                 if system || fields.insert((i, key), j).is_some() {
                     return Err(ModelError::DuplicateField { object: o.name.clone(), field: f.name.clone() });
+                }
+                let declared = f.precision.is_some() || f.scale.is_some();
+                let number_ok = match f.number_limits() {
+                    Some((precision, scale)) => (1..=18).contains(&precision) && scale <= precision,
+                    None => !declared,
+                };
+                if !number_ok {
+                    return Err(ModelError::BadNumber { object: o.name.clone(), field: f.name.clone() });
                 }
             }
         }
@@ -215,7 +249,7 @@ impl Model {
                     f("Phone", Phone),
                     f("Website", Url),
                     f("Industry", Picklist).len(40),
-                    f("AnnualRevenue", Currency),
+                    f("AnnualRevenue", Currency).number(18, 0),
                     f("NumberOfEmployees", Int),
                     f("Description", Textarea),
                 ],
@@ -243,7 +277,7 @@ impl Model {
                     f("Company", String).required(),
                     f("Email", Email),
                     f("Status", Picklist).len(40).required().default_value("Open - Not Contacted"),
-                    f("AnnualRevenue", Currency),
+                    f("AnnualRevenue", Currency).number(18, 0),
                 ],
             ),
             ObjectDef::new(
@@ -253,8 +287,8 @@ impl Model {
                     f("Name", String).len(120).required(),
                     f("StageName", Picklist).required(),
                     f("CloseDate", Date).required(),
-                    f("Amount", Currency),
-                    f("Probability", Percent),
+                    f("Amount", Currency).number(16, 2),
+                    f("Probability", Percent).number(3, 0),
                     FieldDef::lookup("AccountId", "Account", "Account"),
                 ],
             ),
@@ -276,7 +310,7 @@ impl Model {
                 "a01",
                 vec![
                     f("Name", String).len(80),
-                    f("Amount__c", Currency),
+                    f("Amount__c", Currency).number(18, 6),
                     f("Due_Date__c", Date),
                     f("Paid__c", Boolean),
                     f("Issued_At__c", Datetime),

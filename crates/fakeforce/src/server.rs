@@ -509,6 +509,8 @@ fn describe(org: &Org, version: &str, object: usize) -> Reply {
             "referenceTo": f.reference_to.iter().collect::<Vec<_>>(),
             "relationshipName": f.relationship_name,
             "defaultValue": f.default,
+            "precision": f.number_limits().map_or(0, |(p, _)| p),
+            "scale": f.number_limits().map_or(0, |(_, s)| s),
         }));
     }
     Reply::json(

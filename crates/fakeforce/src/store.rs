@@ -189,6 +189,15 @@ impl Store {
                         )
                     });
                 }
+                Err(BadValue::OutOfRange) => {
+                    out.error.get_or_insert_with(|| {
+                        RecordError::new(
+                            "NUMBER_OUTSIDE_VALID_RANGE",
+                            format!("{}: value outside of valid range on numeric field: {value}", field.label()),
+                            &[&field.name],
+                        )
+                    });
+                }
                 Err(BadValue::InvalidEmail) => {
                     let shown = value.as_str().unwrap_or_default();
                     out.error.get_or_insert_with(|| {

@@ -10,8 +10,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug)]
 pub enum BadValue {
     Parse(String),
-    TooLong { max: usize },
+    TooLong {
+        max: usize,
+    },
     InvalidEmail,
+    /// More digits before the point than the number field holds (`NUMBER_OUTSIDE_VALID_RANGE`).
+    OutOfRange,
 }
 
 /// Checks `value` against the field's type and returns the value to store.
@@ -59,18 +63,23 @@ pub fn coerce(field: &FieldDef, value: &Value) -> Result<Value, BadValue> {
             Value::String(s) => s.trim().parse::<i64>().map(|i| Value::Number(i.into())).map_err(|_| parse_err("int")),
             _ => Err(parse_err("int")),
         },
-        Double | Currency | Percent => match value {
-            Value::Number(_) => Ok(value.clone()),
-            Value::String(s) => s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .and_then(Number::from_f64)
-                .map(Value::Number)
-                .ok_or_else(|| parse_err("double")),
-            _ => Err(parse_err("double")),
-        },
+        Double | Currency | Percent => {
+            let number = match value {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) if decimal_digits(s.trim()).is_some() => s.trim().to_string(),
+                Value::String(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .and_then(Number::from_f64)
+                    .map(|n| n.to_string())
+                    .ok_or_else(|| parse_err("double"))?,
+                _ => return Err(parse_err("double")),
+            };
+            let (precision, scale) = field.number_limits().unwrap_or((18, 0));
+            fit_number(&number, precision, scale).ok_or(BadValue::OutOfRange)
+        }
         Date => match value {
             Value::String(s) => parse_date(s).map(|_| Value::String(s[..10].to_string())).ok_or_else(|| {
                 BadValue::Parse(format!("Cannot deserialize value of type `date` from String \"{s}\": expected format yyyy-MM-dd"))
@@ -86,6 +95,75 @@ pub fn coerce(field: &FieldDef, value: &Value) -> Result<Value, BadValue> {
             _ => Err(parse_err("datetime")),
         },
     }
+}
+
+/// A number as a field of `Number(precision, scale)` stores it: rounded half up to `scale` decimals, as Salesforce
+/// rounds extra decimals; None when more than `precision - scale` digits remain before the point.
+fn fit_number(text: &str, precision: u32, scale: u32) -> Option<Value> {
+    let (negative, mut digits, mut point) = decimal_digits(text)?;
+    if point < 1 {
+        // At least one digit before the point: 1e-5 is 0.00001.
+        digits.splice(0..0, std::iter::repeat_n(0, (1 - point) as usize));
+        point = 1;
+    }
+    // `digits` with the decimal point after `point` of them; keep `scale` decimals.
+    let keep = (point + scale as i64).max(0) as usize;
+    let mut kept: Vec<u8> = digits.iter().take(keep).copied().collect();
+    kept.resize(keep, 0);
+    if digits.get(keep).is_some_and(|d| *d >= 5) {
+        let mut i = kept.len();
+        loop {
+            if i == 0 {
+                kept.insert(0, 1);
+                break;
+            }
+            i -= 1;
+            if kept[i] == 9 {
+                kept[i] = 0;
+            } else {
+                kept[i] += 1;
+                break;
+            }
+        }
+    }
+    let int_len = kept.len() - scale as usize;
+    let (int, frac) = kept.split_at(int_len);
+    let int: String = int.iter().skip_while(|d| **d == 0).map(|d| char::from(b'0' + d)).collect();
+    if int.len() > (precision - scale) as usize {
+        return None;
+    }
+    let frac: String = frac.iter().map(|d| char::from(b'0' + d)).collect();
+    let frac = frac.trim_end_matches('0');
+    let zero = int.is_empty() && frac.is_empty();
+    let mut out = String::new();
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(if int.is_empty() { "0" } else { &int });
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    out.parse::<Number>().ok().map(Value::Number)
+}
+
+/// The digits of a JSON number and where its decimal point falls among them (which may be before the first or past
+/// the last): `-12.5e1` is (true, [1, 2, 5], 3).
+fn decimal_digits(text: &str) -> Option<(bool, Vec<u8>, i64)> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) || exponent.abs() > 400 {
+        return None;
+    }
+    let digits = int.bytes().chain(frac.bytes()).map(|b| b - b'0').collect();
+    Some((negative, digits, int.len() as i64 + exponent))
 }
 
 fn json_token(v: &Value) -> &'static str {
@@ -212,6 +290,23 @@ pub fn now_datetime() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_rounded_to_the_fields_scale_and_refused_beyond_its_range() {
+        let fit = |t: &str, p, s| fit_number(t, p, s).map(|v| v.to_string());
+        assert_eq!(fit("12.345", 16, 2).as_deref(), Some("12.35"), "half up");
+        assert_eq!(fit("-12.345", 16, 2).as_deref(), Some("-12.35"), "half away from zero");
+        assert_eq!(fit("12.344", 16, 2).as_deref(), Some("12.34"));
+        assert_eq!(fit("99.995", 4, 2).as_deref(), None, "rounds up past the range");
+        assert_eq!(fit("99.994", 4, 2).as_deref(), Some("99.99"));
+        assert_eq!(fit("123456789012.345678", 18, 6).as_deref(), Some("123456789012.345678"), "exact");
+        assert_eq!(fit("1234567890123.456789", 18, 6), None);
+        assert_eq!(fit("1e-5", 18, 2).as_deref(), Some("0"));
+        assert_eq!(fit("-0.001", 18, 2).as_deref(), Some("0"), "no negative zero");
+        assert_eq!(fit("1.5e3", 18, 0).as_deref(), Some("1500"));
+        assert_eq!(fit("0.5", 18, 0).as_deref(), Some("1"));
+        assert_eq!(fit("12.50", 18, 6).as_deref(), Some("12.5"));
+    }
 
     #[test]
     fn datetimes_normalise_to_utc() {

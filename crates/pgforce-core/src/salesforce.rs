@@ -3,6 +3,8 @@
 //! answers mean, is `delivery`'s business.
 
 use serde_json::{json, Value};
+
+use crate::describe::FieldDescription;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -364,58 +366,69 @@ impl Client {
 
     /// Runs a SOQL query and reads every page of its result, up to `max_records` records (more is an error).
     pub fn query(&self, soql: &str, max_records: usize) -> Result<Vec<Value>, CallError> {
-        match self.query_once(soql, max_records) {
+        let mut records = Vec::new();
+        let mut page = self.get(&format!("/services/data/v{}/query", self.settings.api_version), Some(("q", soql)))?;
+        loop {
+            records.extend(page.get("records").and_then(Value::as_array).cloned().unwrap_or_default());
+            if records.len() > max_records {
+                return Err(CallError::Rejected {
+                    status: 200,
+                    code: "TOO_MANY_RECORDS".into(),
+                    message: format!("the query returned more than {max_records} records"),
+                });
+            }
+            match page.get("nextRecordsUrl").and_then(Value::as_str) {
+                Some(next) if page.get("done") != Some(&Value::Bool(true)) => page = self.get(next, None)?,
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    /// The fields of an sObject as its describe lists them.
+    pub fn describe(&self, sobject: &str) -> Result<Vec<FieldDescription>, CallError> {
+        let body =
+            self.get(&format!("/services/data/v{}/sobjects/{sobject}/describe", self.settings.api_version), None)?;
+        let fields = body.get("fields").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(fields.iter().filter_map(FieldDescription::from_describe).collect())
+    }
+
+    /// GET of a REST resource by its path on the instance; a 401 logs in again and retries once.
+    fn get(&self, path: &str, query: Option<(&str, &str)>) -> Result<Value, CallError> {
+        match self.get_once(path, query) {
             Err(CallError::Unauthorized(m)) if m.contains("INVALID_SESSION_ID") => {
                 self.forget_session();
-                self.query_once(soql, max_records)
+                self.get_once(path, query)
             }
             other => other,
         }
     }
 
-    fn query_once(&self, soql: &str, max_records: usize) -> Result<Vec<Value>, CallError> {
+    fn get_once(&self, path: &str, query: Option<(&str, &str)>) -> Result<Value, CallError> {
         let session = self.session()?;
-        let auth = format!("Bearer {}", session.token);
         let timeout = self.settings.request_timeout;
-        let mut url = format!("{}/services/data/v{}/query", session.instance_url, self.settings.api_version);
-        let mut first = true;
-        let mut records = Vec::new();
-        loop {
-            let mut request = self.agent.get(&url).header("Authorization", &auth);
-            if first {
-                request = request.query("q", soql);
-            }
-            let mut r = request.call().map_err(|e| call_failed(&e, timeout))?;
-            let status = r.status().as_u16();
-            let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
-            if status != 200 {
-                let first = body.get(0);
-                let code = first.and_then(|e| e.get("errorCode")).and_then(Value::as_str).unwrap_or("").to_string();
-                let message = first.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("").to_string();
-                return Err(match status {
-                    401 => CallError::Unauthorized(format!("{code}: {message}")),
-                    403 if code == "REQUEST_LIMIT_EXCEEDED" => CallError::Unavailable(format!("{code}: {message}")),
-                    420 | 503 => CallError::Unavailable(format!("HTTP {status} {code}: {message}")),
-                    500..=599 => CallError::Failed { code: format!("HTTP_{status}"), message },
-                    _ => CallError::Rejected { status, code, message },
-                });
-            }
-            records.extend(body.get("records").and_then(Value::as_array).cloned().unwrap_or_default());
-            if records.len() > max_records {
-                return Err(CallError::Rejected {
-                    status,
-                    code: "TOO_MANY_RECORDS".into(),
-                    message: format!("the query returned more than {max_records} records"),
-                });
-            }
-            match body.get("nextRecordsUrl").and_then(Value::as_str) {
-                Some(next) if body.get("done") != Some(&Value::Bool(true)) => {
-                    url = format!("{}{next}", session.instance_url);
-                    first = false;
-                }
-                _ => return Ok(records),
-            }
+        let mut request = self
+            .agent
+            .get(format!("{}{path}", session.instance_url))
+            .header("Authorization", &format!("Bearer {}", session.token));
+        if let Some((name, value)) = query {
+            request = request.query(name, value);
         }
+        let mut r = request.call().map_err(|e| call_failed(&e, timeout))?;
+        let status = r.status().as_u16();
+        let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+        if status == 200 {
+            return Ok(body);
+        }
+        let first = body.get(0);
+        let code = first.and_then(|e| e.get("errorCode")).and_then(Value::as_str).unwrap_or("").to_string();
+        let message = first.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("").to_string();
+        Err(match status {
+            401 => CallError::Unauthorized(format!("{code}: {message}")),
+            403 if code == "REQUEST_LIMIT_EXCEEDED" => CallError::Unavailable(format!("{code}: {message}")),
+            420 | 503 => CallError::Unavailable(format!("HTTP {status} {code}: {message}")),
+            500..=599 => CallError::Failed { code: format!("HTTP_{status}"), message },
+            _ => CallError::Rejected { status, code, message },
+        })
     }
 
     /// One sObject Collections call; a 401 logs in again and retries once.

@@ -192,6 +192,33 @@ fn lock_errors_are_transient_and_outages_leave_records_unsent() {
 }
 
 #[test]
+fn a_record_that_fails_when_its_lost_request_is_sent_again_stays_in_doubt() {
+    let ff = FakeForce::start(Config::default()).expect("fakeforce");
+    let client = Client::new(settings(&ff));
+    // The first request is applied and its answer lost; the upsert goes again, and its records fail this time. The
+    // first request may have created them: those failures must not read as "never reached Salesforce".
+    admin(
+        &ff,
+        "PUT",
+        "/faults",
+        json!([
+            {"operation": "upsert", "times": 1, "effect": {"type": "drop_after_commit"}},
+            {"field": "LastName", "equals": "busy", "effect": {"type": "lock_chunk"}}
+        ]),
+    );
+    let d = deliver(&client, vec![upsert_batch(vec![contact("busy", "D1"), contact("busy", "D2")])], 1);
+    assert!(d.trouble.is_none(), "{:?}", d.trouble);
+    assert_eq!(d.verdicts.len(), 2);
+    assert!(
+        d.verdicts
+            .iter()
+            .all(|(_, v)| matches!(v, Verdict::Failed { code, in_doubt: true, .. } if code == "UNABLE_TO_LOCK_ROW")),
+        "{:?}",
+        d.verdicts
+    );
+}
+
+#[test]
 fn a_request_that_fails_while_salesforce_answers_costs_its_records_an_attempt_and_an_outage_costs_nothing() {
     let ff = FakeForce::start(Config::default()).expect("fakeforce");
     let mut s = settings(&ff);

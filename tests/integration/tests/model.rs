@@ -57,7 +57,7 @@ fn item_object() -> fakeforce::model::ObjectDef {
         "key_prefix": "a0I",
         "fields": [
             {"name": "Name", "type": "string", "length": 80},
-            {"name": "Amount__c", "type": "currency"},
+            {"name": "Amount__c", "type": "currency", "precision": 18, "scale": 6},
             {"name": "Due__c", "type": "date"},
             {"name": "At__c", "type": "datetime"},
             {"name": "Flag__c", "type": "boolean"},
@@ -107,7 +107,8 @@ fn maybe<T>(rng: &mut StdRng, f: impl FnOnce(&mut StdRng) -> T) -> Option<T> {
 }
 
 fn amount(rng: &mut StdRng) -> String {
-    let int_digits = rng.random_range(1..=13);
+    // Amount__c is Number(18, 6): 12 digits before the point, 6 after (more is refused, convergence.rs).
+    let int_digits = rng.random_range(1..=12);
     let mut s = String::new();
     if rng.random_bool(0.3) {
         s.push('-');

@@ -73,6 +73,33 @@ fn field_validation() {
 }
 
 #[test]
+fn number_fields_round_to_their_scale_and_refuse_values_beyond_their_precision() {
+    let sf = Sf::start();
+    // Opportunity.Amount is Number(16, 2): 14 digits before the point, 2 after.
+    let r = sf.create(json!([
+        {"attributes": {"type": "Opportunity"}, "Name": "a", "StageName": "New", "CloseDate": "2024-01-01", "Amount": 12.345},
+        {"attributes": {"type": "Opportunity"}, "Name": "b", "StageName": "New", "CloseDate": "2024-01-01", "Amount": 123456789012345_i64},
+        {"attributes": {"type": "Opportunity"}, "Name": "c", "StageName": "New", "CloseDate": "2024-01-01", "Amount": "99999999999999.994"},
+    ]));
+    assert_eq!(r[0]["success"], json!(true), "{}", r[0]);
+    assert_eq!(
+        r[1]["errors"][0],
+        json!({"statusCode": "NUMBER_OUTSIDE_VALID_RANGE", "message": "Amount: value outside of valid range on numeric field: 123456789012345", "fields": ["Amount"]})
+    );
+    assert_eq!(r[2]["success"], json!(true), "{}", r[2]);
+    let amounts: Vec<String> = sf.query("SELECT Amount FROM Opportunity ORDER BY Name")["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Amount"].to_string())
+        .collect();
+    assert_eq!(amounts, ["12.35", "99999999999999.99"], "extra decimals are rounded half up");
+    let described = sf.call("GET", "/sobjects/Opportunity/describe", None).json();
+    let amount = described["fields"].as_array().unwrap().iter().find(|f| f["name"] == "Amount").unwrap().clone();
+    assert_eq!((amount["precision"].clone(), amount["scale"].clone()), (json!(16), json!(2)));
+}
+
+#[test]
 fn config_file_declares_objects() {
     let dir = std::env::temp_dir().join(format!("fakeforce-model-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -2,6 +2,7 @@
 //! into calls of at most 200 records, in waves so that parents go before the children that reference them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -10,6 +11,7 @@ use super::send::{Batch, CallKind};
 use super::{Claimed, Table, Values};
 use crate::config::WriteAlgorithm;
 use crate::convert::{field_value, record_from, PgKind, Target};
+use crate::describe::Described;
 use crate::mapping::relationship_column;
 
 /// sObject Collections take at most 200 records per call.
@@ -307,6 +309,22 @@ impl Plan {
                     "the record is {bytes} bytes as JSON, more than one request may carry \
                      (pgforce.max_request_bytes = {max_request_bytes}); shorten its values or raise the setting"
                 ));
+            }
+        }
+    }
+
+    /// Refuses the writes carrying a number their Salesforce field cannot hold exactly (too many digits before the
+    /// point, or decimals Salesforce would round), by the describe of their sObject (keyed by lower-case name).
+    pub fn refuse_unholdable(&mut self, tables: &HashMap<String, Table>, described: &HashMap<String, Arc<Described>>) {
+        for j in self.jobs.iter_mut() {
+            let record = match &j.op {
+                Operation::Create(r) | Operation::Update(r) | Operation::Upsert(r) => r,
+                _ => continue,
+            };
+            let Some(table) = tables.get(&j.table) else { continue };
+            let Some(d) = described.get(&table.target.sobject.to_ascii_lowercase()) else { continue };
+            if let Some(why) = d.unholdable(record) {
+                j.op = Operation::Refuse(why);
             }
         }
     }

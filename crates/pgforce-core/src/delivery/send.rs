@@ -99,7 +99,7 @@ fn send_wave(
                     continue;
                 }
                 let mut local = Delivery::default();
-                send_split(client, &batch.kind, &batch.items, &mut local);
+                send_split(client, &batch.kind, &batch.items, false, &mut local);
                 if let Some(t) = local.trouble {
                     stop.store(true, Ordering::SeqCst);
                     lock(&trouble).get_or_insert(t);
@@ -112,19 +112,24 @@ fn send_wave(
 }
 
 /// Sends one batch; a whole-request refusal splits it in halves until each record has its own verdict.
-fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &mut Delivery) {
+/// `maybe_applied`: an earlier call with these records lost its answer, so whatever fails now may be in Salesforce
+/// already and stays in doubt.
+fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], maybe_applied: bool, out: &mut Delivery) {
     if out.trouble.is_some() {
         out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
         return;
     }
     let records: Vec<Value> = items.iter().map(|(_, v)| v.clone()).collect();
     let mut answer = client.call(kind, &records);
+    let mut maybe_applied = maybe_applied;
     // A kept-alive connection the server closed meanwhile fails before the request is read: an update, upsert or
     // delete is simply sent again once, on a new connection (doing it twice does no harm). A create is not: it may
-    // have been applied, so it is in doubt.
+    // have been applied, so it is in doubt. The connection may also have been lost after Salesforce applied the
+    // request: a record the second call fails stays in doubt (an upsert may have created it).
     if *kind != CallKind::Create && matches!(&answer, Err(CallError::Failed { code, .. }) if code == "CONNECTION_LOST")
     {
         answer = client.call(kind, &records);
+        maybe_applied = true;
     }
     match answer {
         Ok(results) => {
@@ -144,7 +149,7 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &
                             Verdict::Done { id: None, created: false }
                         } else {
                             let transient = crate::retry::is_transient(&e.code, &e.message);
-                            Verdict::Failed { code: e.code, message: e.message, transient, in_doubt: false }
+                            Verdict::Failed { code: e.code, message: e.message, transient, in_doubt: maybe_applied }
                         }
                     }
                     None => Verdict::Failed {
@@ -158,12 +163,13 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], out: &
             }
         }
         Err(CallError::Rejected { code, message, .. }) if items.len() == 1 => {
-            out.verdicts.push((items[0].0, Verdict::Failed { code, message, transient: false, in_doubt: false }));
+            let verdict = Verdict::Failed { code, message, transient: false, in_doubt: maybe_applied };
+            out.verdicts.push((items[0].0, verdict));
         }
         Err(CallError::Rejected { .. }) => {
             let (a, b) = items.split_at(items.len() / 2);
-            send_split(client, kind, a, out);
-            send_split(client, kind, b, out);
+            send_split(client, kind, a, maybe_applied, out);
+            send_split(client, kind, b, maybe_applied, out);
         }
         // Salesforce answers otherwise: this request is the problem (too slow, a server error on its records). It
         // costs its records an attempt; each is retried alone, so one bad record cannot hold the others back.
