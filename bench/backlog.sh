@@ -2,7 +2,7 @@
 # Backlog benchmark: a large captured backlog (default 1,000,000 rows) drained against fakeforce at 0 ms and 100 ms
 # per call, then 100,000 rows of 10 kB; rate per tenth of the drain, log/archive sizes, the worker's peak memory.
 # Release builds of pgforce and fakeforce, PostgreSQL 15.
-#   bench/backlog.sh [rows] [wide rows]      (wide rows 0 skips the wide run)
+#   bench/backlog.sh [rows] [wide rows]      (0 skips that run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh

@@ -542,8 +542,10 @@ impl Worker {
 
     /// Plans, sends and records one claim, recording outcomes as requests complete. `Err` carries how long to wait
     /// (the connection is paused, recording failed, or the worker is asked to stop).
-    fn deliver(&mut self, config: &Config, claimed: Claimed) -> Result<(), Duration> {
+    fn deliver(&mut self, config: &Config, mut claimed: Claimed) -> Result<(), Duration> {
         let mut plan = plan(&claimed);
+        // The plan holds what goes; the claimed changes are let go before anything is sent.
+        drop(std::mem::take(&mut claimed.changes));
         let tables = &claimed.tables;
         // Writes tried before go with the rows' current values (retries never go back in time), unless the row was
         // deleted since: the row there now, if any, is another one.

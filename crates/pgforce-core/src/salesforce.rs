@@ -3,6 +3,7 @@
 //! answers mean, is `delivery`'s business.
 
 use serde_json::{json, Value};
+use std::borrow::Borrow;
 
 use crate::describe::FieldDescription;
 use std::path::PathBuf;
@@ -432,7 +433,8 @@ impl Client {
     }
 
     /// One sObject Collections call; a 401 logs in again and retries once.
-    pub fn call(&self, kind: &CallKind, records: &[Value]) -> Result<Vec<RecordResult>, CallError> {
+    /// `records` are borrowed and written straight into the request body, not copied.
+    pub fn call<R: Borrow<Value>>(&self, kind: &CallKind, records: &[R]) -> Result<Vec<RecordResult>, CallError> {
         match self.call_once(kind, records) {
             Err(CallError::Unauthorized(m)) if m.contains("INVALID_SESSION_ID") => {
                 self.forget_session();
@@ -442,19 +444,35 @@ impl Client {
         }
     }
 
-    fn call_once(&self, kind: &CallKind, records: &[Value]) -> Result<Vec<RecordResult>, CallError> {
+    fn call_once<R: Borrow<Value>>(&self, kind: &CallKind, records: &[R]) -> Result<Vec<RecordResult>, CallError> {
         let session = self.session()?;
         let base = format!("{}/services/data/v{}/composite/sobjects", session.instance_url, self.settings.api_version);
         let auth = format!("Bearer {}", session.token);
-        let body = json!({"allOrNone": false, "records": records});
-        let sent = match kind {
-            CallKind::Create => self.agent.post(&base).header("Authorization", &auth).send_json(&body),
-            CallKind::Update => self.agent.patch(&base).header("Authorization", &auth).send_json(&body),
-            CallKind::Upsert { object, field } => {
-                self.agent.patch(format!("{base}/{object}/{field}")).header("Authorization", &auth).send_json(&body)
+        let json_body = || {
+            // Written straight from the borrowed records: the request holds the one copy a body needs.
+            let mut body = b"{\"allOrNone\":false,\"records\":[".to_vec();
+            for (i, r) in records.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                // Writing a Value into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut body, r.borrow());
             }
+            body.extend_from_slice(b"]}");
+            body
+        };
+        let send = |request: ureq::RequestBuilder<ureq::typestate::WithBody>| {
+            request
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .send(&json_body()[..])
+        };
+        let sent = match kind {
+            CallKind::Create => send(self.agent.post(&base)),
+            CallKind::Update => send(self.agent.patch(&base)),
+            CallKind::Upsert { object, field } => send(self.agent.patch(format!("{base}/{object}/{field}"))),
             CallKind::Delete => {
-                let ids: Vec<&str> = records.iter().filter_map(Value::as_str).collect();
+                let ids: Vec<&str> = records.iter().filter_map(|r| r.borrow().as_str()).collect();
                 let url = format!("{base}?ids={}&allOrNone=false", ids.join(","));
                 self.agent.delete(&url).header("Authorization", &auth).call()
             }

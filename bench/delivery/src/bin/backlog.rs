@@ -110,8 +110,10 @@ fn main() {
     let wide_rows: i64 = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     println!("| backlog | capture and drain | rate per tenth of the drain | log and archive size | worker memory |");
     println!("|---|---|---|---|---|");
-    run(rows, 40, 0);
-    run(rows, 40, 100);
+    if rows > 0 {
+        run(rows, 40, 0);
+        run(rows, 40, 100);
+    }
     if wide_rows > 0 {
         run(wide_rows, 10 * 1024, 0);
     }

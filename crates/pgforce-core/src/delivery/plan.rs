@@ -338,8 +338,9 @@ impl Plan {
 
     /// The calls in dependency order: first the writes (not deletes) of sObjects that another mapped table in this
     /// plan references through a relationship column, then everything else. Each batch item is keyed by its job's
-    /// index in `jobs`.
-    pub fn waves(&self, tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Vec<Batch>> {
+    /// index in `jobs`. Each record moves into its batch (the job keeps the kind of its operation, with an empty
+    /// record) and the job's values are let go: a claim's data is held once while it is sent.
+    pub fn waves(&mut self, tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Vec<Batch>> {
         let referenced: Vec<String> = self
             .jobs
             .iter()
@@ -364,32 +365,34 @@ impl Plan {
     /// Groups the given jobs into calls of one kind (and one sObject for upserts) of at most 200 records and
     /// `max_request_bytes` of body. A write that failed before goes alone: whatever made its request fail (a record
     /// that times out, a lock) then costs the records that were batched with it one attempt, never more.
-    fn batches_of(&self, ids: &[usize], tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Batch> {
+    fn batches_of(&mut self, ids: &[usize], tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Batch> {
         let mut alone = Vec::new();
         let mut groups: Vec<(CallKind, Vec<(usize, Value)>)> = Vec::new();
-        let mut index: HashMap<(&str, u8), usize> = HashMap::new();
+        let mut index: HashMap<(String, u8), usize> = HashMap::new();
         for &i in ids {
-            let job = &self.jobs[i];
+            let job = &mut self.jobs[i];
             let Some(t) = tables.get(&job.table) else { continue };
-            let (kind, tag, item) = match &job.op {
-                Operation::Create(r) => (CallKind::Create, 0, Value::Object(r.clone())),
-                Operation::Update(r) => (CallKind::Update, 1, Value::Object(r.clone())),
+            let (kind, tag, item) = match &mut job.op {
+                Operation::Create(r) => (CallKind::Create, 0, Value::Object(std::mem::take(r))),
+                Operation::Update(r) => (CallKind::Update, 1, Value::Object(std::mem::take(r))),
                 Operation::Upsert(r) => (
                     CallKind::Upsert {
                         object: t.target.sobject.clone(),
                         field: t.target.upsert_field.clone().unwrap_or_default(),
                     },
                     2,
-                    Value::Object(r.clone()),
+                    Value::Object(std::mem::take(r)),
                 ),
                 Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
                 Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_) | Operation::Superseded(_) => continue,
             };
+            job.write.values = Values::new();
+            job.write.row = Values::new();
             if job.write.attempts > 0 {
                 alone.push(Batch { kind, items: vec![(i, item)] });
                 continue;
             }
-            let g = *index.entry((job.table.as_str(), tag)).or_insert_with(|| {
+            let g = *index.entry((job.table.clone(), tag)).or_insert_with(|| {
                 groups.push((kind, Vec::new()));
                 groups.len() - 1
             });

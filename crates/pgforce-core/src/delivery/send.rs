@@ -119,7 +119,7 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], maybe_
         out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
         return;
     }
-    let records: Vec<Value> = items.iter().map(|(_, v)| v.clone()).collect();
+    let records: Vec<&Value> = items.iter().map(|(_, v)| v).collect();
     let mut answer = client.call(kind, &records);
     let mut maybe_applied = maybe_applied;
     // A kept-alive connection the server closed meanwhile fails before the request is read: an update, upsert or
