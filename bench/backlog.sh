@@ -3,6 +3,7 @@
 # per call, then 100,000 rows of 10 kB; rate per tenth of the drain, log/archive sizes, the worker's peak memory.
 # Release builds of pgforce and fakeforce, PostgreSQL 15.
 #   bench/backlog.sh [rows] [wide rows]      (0 skips that run)
+#   PGFORCE_BENCH_SETTINGS="a = 1; b = 2" adds server settings (profiling); PGFORCE_KEEP_LOG=<file> keeps the server log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh

@@ -341,7 +341,9 @@ impl Statements {
                     "DELETE FROM {archive} WHERE id {EQ} ANY (ARRAY(
                          SELECT id FROM {archive}
                           WHERE created_at {LT} (pg_catalog.now() {MINUS} pg_catalog.make_interval(secs => $1))
-                          ORDER BY id LIMIT $2))"
+                          -- by created_at, so its index stops at the first young row: ordered by id, the scan
+                          -- went through the whole archive every second when nothing was old enough
+                          ORDER BY created_at LIMIT $2))"
                 ),
                 &[pg_sys::FLOAT8OID, INT8],
             )?,

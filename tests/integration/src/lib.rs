@@ -177,9 +177,12 @@ impl Drop for Cluster {
             let log = self.server_log();
             let lines: Vec<&str> = log.lines().collect();
             eprintln!("--- server log (last 60 lines) ---\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
-            // PGFORCE_KEEP_LOG=<file> keeps the whole of it.
-            if let Ok(keep) = std::env::var("PGFORCE_KEEP_LOG") {
-                let _ = std::fs::write(keep, &log);
+        }
+        // PGFORCE_KEEP_LOG=<file> keeps the whole of each cluster's log, failed or not (appended).
+        if let Ok(keep) = std::env::var("PGFORCE_KEEP_LOG") {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(keep) {
+                let _ = f.write_all(self.server_log().as_bytes());
             }
         }
         let _ = as_postgres(&self.bindir.join("pg_ctl"))

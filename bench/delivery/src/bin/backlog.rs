@@ -35,6 +35,10 @@ fn run(rows: i64, row_bytes: usize, call_ms: u64) {
         ]
         .map(String::from),
     );
+    // Extra server settings for profiling, `;`-separated (e.g. auto_explain with log_nested_statements).
+    if let Ok(extra) = std::env::var("PGFORCE_BENCH_SETTINGS") {
+        settings.extend(extra.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+    }
     let cluster = Cluster::start_with(true, &settings);
     let mut c = cluster.admin();
     c.batch_execute(
