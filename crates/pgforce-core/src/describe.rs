@@ -16,24 +16,17 @@ pub struct FieldDescription {
     /// Digits in all and after the point, for number fields (0 otherwise).
     pub precision: u32,
     pub scale: u32,
-    pub createable: bool,
-    pub updateable: bool,
-    pub external_id: bool,
 }
 
 impl FieldDescription {
     /// One entry of a describe's `fields`; None when it has no name.
     pub fn from_describe(field: &Value) -> Option<FieldDescription> {
         let number = |key: &str| field.get(key).and_then(Value::as_u64).unwrap_or(0).min(u32::MAX as u64) as u32;
-        let flag = |key: &str| field.get(key).and_then(Value::as_bool).unwrap_or(false);
         Some(FieldDescription {
             name: field.get("name")?.as_str()?.to_string(),
             kind: field.get("type").and_then(Value::as_str).unwrap_or_default().to_string(),
             precision: number("precision"),
             scale: number("scale"),
-            createable: flag("createable"),
-            updateable: flag("updateable"),
-            external_id: flag("externalId"),
         })
     }
 

@@ -4,11 +4,11 @@
 
 use serde_json::{json, Value};
 use std::borrow::Borrow;
-
-use crate::describe::FieldDescription;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::describe::FieldDescription;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFlow {
@@ -393,15 +393,20 @@ impl Client {
         Ok(fields.iter().filter_map(FieldDescription::from_describe).collect())
     }
 
-    /// GET of a REST resource by its path on the instance; a 401 logs in again and retries once.
-    fn get(&self, path: &str, query: Option<(&str, &str)>) -> Result<Value, CallError> {
-        match self.get_once(path, query) {
+    /// Runs `attempt`, and once more after logging in again when Salesforce says the session expired.
+    fn renewing_session<T>(&self, attempt: impl Fn() -> Result<T, CallError>) -> Result<T, CallError> {
+        match attempt() {
             Err(CallError::Unauthorized(m)) if m.contains("INVALID_SESSION_ID") => {
                 self.forget_session();
-                self.get_once(path, query)
+                attempt()
             }
             other => other,
         }
+    }
+
+    /// GET of a REST resource by its path on the instance; a 401 logs in again and retries once.
+    fn get(&self, path: &str, query: Option<(&str, &str)>) -> Result<Value, CallError> {
+        self.renewing_session(|| self.get_once(path, query))
     }
 
     fn get_once(&self, path: &str, query: Option<(&str, &str)>) -> Result<Value, CallError> {
@@ -435,13 +440,7 @@ impl Client {
     /// One sObject Collections call; a 401 logs in again and retries once.
     /// `records` are borrowed and written straight into the request body, not copied.
     pub fn call<R: Borrow<Value>>(&self, kind: &CallKind, records: &[R]) -> Result<Vec<RecordResult>, CallError> {
-        match self.call_once(kind, records) {
-            Err(CallError::Unauthorized(m)) if m.contains("INVALID_SESSION_ID") => {
-                self.forget_session();
-                self.call_once(kind, records)
-            }
-            other => other,
-        }
+        self.renewing_session(|| self.call_once(kind, records))
     }
 
     fn call_once<R: Borrow<Value>>(&self, kind: &CallKind, records: &[R]) -> Result<Vec<RecordResult>, CallError> {

@@ -368,10 +368,11 @@ impl Plan {
     fn batches_of(&mut self, ids: &[usize], tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Batch> {
         let mut alone = Vec::new();
         let mut groups: Vec<(CallKind, Vec<(usize, Value)>)> = Vec::new();
-        let mut index: HashMap<(String, u8), usize> = HashMap::new();
+        let mut index: HashMap<(&str, u8), usize> = HashMap::new();
         for &i in ids {
             let job = &mut self.jobs[i];
-            let Some(t) = tables.get(&job.table) else { continue };
+            // The table's name as `tables` holds it: the key borrows from there, not from the job taken apart here.
+            let Some((table, t)) = tables.get_key_value(&job.table) else { continue };
             let (kind, tag, item) = match &mut job.op {
                 Operation::Create(r) => (CallKind::Create, 0, Value::Object(std::mem::take(r))),
                 Operation::Update(r) => (CallKind::Update, 1, Value::Object(std::mem::take(r))),
@@ -392,7 +393,7 @@ impl Plan {
                 alone.push(Batch { kind, items: vec![(i, item)] });
                 continue;
             }
-            let g = *index.entry((job.table.clone(), tag)).or_insert_with(|| {
+            let g = *index.entry((table.as_str(), tag)).or_insert_with(|| {
                 groups.push((kind, Vec::new()));
                 groups.len() - 1
             });
