@@ -97,3 +97,32 @@ fn after_a_crash_an_insert_in_doubt_is_adopted_and_a_delete_removes_what_it_may_
     assert_eq!(live.len(), 2, "Kept and Lost, nothing else: {live:?}");
     assert!(live.iter().any(|r| r["Id"] == json!(lost) && r["LastName"] == json!("Lost")));
 }
+
+#[test]
+fn an_upsert_whose_answer_was_lost_is_found_after_its_key_changed() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, true);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE TABLE public.item (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('public.item', 'Contact', upsert_field => 'external_id__c');",
+    )
+    .expect("mapping");
+    // The upsert is applied, its answer lost (and lost again when the client resends it at once); before the next
+    // attempt, the row's key changes.
+    sf.admin("PUT", "/faults", json!([{"operation": "upsert", "times": 2, "effect": {"type": "drop_after_commit"}}]));
+    c.batch_execute("INSERT INTO public.item (lastname, external_id__c) VALUES ('Keyed', 'K-1')").expect("insert");
+    wait_for(WAIT, "the first attempt unanswered", || {
+        let row = c
+            .query_one("SELECT in_doubt_since IS NOT NULL AND state = 'NEW' FROM salesforce._trigger_log", &[])
+            .expect("entry");
+        row.get::<_, bool>(0).then_some(())
+    });
+    c.batch_execute("UPDATE public.item SET external_id__c = 'K-2'").expect("rekey");
+    wait_for(WAIT, "the row delivered", || (open_entries(&mut c) == 0).then_some(()));
+    let live = sf.live("Contact");
+    assert_eq!(live.len(), 1, "the record the lost attempt created, not a second one: {live:?}");
+    assert_eq!(live[0]["External_Id__c"], json!("K-2"));
+    let sfid: Option<String> = c.query_one("SELECT sfid::text FROM public.item", &[]).expect("row").get(0);
+    assert_eq!(sfid.as_deref(), live[0]["Id"].as_str());
+}

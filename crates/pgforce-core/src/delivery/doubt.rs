@@ -10,7 +10,8 @@
 //! * a record that a row of the mapped table already has as its `sfid`, or that an earlier write of the same search
 //!   adopted, is never adopted again.
 //!
-//! A match turns the create into an update of the found record (its latest values win) and a delete of a record
+//! A match turns the create (or an upsert by a key changed since the attempt) into an update of the found record
+//! (its latest values win) and a delete of a record
 //! whose insert was in doubt into a delete of the found record; no match sends the create as planned (or finds
 //! nothing to delete). The limits: a Salesforce automation that changes a mapped field as the record is created
 //! hides it from the search (a duplicate is then possible); an identical record created by the same user in that
@@ -42,19 +43,34 @@ pub struct Search {
 }
 
 /// Whether a job must be looked up before it is sent: its write is in doubt, it has no Salesforce id, and it
-/// would create a record or delete one whose insert is in doubt.
-fn needs_search(plan: &Plan, i: usize) -> bool {
+/// would create a record, delete one whose insert is in doubt, or upsert by a key other than the one an unanswered
+/// attempt used.
+fn needs_search(plan: &Plan, i: usize, tables: &HashMap<String, Table>) -> bool {
     let job = &plan.jobs[i];
     let w = &job.write;
+    let Some(doubt) = w.in_doubt.as_ref().filter(|d| !d.sent.is_empty()) else { return false };
     w.sfid.is_none()
-        && w.in_doubt.as_ref().is_some_and(|d| !d.sent.is_empty())
-        && (matches!(job.op, Operation::Create(_)) || w.kind == WriteKind::Delete)
+        && match &job.op {
+            Operation::Create(_) => true,
+            Operation::Upsert(_) => tables.get(&job.table).is_some_and(|t| rekeyed(w, doubt, t)),
+            _ => w.kind == WriteKind::Delete,
+        }
+}
+
+/// Whether an upsert's key (the upsert field's value) is not the one every unanswered attempt sent. Repeating an
+/// upsert by the same key finds the record the attempt may have created; by a key changed since (or when the attempt
+/// had none and created the record) it would create a second one.
+fn rekeyed(w: &super::merge::Write, doubt: &super::merge::InDoubt, t: &Table) -> bool {
+    let Some(field) = t.target.upsert_field.as_ref() else { return false };
+    let key = |row: &super::Values| row.get(field).cloned().flatten();
+    let now = key(&w.values).or_else(|| key(&w.row));
+    doubt.sent.iter().any(|sent| key(sent) != now)
 }
 
 /// The searches a plan needs (none when no write is in doubt). `user`: the integration user's id, when known.
 pub fn searches(plan: &Plan, tables: &HashMap<String, Table>, user: Option<&str>) -> Vec<Search> {
     let mut by_object: BTreeMap<String, (i64, Vec<(usize, Vec<Map<String, Value>>)>)> = BTreeMap::new();
-    for i in (0..plan.jobs.len()).filter(|i| needs_search(plan, *i)) {
+    for i in (0..plan.jobs.len()).filter(|i| needs_search(plan, *i, tables)) {
         let job = &plan.jobs[i];
         let (Some(t), Some(doubt)) = (tables.get(&job.table), job.write.in_doubt.as_ref()) else { continue };
         let sent: Vec<Map<String, Value>> =
@@ -275,6 +291,38 @@ mod tests {
         assert_eq!(m[&1].as_deref(), Some("003E"), "003B was adopted by the first write");
         assert_eq!(m[&2].as_deref(), Some("003C"), "any of the unanswered attempts' values");
         assert_eq!(m[&3], None, "a different email is another record");
+    }
+
+    #[test]
+    fn an_upsert_in_doubt_is_looked_up_when_its_key_changed_since() {
+        let mut tables = tables();
+        if let Some(t) = tables.get_mut("contact") {
+            t.target.upsert_field = Some("email".into());
+        }
+        let keyed = |email: Option<&str>| {
+            let mut r = smith("1");
+            r.insert("email".into(), email.map(str::to_string));
+            r
+        };
+        let mut rekeyed =
+            job(1, WriteKind::Insert, vec![keyed(Some("old@example.com"))], Operation::Upsert(Map::new()));
+        rekeyed.write.values = keyed(Some("new@example.com"));
+        let mut unkeyed = job(2, WriteKind::Insert, vec![keyed(None)], Operation::Upsert(Map::new()));
+        unkeyed.write.values = keyed(Some("late@example.com"));
+        let same = job(3, WriteKind::Insert, vec![keyed(Some("same@example.com"))], Operation::Upsert(Map::new()));
+        let mut plan = Plan { jobs: vec![rekeyed, unkeyed, same], nothing: vec![] };
+        let s = searches(&plan, &tables, None);
+        assert_eq!(
+            s[0].jobs.iter().map(|(j, _)| *j).collect::<Vec<_>>(),
+            [0, 1],
+            "an upsert by the key its attempt used finds that record by itself"
+        );
+        // Found: the record the attempt created is updated by its id, the new key an ordinary field.
+        plan.jobs[0].op = Operation::Upsert(Map::from_iter([("Email".to_string(), json!("new@example.com"))]));
+        plan.settle(0, Some("003OLD".into()));
+        let Operation::Update(record) = &plan.jobs[0].op else { panic!("an update: {:?}", plan.jobs[0].op) };
+        assert_eq!(record["Id"], "003OLD");
+        assert_eq!(record["Email"], "new@example.com");
     }
 
     #[test]

@@ -284,7 +284,7 @@ impl Plan {
                 j.op = Operation::Delete(id);
             }
             (Some(id), _) => {
-                if let Operation::Create(record) = &mut j.op {
+                if let Operation::Create(record) | Operation::Upsert(record) = &mut j.op {
                     record.insert("Id".into(), Value::String(id.clone()));
                     j.op = Operation::Update(std::mem::take(record));
                 }
