@@ -101,6 +101,7 @@ CREATE TABLE @extschema@._mapping (
     last_success_at timestamptz,         -- written by the sync worker
     last_error_at   timestamptz,
     last_error      text,
+    paused_at       timestamptz,         -- delivery paused (salesforce.pause) since; capture goes on
     CONSTRAINT _mapping_pkey PRIMARY KEY (table_name),
     CONSTRAINT _mapping_relid_key UNIQUE (relid),
     CONSTRAINT _mapping_access_check CHECK (access IN ('read_write', 'read_only'))

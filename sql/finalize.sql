@@ -27,6 +27,7 @@ ALTER FUNCTION @extschema@._capture_changes() SECURITY DEFINER SET search_path =
 REVOKE ALL ON FUNCTION @extschema@._capture_changes() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._track_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._wake_worker() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._wake_worker_at_commit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._mapping_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._map_table FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._unmap_table FROM PUBLIC;
@@ -34,7 +35,7 @@ REVOKE ALL ON FUNCTION @extschema@._unmap_table FROM PUBLIC;
 GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
 -- Which tables are synced, and how, is no secret (the triggers read it as the writing role); the worker's last
 -- error is for monitors.
-GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, created_at, updated_at)
+GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, created_at, updated_at, paused_at)
     ON @extschema@._mapping TO PUBLIC;
 GRANT SELECT ON @extschema@._mapping, @extschema@._trigger_log, @extschema@._trigger_log_archive TO pgforce_monitor;
 
@@ -163,22 +164,72 @@ $fn$;
 REVOKE ALL ON FUNCTION @extschema@.retry_failed(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.retry_failed(regclass) TO pgforce_operator;
 
--- API: Public. Confirms that this server delivers this database's log. The worker pauses (connection_state PAUSED)
--- when the log was last delivered by another server (a restored backup, a promoted replica, a copy, a restored
--- dump); once the operator knows the other no longer delivers, this lets it go on. Returns the identity it forgets.
-CREATE FUNCTION @extschema@.resume() RETURNS text
+-- API: Public. Pauses delivery of one mapped table, or of every mapping (tbl NULL): capture goes on, the worker
+-- claims nothing more of theirs (what is already on its way finishes) until salesforce.resume(). Kept across
+-- restarts and shown in sync_status.paused_since. Returns what it paused. For pgforce_operator (and superusers).
+CREATE FUNCTION @extschema@.pause(tbl regclass DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    previous text;
+    names text[];
 BEGIN
-    DELETE FROM @extschema@._deliverer RETURNING identity INTO previous;
-    RETURN previous;
+    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
+        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
+            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
+    END IF;
+    WITH paused AS (
+        UPDATE @extschema@._mapping m SET paused_at = pg_catalog.now()
+         WHERE (tbl IS NULL OR m.relid OPERATOR(pg_catalog.=) tbl) AND m.paused_at IS NULL
+        RETURNING m.relid::pg_catalog.text AS name)
+    SELECT pg_catalog.array_agg(p.name ORDER BY p.name) INTO names FROM paused p;
+    IF names IS NULL THEN
+        RETURN 'nothing to pause: already paused';
+    END IF;
+    RETURN 'paused: ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(names, ', ');
 END
 $fn$;
-REVOKE ALL ON FUNCTION @extschema@.resume() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.resume() TO pgforce_operator;
+REVOKE ALL ON FUNCTION @extschema@.pause(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.pause(regclass) TO pgforce_operator;
+
+-- API: Public. Resumes delivery of one paused mapping, or of every mapping (tbl NULL), and wakes the worker. Without
+-- a table it also confirms that this server delivers this database's log: the worker pauses (connection_state
+-- PAUSED) when the log was last delivered by another server (a restored backup, a promoted replica, a copy, a
+-- restored dump); once the operator knows the other no longer delivers, this lets it go on. Returns what it resumed
+-- and the server identity it forgot. For pgforce_operator (and superusers).
+CREATE FUNCTION @extschema@.resume(tbl regclass DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    names text[];
+    previous text;
+    said text;
+BEGIN
+    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
+        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
+            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
+    END IF;
+    WITH resumed AS (
+        UPDATE @extschema@._mapping m SET paused_at = NULL
+         WHERE (tbl IS NULL OR m.relid OPERATOR(pg_catalog.=) tbl) AND m.paused_at IS NOT NULL
+        RETURNING m.relid::pg_catalog.text AS name)
+    SELECT pg_catalog.array_agg(r.name ORDER BY r.name) INTO names FROM resumed r;
+    said := CASE WHEN names IS NULL THEN 'no mapping was paused'
+                 ELSE 'resumed: ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(names, ', ') END;
+    IF tbl IS NULL THEN
+        DELETE FROM @extschema@._deliverer RETURNING identity INTO previous;
+        IF previous IS NOT NULL THEN
+            said := said OPERATOR(pg_catalog.||) '; this server delivers the log from now on (forgot: '
+                    OPERATOR(pg_catalog.||) previous OPERATOR(pg_catalog.||) ')';
+        END IF;
+    END IF;
+    PERFORM @extschema@._wake_worker_at_commit();
+    RETURN said;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.resume(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.resume(regclass) TO pgforce_operator;
 
 -- API: Private. A dropped table stops being mapped (its trigger log rows stay for the record). It runs for every
 -- DROP of every role, so it runs as the extension's owner, with a pinned search_path, and touches nothing unless a
@@ -263,7 +314,7 @@ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                             WHERE c.oid OPERATOR(pg_catalog.=) m.relid
                               AND pg_catalog.has_function_privilege(c.relowner,
-                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[])'::pg_catalog.regprocedure,
+                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean)'::pg_catalog.regprocedure,
                                     'EXECUTE')) THEN
                 RAISE EXCEPTION 'column "%" of % is mapped to Salesforce: renaming it to "%" would send it to another field',
                         missing[1], m.relid, renamed[1]
@@ -336,18 +387,26 @@ CREATE FUNCTION @extschema@.map_table(
     sobject text,
     mode text DEFAULT 'read_write',
     upsert_field text DEFAULT NULL,
-    fields text[] DEFAULT NULL
+    fields text[] DEFAULT NULL,
+    paused boolean DEFAULT false
 ) RETURNS void
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields) $fn$;
+AS $fn$
+BEGIN
+    PERFORM @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields);
+    IF paused THEN
+        UPDATE @extschema@._mapping SET paused_at = pg_catalog.now() WHERE relid OPERATOR(pg_catalog.=) tbl;
+    END IF;
+END
+$fn$;
 
 -- API: Public. Stop syncing a table: removes its triggers and mapping; keeps its columns and trigger log rows.
 CREATE FUNCTION @extschema@.unmap_table(tbl regclass) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT @extschema@._unmap_table(tbl::pg_catalog.oid) $fn$;
-REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.unmap_table(regclass) FROM PUBLIC;
 
 -- Rows inserted into the log, reset to NEW, or set to REQUEUE in the archive by users (the documented retry SQL)
@@ -373,7 +432,8 @@ SELECT m.table_name,
        CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN s.message END AS connection_message,
        s.api_used,
        s.api_limit,
-       s.updated_at                AS state_updated_at
+       s.updated_at                AS state_updated_at,
+       m.paused_at                 AS paused_since
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
         SELECT count(*) FILTER (WHERE t.state IN ('NEW', 'PENDING'))                      AS pending,

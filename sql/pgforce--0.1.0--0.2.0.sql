@@ -10,10 +10,12 @@
 -- retry_failed(); error texts for monitors only; mapping changes invalidate the capture triggers' cache. Log rows
 -- whose attempt went unanswered are marked in doubt (in_doubt_since). The server that delivers the log is recorded
 -- (_deliverer); another pauses until salesforce.resume(). Refresh tokens Salesforce rotates are kept (_refresh_token).
--- Mappings follow ALTER TABLE of their tables (_follow_table_ddl).
+-- Mappings follow ALTER TABLE of their tables (_follow_table_ddl). Delivery pauses and resumes per mapping
+-- (pause(), resume(), map_table(paused => true)).
 
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
+ALTER TABLE @extschema@._mapping ADD COLUMN paused_at timestamptz;
 CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
     WHERE action = 'DELETE';
 
@@ -56,13 +58,19 @@ CREATE FUNCTION @extschema@._mapping_changed()
 ALTER FUNCTION @extschema@._capture_changes() SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION @extschema@._capture_changes() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._track_status() FROM PUBLIC;
+CREATE FUNCTION @extschema@._wake_worker_at_commit() RETURNS void
+	STRICT VOLATILE PARALLEL UNSAFE
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', '_wake_worker_at_commit_wrapper';
+
 REVOKE ALL ON FUNCTION @extschema@._wake_worker() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._wake_worker_at_commit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._mapping_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._map_table FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._unmap_table FROM PUBLIC;
 
 REVOKE SELECT ON @extschema@._mapping FROM PUBLIC;
-GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, created_at, updated_at)
+GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, created_at, updated_at, paused_at)
     ON @extschema@._mapping TO PUBLIC;
 GRANT SELECT ON @extschema@._mapping, @extschema@._trigger_log, @extschema@._trigger_log_archive TO pgforce_monitor;
 
@@ -178,22 +186,72 @@ $fn$;
 REVOKE ALL ON FUNCTION @extschema@.retry_failed(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.retry_failed(regclass) TO pgforce_operator;
 
--- API: Public. Confirms that this server delivers this database's log. The worker pauses (connection_state PAUSED)
--- when the log was last delivered by another server (a restored backup, a promoted replica, a copy, a restored
--- dump); once the operator knows the other no longer delivers, this lets it go on. Returns the identity it forgets.
-CREATE FUNCTION @extschema@.resume() RETURNS text
+-- API: Public. Pauses delivery of one mapped table, or of every mapping (tbl NULL): capture goes on, the worker
+-- claims nothing more of theirs (what is already on its way finishes) until salesforce.resume(). Kept across
+-- restarts and shown in sync_status.paused_since. Returns what it paused. For pgforce_operator (and superusers).
+CREATE FUNCTION @extschema@.pause(tbl regclass DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    previous text;
+    names text[];
 BEGIN
-    DELETE FROM @extschema@._deliverer RETURNING identity INTO previous;
-    RETURN previous;
+    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
+        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
+            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
+    END IF;
+    WITH paused AS (
+        UPDATE @extschema@._mapping m SET paused_at = pg_catalog.now()
+         WHERE (tbl IS NULL OR m.relid OPERATOR(pg_catalog.=) tbl) AND m.paused_at IS NULL
+        RETURNING m.relid::pg_catalog.text AS name)
+    SELECT pg_catalog.array_agg(p.name ORDER BY p.name) INTO names FROM paused p;
+    IF names IS NULL THEN
+        RETURN 'nothing to pause: already paused';
+    END IF;
+    RETURN 'paused: ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(names, ', ');
 END
 $fn$;
-REVOKE ALL ON FUNCTION @extschema@.resume() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.resume() TO pgforce_operator;
+REVOKE ALL ON FUNCTION @extschema@.pause(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.pause(regclass) TO pgforce_operator;
+
+-- API: Public. Resumes delivery of one paused mapping, or of every mapping (tbl NULL), and wakes the worker. Without
+-- a table it also confirms that this server delivers this database's log: the worker pauses (connection_state
+-- PAUSED) when the log was last delivered by another server (a restored backup, a promoted replica, a copy, a
+-- restored dump); once the operator knows the other no longer delivers, this lets it go on. Returns what it resumed
+-- and the server identity it forgot. For pgforce_operator (and superusers).
+CREATE FUNCTION @extschema@.resume(tbl regclass DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    names text[];
+    previous text;
+    said text;
+BEGIN
+    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
+        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
+            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
+    END IF;
+    WITH resumed AS (
+        UPDATE @extschema@._mapping m SET paused_at = NULL
+         WHERE (tbl IS NULL OR m.relid OPERATOR(pg_catalog.=) tbl) AND m.paused_at IS NOT NULL
+        RETURNING m.relid::pg_catalog.text AS name)
+    SELECT pg_catalog.array_agg(r.name ORDER BY r.name) INTO names FROM resumed r;
+    said := CASE WHEN names IS NULL THEN 'no mapping was paused'
+                 ELSE 'resumed: ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(names, ', ') END;
+    IF tbl IS NULL THEN
+        DELETE FROM @extschema@._deliverer RETURNING identity INTO previous;
+        IF previous IS NOT NULL THEN
+            said := said OPERATOR(pg_catalog.||) '; this server delivers the log from now on (forgot: '
+                    OPERATOR(pg_catalog.||) previous OPERATOR(pg_catalog.||) ')';
+        END IF;
+    END IF;
+    PERFORM @extschema@._wake_worker_at_commit();
+    RETURN said;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.resume(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.resume(regclass) TO pgforce_operator;
 
 CREATE OR REPLACE FUNCTION @extschema@._forget_dropped_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -273,7 +331,7 @@ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                             WHERE c.oid OPERATOR(pg_catalog.=) m.relid
                               AND pg_catalog.has_function_privilege(c.relowner,
-                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[])'::pg_catalog.regprocedure,
+                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean)'::pg_catalog.regprocedure,
                                     'EXECUTE')) THEN
                 RAISE EXCEPTION 'column "%" of % is mapped to Salesforce: renaming it to "%" would send it to another field',
                         missing[1], m.relid, renamed[1]
@@ -329,22 +387,49 @@ REVOKE ALL ON FUNCTION @extschema@._follow_table_ddl() FROM PUBLIC;
 CREATE EVENT TRIGGER pgforce_follow_table_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION @extschema@._follow_table_ddl();
 
-CREATE OR REPLACE FUNCTION @extschema@.map_table(
+-- map_table gains `paused`: the roles a superuser granted the old one to keep their grant.
+SELECT pg_catalog.set_config('pgforce_upgrade.map_table_grantees',
+           coalesce(pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(r.rolname), ','), ''), true)
+  FROM pg_catalog.pg_proc p
+ CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) a.grantee
+ WHERE p.oid OPERATOR(pg_catalog.=) '@extschema@.map_table(regclass, text, text, text, text[])'::pg_catalog.regprocedure
+   AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE' AND a.grantee OPERATOR(pg_catalog.<>) p.proowner;
+DROP FUNCTION @extschema@.map_table(regclass, text, text, text, text[]);
+CREATE FUNCTION @extschema@.map_table(
     tbl regclass,
     sobject text,
     mode text DEFAULT 'read_write',
     upsert_field text DEFAULT NULL,
-    fields text[] DEFAULT NULL
+    fields text[] DEFAULT NULL,
+    paused boolean DEFAULT false
 ) RETURNS void
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields) $fn$;
+AS $fn$
+BEGIN
+    PERFORM @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields);
+    IF paused THEN
+        UPDATE @extschema@._mapping SET paused_at = pg_catalog.now() WHERE relid OPERATOR(pg_catalog.=) tbl;
+    END IF;
+END
+$fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.unmap_table(tbl regclass) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT @extschema@._unmap_table(tbl::pg_catalog.oid) $fn$;
-REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean) FROM PUBLIC;
+DO $do$
+DECLARE
+    grantees text := pg_catalog.current_setting('pgforce_upgrade.map_table_grantees', true);
+BEGIN
+    IF grantees OPERATOR(pg_catalog.<>) '' THEN
+        EXECUTE 'GRANT EXECUTE ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean) TO '
+                OPERATOR(pg_catalog.||) grantees;
+    END IF;
+END
+$do$;
 REVOKE ALL ON FUNCTION @extschema@.unmap_table(regclass) FROM PUBLIC;
 
 CREATE OR REPLACE VIEW @extschema@.sync_status AS
@@ -361,7 +446,8 @@ SELECT m.table_name,
        CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN s.message END AS connection_message,
        s.api_used,
        s.api_limit,
-       s.updated_at                AS state_updated_at
+       s.updated_at                AS state_updated_at,
+       m.paused_at                 AS paused_since
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
         SELECT count(*) FILTER (WHERE t.state IN ('NEW', 'PENDING'))                      AS pending,

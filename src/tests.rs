@@ -554,6 +554,35 @@ mod tests {
     }
 
     #[pg_test]
+    fn pause_and_resume_per_mapping_or_all() {
+        contact_table();
+        sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");
+        sql("SELECT salesforce.map_table('salesforce.lead', 'Lead', paused => true)");
+        let paused = |t: &str| {
+            one::<bool>(&format!(
+                "SELECT paused_since IS NOT NULL FROM salesforce.sync_status WHERE table_name = '{t}'"
+            ))
+        };
+        assert_eq!((paused("contact"), paused("lead")), (Some(false), Some(true)), "created paused");
+        assert_eq!(text("SELECT salesforce.pause('salesforce.contact')"), "paused: salesforce.contact");
+        assert_eq!(text("SELECT salesforce.pause()"), "nothing to pause: already paused");
+        assert_eq!(text("SELECT salesforce.resume('salesforce.lead')"), "resumed: salesforce.lead");
+        assert_eq!((paused("contact"), paused("lead")), (Some(true), Some(false)));
+        assert!(text("SELECT salesforce.resume()").starts_with("resumed: salesforce.contact"));
+        assert_eq!((paused("contact"), paused("lead")), (Some(false), Some(false)));
+        assert_eq!(text("SELECT salesforce.resume('salesforce.lead')"), "no mapping was paused");
+        // Not a mapped table: the SQLSTATE of an unknown object, with a hint; not a table at all: regclass says so.
+        sql("CREATE TABLE salesforce.unmapped (id int PRIMARY KEY)");
+        assert_eq!(outcome("SELECT salesforce.pause('salesforce.unmapped')"), "42704 +hint");
+        assert_eq!(outcome("SELECT salesforce.resume('salesforce.unmapped')"), "42704 +hint");
+        assert_eq!(outcome("SELECT salesforce.pause('salesforce.no_such_table')"), "42P01");
+        // Capture goes on while paused.
+        sql("SELECT salesforce.pause()");
+        sql("INSERT INTO salesforce.lead (lastname) VALUES ('captured')");
+        assert_eq!(one::<i64>("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'lead'"), Some(1));
+    }
+
+    #[pg_test]
     fn sync_status_reports_each_mapping() {
         contact_table();
         sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");

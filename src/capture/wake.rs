@@ -36,3 +36,9 @@ fn _wake_worker<'a>(
     }
     Ok(None)
 }
+
+/// Wakes the sync worker when the calling transaction commits (`salesforce.resume()` calls it: paused work waits).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _wake_worker_at_commit() {
+    wake_at_commit();
+}

@@ -209,6 +209,8 @@ impl Statements {
                     "WITH held AS (
                          SELECT DISTINCT table_name, record_id FROM {log}
                           WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now()),
+                     -- salesforce.pause(): their changes wait in the queue
+                     paused AS (SELECT table_name, relid FROM {schema}._mapping WHERE paused_at IS NOT NULL),
                      due AS (
                          SELECT l.id, {size} AS size,
                                 (pg_catalog.sum({size}) OVER (ORDER BY l.id))::pg_catalog.int8 AS running
@@ -217,6 +219,9 @@ impl Statements {
                             AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
                             AND NOT EXISTS (SELECT 1 FROM held h
                                              WHERE h.table_name {EQ} l.table_name AND h.record_id {EQ} l.record_id)
+                            AND NOT EXISTS (SELECT 1 FROM paused p
+                                             WHERE CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
+                                                        ELSE p.relid {EQ} l.relid END)
                           ORDER BY l.id
                           LIMIT $1)
                      SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,

@@ -1,0 +1,124 @@
+//! Operating pgforce from SQL: pause and resume delivery per mapping or for all, with capture going on.
+
+use std::time::Duration;
+
+use pgforce_integration::{wait_for, Cluster, Salesforce};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn setup(sf: &Salesforce) -> Cluster {
+    let cluster = Cluster::start_with(true, &sf.settings());
+    cluster
+        .admin()
+        .batch_execute(
+            "CREATE EXTENSION pgforce CASCADE;
+             CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+             CREATE TABLE public.account (id serial PRIMARY KEY, name text);
+             SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c',
+                                         paused => true);
+             SELECT salesforce.map_table('public.account', 'Account');",
+        )
+        .expect("setup");
+    cluster
+}
+
+fn delivered(c: &mut postgres::Client, table: &str) -> i64 {
+    c.query_one(&format!("SELECT count(*) FROM public.{table} WHERE sfid IS NOT NULL"), &[]).expect("rows").get(0)
+}
+
+/// (pending_writes, paused) of a mapping, from sync_status.
+fn status(c: &mut postgres::Client, table: &str) -> (i64, bool) {
+    let row = c
+        .query_one(
+            "SELECT pending_writes, paused_since IS NOT NULL FROM salesforce.sync_status WHERE table_name = $1",
+            &[&table],
+        )
+        .expect("status");
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn a_paused_mapping_captures_but_sends_nothing_until_resumed() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    // Created paused: its first backlog waits; another mapping delivers meanwhile.
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, external_id__c) SELECT 'C' || g, 'X-' || g FROM generate_series(1, 5) g;
+         INSERT INTO public.account (name) VALUES ('Acme');",
+    )
+    .expect("rows");
+    wait_for(WAIT, "the unpaused mapping delivers", || (delivered(&mut c, "account") == 1).then_some(()));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sf.live("Contact").len(), 0, "nothing of a paused mapping is sent");
+    assert_eq!(status(&mut c, "contact"), (5, true));
+    assert_eq!(status(&mut c, "account"), (0, false));
+
+    // A pause survives a restart of the server.
+    cluster.crash_and_restart();
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO public.account (name) VALUES ('After restart')").expect("row");
+    wait_for(WAIT, "delivery goes on after the restart", || (delivered(&mut c, "account") == 2).then_some(()));
+    assert_eq!(sf.live("Contact").len(), 0, "still paused after the restart");
+
+    let said: String = c.query_one("SELECT salesforce.resume('public.contact')", &[]).expect("resume").get(0);
+    assert_eq!(said, "resumed: public.contact");
+    wait_for(WAIT, "the backlog drains once resumed", || (delivered(&mut c, "contact") == 5).then_some(()));
+    assert_eq!(sf.live("Contact").len(), 5);
+    assert_eq!(status(&mut c, "contact"), (0, false));
+
+    // Pausing everything stops both; changes made meanwhile are kept and go out at resume().
+    let said: String = c.query_one("SELECT salesforce.pause()", &[]).expect("pause").get(0);
+    assert_eq!(said, "paused: public.account, public.contact");
+    let again: String = c.query_one("SELECT salesforce.pause('public.contact')", &[]).expect("pause").get(0);
+    assert_eq!(again, "nothing to pause: already paused");
+    c.batch_execute(
+        "UPDATE public.contact SET lastname = 'Changed' WHERE id = 1;
+         INSERT INTO public.account (name) VALUES ('While paused');",
+    )
+    .expect("changes");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(delivered(&mut c, "account"), 2, "nothing sent while paused");
+    assert!(sf.live("Contact").iter().all(|r| r["LastName"] != "Changed"));
+    let said: String = c.query_one("SELECT salesforce.resume()", &[]).expect("resume").get(0);
+    assert!(said.starts_with("resumed: public.account, public.contact"), "{said}");
+    wait_for(WAIT, "everything drains", || {
+        let changed = sf.live("Contact").iter().any(|r| r["LastName"] == "Changed");
+        (changed && delivered(&mut c, "account") == 3).then_some(())
+    });
+}
+
+#[test]
+fn pause_and_resume_are_for_operators_and_name_what_is_not_mapped() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE TABLE public.other (id int PRIMARY KEY);
+         CREATE ROLE app LOGIN; CREATE ROLE ops LOGIN IN ROLE pgforce_operator;",
+    )
+    .expect("roles");
+    let err = c.query_one("SELECT salesforce.pause('public.other')", &[]).expect_err("not mapped");
+    let db = err.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "42704");
+    assert_eq!(db.message(), "public.other is not mapped to Salesforce");
+    assert!(db.hint().is_some());
+    let err = c.query_one("SELECT salesforce.resume('public.other')", &[]).expect_err("not mapped");
+    assert_eq!(err.as_db_error().expect("db error").code().code(), "42704");
+
+    let mut app = cluster.connect("app", "postgres");
+    for call in ["SELECT salesforce.pause()", "SELECT salesforce.resume()", "SELECT salesforce.pause('public.contact')"]
+    {
+        let err = app.query_one(call, &[]).expect_err("not an operator");
+        assert_eq!(err.as_db_error().expect("db error").code().code(), "42501", "{call}");
+    }
+    let mut ops = cluster.connect("ops", "postgres");
+    let said: String = ops.query_one("SELECT salesforce.pause('public.account')", &[]).expect("operator").get(0);
+    assert_eq!(said, "paused: public.account");
+    // The mapping columns everyone may read include the pause.
+    let paused: bool = app
+        .query_one("SELECT paused_at IS NOT NULL FROM salesforce._mapping WHERE table_name = 'account'", &[])
+        .expect("readable")
+        .get(0);
+    assert!(paused);
+}
