@@ -84,6 +84,8 @@ CREATE INDEX _trigger_log_archive_idx_created_at ON @extschema@._trigger_log_arc
 CREATE INDEX _trigger_log_archive_idx_record_id ON @extschema@._trigger_log_archive (table_name, record_id);
 CREATE INDEX _trigger_log_archive_idx_state_table_name ON @extschema@._trigger_log_archive (state, table_name)
     WHERE state IN ('FAILED', 'REQUEUE');
+-- The audit (salesforce.sync_audit) by time.
+CREATE INDEX _trigger_log_archive_idx_processed_at ON @extschema@._trigger_log_archive (processed_at);
 
 COMMENT ON TABLE @extschema@._trigger_log_archive IS
     'pgforce: processed trigger log entries. Set state = ''REQUEUE'' to send an entry again.';

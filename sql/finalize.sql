@@ -443,3 +443,34 @@ SELECT m.table_name,
          WHERE t.table_name = m.table_name) l ON true
  CROSS JOIN @extschema@._sync_state s;
 GRANT SELECT ON @extschema@.sync_status TO PUBLIC;
+
+-- API: Public. The audit: one row per trigger log entry, live or archived, with what happened to it in iSyncSF's
+-- status codes (pgforce_core::log::AuditStatus; the README lists them). has_error, table_name and processed_at
+-- filter through indexes on the log and the archive. For pgforce_monitor: error messages can hold row values.
+CREATE VIEW @extschema@.sync_audit AS
+SELECT e.id                             AS log_id,
+       e.table_name::text               AS table_name,
+       e.record_id,
+       m.sobject,
+       e.action::text                   AS action,
+       e.state::text                    AS state,
+       s.code                           AS status_code,
+       @extschema@._audit_status_text(s.code) AS status_text,
+       e.state::text = 'FAILED'         AS has_error,
+       e.sf_message                     AS error_message,
+       e.sfid::text                     AS sfid,
+       e.attempts,
+       e.processed_at
+  FROM (SELECT id, table_name, record_id, action, state, sf_result, sf_message, sfid, attempts, processed_at, relid
+          FROM @extschema@._trigger_log
+        UNION ALL
+        SELECT id, table_name, record_id, action, state, sf_result, sf_message, sfid, attempts, processed_at, relid
+          FROM @extschema@._trigger_log_archive) e
+ CROSS JOIN LATERAL (SELECT @extschema@._audit_status(e.state, e.action, e.sf_result) AS code) s
+  LEFT JOIN @extschema@._mapping m
+    ON CASE WHEN e.relid IS NULL THEN m.table_name = e.table_name ELSE m.relid = e.relid END;
+REVOKE ALL ON FUNCTION @extschema@._audit_status(text, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_status_text(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._audit_status(text, text, integer) TO pgforce_monitor;
+GRANT EXECUTE ON FUNCTION @extschema@._audit_status_text(integer) TO pgforce_monitor;
+GRANT SELECT ON @extschema@.sync_audit TO pgforce_monitor;

@@ -11,13 +11,14 @@
 -- whose attempt went unanswered are marked in doubt (in_doubt_since). The server that delivers the log is recorded
 -- (_deliverer); another pauses until salesforce.resume(). Refresh tokens Salesforce rotates are kept (_refresh_token).
 -- Mappings follow ALTER TABLE of their tables (_follow_table_ddl). Delivery pauses and resumes per mapping
--- (pause(), resume(), map_table(paused => true)).
+-- (pause(), resume(), map_table(paused => true)). The audit: sync_audit, with codes the worker records in sf_result.
 
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._mapping ADD COLUMN paused_at timestamptz;
 CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
     WHERE action = 'DELETE';
+CREATE INDEX _trigger_log_archive_idx_processed_at ON @extschema@._trigger_log_archive (processed_at);
 
 CREATE TABLE @extschema@._deliverer (
     one          boolean PRIMARY KEY DEFAULT true CHECK (one),
@@ -456,3 +457,43 @@ SELECT m.table_name,
           FROM @extschema@._trigger_log t
          WHERE t.table_name = m.table_name) l ON true
  CROSS JOIN @extschema@._sync_state s;
+
+CREATE FUNCTION @extschema@._audit_status(state text, action text, sf_result integer) RETURNS integer
+	IMMUTABLE PARALLEL SAFE
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', '_audit_status_wrapper';
+CREATE FUNCTION @extschema@._audit_status_text(code integer) RETURNS text
+	IMMUTABLE STRICT PARALLEL SAFE
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', '_audit_status_text_wrapper';
+
+-- API: Public. The audit: one row per trigger log entry, live or archived, with what happened to it in iSyncSF's
+-- status codes (pgforce_core::log::AuditStatus; the README lists them). has_error, table_name and processed_at
+-- filter through indexes on the log and the archive. For pgforce_monitor: error messages can hold row values.
+CREATE VIEW @extschema@.sync_audit AS
+SELECT e.id                             AS log_id,
+       e.table_name::text               AS table_name,
+       e.record_id,
+       m.sobject,
+       e.action::text                   AS action,
+       e.state::text                    AS state,
+       s.code                           AS status_code,
+       @extschema@._audit_status_text(s.code) AS status_text,
+       e.state::text = 'FAILED'         AS has_error,
+       e.sf_message                     AS error_message,
+       e.sfid::text                     AS sfid,
+       e.attempts,
+       e.processed_at
+  FROM (SELECT id, table_name, record_id, action, state, sf_result, sf_message, sfid, attempts, processed_at, relid
+          FROM @extschema@._trigger_log
+        UNION ALL
+        SELECT id, table_name, record_id, action, state, sf_result, sf_message, sfid, attempts, processed_at, relid
+          FROM @extschema@._trigger_log_archive) e
+ CROSS JOIN LATERAL (SELECT @extschema@._audit_status(e.state, e.action, e.sf_result) AS code) s
+  LEFT JOIN @extschema@._mapping m
+    ON CASE WHEN e.relid IS NULL THEN m.table_name = e.table_name ELSE m.relid = e.relid END;
+REVOKE ALL ON FUNCTION @extschema@._audit_status(text, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_status_text(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._audit_status(text, text, integer) TO pgforce_monitor;
+GRANT EXECUTE ON FUNCTION @extschema@._audit_status_text(integer) TO pgforce_monitor;
+GRANT SELECT ON @extschema@.sync_audit TO pgforce_monitor;

@@ -583,6 +583,61 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_audit_speaks_one_vocabulary_and_filters_through_indexes() {
+        use pgforce_core::log::AuditStatus;
+        for status in AuditStatus::ALL {
+            assert_eq!(
+                one::<String>(&format!("SELECT salesforce._audit_status_text({})", status.code())).as_deref(),
+                Some(status.text())
+            );
+        }
+        assert_eq!(one::<String>("SELECT salesforce._audit_status_text(8)"), None);
+        assert_eq!(one::<i32>("SELECT salesforce._audit_status('BOGUS', 'INSERT', NULL)"), None);
+        contact_table();
+        sql("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('a', '1')");
+        sql("UPDATE salesforce.contact SET lastname = 'b'");
+        // An update the worker sent as a create (sf_result 7), archived; a failed delete in the live log.
+        sql("INSERT INTO salesforce._trigger_log_archive (id, state, action, table_name, record_id, sfid, sf_result, processed_at)
+             VALUES (-1, 'SUCCESS', 'UPDATE', 'contact', 1, '003000000000001AAA', 7, now())");
+        sql("INSERT INTO salesforce._trigger_log (state, action, table_name, record_id, sf_message)
+             VALUES ('FAILED', 'DELETE', 'contact', 1, 'ENTITY_IS_DELETED: entity is deleted')");
+        let rows = text(
+            "SELECT string_agg(concat_ws(' ', action, state, status_code, status_text, has_error, sobject), '; ' ORDER BY log_id)
+               FROM salesforce.sync_audit",
+        );
+        assert_eq!(
+            rows,
+            "UPDATE SUCCESS 7 Inserted f Contact; INSERT NEW 9 In Progress f Contact; \
+             UPDATE NEW 9 In Progress f Contact; DELETE FAILED 13 Delete Error t Contact"
+        );
+        // Errors are found through indexes in the log and the archive; a table and a time window in the archive, where
+        // the history is (the live log keeps only what pgforce.archive_after has not moved yet).
+        sql("CREATE FUNCTION pg_temp.plan(q text) RETURNS SETOF text LANGUAGE plpgsql AS $f$
+             DECLARE line text;
+             BEGIN FOR line IN EXECUTE 'EXPLAIN ' || q LOOP RETURN NEXT line; END LOOP; END $f$");
+        sql("SET LOCAL enable_seqscan = off");
+        for (filter, indexed) in [
+            ("has_error", "Seq Scan on _trigger_log"),
+            ("table_name = 'contact'", "Seq Scan on _trigger_log_archive"),
+            ("processed_at > now() - interval '1 hour'", "Seq Scan on _trigger_log_archive"),
+        ] {
+            let plan = text(&format!(
+                "SELECT string_agg(p, E'\\n') FROM pg_temp.plan('SELECT * FROM salesforce.sync_audit WHERE {}') p",
+                filter.replace('\'', "''")
+            ));
+            assert!(!plan.contains(indexed), "{filter}:\n{plan}");
+        }
+        // For monitors only.
+        sql("CREATE ROLE pgforce_audit_reader");
+        sql("SET LOCAL ROLE pgforce_audit_reader");
+        assert_eq!(outcome("SELECT count(*) FROM salesforce.sync_audit"), "42501");
+        sql("RESET ROLE");
+        sql("GRANT pgforce_monitor TO pgforce_audit_reader");
+        sql("SET LOCAL ROLE pgforce_audit_reader");
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.sync_audit WHERE has_error"), Some(1));
+    }
+
+    #[pg_test]
     fn sync_status_reports_each_mapping() {
         contact_table();
         sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");

@@ -1,3 +1,4 @@
 //! The SQL functions users call. Their public signatures are in `sql/finalize.sql`, thin wrappers over these.
 
+mod audit;
 mod mapping;

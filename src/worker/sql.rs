@@ -81,7 +81,7 @@ pub struct Statements {
     pub load_tables: OwnedPreparedStatement,
     /// `$1 text` table, `$2 bool` succeeded, `$3 text` last error.
     pub mapping_stats: OwnedPreparedStatement,
-    /// Arrays of ids, states, messages, sfids, attempts, retry delays in ms, in doubt.
+    /// Arrays of ids, states, messages, sfids, attempts, retry delays in ms, in doubt, audit results.
     pub record_log: OwnedPreparedStatement,
     /// Seconds until the earliest scheduled retry.
     pub next_retry_in: OwnedPreparedStatement,
@@ -299,14 +299,25 @@ impl Statements {
                             -- in doubt since the attempt was claimed (the claim set updated_at)
                             in_doubt_since = CASE WHEN u.in_doubt THEN coalesce(l.in_doubt_since, l.updated_at)
                                                   ELSE l.in_doubt_since END,
+                            -- what the audit cannot tell from state and action (pgforce_core::log::AuditStatus)
+                            sf_result = u.result,
                             updated_at = pg_catalog.now()
                        FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
                                        pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),
-                                       pg_catalog.unnest($7))
-                            AS u(id, state, message, sfid, attempts, retry_in_ms, in_doubt)
+                                       pg_catalog.unnest($7), pg_catalog.unnest($8))
+                            AS u(id, state, message, sfid, attempts, retry_in_ms, in_doubt, result)
                       WHERE l.id {EQ} u.id"
                 ),
-                &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, pg_sys::INT4ARRAYOID, INT8_ARRAY, pg_sys::BOOLARRAYOID],
+                &[
+                    INT8_ARRAY,
+                    TEXT_ARRAY,
+                    TEXT_ARRAY,
+                    TEXT_ARRAY,
+                    pg_sys::INT4ARRAYOID,
+                    INT8_ARRAY,
+                    pg_sys::BOOLARRAYOID,
+                    pg_sys::INT4ARRAYOID,
+                ],
             )?,
             next_retry_in: prepare(
                 client,

@@ -159,6 +159,93 @@ impl LastOp {
     }
 }
 
+/// What happened to one log entry, as `salesforce.sync_audit.status_code` reports it: iSyncSF's codes where they
+/// exist (1–9), pgforce's own beyond (12, 13). The worker records the codes only it can tell (what was actually done,
+/// a row deleted before it was sent) in the entry's `sf_result`; the others follow from state and action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditStatus {
+    InsertError,
+    Updated,
+    UpdateError,
+    /// Nothing sent for it: folded into a later change (`MERGED`), nothing to send (`IGNORED`), a read-only
+    /// mapping's change (`READONLY`), or copied back to the log (`REQUEUED`).
+    Skipped,
+    /// The row was deleted before this change reached Salesforce.
+    SourceGone,
+    Inserted,
+    /// Waiting to be sent, being sent, or waiting for a retry.
+    InProgress,
+    Deleted,
+    DeleteError,
+}
+
+impl AuditStatus {
+    pub const ALL: [AuditStatus; 9] = [
+        AuditStatus::InsertError,
+        AuditStatus::Updated,
+        AuditStatus::UpdateError,
+        AuditStatus::Skipped,
+        AuditStatus::SourceGone,
+        AuditStatus::Inserted,
+        AuditStatus::InProgress,
+        AuditStatus::Deleted,
+        AuditStatus::DeleteError,
+    ];
+
+    pub const fn code(self) -> i32 {
+        match self {
+            AuditStatus::InsertError => 1,
+            AuditStatus::Updated => 2,
+            AuditStatus::UpdateError => 3,
+            AuditStatus::Skipped => 4,
+            AuditStatus::SourceGone => 5,
+            AuditStatus::Inserted => 7,
+            AuditStatus::InProgress => 9,
+            AuditStatus::Deleted => 12,
+            AuditStatus::DeleteError => 13,
+        }
+    }
+
+    pub const fn text(self) -> &'static str {
+        match self {
+            AuditStatus::InsertError => "Insert Error",
+            AuditStatus::Updated => "Updated",
+            AuditStatus::UpdateError => "Update Error",
+            AuditStatus::Skipped => "Skipped",
+            AuditStatus::SourceGone => "Source N/A",
+            AuditStatus::Inserted => "Inserted",
+            AuditStatus::InProgress => "In Progress",
+            AuditStatus::Deleted => "Deleted",
+            AuditStatus::DeleteError => "Delete Error",
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<AuditStatus> {
+        AuditStatus::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    /// The status of an entry in `state` recording `action`; `recorded`: the code the worker wrote in `sf_result`
+    /// (kept while the entry is finished and not failed).
+    pub fn of(state: LogState, action: Option<Action>, recorded: Option<i32>) -> AuditStatus {
+        let recorded = recorded.and_then(AuditStatus::from_code);
+        match state {
+            LogState::New | LogState::Pending | LogState::Ignore | LogState::Requeue => AuditStatus::InProgress,
+            LogState::Failed => match action {
+                Some(Action::Insert) => AuditStatus::InsertError,
+                Some(Action::Delete) => AuditStatus::DeleteError,
+                _ => AuditStatus::UpdateError,
+            },
+            LogState::Success => recorded.unwrap_or(match action {
+                Some(Action::Insert) => AuditStatus::Inserted,
+                Some(Action::Delete) => AuditStatus::Deleted,
+                _ => AuditStatus::Updated,
+            }),
+            LogState::Merged | LogState::Ignored => recorded.unwrap_or(AuditStatus::Skipped),
+            LogState::ReadOnly | LogState::Requeued => AuditStatus::Skipped,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +275,33 @@ mod tests {
                 "{state} must be in exactly one group"
             );
         }
+    }
+
+    #[test]
+    fn audit_codes_are_isyncsfs_where_they_exist() {
+        let codes: Vec<(i32, &str)> = AuditStatus::ALL.iter().map(|s| (s.code(), s.text())).collect();
+        assert_eq!(
+            codes,
+            [
+                (1, "Insert Error"),
+                (2, "Updated"),
+                (3, "Update Error"),
+                (4, "Skipped"),
+                (5, "Source N/A"),
+                (7, "Inserted"),
+                (9, "In Progress"),
+                (12, "Deleted"),
+                (13, "Delete Error")
+            ]
+        );
+        let of = |state, action, recorded| AuditStatus::of(state, action, recorded).code();
+        assert_eq!(of(LogState::Success, Some(Action::Update), None), 2);
+        assert_eq!(of(LogState::Success, Some(Action::Update), Some(7)), 7, "an update sent as a create");
+        assert_eq!(of(LogState::Failed, Some(Action::Insert), Some(7)), 1, "failed since");
+        assert_eq!(of(LogState::New, Some(Action::Delete), Some(12)), 9, "requeued since");
+        assert_eq!(of(LogState::Merged, Some(Action::Insert), Some(5)), 5);
+        assert_eq!(of(LogState::Ignored, Some(Action::Update), None), 4);
+        assert_eq!(of(LogState::Failed, None, None), 3);
     }
 
     #[test]

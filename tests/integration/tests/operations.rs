@@ -122,3 +122,70 @@ fn pause_and_resume_are_for_operators_and_name_what_is_not_mapped() {
         .get(0);
     assert!(paused);
 }
+
+/// The audit rows of one table: (record id, action, status code, status text, has error, error message).
+fn audit(c: &mut postgres::Client) -> Vec<(i64, String, i32, String, bool, Option<String>)> {
+    c.query(
+        "SELECT record_id, action, status_code, status_text, has_error, error_message
+           FROM salesforce.sync_audit WHERE table_name = 'contact' ORDER BY log_id",
+        &[],
+    )
+    .expect("audit")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+    .collect()
+}
+
+#[test]
+fn the_audit_says_what_happened_to_every_change() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    sf.admin(
+        "PUT",
+        "/faults",
+        serde_json::json!([{"field": "LastName", "equals": "Bad", "effect": {"type": "record_error",
+            "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "LastName may not be Bad"}}]),
+    );
+    // While the mapping is paused, row 3 is inserted and deleted: it never reaches Salesforce.
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, external_id__c) VALUES ('One', 'X-1'), ('Two', 'X-2'), ('Three', 'X-3'), ('Bad', 'X-4');
+         DELETE FROM public.contact WHERE id = 3;",
+    )
+    .expect("rows");
+    c.query_one("SELECT salesforce.resume('public.contact')", &[]).expect("resume");
+    wait_for(WAIT, "the first changes delivered", || (delivered(&mut c, "contact") == 2).then_some(()));
+    c.batch_execute(
+        "UPDATE public.contact SET lastname = 'Uno' WHERE id = 1; DELETE FROM public.contact WHERE id = 2;",
+    )
+    .expect("changes");
+    wait_for(WAIT, "the queue empty", || {
+        (status(&mut c, "contact").0 == 0 && sf.live("Contact").len() == 1).then_some(())
+    });
+    let rows = audit(&mut c);
+    let codes: Vec<(i64, &str, i32, &str, bool)> =
+        rows.iter().map(|r| (r.0, r.1.as_str(), r.2, r.3.as_str(), r.4)).collect();
+    assert_eq!(
+        codes,
+        [
+            (1, "INSERT", 7, "Inserted", false),
+            (2, "INSERT", 7, "Inserted", false),
+            (3, "INSERT", 5, "Source N/A", false),
+            (4, "INSERT", 1, "Insert Error", true),
+            (3, "DELETE", 5, "Source N/A", false),
+            (1, "UPDATE", 2, "Updated", false),
+            (2, "DELETE", 12, "Deleted", false),
+        ]
+    );
+    assert_eq!(rows[3].5.as_deref(), Some("FIELD_CUSTOM_VALIDATION_EXCEPTION: LastName may not be Bad"));
+    // Monitors read it; other roles do not.
+    c.batch_execute("CREATE ROLE watcher LOGIN IN ROLE pgforce_monitor; CREATE ROLE nobody LOGIN;").expect("roles");
+    let errors: i64 = cluster
+        .connect("watcher", "postgres")
+        .query_one("SELECT count(*) FROM salesforce.sync_audit WHERE has_error", &[])
+        .expect("monitor")
+        .get(0);
+    assert_eq!(errors, 1);
+    let err = cluster.connect("nobody", "postgres").query_one("SELECT 1 FROM salesforce.sync_audit", &[]);
+    assert_eq!(err.expect_err("not a monitor").as_db_error().expect("db").code().code(), "42501");
+}

@@ -9,7 +9,7 @@ use super::merge::WriteKind;
 use super::plan::{Operation, Plan};
 use super::send::Verdict;
 use super::Table;
-use crate::log::{LastOp, LogState};
+use crate::log::{AuditStatus, LastOp, LogState};
 use crate::retry::backoff;
 
 /// Transient failures wait 0..min(cap, base·2^attempt) before the next attempt.
@@ -44,6 +44,9 @@ pub struct LogOutcome {
     pub retry_in: Option<Duration>,
     /// The attempt was sent and its outcome is unknown: the row is marked in doubt (`delivery::doubt`).
     pub in_doubt: bool,
+    /// What the audit reports that the state and action alone do not tell (written to `sf_result`): what was
+    /// actually done (an update sent as a create is `Inserted`), or that the row was gone before it was sent.
+    pub result: Option<AuditStatus>,
 }
 
 /// What happens to one mapped row.
@@ -120,6 +123,7 @@ pub fn unrecorded(
             attempts,
             retry_in,
             in_doubt: e.in_doubt,
+            result: None,
         })
         .collect()
 }
@@ -139,7 +143,13 @@ fn each(
         attempts,
         retry_in,
         in_doubt: false,
+        result: None,
     })
+}
+
+/// Marks the outcomes from `start` on: the row was deleted before these changes reached Salesforce.
+fn source_gone(out: &mut Outcomes, start: usize) {
+    out.log[start..].iter_mut().for_each(|l| l.result = Some(AuditStatus::SourceGone));
 }
 
 /// Turns the verdicts of one delivery (by job index) into log, mapped-row and per-mapping outcomes, for the whole
@@ -174,6 +184,7 @@ pub fn unsent_outcomes(
             out.log.extend(each(merged, LogState::Merged, None, 0, None));
             let why = Some("deleted before it reached Salesforce: nothing to send".to_string());
             out.log.extend(each(&[*last], LogState::Ignored, why, 0, None));
+            source_gone(&mut out, start);
         }
         out.groups.push(Group { log: start..out.log.len(), row: None });
     }
@@ -224,6 +235,7 @@ fn job_outcome(
     let attempts = job.write.attempts;
     if let Operation::Superseded(why) = &job.op {
         out.log.extend(each(ids, LogState::Merged, Some(why.clone()), attempts, None));
+        source_gone(out, start);
         out.groups.push(Group { log: start..out.log.len(), row });
         return;
     }
@@ -241,6 +253,12 @@ fn job_outcome(
         Verdict::Done { id, created } => {
             out.stats.entry(job.table.clone()).or_default().succeeded = true;
             out.log.extend(each(merged, LogState::Merged, None, attempts, None));
+            let inserted = matches!(job.op, Operation::Create(_)) || created || job.adopted;
+            let done = match job.write.kind {
+                WriteKind::Delete => AuditStatus::Deleted,
+                _ if inserted => AuditStatus::Inserted,
+                _ => AuditStatus::Updated,
+            };
             out.log.push(LogOutcome {
                 id: *last,
                 state: LogState::Success,
@@ -249,9 +267,9 @@ fn job_outcome(
                 attempts,
                 retry_in: None,
                 in_doubt: false,
+                result: Some(done),
             });
             if job.write.kind != WriteKind::Delete {
-                let inserted = matches!(job.op, Operation::Create(_)) || created || job.adopted;
                 let rows = out.rows.entry(qualified.clone()).or_default();
                 row = Some((qualified, rows.len()));
                 rows.push(RowOutcome {
@@ -534,7 +552,8 @@ mod tests {
                 sfid: None,
                 attempts: 2,
                 retry_in: None,
-                in_doubt: false
+                in_doubt: false,
+                result: None
             }]
         );
         let no_answer = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), None);
@@ -568,6 +587,18 @@ mod tests {
         assert_eq!(o.groups.iter().map(ids).collect::<Vec<_>>(), [vec![4, 5], vec![1, 2], vec![3]]);
         assert_eq!(o.groups[1].row, Some((QUALIFIED.to_string(), 0)), "the insert's row outcome belongs to its group");
         assert_eq!((o.groups[0].row.clone(), o.groups[2].row.clone()), (None, None));
+        // What the audit is told beyond state and action.
+        let results: Vec<(i64, Option<AuditStatus>)> = o.log.iter().map(|l| (l.id, l.result)).collect();
+        assert_eq!(
+            results,
+            [
+                (4, Some(AuditStatus::SourceGone)),
+                (5, Some(AuditStatus::SourceGone)),
+                (1, None),
+                (2, Some(AuditStatus::Inserted)),
+                (3, Some(AuditStatus::Deleted))
+            ]
+        );
     }
 
     #[test]
@@ -581,6 +612,7 @@ mod tests {
                 attempts: 0,
                 retry_in: None,
                 in_doubt: false,
+                result: None,
             },
             LogOutcome {
                 id: 2,
@@ -590,6 +622,7 @@ mod tests {
                 attempts: 0,
                 retry_in: None,
                 in_doubt: false,
+                result: None,
             },
         ];
         let rng = &mut StdRng::seed_from_u64(1);
