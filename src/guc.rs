@@ -82,6 +82,8 @@ static MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 static RETRY_FAILED_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(-1);
+static ALERT_STALLED_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(900);
+static ALERT_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static MAX_API_USAGE: GucSetting<f64> = GucSetting::<f64>::new(0.9);
 static ARCHIVE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static ARCHIVE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(31 * 24 * 3600);
@@ -263,6 +265,26 @@ pub fn register(preloading: bool) {
         Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"pgforce.alert_stalled_after",
+        c"Alert (NOTIFY pgforce_alerts) when the oldest change waiting is older than this (-1: never).",
+        c"",
+        &ALERT_STALLED_AFTER_S,
+        -1,
+        i32::MAX,
+        Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.alert_interval",
+        c"At most one alert of each kind in this long; the latest held back is sent after it.",
+        c"",
+        &ALERT_INTERVAL_S,
+        1,
+        86_400,
+        Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_float_guc(
         c"pgforce.max_api_usage",
         c"Fraction of the daily API budget above which the worker slows down.",
@@ -427,6 +449,7 @@ pub fn database() -> String {
 pub fn config() -> Config {
     let request_timeout = Duration::from_millis(REQUEST_TIMEOUT_MS.get().max(1) as u64);
     let retry_failed_after = RETRY_FAILED_AFTER_S.get();
+    let alert_stalled_after = ALERT_STALLED_AFTER_S.get();
     Config {
         enabled: ENABLED.get(),
         connection: Settings {
@@ -456,6 +479,8 @@ pub fn config() -> Config {
         poll_interval: Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64),
         lock_timeout: Duration::from_millis(LOCK_TIMEOUT_MS.get().max(1) as u64),
         statement_timeout: Duration::from_millis(STATEMENT_TIMEOUT_MS.get().max(1) as u64),
+        alert_stalled_after: (alert_stalled_after >= 0).then(|| Duration::from_secs(alert_stalled_after as u64)),
+        alert_interval: Duration::from_secs(ALERT_INTERVAL_S.get().max(1) as u64),
     }
 }
 

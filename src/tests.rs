@@ -669,6 +669,8 @@ mod tests {
             ("pgforce.max_request_bytes", "2MB"),
             ("pgforce.max_attempts", "5"),
             ("pgforce.retry_failed_after", "-1"),
+            ("pgforce.alert_stalled_after", "15min"),
+            ("pgforce.alert_interval", "1min"),
             ("pgforce.max_api_usage", "0.9"),
             ("pgforce.archive_after", "1d"),
             ("pgforce.archive_retention", "31d"),

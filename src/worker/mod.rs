@@ -24,6 +24,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pgforce_core::alert::{self, Alert, Gate};
 use pgforce_core::config::{read_secret, Config};
 use pgforce_core::delivery::doubt;
 use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, Retry};
@@ -31,6 +32,7 @@ use pgforce_core::delivery::plan::{plan, Plan};
 use pgforce_core::delivery::send::{Batch, Verdict};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
+use pgforce_core::log::LogState;
 use pgforce_core::retry::Breaker;
 use pgforce_core::salesforce::{token_fingerprint, AuthFlow, CallError, Client, Settings};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
@@ -60,6 +62,8 @@ const DELIVERER_CHECK: Duration = Duration::from_secs(1);
 /// How long an sObject's describe is used before it is read again, and how soon one that failed is tried again.
 const DESCRIBE_FOR: Duration = Duration::from_secs(600);
 const DESCRIBE_RETRY: Duration = Duration::from_secs(60);
+/// How often the worker looks for a stalled queue (`pgforce.alert_stalled_after`).
+const STALL_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// While requests are in flight, how often the worker looks for SIGTERM.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
@@ -164,6 +168,11 @@ struct Worker {
     unkept_refresh_token: Option<String>,
     /// Each sObject's describe by lower-case name, and until when it is used before it is read again.
     described: HashMap<String, (Instant, Arc<Described>)>,
+    /// Which alerts may go now (one per kind per `alert_interval`).
+    alerts: Gate,
+    alert_interval: Duration,
+    /// When the worker last looked for a stalled queue.
+    last_stall_check: Option<Instant>,
 }
 
 impl Worker {
@@ -183,6 +192,9 @@ impl Worker {
             identity: None,
             unkept_refresh_token: None,
             described: HashMap::new(),
+            alerts: Gate::default(),
+            alert_interval: alert::EVERY,
+            last_stall_check: None,
         }
     }
 
@@ -218,7 +230,7 @@ impl Worker {
                     "pgforce: {text}; log ids {ids} of {} cost an attempt and go back to the queue",
                     tables.into_iter().collect::<Vec<_>>().join(", ")
                 );
-                self.reporter.report(st, ConnState::SystemError, Some(text), None);
+                self.report(ConnState::SystemError, Some(text));
                 ERROR_PAUSE
             }
         }
@@ -246,6 +258,9 @@ impl Worker {
             return wait.min(poll);
         }
         let requeued = self.maintain(config);
+        self.alert_interval = config.alert_interval;
+        self.check_stalled(config);
+        self.send_due_alerts();
         let paused = self.breaker.remaining();
         if !paused.is_zero() {
             return paused.min(poll);
@@ -415,10 +430,70 @@ impl Worker {
         gone
     }
 
+    /// Writes the connection state; going into trouble (or out of it) or into throttling is alerted.
     fn report(&mut self, state: ConnState, message: Option<String>) {
         let usage = self.usage();
+        let before = self.reporter.state();
         if let Some(st) = &self.statements {
             self.reporter.report(st, state, message, usage);
+        }
+        let Some(now) = self.reporter.state().filter(|now| Some(*now) != before) else { return };
+        if now == ConnState::Throttled {
+            self.alert(Alert::throttled(usage));
+        } else if now.is_trouble() || before.is_some_and(ConnState::is_trouble) {
+            let from = before.map_or("(starting)", ConnState::as_str);
+            self.alert(Alert::connection(from, now.as_str()));
+        }
+    }
+
+    /// Sends an alert (`NOTIFY pgforce_alerts`) and logs it as a WARNING, unless one of its kind went less than
+    /// `pgforce.alert_interval` ago (it is then held, and the latest held goes when the interval is over).
+    fn alert(&mut self, alert: Alert) {
+        let every = self.alert_interval;
+        if let Some((alert, held_back)) = self.alerts.offer(alert, every, Instant::now()) {
+            self.send_alert(&alert, held_back);
+        }
+    }
+
+    /// Sends the alerts held back whose interval is over.
+    fn send_due_alerts(&mut self) {
+        for (alert, held_back) in self.alerts.due(self.alert_interval, Instant::now()) {
+            self.send_alert(&alert, held_back);
+        }
+    }
+
+    fn send_alert(&mut self, alert: &Alert, held_back: u64) {
+        pgrx::warning!("pgforce: {}", alert.message);
+        let payload = alert.payload(held_back);
+        let sent = self.with_statements(|c, st| {
+            c.update(&st.notify, None, &[DatumWithOid::from(alert::CHANNEL), DatumWithOid::from(payload.as_str())])?;
+            Ok(())
+        });
+        if let Err(e) = sent {
+            pgrx::warning!("pgforce: cannot send the alert: {e}");
+        }
+    }
+
+    /// Alerts when the oldest change waiting (of a mapping not paused) is older than `pgforce.alert_stalled_after`.
+    fn check_stalled(&mut self, config: &Config) {
+        let Some(limit) = config.alert_stalled_after else { return };
+        if self.last_stall_check.is_some_and(|t| t.elapsed() < STALL_CHECK_EVERY.min(limit)) {
+            return;
+        }
+        self.last_stall_check = Some(Instant::now());
+        let oldest = self.with_statements(|c, st| {
+            let mut oldest = None;
+            for row in c.select(&st.oldest_waiting, None, &[])? {
+                if let (Some(age), Some(table)) = (row.get::<f64>(1)?, row.get::<String>(2)?) {
+                    oldest = Some((Duration::from_secs_f64(age.max(0.0)), table));
+                }
+            }
+            Ok(oldest)
+        });
+        if let Ok(Some((age, table))) = oldest {
+            if age > limit {
+                self.alert(Alert::stalled(table, age, limit));
+            }
         }
     }
 
@@ -753,9 +828,29 @@ impl Worker {
                 self.with_statements(|c, st| record::record_each(c, st, outcomes, max_attempts, &mut rng)).map(|_| ());
         }
         match recorded {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.alert_failures(outcomes);
+                Ok(())
+            }
             Err(e) => self.recording_failed(config, e),
         }
+    }
+
+    /// Changes that failed for good are alerted (their error codes, never their texts).
+    fn alert_failures(&mut self, outcomes: &Outcomes) {
+        let failed: Vec<&str> = outcomes
+            .log
+            .iter()
+            .filter(|l| l.state == LogState::Failed)
+            .map(|l| l.message.as_deref().unwrap_or_default())
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        let mut tables: Vec<String> =
+            outcomes.stats.iter().filter(|(_, s)| s.last_error.is_some()).map(|(t, _)| t.clone()).collect();
+        tables.sort();
+        self.alert(Alert::failed(tables, failed));
     }
 
     /// After a database error in a delivery: the claim's rows still `PENDING` go back to the queue (in doubt, as

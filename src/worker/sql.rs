@@ -107,6 +107,10 @@ pub struct Statements {
     /// `$1 text` table, `$2 bigint[]` row ids, `$3 bigint[]` log ids → the rows a delete logged after that log id
     /// follows.
     pub deleted_later: OwnedPreparedStatement,
+    /// `$1 text` channel, `$2 text` payload: an alert, sent at commit.
+    pub notify: OwnedPreparedStatement,
+    /// The oldest change waiting to be sent, of a mapping not paused → (age in seconds, table).
+    pub oldest_waiting: OwnedPreparedStatement,
     /// `$1 text` fingerprint of the configured refresh token → the token Salesforce rotated it to, if any.
     pub kept_refresh_token: OwnedPreparedStatement,
     /// `$1 text` fingerprint of the configured refresh token, `$2 text` the token Salesforce rotated it to.
@@ -202,6 +206,22 @@ impl Statements {
                       RETURNING id, table_name::text"
                 ),
                 &[pg_sys::FLOAT8OID, pg_sys::INT4OID, TEXT],
+            )?,
+            notify: prepare(client, "SELECT pg_catalog.pg_notify($1, $2)", &[TEXT, TEXT])?,
+            oldest_waiting: prepare(
+                client,
+                &format!(
+                    "SELECT EXTRACT(epoch FROM (pg_catalog.now() {MINUS} l.created_at))::pg_catalog.float8, l.table_name::text
+                       FROM {log} l
+                      WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}']::pg_catalog.text[])
+                        AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
+                                         WHERE p.paused_at IS NOT NULL
+                                           AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
+                                                    ELSE p.relid {EQ} l.relid END)
+                      ORDER BY l.id
+                      LIMIT 1"
+                ),
+                &[],
             )?,
             claim: prepare(
                 client,

@@ -35,7 +35,7 @@ impl ConnState {
         }
     }
 
-    fn is_trouble(self) -> bool {
+    pub fn is_trouble(self) -> bool {
         matches!(self, ConnState::Paused | ConnState::Unauthorized | ConnState::SystemError)
     }
 }
@@ -121,6 +121,11 @@ impl Reporter {
     /// succeeds, rather than flapping with every retry.
     pub fn in_trouble(&self) -> bool {
         self.reported.as_ref().is_some_and(|r| r.0.is_trouble())
+    }
+
+    /// The connection state last written.
+    pub fn state(&self) -> Option<ConnState> {
+        self.reported.as_ref().map(|r| r.0)
     }
 
     /// Forgets what was written (the extension was re-created: its `_sync_state` is new).

@@ -43,6 +43,10 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// How long any statement of the worker may run (`pgforce.statement_timeout`).
     pub statement_timeout: Duration,
+    /// Alert when the oldest change waiting (of a mapping not paused) is older than this (`None`: never).
+    pub alert_stalled_after: Option<Duration>,
+    /// At most one alert of each kind in this long (`pgforce.alert_interval`).
+    pub alert_interval: Duration,
 }
 
 impl Config {

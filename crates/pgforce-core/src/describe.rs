@@ -16,17 +16,36 @@ pub struct FieldDescription {
     /// Digits in all and after the point, for number fields (0 otherwise).
     pub precision: u32,
     pub scale: u32,
+    /// What the integration user may do with it (`salesforce.diagnose()`).
+    pub createable: bool,
+    pub updateable: bool,
+    /// An external id (or the record's own id), which an upsert or a parent reference can use.
+    pub external_id: bool,
+    /// For lookups: the relationship's name (`Account`, `Region__r`) and the sObjects it points at.
+    pub relationship_name: Option<String>,
+    pub reference_to: Vec<String>,
 }
 
 impl FieldDescription {
     /// One entry of a describe's `fields`; None when it has no name.
     pub fn from_describe(field: &Value) -> Option<FieldDescription> {
         let number = |key: &str| field.get(key).and_then(Value::as_u64).unwrap_or(0).min(u32::MAX as u64) as u32;
+        let flag = |key: &str| field.get(key).and_then(Value::as_bool).unwrap_or(false);
         Some(FieldDescription {
             name: field.get("name")?.as_str()?.to_string(),
             kind: field.get("type").and_then(Value::as_str).unwrap_or_default().to_string(),
             precision: number("precision"),
             scale: number("scale"),
+            createable: flag("createable"),
+            updateable: flag("updateable"),
+            external_id: flag("externalId")
+                || flag("idLookup") && field.get("type").and_then(Value::as_str) == Some("id"),
+            relationship_name: field.get("relationshipName").and_then(Value::as_str).map(str::to_string),
+            reference_to: field
+                .get("referenceTo")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -52,6 +71,13 @@ impl Described {
 
     pub fn field(&self, name: &str) -> Option<&FieldDescription> {
         self.fields.get(&name.to_ascii_lowercase())
+    }
+
+    /// The lookup field whose relationship is named `relationship` (case-insensitive).
+    pub fn relationship(&self, relationship: &str) -> Option<&FieldDescription> {
+        self.fields
+            .values()
+            .find(|f| f.relationship_name.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(relationship)))
     }
 
     /// Why a record cannot be sent as it is: the first of its numbers its field cannot hold exactly.

@@ -1,13 +1,16 @@
 //! pgforce's logic that needs no Postgres, in the order data flows through it: the trigger log's vocabulary
 //! (`log`) and hstore text (`hstore`), what a mapping may contain (`mapping`), the worker's settings (`config`),
 //! one delivery from claimed rows to recorded outcomes (`delivery`: merge → plan → send → outcome), with values
-//! converted to Salesforce JSON (`convert`) and checked against the fields' describe (`describe`), the Salesforce client (`salesforce`) and the retry rules (`retry`).
+//! converted to Salesforce JSON (`convert`) and checked against the fields' describe (`describe`), the Salesforce client (`salesforce`), the retry rules (`retry`)
+//! what operators are alerted of (`alert`) and what `salesforce.diagnose()` judges (`diagnose`).
 //! Plain `cargo test` covers it.
 
+pub mod alert;
 pub mod config;
 pub mod convert;
 pub mod delivery;
 pub mod describe;
+pub mod diagnose;
 pub mod hstore;
 pub mod log;
 pub mod mapping;

@@ -17,6 +17,17 @@ pub enum AuthFlow {
     RefreshToken,
 }
 
+impl AuthFlow {
+    /// The flow's name, as `pgforce.auth_flow` spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuthFlow::ClientCredentials => "client_credentials",
+            AuthFlow::JwtBearer => "jwt_bearer",
+            AuthFlow::RefreshToken => "refresh_token",
+        }
+    }
+}
+
 /// Everything needed to reach one org (the worker's `pgforce.*` connection settings). Secrets stay in here: `Debug`
 /// does not print them. A change of any of them means a new client.
 #[derive(Clone, PartialEq, Eq)]

@@ -189,3 +189,80 @@ fn the_audit_says_what_happened_to_every_change() {
     let err = cluster.connect("nobody", "postgres").query_one("SELECT 1 FROM salesforce.sync_audit", &[]);
     assert_eq!(err.expect_err("not a monitor").as_db_error().expect("db").code().code(), "42501");
 }
+
+/// The alerts a listening connection receives within `wait` (or until `enough` says so), as JSON.
+fn alerts(
+    listener: &mut postgres::Client,
+    wait: Duration,
+    enough: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let deadline = std::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let mut notifications = listener.notifications();
+        let next = notifications.timeout_iter(left).next();
+        match next {
+            Ok(Some(n)) => {
+                assert_eq!(n.channel(), "pgforce_alerts");
+                out.push(serde_json::from_str(n.payload()).expect("JSON payload"));
+                if enough(&out) {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn alerts_reach_listeners_without_error_texts() {
+    let sf = Salesforce::start();
+    let mut settings = sf.settings();
+    settings.push("pgforce.alert_stalled_after = '2s'".into());
+    settings.push("pgforce.alert_interval = '1s'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');
+         CREATE ROLE anyone LOGIN;",
+    )
+    .expect("setup");
+    // Any role may listen: what it hears carries codes, never a row's values or an error's text.
+    let mut listener = cluster.connect("anyone", "postgres");
+    listener.batch_execute("LISTEN pgforce_alerts").expect("listen");
+    sf.admin(
+        "PUT",
+        "/faults",
+        serde_json::json!([{"field": "LastName", "equals": "Secret Smith", "effect": {"type": "record_error",
+            "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Secret Smith is not welcome"}}]),
+    );
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Secret Smith', 'S-1')")
+        .expect("row");
+    let heard = alerts(&mut listener, Duration::from_secs(10), |a| a.iter().any(|a| a["kind"] == "failed"));
+    let failed = heard.iter().find(|a| a["kind"] == "failed").unwrap_or_else(|| panic!("a failure alert: {heard:?}"));
+    assert_eq!(failed["tables"], serde_json::json!(["contact"]));
+    assert_eq!(failed["count"], 1);
+    assert_eq!(failed["codes"], serde_json::json!(["FIELD_CUSTOM_VALIDATION_EXCEPTION"]));
+    assert!(!failed.to_string().contains("Secret"), "{failed}");
+
+    // Salesforce goes away: the connection's trouble, then the queue stalling behind it, then the recovery.
+    sf.admin("POST", "/outage", serde_json::json!({"mode": "refuse", "seconds": 6}));
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Waiting', 'W-1')").expect("row");
+    let recovered = |a: &serde_json::Value| a["kind"] == "connection" && a["codes"][0] != "PAUSED";
+    let heard = alerts(&mut listener, Duration::from_secs(60), |a| a.iter().any(recovered));
+    let kinds: Vec<(String, String)> = heard
+        .iter()
+        .map(|a| {
+            (a["kind"].as_str().unwrap_or_default().to_string(), a["codes"][0].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    assert!(kinds.contains(&("connection".into(), "PAUSED".into())), "{heard:?}");
+    assert!(kinds.iter().any(|k| k.0 == "stalled"), "{heard:?}");
+    assert!(kinds.iter().any(|k| k.0 == "connection" && k.1 != "PAUSED"), "recovered: {heard:?}");
+    let log = cluster.server_log();
+    assert!(log.contains("WARNING:  pgforce: the connection to Salesforce went from"), "logged as a WARNING");
+}
