@@ -146,3 +146,18 @@ CREATE TABLE @extschema@._sync_state (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO @extschema@._sync_state DEFAULT VALUES;
+
+-- API: Private. Delivery counters per mapping since the sync worker started, written by it at most once a second;
+-- read them through salesforce.sync_metrics.
+CREATE TABLE @extschema@._metrics (
+    table_name varchar(128) PRIMARY KEY,
+    since      timestamptz NOT NULL,
+    sent       bigint NOT NULL DEFAULT 0,
+    succeeded  bigint NOT NULL DEFAULT 0,
+    failed     bigint NOT NULL DEFAULT 0,
+    retried    bigint NOT NULL DEFAULT 0,
+    requests   bigint NOT NULL DEFAULT 0,
+    bytes      bigint NOT NULL DEFAULT 0,
+    api_calls  bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);

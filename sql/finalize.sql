@@ -474,3 +474,87 @@ REVOKE ALL ON FUNCTION @extschema@._audit_status_text(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._audit_status(text, text, integer) TO pgforce_monitor;
 GRANT EXECUTE ON FUNCTION @extschema@._audit_status_text(integer) TO pgforce_monitor;
 GRANT SELECT ON @extschema@.sync_audit TO pgforce_monitor;
+
+-- API: Public. Looks at the set-up the way the troubleshooting checklists do and returns one row per check
+-- (check, status ok|warning|error, detail, hint): the library and the worker, the settings, a login with the
+-- configured credentials (Salesforce's OAuth error verbatim when it fails), the API budget, each mapping against
+-- Salesforce's describe, the oldest change waiting, failures by error code. For pgforce_operator: it logs in and
+-- reads one describe per sObject (a few API calls), as the extension's owner, with the worker's settings.
+CREATE FUNCTION @extschema@.diagnose()
+RETURNS TABLE ("check" text, status text, detail text, hint text)
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT * FROM @extschema@._diagnose() $fn$;
+REVOKE ALL ON FUNCTION @extschema@._diagnose() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.diagnose() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.diagnose() TO pgforce_operator;
+
+-- API: Public. The requests the worker would send next, without sending, claiming or changing anything: one row per
+-- record (the JSON it would carry) with its call (request number, wave: parents first, method, path) and the log ids
+-- it covers, then the entries that would be settled without a call (method NONE, path says why). Of one mapped table
+-- or all, paused mappings included (map a table paused => true to look at its first backlog). In-doubt inserts are
+-- looked for in Salesforce and numbers checked against its describe when the worker sends; a preview does neither.
+-- For pgforce_monitor: it shows row values.
+CREATE FUNCTION @extschema@.preview(tbl regclass DEFAULT NULL, max_records integer DEFAULT 200)
+RETURNS TABLE (request integer, wave integer, method text, path text, record jsonb, log_ids bigint[],
+               table_name text, sobject text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
+        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
+            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
+    END IF;
+    RETURN QUERY SELECT * FROM @extschema@._preview(tbl::pg_catalog.oid, max_records);
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@._preview(oid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.preview(regclass, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.preview(regclass, integer) TO pgforce_monitor;
+
+-- API: Public. Per mapping: the worker's counters since it started (records sent, succeeded, failed, retried;
+-- requests, request bytes, API calls) and the delivery latency — from the change's transaction to Salesforce's
+-- answer, in milliseconds — at the 50th, 95th and 99th percentile over the last minute and the last hour. For
+-- pgforce_monitor (README: a queries.yaml for postgres_exporter).
+CREATE VIEW @extschema@.sync_metrics AS
+SELECT m.table_name,
+       c.since,
+       coalesce(c.sent, 0)      AS sent,
+       coalesce(c.succeeded, 0) AS succeeded,
+       coalesce(c.failed, 0)    AS failed,
+       coalesce(c.retried, 0)   AS retried,
+       coalesce(c.requests, 0)  AS requests,
+       coalesce(c.bytes, 0)     AS bytes,
+       coalesce(c.api_calls, 0) AS api_calls,
+       lm.p50 AS latency_ms_p50_1m, lm.p95 AS latency_ms_p95_1m, lm.p99 AS latency_ms_p99_1m,
+       lh.p50 AS latency_ms_p50_1h, lh.p95 AS latency_ms_p95_1h, lh.p99 AS latency_ms_p99_1h
+  FROM @extschema@._mapping m
+  LEFT JOIN @extschema@._metrics c ON c.table_name = m.table_name
+  LEFT JOIN LATERAL (
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) AS p95,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) AS p99
+          FROM (SELECT EXTRACT(epoch FROM (l.processed_at - l.created_at)) * 1000 AS ms
+                  FROM @extschema@._trigger_log l
+                 WHERE l.table_name = m.table_name AND l.state = 'SUCCESS'
+                   AND coalesce(l.processed_at, l.created_at) >= now() - interval '1 minute'
+                UNION ALL
+                SELECT EXTRACT(epoch FROM (a.processed_at - a.created_at)) * 1000
+                  FROM @extschema@._trigger_log_archive a
+                 WHERE a.table_name = m.table_name AND a.state = 'SUCCESS'
+                   AND a.processed_at >= now() - interval '1 minute') d) lm ON true
+  LEFT JOIN LATERAL (
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) AS p95,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) AS p99
+          FROM (SELECT EXTRACT(epoch FROM (l.processed_at - l.created_at)) * 1000 AS ms
+                  FROM @extschema@._trigger_log l
+                 WHERE l.table_name = m.table_name AND l.state = 'SUCCESS'
+                   AND coalesce(l.processed_at, l.created_at) >= now() - interval '1 hour'
+                UNION ALL
+                SELECT EXTRACT(epoch FROM (a.processed_at - a.created_at)) * 1000
+                  FROM @extschema@._trigger_log_archive a
+                 WHERE a.table_name = m.table_name AND a.state = 'SUCCESS'
+                   AND a.processed_at >= now() - interval '1 hour') d) lh ON true;
+GRANT SELECT ON @extschema@.sync_metrics TO pgforce_monitor;

@@ -50,6 +50,12 @@ pub enum PgforceError {
     #[error("argument {0} must not be NULL")]
     NullArgument(&'static str),
 
+    #[error("max_records must be 1 or more, not {0}")]
+    BadMaxRecords(i32),
+
+    #[error("{0}")]
+    Internal(String),
+
     #[error("SPI: {0}")]
     Spi(#[from] pgrx::spi::Error),
 }
@@ -61,16 +67,18 @@ impl PgforceError {
             Self::AlreadyMapped { .. } | Self::TableNameTaken { .. } => ERRCODE_DUPLICATE_OBJECT,
             Self::NotMapped(_) => ERRCODE_UNDEFINED_OBJECT,
             Self::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            Self::BadMode(_) | Self::BadSobject(_) | Self::SystemColumnInFields { .. } | Self::NoFields { .. } => {
-                ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            Self::BadMode(_)
+            | Self::BadSobject(_)
+            | Self::SystemColumnInFields { .. }
+            | Self::NoFields { .. }
+            | Self::BadMaxRecords(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::WrongKindOfTable { .. } => ERRCODE_WRONG_OBJECT_TYPE,
             Self::WrongColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
             Self::IdNotUnique { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::UnknownColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             Self::TriggerMisused { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Self::NotMappedForCapture { .. } | Self::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
-            Self::Spi(_) => ERRCODE_INTERNAL_ERROR,
+            Self::Spi(_) | Self::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
 
@@ -107,7 +115,10 @@ impl PgforceError {
                 "pgforce's triggers are installed by salesforce.map_table(); drop this one (DROP TRIGGER).".into()
             }
             Self::NotOwner { .. } => "Ask the table's owner or a superuser to map it.".into(),
-            Self::NullArgument(_) | Self::Spi(_) => return None,
+            Self::BadMaxRecords(_) => {
+                "It is how many queued log entries to plan (pgforce.batch_size is how many the worker claims).".into()
+            }
+            Self::NullArgument(_) | Self::Spi(_) | Self::Internal(_) => return None,
         })
     }
 }

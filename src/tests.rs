@@ -18,13 +18,16 @@ mod tests {
 
     /// Runs `stmt` in a subtransaction; returns "ok" or "<SQLSTATE>" plus " +hint" when the error carried a hint.
     fn outcome(stmt: &str) -> String {
-        sql("CREATE OR REPLACE FUNCTION pg_temp.outcome(stmt text) RETURNS text LANGUAGE plpgsql AS $f$
-             DECLARE h text;
-             BEGIN EXECUTE stmt; RETURN 'ok';
-             EXCEPTION WHEN OTHERS THEN
-                 GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
-                 RETURN SQLSTATE || CASE WHEN coalesce(h, '') <> '' THEN ' +hint' ELSE '' END;
-             END $f$");
+        // Created once per session (by whichever role first needs it); callable by every role after.
+        if one::<bool>("SELECT to_regprocedure('pg_temp.outcome(text)') IS NULL") == Some(true) {
+            sql("CREATE FUNCTION pg_temp.outcome(stmt text) RETURNS text LANGUAGE plpgsql AS $f$
+                 DECLARE h text;
+                 BEGIN EXECUTE stmt; RETURN 'ok';
+                 EXCEPTION WHEN OTHERS THEN
+                     GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
+                     RETURN SQLSTATE || CASE WHEN coalesce(h, '') <> '' THEN ' +hint' ELSE '' END;
+                 END $f$");
+        }
         Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[stmt.into()]).unwrap().unwrap()
     }
 
@@ -635,6 +638,55 @@ mod tests {
         sql("GRANT pgforce_monitor TO pgforce_audit_reader");
         sql("SET LOCAL ROLE pgforce_audit_reader");
         assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.sync_audit WHERE has_error"), Some(1));
+    }
+
+    #[pg_test]
+    fn diagnose_reports_incomplete_settings_without_calling_salesforce() {
+        // The test cluster has no client id: no login is tried, and the rest is still checked.
+        let settings = text("SELECT status || ' ' || detail FROM salesforce.diagnose() WHERE \"check\" = 'settings'");
+        assert!(settings.starts_with("error the client_credentials flow needs pgforce.client_id"), "{settings}");
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.diagnose() WHERE \"check\" = 'login'"), Some(0));
+        assert_eq!(text("SELECT status FROM salesforce.diagnose() WHERE \"check\" = 'preloaded'"), "ok");
+        assert_eq!(
+            text("SELECT detail FROM salesforce.diagnose() WHERE \"check\" = 'failures'"),
+            "no failed changes in the log"
+        );
+        sql("CREATE ROLE pgforce_diagnose_caller");
+        sql("SET LOCAL ROLE pgforce_diagnose_caller");
+        assert_eq!(outcome("SELECT * FROM salesforce.diagnose()"), "42501");
+        assert_eq!(outcome("SELECT * FROM salesforce._diagnose()"), "42501");
+    }
+
+    #[pg_test]
+    fn preview_plans_without_claiming_and_checks_its_arguments() {
+        contact_table();
+        sql("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('a', 'X-1'), ('b', 'X-2')");
+        sql("UPDATE salesforce.contact SET lastname = 'b2' WHERE external_id__c = 'X-2'");
+        let calls = text(
+            "SELECT string_agg(concat_ws(' ', request, wave, method, path, record->>'lastname', array_length(log_ids, 1)), '; ' ORDER BY request, record->>'lastname')
+               FROM salesforce.preview()",
+        );
+        assert_eq!(
+            calls,
+            "1 1 PATCH /services/data/v62.0/composite/sobjects/Contact/external_id__c a 1; \
+             1 1 PATCH /services/data/v62.0/composite/sobjects/Contact/external_id__c b2 2"
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.preview(max_records => 1)"), Some(1));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'NEW'"),
+            Some(3),
+            "nothing claimed"
+        );
+        assert_eq!(outcome("SELECT * FROM salesforce.preview(max_records => 0)"), "22023 +hint");
+        sql("CREATE TABLE salesforce.unmapped (id int PRIMARY KEY)");
+        assert_eq!(outcome("SELECT * FROM salesforce.preview('salesforce.unmapped')"), "42704 +hint");
+        sql("CREATE ROLE pgforce_preview_caller");
+        sql("SET LOCAL ROLE pgforce_preview_caller");
+        assert_eq!(outcome("SELECT * FROM salesforce.preview()"), "42501");
+        sql("RESET ROLE");
+        sql("GRANT pgforce_monitor TO pgforce_preview_caller");
+        sql("SET LOCAL ROLE pgforce_preview_caller");
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.preview()"), Some(2));
     }
 
     #[pg_test]

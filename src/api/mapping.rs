@@ -164,7 +164,7 @@ fn check_owner(client: &SpiClient, tbl: pg_sys::Oid, table: &TableInfo) -> Resul
     }
 }
 
-fn extension_schema(client: &SpiClient) -> Result<String> {
+pub(crate) fn extension_schema(client: &SpiClient) -> Result<String> {
     let name: Option<String> = client
         .select(
             "SELECT n.nspname::text FROM pg_catalog.pg_extension e \

@@ -30,7 +30,46 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
         None,
         &[DatumWithOid::from(config.batch_size), DatumWithOid::from(config.claim_bytes())],
     )?;
-    let mut ignored = Vec::new();
+    let (claimed, states) = gather(client, st, config, rows)?;
+    set_state(client, st, &states.pending, LogState::Pending, None)?;
+    set_state(client, st, &states.ignored, LogState::Ignored, None)?;
+    set_state(client, st, &states.orphans, LogState::Failed, Some("table is not mapped (salesforce.map_table)"))?;
+    Ok(claimed)
+}
+
+/// What the worker would claim now (of one mapped table, or of all; paused mappings included), without claiming
+/// it: for `salesforce.preview()`.
+pub fn peek(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    config: &Config,
+    table: Option<pg_sys::Oid>,
+) -> Result<Claimed, WorkerError> {
+    let sql = super::sql::queue_sql(&st.schema, super::sql::QueueRead::Preview);
+    let rows = client.select(
+        &sql,
+        None,
+        &[DatumWithOid::from(config.batch_size), DatumWithOid::from(config.claim_bytes()), DatumWithOid::from(table)],
+    )?;
+    Ok(gather(client, st, config, rows)?.0)
+}
+
+/// The log rows a claim moves to another state.
+#[derive(Default)]
+struct NewStates {
+    pending: Vec<i64>,
+    ignored: Vec<i64>,
+    orphans: Vec<i64>,
+}
+
+/// Turns due queue rows into the changes that go now, by table, with their mappings.
+fn gather(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    config: &Config,
+    rows: pgrx::spi::SpiTupleTable<'_>,
+) -> Result<(Claimed, NewStates), WorkerError> {
+    let mut states = NewStates::default();
     let mut all = Vec::new();
     let mut table_of: HashMap<i64, String> = HashMap::new();
     for row in rows {
@@ -40,7 +79,7 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
         let state = row.get::<String>(5)?.and_then(|s| s.parse::<LogState>().ok());
         // A no-op update is done with; an sfid-less delete still cancels an insert claimed with it.
         if state == Some(LogState::Ignore) && action != Some(Action::Delete) {
-            ignored.push(id);
+            states.ignored.push(id);
             continue;
         }
         let Some(action) = action else { continue };
@@ -66,26 +105,21 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
     }
     let tables = load_tables(client, st)?;
     let mut claimed = Claimed { tables, ..Claimed::default() };
-    let mut orphans = Vec::new();
-    let mut pending = Vec::new();
     for (table, mut changes) in by_table {
         mark_deleted_later(&mut changes);
         if !claimed.tables.contains_key(&table) {
-            orphans.extend(changes.iter().map(|c| c.log_id));
+            states.orphans.extend(changes.iter().map(|c| c.log_id));
             continue;
         }
         let now = match config.write_algorithm {
             WriteAlgorithm::Ordered => first_per_record(changes),
             WriteAlgorithm::Merged => through_first_delete(changes),
         };
-        pending.extend(now.iter().map(|c| c.log_id));
+        states.pending.extend(now.iter().map(|c| c.log_id));
         claimed.changes.insert(table, now);
     }
-    set_state(client, st, &pending, LogState::Pending, None)?;
-    set_state(client, st, &ignored, LogState::Ignored, None)?;
-    set_state(client, st, &orphans, LogState::Failed, Some("table is not mapped (salesforce.map_table)"))?;
-    claimed.count = pending.len() + ignored.len() + orphans.len();
-    Ok(claimed)
+    claimed.count = states.pending.len() + states.ignored.len() + states.orphans.len();
+    Ok((claimed, states))
 }
 
 /// Moves claimed rows to `state`; finished states get their processing time, transaction and message. A row

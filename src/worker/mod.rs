@@ -10,6 +10,7 @@ pub(crate) mod claim;
 mod database;
 mod deliverer;
 mod error;
+pub(crate) mod plan;
 mod record;
 mod sender;
 pub(crate) mod sql;
@@ -18,17 +19,17 @@ mod transaction;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgforce_core::alert::{self, Alert, Gate};
-use pgforce_core::config::{read_secret, Config};
+use pgforce_core::config::{self, Config};
 use pgforce_core::delivery::doubt;
 use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, Retry};
-use pgforce_core::delivery::plan::{plan, Plan};
+use pgforce_core::delivery::plan::Plan;
 use pgforce_core::delivery::send::{Batch, Verdict};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
@@ -141,7 +142,7 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
 /// kept until the next reload; or why they cannot be read.
 struct SecretFiles {
     paths: (PathBuf, PathBuf),
-    read: Result<(Option<String>, Option<String>), String>,
+    read: Result<config::SecretFiles, String>,
 }
 
 struct Worker {
@@ -534,33 +535,17 @@ impl Worker {
         })
     }
 
-    /// The connection settings with the secrets given in files read into them.
+    /// The connection settings with the secrets given in files read into them (the files are read again after a
+    /// reload, or when their settings change).
     fn connection(&mut self, config: &Config) -> Result<Settings, String> {
         let paths = (config.client_secret_file.clone(), config.refresh_token_file.clone());
         if self.secrets.as_ref().is_none_or(|s| s.paths != paths) {
-            let one = |path: &Path, setting: &str| -> Result<Option<String>, String> {
-                if path.as_os_str().is_empty() {
-                    return Ok(None);
-                }
-                read_secret(path, setting).map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
-            };
-            let read = one(&paths.0, "pgforce.client_secret_file")
-                .and_then(|secret| Ok((secret, one(&paths.1, "pgforce.refresh_token_file")?)));
-            self.secrets = Some(SecretFiles { paths, read });
+            self.secrets = Some(SecretFiles { paths, read: config.read_secret_files() });
         }
-        let mut settings = config.connection.clone();
         match self.secrets.as_ref().map(|s| &s.read) {
-            Some(Ok((secret, token))) => {
-                if let Some(secret) = secret {
-                    settings.client_secret = secret.clone();
-                }
-                if let Some(token) = token {
-                    settings.refresh_token = token.clone();
-                }
-                Ok(settings)
-            }
+            Some(Ok(secrets)) => Ok(config.connection_with(secrets)),
             Some(Err(e)) => Err(e.clone()),
-            None => Ok(settings),
+            None => Ok(config.connection.clone()),
         }
     }
 
@@ -618,37 +603,13 @@ impl Worker {
     /// Plans, sends and records one claim, recording outcomes as requests complete. `Err` carries how long to wait
     /// (the connection is paused, recording failed, or the worker is asked to stop).
     fn deliver(&mut self, config: &Config, mut claimed: Claimed) -> Result<(), Duration> {
-        let mut plan = plan(&claimed);
+        let mut plan = match self.with_statements(|c, st| plan::plan_claim(c, st, &claimed, config)) {
+            Ok(plan) => plan,
+            Err(e) => return self.recording_failed(config, e),
+        };
         // The plan holds what goes; the claimed changes are let go before anything is sent.
         drop(std::mem::take(&mut claimed.changes));
         let tables = &claimed.tables;
-        // Writes tried before go with the rows' current values (retries never go back in time), unless the row was
-        // deleted since: the row there now, if any, is another one.
-        let wanted = plan.deletes_wanted();
-        if !wanted.is_empty() {
-            match self.with_statements(|c, st| record::deleted_later(c, st, tables, wanted)) {
-                Ok(deleted) => plan.mark_deleted_later(&deleted),
-                Err(e) => return self.recording_failed(config, e),
-            }
-        }
-        let wanted = plan.current_rows_wanted();
-        if !wanted.is_empty() {
-            match self.with_statements(|c, st| record::current_rows(c, st, tables, wanted)) {
-                Ok(current) => plan.refresh(&current),
-                Err(e) => return self.recording_failed(config, e),
-            }
-        }
-        // Updates and deletes whose log rows carry no sfid take the mapped row's current one.
-        let wanted = plan.sfids_wanted();
-        let sfids = if wanted.is_empty() {
-            HashMap::new()
-        } else {
-            match self.with_statements(|c, st| record::current_sfids(c, st, tables, wanted)) {
-                Ok(found) => found,
-                Err(e) => return self.recording_failed(config, e),
-            }
-        };
-        plan.decide(tables, &sfids, config.write_algorithm);
         let client = match self.connection(config) {
             Ok(settings) => Ok(self.client(&settings)),
             Err(e) => Err(CallError::Unauthorized(e)),

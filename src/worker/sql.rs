@@ -121,6 +121,103 @@ pub struct Statements {
     pub owners: HashMap<String, pg_sys::Oid>,
 }
 
+/// `$1 text` fingerprint of the configured refresh token → the token Salesforce rotated it to, if any.
+pub fn kept_refresh_token_sql(schema: &str) -> String {
+    format!("SELECT refresh_token FROM {schema}._refresh_token WHERE configured_sha256 {EQ} $1")
+}
+
+/// `$1 text` fingerprint of the configured refresh token, `$2 text` the token Salesforce rotated it to.
+pub fn keep_refresh_token_sql(schema: &str) -> String {
+    format!(
+        "INSERT INTO {schema}._refresh_token (configured_sha256, refresh_token) VALUES ($1, $2)
+         ON CONFLICT (one) DO UPDATE
+            SET configured_sha256 = excluded.configured_sha256, refresh_token = excluded.refresh_token,
+                rotated_at = pg_catalog.now()"
+    )
+}
+
+/// The oldest change waiting to be sent, of a mapping not paused → (age in seconds, table).
+pub fn oldest_waiting_sql(schema: &str) -> String {
+    let (new, pending) = (LogState::New.as_str(), LogState::Pending.as_str());
+    format!(
+        "SELECT EXTRACT(epoch FROM (pg_catalog.now() {MINUS} l.created_at))::pg_catalog.float8, l.table_name::text
+           FROM {schema}._trigger_log l
+          WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}']::pg_catalog.text[])
+            AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
+                             WHERE p.paused_at IS NOT NULL
+                               AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
+                                        ELSE p.relid {EQ} l.relid END)
+          ORDER BY l.id
+          LIMIT 1"
+    )
+}
+
+/// Who reads the queue's due rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum QueueRead {
+    /// The worker: due rows of mappings not paused, locked (`$1 bigint` rows, `$2 bigint` bytes of log text).
+    Claim,
+    /// `salesforce.preview()`: the same rows, paused mappings included, of one mapped table (`$3 oid`, NULL: all),
+    /// neither locked nor changed.
+    Preview,
+}
+
+/// Due queue rows, oldest first: held back are rows of a record that waits for a scheduled retry; at most `$1` rows
+/// and `$2` bytes of log text (always at least one row).
+pub fn queue_sql(schema: &str, read: QueueRead) -> String {
+    let log = format!("{schema}._trigger_log");
+    let (new, ignore) = (LogState::New.as_str(), LogState::Ignore.as_str());
+    let which = match read {
+        // salesforce.pause(): their changes wait in the queue
+        QueueRead::Claim => format!(
+            "AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
+                              WHERE p.paused_at IS NOT NULL
+                                AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
+                                         ELSE p.relid {EQ} l.relid END)"
+        ),
+        QueueRead::Preview => format!(
+            "AND ($3::pg_catalog.oid IS NULL
+                  OR CASE WHEN l.relid IS NULL
+                          THEN l.table_name {EQ} (SELECT p.table_name FROM {schema}._mapping p
+                                                   WHERE p.relid::pg_catalog.oid {EQ} $3::pg_catalog.oid)
+                          ELSE l.relid::pg_catalog.oid {EQ} $3::pg_catalog.oid END)"
+        ),
+    };
+    let lock = if read == QueueRead::Claim { "FOR UPDATE OF l SKIP LOCKED" } else { "" };
+    // Bytes of log text a row brings into the worker. octet_length of a text reads its size from the header,
+    // without decompressing or fetching it.
+    let size = "(COALESCE(pg_catalog.octet_length(l.\"values\"), 0) \
+                OPERATOR(pg_catalog.+) COALESCE(pg_catalog.octet_length(l.old), 0))::pg_catalog.int8";
+    format!(
+        "WITH held AS (
+             SELECT DISTINCT table_name, record_id FROM {log}
+              WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now()),
+         due AS (
+             SELECT l.id, {size} AS size,
+                    (pg_catalog.sum({size}) OVER (ORDER BY l.id))::pg_catalog.int8 AS running
+               FROM {log} l
+              WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
+                AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
+                AND NOT EXISTS (SELECT 1 FROM held h
+                                 WHERE h.table_name {EQ} l.table_name AND h.record_id {EQ} l.record_id)
+                {which}
+              ORDER BY l.id
+              LIMIT $1)
+         SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
+                l.\"values\"::text, l.old::text, l.attempts,
+                EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8,
+                -- tried before, or put back by hand or from the archive (capture leaves updated_at NULL)
+                (l.attempts {GT} 0 OR l.processed_at IS NOT NULL OR l.updated_at IS NOT NULL)
+           FROM {log} l
+           LEFT JOIN {schema}._mapping m
+             ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name ELSE m.relid {EQ} l.relid END
+          WHERE l.id {EQ} ANY (ARRAY(SELECT d.id FROM due d WHERE (d.running {MINUS} d.size) {LT} $2))
+            AND l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
+          ORDER BY l.id
+          {lock}"
+    )
+}
+
 const TEXT: pg_sys::Oid = pg_sys::TEXTOID;
 const TEXT_ARRAY: pg_sys::Oid = pg_sys::TEXTARRAYOID;
 const INT8: pg_sys::Oid = pg_sys::INT8OID;
@@ -208,61 +305,8 @@ impl Statements {
                 &[pg_sys::FLOAT8OID, pg_sys::INT4OID, TEXT],
             )?,
             notify: prepare(client, "SELECT pg_catalog.pg_notify($1, $2)", &[TEXT, TEXT])?,
-            oldest_waiting: prepare(
-                client,
-                &format!(
-                    "SELECT EXTRACT(epoch FROM (pg_catalog.now() {MINUS} l.created_at))::pg_catalog.float8, l.table_name::text
-                       FROM {log} l
-                      WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}']::pg_catalog.text[])
-                        AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
-                                         WHERE p.paused_at IS NOT NULL
-                                           AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
-                                                    ELSE p.relid {EQ} l.relid END)
-                      ORDER BY l.id
-                      LIMIT 1"
-                ),
-                &[],
-            )?,
-            claim: prepare(
-                client,
-                &format!(
-                    "WITH held AS (
-                         SELECT DISTINCT table_name, record_id FROM {log}
-                          WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now()),
-                     -- salesforce.pause(): their changes wait in the queue
-                     paused AS (SELECT table_name, relid FROM {schema}._mapping WHERE paused_at IS NOT NULL),
-                     due AS (
-                         SELECT l.id, {size} AS size,
-                                (pg_catalog.sum({size}) OVER (ORDER BY l.id))::pg_catalog.int8 AS running
-                           FROM {log} l
-                          WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
-                            AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
-                            AND NOT EXISTS (SELECT 1 FROM held h
-                                             WHERE h.table_name {EQ} l.table_name AND h.record_id {EQ} l.record_id)
-                            AND NOT EXISTS (SELECT 1 FROM paused p
-                                             WHERE CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
-                                                        ELSE p.relid {EQ} l.relid END)
-                          ORDER BY l.id
-                          LIMIT $1)
-                     SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
-                            l.\"values\"::text, l.old::text, l.attempts,
-                            EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8,
-                            -- tried before, or put back by hand or from the archive (capture leaves updated_at NULL)
-                            (l.attempts {GT} 0 OR l.processed_at IS NOT NULL OR l.updated_at IS NOT NULL)
-                       FROM {log} l
-                       LEFT JOIN {schema}._mapping m
-                         ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name ELSE m.relid {EQ} l.relid END
-                      WHERE l.id {EQ} ANY (ARRAY(SELECT d.id FROM due d WHERE (d.running {MINUS} d.size) {LT} $2))
-                        AND l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
-                      ORDER BY l.id
-                      FOR UPDATE OF l SKIP LOCKED",
-                    // Bytes of log text a row brings into the worker. octet_length of a text reads its size
-                    // from the header, without decompressing or fetching it.
-                    size = "(COALESCE(pg_catalog.octet_length(l.\"values\"), 0) \
-                             OPERATOR(pg_catalog.+) COALESCE(pg_catalog.octet_length(l.old), 0))::pg_catalog.int8",
-                ),
-                &[INT8, INT8],
-            )?,
+            oldest_waiting: prepare(client, &oldest_waiting_sql(schema), &[])?,
+            claim: prepare(client, &queue_sql(schema, QueueRead::Claim), &[INT8, INT8])?,
             set_state: prepare(
                 client,
                 &format!(
@@ -449,21 +493,8 @@ impl Statements {
                 ),
                 &[TEXT, INT8_ARRAY, INT8_ARRAY],
             )?,
-            kept_refresh_token: prepare(
-                client,
-                &format!("SELECT refresh_token FROM {schema}._refresh_token WHERE configured_sha256 {EQ} $1"),
-                &[TEXT],
-            )?,
-            keep_refresh_token: prepare(
-                client,
-                &format!(
-                    "INSERT INTO {schema}._refresh_token (configured_sha256, refresh_token) VALUES ($1, $2)
-                     ON CONFLICT (one) DO UPDATE
-                        SET configured_sha256 = excluded.configured_sha256, refresh_token = excluded.refresh_token,
-                            rotated_at = pg_catalog.now()"
-                ),
-                &[TEXT, TEXT],
-            )?,
+            kept_refresh_token: prepare(client, &kept_refresh_token_sql(schema), &[TEXT])?,
+            keep_refresh_token: prepare(client, &keep_refresh_token_sql(schema), &[TEXT, TEXT])?,
             tables: HashMap::new(),
             owners: HashMap::new(),
         })

@@ -258,6 +258,14 @@ async fn data_call(
         let mut st = org.lock();
         if matches!(op, Operation::Create | Operation::Update | Operation::Upsert | Operation::Delete) {
             st.counters.last_write_at = Some(Instant::now());
+            let body: Value = serde_json::from_slice(&call.body).unwrap_or(Value::Null);
+            let query: serde_json::Map<String, Value> =
+                call.query.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let path = format!("/services/data/{version}/{}", rest.join("/"));
+            st.writes.push_back(json!({"method": call.method.as_str(), "path": path, "query": query, "body": body}));
+            if st.writes.len() > crate::org::WRITES_KEPT {
+                st.writes.pop_front();
+            }
         }
         if let Err(e) = oauth::check_session(&org, &mut st, call.authorization.as_deref()) {
             drop(st);
@@ -548,7 +556,9 @@ fn admin(org: &Org, call: &Call) -> Reply {
                 v["api_usage"] = json!({"used": st.api_used, "limit": st.api_limit});
                 Ok(Reply::json(200, &v))
             }
+            (&M::GET, ["admin", "writes"]) => Ok(Reply::json(200, &json!(st.writes))),
             (&M::POST, ["admin", "reset"]) => {
+                st.writes.clear();
                 st.store.clear();
                 st.counters = Default::default();
                 st.jobs.clear();

@@ -144,7 +144,7 @@ impl Alert {
 }
 
 /// The error code of an `sf_message` (`CODE: text`): Salesforce's status code or a SQLSTATE.
-fn error_code(message: &str) -> Option<&str> {
+pub fn error_code(message: &str) -> Option<&str> {
     let (code, _) = message.split_once(':')?;
     (!code.is_empty()
         && code.len() <= 64

@@ -57,6 +57,37 @@ impl Config {
     }
 }
 
+/// Secrets given in files: the client secret and the refresh token (each `None` when its file setting is empty).
+pub type SecretFiles = (Option<String>, Option<String>);
+
+impl Config {
+    /// Reads `pgforce.client_secret_file` and `pgforce.refresh_token_file` now (or says why one cannot be read).
+    pub fn read_secret_files(&self) -> Result<SecretFiles, String> {
+        let one = |path: &Path, setting: &str| -> Result<Option<String>, String> {
+            if path.as_os_str().is_empty() {
+                return Ok(None);
+            }
+            read_secret(path, setting).map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok((
+            one(&self.client_secret_file, "pgforce.client_secret_file")?,
+            one(&self.refresh_token_file, "pgforce.refresh_token_file")?,
+        ))
+    }
+
+    /// The connection settings with the secrets read from files put in.
+    pub fn connection_with(&self, secrets: &SecretFiles) -> Settings {
+        let mut settings = self.connection.clone();
+        if let Some(secret) = &secrets.0 {
+            settings.client_secret = secret.clone();
+        }
+        if let Some(token) = &secrets.1 {
+            settings.refresh_token = token.clone();
+        }
+        settings
+    }
+}
+
 /// `pgforce.api_version`: a Salesforce REST API version such as `62.0`.
 pub fn check_api_version(value: &str) -> Result<(), String> {
     let ok = value.split_once('.').is_some_and(|(major, minor)| {

@@ -2,7 +2,8 @@
 //! (`log`) and hstore text (`hstore`), what a mapping may contain (`mapping`), the worker's settings (`config`),
 //! one delivery from claimed rows to recorded outcomes (`delivery`: merge → plan → send → outcome), with values
 //! converted to Salesforce JSON (`convert`) and checked against the fields' describe (`describe`), the Salesforce client (`salesforce`), the retry rules (`retry`)
-//! what operators are alerted of (`alert`) and what `salesforce.diagnose()` judges (`diagnose`).
+//! what operators are alerted of (`alert`), what `salesforce.diagnose()` judges (`diagnose`) and the delivery
+//! counters (`metrics`).
 //! Plain `cargo test` covers it.
 
 pub mod alert;
@@ -14,5 +15,6 @@ pub mod diagnose;
 pub mod hstore;
 pub mod log;
 pub mod mapping;
+pub mod metrics;
 pub mod retry;
 pub mod salesforce;

@@ -133,6 +133,20 @@ pub enum CallKind {
     Delete,
 }
 
+impl CallKind {
+    /// The HTTP method and the path (after the instance URL) of this sObject Collections call; a delete names its
+    /// records' ids in the query.
+    pub fn request(&self, api_version: &str, delete_ids: &[&str]) -> (&'static str, String) {
+        let base = format!("/services/data/v{api_version}/composite/sobjects");
+        match self {
+            CallKind::Create => ("POST", base),
+            CallKind::Update => ("PATCH", base),
+            CallKind::Upsert { object, field } => ("PATCH", format!("{base}/{object}/{field}")),
+            CallKind::Delete => ("DELETE", format!("{base}?ids={}&allOrNone=false", delete_ids.join(","))),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Session {
     token: String,
@@ -456,7 +470,11 @@ impl Client {
 
     fn call_once<R: Borrow<Value>>(&self, kind: &CallKind, records: &[R]) -> Result<Vec<RecordResult>, CallError> {
         let session = self.session()?;
-        let base = format!("{}/services/data/v{}/composite/sobjects", session.instance_url, self.settings.api_version);
+        let ids: Vec<&str> = match kind {
+            CallKind::Delete => records.iter().filter_map(|r| r.borrow().as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let url = format!("{}{}", session.instance_url, kind.request(&self.settings.api_version, &ids).1);
         let auth = format!("Bearer {}", session.token);
         let json_body = || {
             // Written straight from the borrowed records: the request holds the one copy a body needs.
@@ -478,14 +496,9 @@ impl Client {
                 .send(&json_body()[..])
         };
         let sent = match kind {
-            CallKind::Create => send(self.agent.post(&base)),
-            CallKind::Update => send(self.agent.patch(&base)),
-            CallKind::Upsert { object, field } => send(self.agent.patch(format!("{base}/{object}/{field}"))),
-            CallKind::Delete => {
-                let ids: Vec<&str> = records.iter().filter_map(|r| r.borrow().as_str()).collect();
-                let url = format!("{base}?ids={}&allOrNone=false", ids.join(","));
-                self.agent.delete(&url).header("Authorization", &auth).call()
-            }
+            CallKind::Create => send(self.agent.post(&url)),
+            CallKind::Update | CallKind::Upsert { .. } => send(self.agent.patch(&url)),
+            CallKind::Delete => self.agent.delete(&url).header("Authorization", &auth).call(),
         };
         let timeout = self.settings.request_timeout;
         let mut r = sent.map_err(|e| call_failed(&e, timeout))?;

@@ -55,6 +55,7 @@ fn upsert_batch(items: Vec<Value>) -> Batch {
     Batch {
         kind: CallKind::Upsert { object: "Contact".into(), field: "External_Id__c".into() },
         items: items.into_iter().enumerate().collect(),
+        bytes: 0,
     }
 }
 
@@ -237,6 +238,7 @@ fn a_request_that_fails_while_salesforce_answers_costs_its_records_an_attempt_an
     let batch = |key: usize, last: &str| Batch {
         kind: CallKind::Upsert { object: "Contact".into(), field: "External_Id__c".into() },
         items: vec![(key, contact(last, &format!("R{key}")))],
+        bytes: 0,
     };
     let mut d = deliver(&client, vec![batch(0, "slow"), batch(1, "broken"), batch(2, "fine")], 3);
     d.verdicts.sort_by_key(|(k, _)| *k);

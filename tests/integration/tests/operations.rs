@@ -266,3 +266,164 @@ fn alerts_reach_listeners_without_error_texts() {
     let log = cluster.server_log();
     assert!(log.contains("WARNING:  pgforce: the connection to Salesforce went from"), "logged as a WARNING");
 }
+
+/// diagnose() as an operator: check → (status, detail, hint), in order.
+fn diagnose(c: &mut postgres::Client) -> Vec<(String, String, String, Option<String>)> {
+    c.query("SELECT \"check\", status, detail, hint FROM salesforce.diagnose()", &[])
+        .expect("diagnose")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+fn finding<'a>(
+    rows: &'a [(String, String, String, Option<String>)],
+    check: &str,
+    detail: &str,
+) -> &'a (String, String, String, Option<String>) {
+    rows.iter()
+        .find(|r| r.0 == check && r.2.contains(detail))
+        .unwrap_or_else(|| panic!("no {check} row saying {detail:?}: {rows:#?}"))
+}
+
+#[test]
+fn diagnose_finds_what_the_checklists_look_for() {
+    let mut config = fakeforce::Config::default();
+    config.objects.push(
+        serde_json::from_value(serde_json::json!({
+            "name": "Item__c",
+            "key_prefix": "a0I",
+            "fields": [
+                {"name": "Name", "type": "string", "length": 80},
+                {"name": "Code__c", "type": "string", "length": 20, "read_only": true},
+                {"name": "Ext__c", "type": "string", "length": 80, "unique": true, "external_id": true}
+            ]
+        }))
+        .expect("object"),
+    );
+    let sf = Salesforce::start_with(config);
+    let mut settings = sf.settings();
+    settings.push("pgforce.enabled = off".into());
+    settings.push("pgforce.alert_stalled_after = '1s'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE public.item (id serial PRIMARY KEY, name text, code__c text, missing__c text, ext__c text);
+         SELECT salesforce.map_table('public.item', 'Item__c', upsert_field => 'ext__c');
+         INSERT INTO public.item (name, ext__c) VALUES ('Waiting', 'E-1');
+         INSERT INTO salesforce._trigger_log (state, action, table_name, record_id, sf_message)
+         VALUES ('FAILED', 'INSERT', 'item', 9, 'DUPLICATE_VALUE: duplicate value found: Ext__c duplicates value on record with id: a0I000000000001AAA');
+         CREATE ROLE ops LOGIN IN ROLE pgforce_operator; CREATE ROLE app LOGIN;",
+    )
+    .expect("setup");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut ops = cluster.connect("ops", "postgres");
+    let rows = diagnose(&mut ops);
+    for (check, status) in [("preloaded", "ok"), ("worker", "ok"), ("settings", "ok"), ("login", "ok")] {
+        assert!(rows.iter().any(|r| r.0 == check && r.1 == status), "{check} {status}: {rows:#?}");
+    }
+    assert_eq!(finding(&rows, "enabled", "pgforce.enabled is off").1, "warning");
+    let missing = finding(&rows, "mapping public.item", "column missing__c: Item__c has no field missing__c");
+    assert_eq!(missing.1, "error");
+    assert!(missing.3.as_deref().unwrap_or_default().contains("field-level security"));
+    let read_only = finding(&rows, "mapping public.item", "Item__c.Code__c is neither createable nor updateable");
+    assert_eq!(read_only.1, "error");
+    assert_eq!(finding(&rows, "oldest pending", "the oldest change waiting (item)").1, "warning");
+    let failed = finding(&rows, "failures DUPLICATE_VALUE", "1 failed change");
+    assert!(failed.3.as_deref().unwrap_or_default().starts_with("A unique field"), "{failed:?}");
+    assert!(!format!("{rows:?}").contains("pgforce-demo-secret"), "no secret in a row");
+
+    // A bad secret: Salesforce's OAuth error, verbatim.
+    c.batch_execute("ALTER SYSTEM SET pgforce.client_secret = 'wrong'").expect("secret");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    std::thread::sleep(Duration::from_millis(300));
+    let rows = diagnose(&mut cluster.connect("ops", "postgres"));
+    let login = finding(&rows, "login", "Salesforce refused the credentials: ");
+    assert_eq!(login.1, "error");
+    assert!(login.2.contains("invalid_client"), "{login:?}");
+    assert!(!format!("{rows:?}").contains("wrong"), "no secret in a row");
+
+    // Only operators may run it: it logs in and spends API calls.
+    let err = cluster.connect("app", "postgres").query("SELECT * FROM salesforce.diagnose()", &[]);
+    assert_eq!(err.expect_err("not an operator").as_db_error().expect("db").code().code(), "42501");
+}
+
+/// A call as (method, path without its query, the records or ids it carries), sorted for comparing sets of calls.
+type Call = (String, String, Vec<serde_json::Value>);
+
+#[test]
+fn preview_shows_exactly_what_is_then_sent() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    c.query_one("SELECT salesforce.resume('public.contact')", &[]).expect("resume");
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, external_id__c) VALUES ('Ann', 'A-1'), ('Bob', 'B-1'), ('Cy', 'C-1')",
+    )
+    .expect("rows");
+    wait_for(WAIT, "the first rows delivered", || (delivered(&mut c, "contact") == 3).then_some(()));
+    c.query_one("SELECT salesforce.pause('public.contact')", &[]).expect("pause");
+    c.batch_execute(
+        "UPDATE public.contact SET lastname = 'Anne' WHERE id = 1;
+         DELETE FROM public.contact WHERE id = 2;
+         INSERT INTO public.contact (lastname, external_id__c) VALUES ('Dee', 'D-1'), ('Eve', 'E-1');
+         INSERT INTO public.account (name) VALUES ('Not this table');",
+    )
+    .expect("changes");
+    let rows = c
+        .query(
+            "SELECT request, method, path, record::text, log_ids, table_name FROM salesforce.preview('public.contact')
+              ORDER BY request, log_ids",
+            &[],
+        )
+        .expect("preview");
+    assert!(rows.iter().all(|r| r.get::<_, String>(5) == "public.contact"), "one table");
+    let mut expected: Vec<Call> = Vec::new();
+    for r in &rows {
+        let (request, method, path, record): (i32, String, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let record: serde_json::Value = serde_json::from_str(&record).expect("record JSON");
+        assert!(request > 0, "everything here is sent: {method} {path}");
+        let path = path.split('?').next().unwrap_or_default().to_string();
+        if let Some(call) = expected.iter_mut().find(|e| e.0 == method && e.1 == path) {
+            call.2.push(record);
+        } else {
+            expected.push((method, path, vec![record]));
+        }
+    }
+    assert_eq!(expected.len(), 3, "an upsert of the new rows, an update, a delete: {expected:#?}");
+    // A preview changes nothing: the entries are still queued, nothing was sent.
+    let before = sf.admin("GET", "/writes", serde_json::Value::Null).as_array().map_or(0, Vec::len);
+    let queued: i64 = c
+        .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'NEW' AND table_name = 'contact'", &[])
+        .expect("log")
+        .get(0);
+    assert_eq!(queued, 4, "an update, a delete, two inserts");
+
+    c.query_one("SELECT salesforce.resume('public.contact')", &[]).expect("resume");
+    wait_for(WAIT, "the changes delivered", || (status(&mut c, "contact").0 == 0).then_some(()));
+    let writes = sf.admin("GET", "/writes", serde_json::Value::Null);
+    let mut sent: Vec<Call> = Vec::new();
+    for w in writes.as_array().expect("writes").iter().skip(before) {
+        let method = w["method"].as_str().unwrap_or_default().to_string();
+        let path = w["path"].as_str().unwrap_or_default().to_string();
+        if path.contains("/Account") || w["body"]["records"][0]["attributes"]["type"] == "Account" {
+            continue;
+        }
+        let records: Vec<serde_json::Value> = if method == "DELETE" {
+            w["query"]["ids"].as_str().unwrap_or_default().split(',').map(|id| serde_json::json!(id)).collect()
+        } else {
+            w["body"]["records"].as_array().cloned().unwrap_or_default()
+        };
+        sent.push((method, path, records));
+    }
+    let sort = |calls: &mut Vec<Call>| {
+        for call in calls.iter_mut() {
+            call.2.sort_by_key(|r| r.to_string());
+        }
+        calls.sort_by_key(|c| format!("{c:?}"));
+    };
+    sort(&mut expected);
+    sort(&mut sent);
+    assert_eq!(sent, expected);
+}

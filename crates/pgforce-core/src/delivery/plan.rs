@@ -390,7 +390,8 @@ impl Plan {
             job.write.values = Values::new();
             job.write.row = Values::new();
             if job.write.attempts > 0 {
-                alone.push(Batch { kind, items: vec![(i, item)] });
+                let bytes = ENVELOPE_BYTES + json_bytes(&item);
+                alone.push(Batch { kind, items: vec![(i, item)], bytes });
                 continue;
             }
             let g = *index.entry((table.as_str(), tag)).or_insert_with(|| {
@@ -401,17 +402,16 @@ impl Plan {
         }
         let mut batches = Vec::new();
         for (kind, items) in groups {
-            let mut current = Batch { kind: kind.clone(), items: Vec::new() };
-            let mut bytes = ENVELOPE_BYTES;
+            let empty = || Batch { kind: kind.clone(), items: Vec::new(), bytes: ENVELOPE_BYTES };
+            let mut current = empty();
             for (i, item) in items {
                 // Each record after the first adds a comma.
                 let size = json_bytes(&item) + 1;
-                let full = current.items.len() >= MAX_RECORDS_PER_CALL || bytes + size > max_request_bytes;
+                let full = current.items.len() >= MAX_RECORDS_PER_CALL || current.bytes + size > max_request_bytes;
                 if full && !current.items.is_empty() {
-                    batches.push(std::mem::replace(&mut current, Batch { kind: kind.clone(), items: Vec::new() }));
-                    bytes = ENVELOPE_BYTES;
+                    batches.push(std::mem::replace(&mut current, empty()));
                 }
-                bytes += size;
+                current.bytes += size;
                 current.items.push((i, item));
             }
             if !current.items.is_empty() {

@@ -17,6 +17,8 @@ use crate::salesforce::{lock, CallError, Client, SfError};
 pub struct Batch {
     pub kind: CallKind,
     pub items: Vec<(usize, Value)>,
+    /// The request body's size as planned (JSON, envelope included).
+    pub bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
