@@ -690,6 +690,20 @@ mod tests {
     }
 
     #[pg_test]
+    fn sync_metrics_shows_each_mapping_to_monitors() {
+        contact_table();
+        let row = text(
+            "SELECT concat_ws(' ', table_name, sent, succeeded, failed, retried, requests, bytes, api_calls,
+                              latency_ms_p50_1m IS NULL, latency_ms_p99_1h IS NULL)
+               FROM salesforce.sync_metrics",
+        );
+        assert_eq!(row, "contact 0 0 0 0 0 0 0 t t");
+        sql("CREATE ROLE pgforce_metrics_reader");
+        sql("SET LOCAL ROLE pgforce_metrics_reader");
+        assert_eq!(outcome("SELECT * FROM salesforce.sync_metrics"), "42501");
+    }
+
+    #[pg_test]
     fn sync_status_reports_each_mapping() {
         contact_table();
         sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");

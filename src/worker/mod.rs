@@ -34,6 +34,7 @@ use pgforce_core::delivery::send::{Batch, Verdict};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
 use pgforce_core::log::LogState;
+use pgforce_core::metrics::Metrics;
 use pgforce_core::retry::Breaker;
 use pgforce_core::salesforce::{token_fingerprint, AuthFlow, CallError, Client, Settings};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
@@ -174,6 +175,10 @@ struct Worker {
     alert_interval: Duration,
     /// When the worker last looked for a stalled queue.
     last_stall_check: Option<Instant>,
+    /// Delivery counters since the worker started (epoch seconds), and each claimed log id's mapping.
+    metrics: Metrics,
+    started: f64,
+    claim_tables: HashMap<i64, String>,
 }
 
 impl Worker {
@@ -196,6 +201,11 @@ impl Worker {
             alerts: Gate::default(),
             alert_interval: alert::EVERY,
             last_stall_check: None,
+            metrics: Metrics::default(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            claim_tables: HashMap::new(),
         }
     }
 
@@ -282,6 +292,8 @@ impl Worker {
             }
         };
         if claimed.count == 0 {
+            // Idle: the last counters are written now, not at the next cycle.
+            self.write_metrics();
             self.report(ConnState::Idle, None);
             return if requeued > 0 { Duration::ZERO } else { self.idle_wait(config) };
         }
@@ -393,8 +405,10 @@ impl Worker {
         let st = as_sync_engine(|c| {
             let st = Statements::prepare(c, &schema)?;
             reclaim(c, &st, config)?;
+            c.update(&st.clear_metrics, None, &[])?;
             Ok(st)
         })?;
+        self.metrics.unwritten();
         self.statements = Some(st);
         self.reporter.forget();
         Ok(true)
@@ -526,6 +540,7 @@ impl Worker {
         });
         if due {
             self.last_archive = Some(Instant::now());
+            self.write_metrics();
         }
         result.unwrap_or_else(|e| {
             if !self.vanished() {
@@ -609,6 +624,10 @@ impl Worker {
         };
         // The plan holds what goes; the claimed changes are let go before anything is sent.
         drop(std::mem::take(&mut claimed.changes));
+        self.claim_tables.clear();
+        for job in &plan.jobs {
+            self.claim_tables.extend(job.write.log_ids.iter().map(|id| (*id, job.table.clone())));
+        }
         let tables = &claimed.tables;
         let client = match self.connection(config) {
             Ok(settings) => Ok(self.client(&settings)),
@@ -628,6 +647,11 @@ impl Worker {
         let waves = plan.waves(tables, config.max_request_bytes);
         if waves.is_empty() {
             return Ok(());
+        }
+        for batch in waves.iter().flatten() {
+            if let Some(job) = batch.items.first().and_then(|(j, _)| plan.jobs.get(*j)) {
+                self.metrics.request(&job.table, batch.items.len(), batch.bytes);
+            }
         }
         let records = waves.iter().flatten().map(|b| b.items.len()).sum();
         let objects: BTreeSet<&str> = waves
@@ -790,10 +814,43 @@ impl Worker {
         }
         match recorded {
             Ok(()) => {
+                let tables = &self.claim_tables;
+                self.metrics.outcomes(outcomes, |id| tables.get(&id).cloned());
                 self.alert_failures(outcomes);
                 Ok(())
             }
             Err(e) => self.recording_failed(config, e),
+        }
+    }
+
+    /// Writes the delivery counters when they changed (at most once a second, with archive maintenance).
+    fn write_metrics(&mut self) {
+        let Some(all) = self.metrics.take_changed() else { return };
+        let column = |f: fn(&pgforce_core::metrics::Counters) -> u64| -> Vec<i64> {
+            all.iter().map(|(_, c)| f(c).min(i64::MAX as u64) as i64).collect()
+        };
+        let started = self.started;
+        let written = self.with_statements(|c, st| {
+            // Datums are made inside the transaction: its memory holds them.
+            let args = [
+                DatumWithOid::from(started),
+                DatumWithOid::from(all.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>()),
+                DatumWithOid::from(column(|c| c.sent)),
+                DatumWithOid::from(column(|c| c.succeeded)),
+                DatumWithOid::from(column(|c| c.failed)),
+                DatumWithOid::from(column(|c| c.retried)),
+                DatumWithOid::from(column(|c| c.requests)),
+                DatumWithOid::from(column(|c| c.bytes)),
+                DatumWithOid::from(column(|c| c.api_calls)),
+            ];
+            c.update(&st.write_metrics, None, &args)?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            if !self.vanished() {
+                pgrx::warning!("pgforce: cannot write the delivery counters: {e}");
+            }
+            self.metrics.unwritten();
         }
     }
 
@@ -839,6 +896,9 @@ impl Worker {
             }
         };
         for search in doubt::searches(plan, tables, user.as_deref()) {
+            if let Some(job) = search.jobs.first().and_then(|(j, _)| plan.jobs.get(*j)) {
+                self.metrics.api_call(&job.table);
+            }
             let found = match client.query(&search.soql, doubt::MAX_CANDIDATES) {
                 Ok(found) => found,
                 Err(e) => {

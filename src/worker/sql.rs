@@ -107,6 +107,11 @@ pub struct Statements {
     /// `$1 text` table, `$2 bigint[]` row ids, `$3 bigint[]` log ids → the rows a delete logged after that log id
     /// follows.
     pub deleted_later: OwnedPreparedStatement,
+    /// Forgets the counters of an earlier worker (`_metrics`).
+    pub clear_metrics: OwnedPreparedStatement,
+    /// `$1 float8` when the worker started (epoch seconds), then arrays of tables, sent, succeeded, failed, retried,
+    /// requests, bytes, API calls: the counters since then.
+    pub write_metrics: OwnedPreparedStatement,
     /// `$1 text` channel, `$2 text` payload: an alert, sent at commit.
     pub notify: OwnedPreparedStatement,
     /// The oldest change waiting to be sent, of a mapping not paused → (age in seconds, table).
@@ -303,6 +308,35 @@ impl Statements {
                       RETURNING id, table_name::text"
                 ),
                 &[pg_sys::FLOAT8OID, pg_sys::INT4OID, TEXT],
+            )?,
+            clear_metrics: prepare(client, &format!("DELETE FROM {schema}._metrics"), &[])?,
+            write_metrics: prepare(
+                client,
+                &format!(
+                    "INSERT INTO {schema}._metrics AS m
+                            (table_name, since, sent, succeeded, failed, retried, requests, bytes, api_calls, updated_at)
+                     SELECT u.t, pg_catalog.to_timestamp($1), u.sent, u.succeeded, u.failed, u.retried, u.requests,
+                            u.bytes, u.api_calls, pg_catalog.now()
+                       FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4),
+                                       pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),
+                                       pg_catalog.unnest($8), pg_catalog.unnest($9))
+                            AS u(t, sent, succeeded, failed, retried, requests, bytes, api_calls)
+                     ON CONFLICT (table_name) DO UPDATE
+                        SET since = excluded.since, sent = excluded.sent, succeeded = excluded.succeeded,
+                            failed = excluded.failed, retried = excluded.retried, requests = excluded.requests,
+                            bytes = excluded.bytes, api_calls = excluded.api_calls, updated_at = excluded.updated_at"
+                ),
+                &[
+                    pg_sys::FLOAT8OID,
+                    TEXT_ARRAY,
+                    INT8_ARRAY,
+                    INT8_ARRAY,
+                    INT8_ARRAY,
+                    INT8_ARRAY,
+                    INT8_ARRAY,
+                    INT8_ARRAY,
+                    INT8_ARRAY,
+                ],
             )?,
             notify: prepare(client, "SELECT pg_catalog.pg_notify($1, $2)", &[TEXT, TEXT])?,
             oldest_waiting: prepare(client, &oldest_waiting_sql(schema), &[])?,

@@ -62,6 +62,11 @@ impl Metrics {
         }
     }
 
+    /// Marks the counters as not written (writing them failed).
+    pub fn unwritten(&mut self) {
+        self.changed = true;
+    }
+
     /// The counters to write, if they changed since the last call.
     pub fn take_changed(&mut self) -> Option<Vec<(String, Counters)>> {
         if !std::mem::take(&mut self.changed) {

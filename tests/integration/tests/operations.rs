@@ -427,3 +427,54 @@ fn preview_shows_exactly_what_is_then_sent() {
     sort(&mut sent);
     assert_eq!(sent, expected);
 }
+
+#[test]
+fn metrics_count_what_was_sent_and_how_long_it_took() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    sf.admin(
+        "PUT",
+        "/faults",
+        serde_json::json!([{"field": "LastName", "equals": "Bad", "effect": {"type": "record_error",
+            "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "no"}}]),
+    );
+    c.query_one("SELECT salesforce.resume('public.contact')", &[]).expect("resume");
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, external_id__c) SELECT 'C' || g, 'X-' || g FROM generate_series(1, 10) g;
+         INSERT INTO public.contact (lastname, external_id__c) VALUES ('Bad', 'X-bad');",
+    )
+    .expect("rows");
+    let metrics = wait_for(WAIT, "the counters written", || {
+        let r = c
+            .query_one(
+                "SELECT sent, succeeded, failed, requests, bytes, api_calls, latency_ms_p50_1m, latency_ms_p99_1h, since
+                   FROM salesforce.sync_metrics WHERE table_name = 'contact'",
+                &[],
+            )
+            .expect("metrics");
+        let (sent, succeeded, failed): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        (succeeded == 10 && failed == 1).then(|| {
+            (
+                sent,
+                r.get::<_, i64>(3),
+                r.get::<_, i64>(4),
+                r.get::<_, i64>(5),
+                r.get::<_, Option<f64>>(6),
+                r.get::<_, Option<f64>>(7),
+            )
+        })
+    });
+    let (sent, requests, bytes, api_calls, p50, p99) = metrics;
+    assert_eq!(sent, 11);
+    assert!(requests >= 1 && api_calls >= requests, "{requests} requests, {api_calls} API calls");
+    assert!(bytes > 11 * 30, "{bytes} bytes");
+    let (p50, p99) = (p50.expect("a p50 over the last minute"), p99.expect("a p99 over the last hour"));
+    assert!(p50 >= 0.0 && p99 >= p50, "{p50} {p99}");
+    // Counters are for monitors; the mapping without traffic shows zeros.
+    let idle: i64 = c
+        .query_one("SELECT sent FROM salesforce.sync_metrics WHERE table_name = 'account'", &[])
+        .expect("account")
+        .get(0);
+    assert_eq!(idle, 0);
+}
