@@ -164,6 +164,20 @@ $fn$;
 REVOKE ALL ON FUNCTION @extschema@.retry_failed(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.retry_failed(regclass) TO pgforce_operator;
 
+-- API: Private. Raises 42704 (with a hint) unless tbl is mapped: the operators' functions check their argument with it.
+CREATE FUNCTION @extschema@._require_mapped(tbl regclass) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
+        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
+            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@._require_mapped(regclass) FROM PUBLIC;
+
 -- API: Public. Pauses delivery of one mapped table, or of every mapping (tbl NULL): capture goes on, the worker
 -- claims nothing more of theirs (what is already on its way finishes) until salesforce.resume(). Kept across
 -- restarts and shown in sync_status.paused_since. Returns what it paused. For pgforce_operator (and superusers).
@@ -174,10 +188,7 @@ AS $fn$
 DECLARE
     names text[];
 BEGIN
-    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
-        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
-            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
-    END IF;
+    PERFORM @extschema@._require_mapped(tbl);
     WITH paused AS (
         UPDATE @extschema@._mapping m SET paused_at = pg_catalog.now()
          WHERE (tbl IS NULL OR m.relid OPERATOR(pg_catalog.=) tbl) AND m.paused_at IS NULL
@@ -206,10 +217,7 @@ DECLARE
     previous text;
     said text;
 BEGIN
-    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
-        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
-            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
-    END IF;
+    PERFORM @extschema@._require_mapped(tbl);
     WITH resumed AS (
         UPDATE @extschema@._mapping m SET paused_at = NULL
          WHERE (tbl IS NULL OR m.relid OPERATOR(pg_catalog.=) tbl) AND m.paused_at IS NOT NULL
@@ -502,10 +510,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF tbl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) tbl) THEN
-        RAISE EXCEPTION '% is not mapped to Salesforce', tbl
-            USING ERRCODE = 'undefined_object', HINT = 'The mapped tables are listed in salesforce.sync_status.';
-    END IF;
+    PERFORM @extschema@._require_mapped(tbl);
     RETURN QUERY SELECT * FROM @extschema@._preview(tbl::pg_catalog.oid, max_records);
 END
 $fn$;
@@ -527,34 +532,24 @@ SELECT m.table_name,
        coalesce(c.requests, 0)  AS requests,
        coalesce(c.bytes, 0)     AS bytes,
        coalesce(c.api_calls, 0) AS api_calls,
-       lm.p50 AS latency_ms_p50_1m, lm.p95 AS latency_ms_p95_1m, lm.p99 AS latency_ms_p99_1m,
-       lh.p50 AS latency_ms_p50_1h, lh.p95 AS latency_ms_p95_1h, lh.p99 AS latency_ms_p99_1h
+       lat.p50_1m AS latency_ms_p50_1m, lat.p95_1m AS latency_ms_p95_1m, lat.p99_1m AS latency_ms_p99_1m,
+       lat.p50_1h AS latency_ms_p50_1h, lat.p95_1h AS latency_ms_p95_1h, lat.p99_1h AS latency_ms_p99_1h
   FROM @extschema@._mapping m
   LEFT JOIN @extschema@._metrics c ON c.table_name = m.table_name
   LEFT JOIN LATERAL (
-        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) AS p50,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) AS p95,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) AS p99
-          FROM (SELECT EXTRACT(epoch FROM (l.processed_at - l.created_at)) * 1000 AS ms
-                  FROM @extschema@._trigger_log l
-                 WHERE l.table_name = m.table_name AND l.state = 'SUCCESS'
-                   AND coalesce(l.processed_at, l.created_at) >= now() - interval '1 minute'
-                UNION ALL
-                SELECT EXTRACT(epoch FROM (a.processed_at - a.created_at)) * 1000
-                  FROM @extschema@._trigger_log_archive a
-                 WHERE a.table_name = m.table_name AND a.state = 'SUCCESS'
-                   AND a.processed_at >= now() - interval '1 minute') d) lm ON true
-  LEFT JOIN LATERAL (
-        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) AS p50,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) AS p95,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) AS p99
-          FROM (SELECT EXTRACT(epoch FROM (l.processed_at - l.created_at)) * 1000 AS ms
-                  FROM @extschema@._trigger_log l
-                 WHERE l.table_name = m.table_name AND l.state = 'SUCCESS'
-                   AND coalesce(l.processed_at, l.created_at) >= now() - interval '1 hour'
-                UNION ALL
-                SELECT EXTRACT(epoch FROM (a.processed_at - a.created_at)) * 1000
-                  FROM @extschema@._trigger_log_archive a
-                 WHERE a.table_name = m.table_name AND a.state = 'SUCCESS'
-                   AND a.processed_at >= now() - interval '1 hour') d) lh ON true;
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p50_1m,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p95_1m,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p99_1m,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) AS p50_1h,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) AS p95_1h,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) AS p99_1h
+          FROM (SELECT EXTRACT(epoch FROM (e.processed_at - e.created_at)) * 1000 AS ms,
+                       e.processed_at >= now() - interval '1 minute' AS recent
+                  FROM (SELECT l.processed_at, l.created_at FROM @extschema@._trigger_log l
+                         WHERE l.table_name = m.table_name AND l.state = 'SUCCESS'
+                           AND coalesce(l.processed_at, l.created_at) >= now() - interval '1 hour'
+                        UNION ALL
+                        SELECT a.processed_at, a.created_at FROM @extschema@._trigger_log_archive a
+                         WHERE a.table_name = m.table_name AND a.state = 'SUCCESS'
+                           AND a.processed_at >= now() - interval '1 hour') e) d) lat ON true;
 GRANT SELECT ON @extschema@.sync_metrics TO pgforce_monitor;

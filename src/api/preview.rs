@@ -12,17 +12,6 @@ use crate::guc;
 use crate::worker::sql::Statements;
 use crate::worker::{claim, plan};
 
-type PreviewRow = (
-    name!(request, i32),
-    name!(wave, i32),
-    name!(method, String),
-    name!(path, String),
-    name!(record, JsonB),
-    name!(log_ids, Vec<i64>),
-    name!(table_name, String),
-    name!(sobject, String),
-);
-
 /// Wrapped by `salesforce.preview(tbl, max_records)` (sql/finalize.sql).
 #[pg_extern(volatile, parallel_unsafe)]
 fn _preview(
@@ -48,7 +37,7 @@ fn _preview(
     if max_records < 1 {
         return Err(PgforceError::BadMaxRecords(max_records).into());
     }
-    let rows = Spi::connect_mut(|client| -> Result<Vec<PreviewRow>, PgforceError> {
+    let rows = Spi::connect_mut(|client| -> Result<Vec<_>, PgforceError> {
         let schema = super::mapping::extension_schema(client)?;
         let mut config = guc::config();
         config.batch_size = i64::from(max_records);

@@ -3,7 +3,7 @@
 //! one delivery from claimed rows to recorded outcomes (`delivery`: merge → plan → send → outcome), with values
 //! converted to Salesforce JSON (`convert`) and checked against the fields' describe (`describe`), the Salesforce client (`salesforce`), the retry rules (`retry`)
 //! what operators are alerted of (`alert`), what `salesforce.diagnose()` judges (`diagnose`) and the delivery
-//! counters (`metrics`).
+//! counters (`metrics`), and what undoing deliveries takes (`rollback`).
 //! Plain `cargo test` covers it.
 
 pub mod alert;
@@ -17,4 +17,5 @@ pub mod log;
 pub mod mapping;
 pub mod metrics;
 pub mod retry;
+pub mod rollback;
 pub mod salesforce;

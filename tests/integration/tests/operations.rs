@@ -37,6 +37,16 @@ fn status(c: &mut postgres::Client, table: &str) -> (i64, bool) {
     (row.get(0), row.get(1))
 }
 
+/// Salesforce refuses records whose LastName is `name` (a validation rule saying `message`).
+fn refuse_lastname(sf: &Salesforce, name: &str, message: &str) {
+    sf.admin(
+        "PUT",
+        "/faults",
+        serde_json::json!([{"field": "LastName", "equals": name, "effect": {"type": "record_error",
+            "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": message}}]),
+    );
+}
+
 #[test]
 fn a_paused_mapping_captures_but_sends_nothing_until_resumed() {
     let sf = Salesforce::start();
@@ -141,12 +151,7 @@ fn the_audit_says_what_happened_to_every_change() {
     let sf = Salesforce::start();
     let cluster = setup(&sf);
     let mut c = cluster.admin();
-    sf.admin(
-        "PUT",
-        "/faults",
-        serde_json::json!([{"field": "LastName", "equals": "Bad", "effect": {"type": "record_error",
-            "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "LastName may not be Bad"}}]),
-    );
+    refuse_lastname(&sf, "Bad", "LastName may not be Bad");
     // While the mapping is paused, row 3 is inserted and deleted: it never reaches Salesforce.
     c.batch_execute(
         "INSERT INTO public.contact (lastname, external_id__c) VALUES ('One', 'X-1'), ('Two', 'X-2'), ('Three', 'X-3'), ('Bad', 'X-4');
@@ -234,12 +239,7 @@ fn alerts_reach_listeners_without_error_texts() {
     // Any role may listen: what it hears carries codes, never a row's values or an error's text.
     let mut listener = cluster.connect("anyone", "postgres");
     listener.batch_execute("LISTEN pgforce_alerts").expect("listen");
-    sf.admin(
-        "PUT",
-        "/faults",
-        serde_json::json!([{"field": "LastName", "equals": "Secret Smith", "effect": {"type": "record_error",
-            "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Secret Smith is not welcome"}}]),
-    );
+    refuse_lastname(&sf, "Secret Smith", "Secret Smith is not welcome");
     c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Secret Smith', 'S-1')")
         .expect("row");
     let heard = alerts(&mut listener, Duration::from_secs(10), |a| a.iter().any(|a| a["kind"] == "failed"));
@@ -433,12 +433,7 @@ fn metrics_count_what_was_sent_and_how_long_it_took() {
     let sf = Salesforce::start();
     let cluster = setup(&sf);
     let mut c = cluster.admin();
-    sf.admin(
-        "PUT",
-        "/faults",
-        serde_json::json!([{"field": "LastName", "equals": "Bad", "effect": {"type": "record_error",
-            "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "no"}}]),
-    );
+    refuse_lastname(&sf, "Bad", "no");
     c.query_one("SELECT salesforce.resume('public.contact')", &[]).expect("resume");
     c.batch_execute(
         "INSERT INTO public.contact (lastname, external_id__c) SELECT 'C' || g, 'X-' || g FROM generate_series(1, 10) g;
