@@ -553,3 +553,35 @@ SELECT m.table_name,
                          WHERE a.table_name = m.table_name AND a.state = 'SUCCESS'
                            AND a.processed_at >= now() - interval '1 hour') e) d) lat ON true;
 GRANT SELECT ON @extschema@.sync_metrics TO pgforce_monitor;
+
+-- API: Public. Undoes in Salesforce what pgforce delivered since `since` (of one mapped table, or all), newest first,
+-- through the queue (retried, audited, visible): each record it created is deleted, each field it changed is set
+-- back to its value before the first change since; each record it deleted is reported with its sfid (only
+-- Salesforce's recycle bin can bring it back). A record changed in Salesforce by someone else since pgforce's last
+-- write to it is reported and left alone unless force. By default Postgres goes back with it (rows inserted since
+-- are deleted, changed fields set back, as the sync engine's writes: nothing is captured twice); salesforce_only
+-- leaves the rows and marks them _hc_lastop = 'ROLLED_BACK'. dry_run (the default) only returns the plan. For
+-- pgforce_operator.
+CREATE FUNCTION @extschema@.rollback(
+    since timestamptz,
+    tbl regclass DEFAULT NULL,
+    dry_run boolean DEFAULT true,
+    force boolean DEFAULT false,
+    salesforce_only boolean DEFAULT false
+) RETURNS TABLE (table_name text, record_id bigint, sfid text, action text, detail text, log_id bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF since IS NULL OR dry_run IS NULL OR force IS NULL OR salesforce_only IS NULL THEN
+        RAISE EXCEPTION 'salesforce.rollback() needs a moment to roll back to, and its options not NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'SELECT * FROM salesforce.rollback(now() - interval ''1 hour'') shows what undoing the last hour takes.';
+    END IF;
+    PERFORM @extschema@._require_mapped(tbl);
+    RETURN QUERY SELECT * FROM @extschema@._rollback(since, tbl::pg_catalog.oid, dry_run, force, salesforce_only);
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@._rollback(timestamptz, oid, boolean, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.rollback(timestamptz, regclass, boolean, boolean, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.rollback(timestamptz, regclass, boolean, boolean, boolean) TO pgforce_operator;

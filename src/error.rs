@@ -56,6 +56,9 @@ pub enum PgforceError {
     #[error("{0}")]
     Internal(String),
 
+    #[error("cannot check Salesforce for changes made since pgforce's writes: {0}")]
+    SalesforceCheck(String),
+
     #[error("SPI: {0}")]
     Spi(#[from] pgrx::spi::Error),
 }
@@ -79,6 +82,7 @@ impl PgforceError {
             Self::TriggerMisused { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Self::NotMappedForCapture { .. } | Self::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::Spi(_) | Self::Internal(_) => ERRCODE_INTERNAL_ERROR,
+            Self::SalesforceCheck(_) => ERRCODE_CONNECTION_FAILURE,
         }
     }
 
@@ -118,6 +122,9 @@ impl PgforceError {
             Self::BadMaxRecords(_) => {
                 "It is how many queued log entries to plan (pgforce.batch_size is how many the worker claims).".into()
             }
+            Self::SalesforceCheck(_) => "salesforce.diagnose() says why Salesforce cannot be reached; force => true \
+                 undoes without looking (records changed since are then overwritten or deleted too)."
+                .into(),
             Self::NullArgument(_) | Self::Spi(_) | Self::Internal(_) => return None,
         })
     }

@@ -704,6 +704,22 @@ mod tests {
     }
 
     #[pg_test]
+    fn rollback_checks_its_arguments_and_is_for_operators() {
+        contact_table();
+        // Nothing delivered since: an empty plan, without calling Salesforce.
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.rollback(now() - interval '1 day')"), Some(0));
+        assert_eq!(outcome("SELECT * FROM salesforce.rollback(NULL)"), "22004 +hint");
+        assert_eq!(outcome("SELECT * FROM salesforce.rollback(now(), dry_run => NULL)"), "22004 +hint");
+        sql("CREATE TABLE salesforce.unmapped (id int PRIMARY KEY)");
+        assert_eq!(outcome("SELECT * FROM salesforce.rollback(now(), 'salesforce.unmapped')"), "42704 +hint");
+        sql("CREATE ROLE pgforce_rollback_caller");
+        sql("GRANT pgforce_monitor TO pgforce_rollback_caller");
+        sql("SET LOCAL ROLE pgforce_rollback_caller");
+        assert_eq!(outcome("SELECT * FROM salesforce.rollback(now())"), "42501");
+        assert_eq!(outcome("SELECT * FROM salesforce._rollback(now(), NULL, true, false, false)"), "42501");
+    }
+
+    #[pg_test]
     fn sync_status_reports_each_mapping() {
         contact_table();
         sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");

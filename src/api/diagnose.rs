@@ -11,12 +11,11 @@ use std::time::Duration;
 use pgforce_core::alert::error_code;
 use pgforce_core::describe::Described;
 use pgforce_core::diagnose::{self, Finding, MappingToCheck};
-use pgforce_core::salesforce::{token_fingerprint, AuthFlow, CallError, Client};
-use pgrx::datum::DatumWithOid;
+use pgforce_core::salesforce::CallError;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use crate::worker::sql::{keep_refresh_token_sql, kept_refresh_token_sql, oldest_waiting_sql};
+use crate::worker::sql::oldest_waiting_sql;
 use crate::{guc, is_preloaded};
 
 /// The checks, in order. Wrapped by `salesforce.diagnose()` (sql/finalize.sql), which runs it as the extension's
@@ -61,31 +60,13 @@ fn run(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<Finding>, pgrx::s
     let usable = complete.status == diagnose::Status::Ok;
     out.push(complete);
 
-    let client_sf = Client::new(settings.clone());
+    let client_sf = super::session_client::client(client, schema, &settings)?;
     let mut logged_in = false;
     if usable {
-        if settings.auth_flow == AuthFlow::RefreshToken {
-            let fingerprint = token_fingerprint(&settings.refresh_token);
-            let kept: Option<String> = client
-                .select(&kept_refresh_token_sql(schema), None, &[DatumWithOid::from(fingerprint.as_str())])?
-                .first()
-                .get(1)?;
-            if let Some(token) = kept {
-                client_sf.use_refresh_token(token);
-            }
-        }
         let login = client_sf.authenticate();
         logged_in = login.is_ok();
         out.push(diagnose::login(&login));
-        // A login may rotate the refresh token (and revoke the old one): keep it for the worker, as it would.
-        if let Some(token) = client_sf.take_rotated_refresh_token() {
-            let fingerprint = token_fingerprint(&settings.refresh_token);
-            client.update(
-                &keep_refresh_token_sql(schema),
-                None,
-                &[DatumWithOid::from(fingerprint.as_str()), DatumWithOid::from(token.as_str())],
-            )?;
-        }
+        super::session_client::keep_rotated(client, schema, &settings, &client_sf)?;
     }
 
     let mappings = mappings(client, schema)?;

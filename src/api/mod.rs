@@ -4,3 +4,5 @@ mod audit;
 mod diagnose;
 mod mapping;
 mod preview;
+mod rollback;
+mod session_client;

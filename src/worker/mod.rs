@@ -11,7 +11,7 @@ mod database;
 mod deliverer;
 mod error;
 pub(crate) mod plan;
-mod record;
+pub(crate) mod record;
 mod sender;
 pub(crate) mod sql;
 mod status;

@@ -368,7 +368,7 @@ fn on_table<R>(
 /// Runs `f` as `owner` in a security-restricted operation, the way autovacuum and REFRESH MATERIALIZED VIEW run
 /// user code: the table's triggers, defaults and policies get its owner's rights, never the worker's. An error
 /// inside `f` aborts the transaction, which restores the worker's identity.
-fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+pub(crate) fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     let mut worker = pg_sys::Oid::INVALID;
     let mut context = 0;
     // SAFETY: switches this backend's current user for the duration of `f`, as Postgres' own maintenance does.

@@ -34,6 +34,7 @@ const LT: &str = "OPERATOR(pg_catalog.<)";
 const LE: &str = "OPERATOR(pg_catalog.<=)";
 const GT: &str = "OPERATOR(pg_catalog.>)";
 const GE: &str = "OPERATOR(pg_catalog.>=)";
+const NE: &str = "OPERATOR(pg_catalog.<>)";
 const PLUS: &str = "OPERATOR(pg_catalog.+)";
 const MINUS: &str = "OPERATOR(pg_catalog.-)";
 const TIMES: &str = "OPERATOR(pg_catalog.*)";
@@ -550,6 +551,7 @@ impl Statements {
                 continue;
             }
             let hstore = &self.hstore;
+            let (rolled_back, failed) = (LastOp::RolledBack.as_str(), LastOp::Failed.as_str());
             let statements = TableStatements {
                 current_sfids: prepare(
                     client,
@@ -585,7 +587,12 @@ impl Statements {
                     client,
                     &format!(
                         "UPDATE {name} AS t
-                            SET sfid = coalesce(u.sfid, t.sfid), _hc_lastop = u.lastop, _hc_err = u.err
+                            SET sfid = coalesce(u.sfid, t.sfid),
+                                -- a row salesforce.rollback() left apart from its record stays marked until it changes
+                                _hc_lastop = CASE WHEN t._hc_lastop {EQ} '{rolled_back}' AND u.lastop {NE} '{failed}'
+                                                  THEN t._hc_lastop ELSE u.lastop END,
+                                _hc_err = CASE WHEN t._hc_lastop {EQ} '{rolled_back}' AND u.lastop {NE} '{failed}'
+                                               THEN t._hc_err ELSE u.err END
                            FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
                                            pg_catalog.unnest($4)) AS u(id, sfid, lastop, err)
                           WHERE t.id {EQ} u.id

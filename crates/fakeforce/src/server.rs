@@ -574,6 +574,15 @@ fn admin(org: &Org, call: &Call) -> Reply {
                 org.wake.notify_one();
                 Ok(Reply::json(200, &json!({"reset": true})))
             }
+            (&M::PATCH, ["admin", "records", o, id]) => {
+                // {"fields": {...}, "by": "005…"}: another user changes the record.
+                let i = org.model.object(o).map(|x| x.index).ok_or_else(ApiError::not_found)?;
+                let body: Value = serde_json::from_slice(&call.body).unwrap_or(Value::Null);
+                let fields = body.get("fields").and_then(Value::as_object).cloned().unwrap_or_default();
+                let by = body.get("by").and_then(Value::as_str).unwrap_or("005Dn00000OthrUAAA");
+                st.store.edit_as(i, id, &fields, by).map_err(|e| ApiError::new(400, "INVALID_FIELD", e))?;
+                Ok(Reply::json(200, &json!({"edited": id})))
+            }
             (&M::GET, ["admin", "records", o]) => {
                 let i = org.model.object(o).map(|x| x.index).ok_or_else(ApiError::not_found)?;
                 let records: Vec<Value> = st

@@ -145,6 +145,9 @@ pub enum LastOp {
     /// The sync engine wrote the row without recording an outcome.
     Synced,
     Failed,
+    /// `salesforce.rollback(salesforce_only => true)` set the record back and left the row as it was. Kept until the
+    /// row changes again.
+    RolledBack,
 }
 
 impl LastOp {
@@ -155,6 +158,7 @@ impl LastOp {
             LastOp::Updated => "UPDATED",
             LastOp::Synced => "SYNCED",
             LastOp::Failed => "FAILED",
+            LastOp::RolledBack => "ROLLED_BACK",
         }
     }
 }

@@ -249,6 +249,7 @@ impl Salesforce {
         let r = match method {
             "GET" => self.agent.get(&url).call(),
             "PUT" => self.agent.put(&url).send_json(body),
+            "PATCH" => self.agent.patch(&url).send_json(body),
             "DELETE" => self.agent.delete(&url).call(),
             _ => self.agent.post(&url).send_json(body),
         };

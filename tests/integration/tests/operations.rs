@@ -473,3 +473,115 @@ fn metrics_count_what_was_sent_and_how_long_it_took() {
         .get(0);
     assert_eq!(idle, 0);
 }
+
+/// The live Contact records by external id: (Id, LastName).
+fn contacts(sf: &Salesforce) -> std::collections::BTreeMap<String, (String, String)> {
+    sf.live("Contact")
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (text("External_Id__c"), (text("Id"), text("LastName")))
+        })
+        .collect()
+}
+
+#[test]
+fn rollback_sets_salesforce_and_postgres_back_except_what_it_reports() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    c.batch_execute("CREATE ROLE ops LOGIN IN ROLE pgforce_operator; CREATE ROLE app LOGIN;").expect("roles");
+    c.query_one("SELECT salesforce.resume('public.contact')", &[]).expect("resume");
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, external_id__c)
+         VALUES ('Ann', 'A-1'), ('Bob', 'B-1'), ('Dee', 'D-1'), ('Eve', 'E-1')",
+    )
+    .expect("before");
+    wait_for(WAIT, "the first rows delivered", || (delivered(&mut c, "contact") == 4).then_some(()));
+    std::thread::sleep(Duration::from_millis(1100));
+    let mark: String = c.query_one("SELECT now()::text", &[]).expect("now").get(0);
+    let before = contacts(&sf);
+    std::thread::sleep(Duration::from_millis(1100));
+    // Since the mark: two updates, an insert, a delete; then someone else edits one of the updated records.
+    c.batch_execute(
+        "UPDATE public.contact SET lastname = 'Anne' WHERE id = 1;
+         UPDATE public.contact SET lastname = 'Bobby' WHERE id = 2;
+         UPDATE public.contact SET lastname = 'Eva' WHERE id = 4;
+         INSERT INTO public.contact (lastname, external_id__c) VALUES ('Cy', 'C-1');
+         DELETE FROM public.contact WHERE id = 3;",
+    )
+    .expect("changes");
+    wait_for(WAIT, "the changes delivered", || {
+        let c5 = contacts(&sf);
+        (status(&mut c, "contact").0 == 0 && c5.contains_key("C-1") && !c5.contains_key("D-1")).then_some(())
+    });
+    let eve = contacts(&sf)["E-1"].0.clone();
+    sf.admin("PATCH", &format!("/records/Contact/{eve}"), serde_json::json!({"fields": {"LastName": "Eve by hand"}}));
+
+    let plan = |c: &mut postgres::Client, sql: &str| -> Vec<(i64, String, Option<i64>)> {
+        c.query(sql, &[&mark]).expect("rollback").iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    };
+    let mut ops = cluster.connect("ops", "postgres");
+    let dry = plan(
+        &mut ops,
+        "SELECT record_id, action, log_id FROM salesforce.rollback($1::text::timestamptz) ORDER BY record_id",
+    );
+    assert_eq!(
+        dry,
+        [
+            (1, "restore".to_string(), None),
+            (2, "restore".to_string(), None),
+            (3, "report".to_string(), None),
+            (4, "skip".to_string(), None),
+            (5, "delete".to_string(), None)
+        ]
+    );
+    assert_eq!(contacts(&sf)["A-1"].1, "Anne", "a dry run changes nothing");
+
+    let done = plan(
+        &mut ops,
+        "SELECT record_id, action, log_id FROM salesforce.rollback($1::text::timestamptz, dry_run => false)
+          ORDER BY record_id",
+    );
+    assert!(done.iter().filter(|d| d.1 == "restore" || d.1 == "delete").all(|d| d.2.is_some()), "{done:?}");
+    wait_for(WAIT, "the rollback delivered", || (status(&mut c, "contact").0 == 0).then_some(()));
+    let after = contacts(&sf);
+    assert_eq!(after["A-1"], before["A-1"], "restored");
+    assert_eq!(after["B-1"], before["B-1"], "restored");
+    assert!(!after.contains_key("C-1"), "the record created since is deleted");
+    assert!(!after.contains_key("D-1"), "reported, not recreated");
+    assert_eq!(after["E-1"].1, "Eve by hand", "changed by someone else since: left alone");
+    // Postgres went back with it, and captured nothing of its own writes.
+    let rows: Vec<(i32, String)> = c
+        .query("SELECT id, lastname FROM public.contact ORDER BY id", &[])
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(1, "Ann".to_string()), (2, "Bob".to_string()), (4, "Eva".to_string())]);
+    let queued: i64 = c
+        .query_one(
+            "SELECT count(*) FROM salesforce._trigger_log WHERE state NOT IN ('SUCCESS', 'MERGED', 'IGNORED')",
+            &[],
+        )
+        .expect("log")
+        .get(0);
+    assert_eq!(queued, 0);
+
+    // Forced, the record someone else changed goes back too; only Salesforce, and the row is marked.
+    let forced = plan(
+        &mut ops,
+        "SELECT record_id, action, log_id FROM salesforce.rollback($1::text::timestamptz, 'public.contact',
+                  dry_run => false, force => true, salesforce_only => true) WHERE record_id = 4",
+    );
+    assert_eq!(forced[0].1, "restore");
+    wait_for(WAIT, "the forced rollback delivered", || (contacts(&sf)["E-1"].1 == "Eve").then_some(()));
+    let (name, lastop): (String, String) = c
+        .query_one("SELECT lastname, _hc_lastop FROM public.contact WHERE id = 4", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("row");
+    assert_eq!((name.as_str(), lastop.as_str()), ("Eva", "ROLLED_BACK"), "the row is left, and says so");
+
+    let err = cluster.connect("app", "postgres").query("SELECT * FROM salesforce.rollback(now())", &[]);
+    assert_eq!(err.expect_err("not an operator").as_db_error().expect("db").code().code(), "42501");
+}
