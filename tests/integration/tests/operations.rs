@@ -265,6 +265,16 @@ fn alerts_reach_listeners_without_error_texts() {
     assert!(kinds.iter().any(|k| k.0 == "connection" && k.1 != "PAUSED"), "recovered: {heard:?}");
     let log = cluster.server_log();
     assert!(log.contains("WARNING:  pgforce: the connection to Salesforce went from"), "logged as a WARNING");
+
+    // The org's API budget nearly spent: throttled.
+    sf.admin("PUT", "/api-usage", serde_json::json!({"used": 99_990, "limit": 100_000}));
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Budget', 'T-1')").expect("row");
+    let heard = alerts(&mut listener, Duration::from_secs(20), |a| a.iter().any(|a| a["kind"] == "throttled"));
+    let throttled = heard.iter().find(|a| a["kind"] == "throttled").unwrap_or_else(|| panic!("throttled: {heard:?}"));
+    assert!(
+        throttled["message"].as_str().unwrap_or_default().contains("of 100000 API calls used today"),
+        "{throttled}"
+    );
 }
 
 /// diagnose() as an operator: check → (status, detail, hint), in order.
