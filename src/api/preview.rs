@@ -14,6 +14,7 @@ use crate::worker::{claim, plan};
 
 /// Wrapped by `salesforce.preview(tbl, max_records)` (sql/finalize.sql).
 #[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity, clippy::result_large_err)]
 fn _preview(
     tbl: Option<pg_sys::Oid>,
     max_records: Option<i32>,

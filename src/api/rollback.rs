@@ -36,7 +36,7 @@ type Row = (String, i64, Option<String>, String, String, Option<i64>);
 
 /// Wrapped by `salesforce.rollback(...)` (sql/finalize.sql), which checks its arguments.
 #[pg_extern(volatile, parallel_unsafe)]
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::result_large_err)]
 fn _rollback(
     since: TimestampWithTimeZone,
     tbl: Option<pg_sys::Oid>,
@@ -291,7 +291,7 @@ fn apply(
         ),
         (Undo::Delete, false) => format!("DELETE FROM {table} WHERE id OPERATOR(pg_catalog.=) $1"),
         (Undo::Restore(values), false) => {
-            let columns: Vec<String> = values.keys().map(|c| quote_identifier(c)).collect();
+            let columns: Vec<String> = values.keys().map(quote_identifier).collect();
             let from: Vec<String> = columns.iter().map(|c| format!("r.{c}")).collect();
             format!(
                 "UPDATE {table} AS t SET ({}) = (SELECT {} FROM {h}.populate_record(t, $2::{h}.hstore) AS r)
