@@ -59,6 +59,7 @@ fn _rollback(
 > {
     let rows = Spi::connect_mut(|client| -> Result<Vec<Row>, PgforceError> {
         let schema = super::mapping::extension_schema(client)?;
+        let h = crate::worker::sql::hstore_schema(client)?;
         let mapped = mappings(client, &schema, tbl)?;
         let delivered = delivered(client, &schema, since, tbl)?;
         let plan = steps(&delivered, |t| mapped.get(t).map(|m| m.fields.as_slice()));
@@ -84,7 +85,7 @@ fn _rollback(
             let log_id = match (&alone, &step.undo, dry_run) {
                 (None, Undo::Delete | Undo::Restore(_), false) => {
                     let m = mapped.get(&step.table).ok_or_else(|| PgforceError::NotMapped(step.table.clone()))?;
-                    Some(apply(client, &schema, m, step, salesforce_only)?)
+                    Some(apply(client, &schema, &h, m, step, salesforce_only)?)
                 }
                 _ => None,
             };
@@ -234,9 +235,11 @@ fn check(
 }
 
 /// Queues the Salesforce side of one step and rolls the row back (or marks it): returns the queued log id.
+/// `h`: the hstore extension's schema, quoted.
 fn apply(
     client: &mut SpiClient<'_>,
     schema: &str,
+    h: &str,
     m: &Mapped,
     step: &Step,
     salesforce_only: bool,
@@ -271,17 +274,6 @@ fn apply(
         )?
         .first()
         .get(1)?;
-    let hstore_schema: Option<String> = client
-        .select(
-            "SELECT n.nspname::text FROM pg_catalog.pg_extension e
-               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
-              WHERE e.extname OPERATOR(pg_catalog.=) 'hstore'",
-            Some(1),
-            &[],
-        )?
-        .first()
-        .get(1)?;
-    let h = quote_identifier(hstore_schema.unwrap_or_else(|| "public".into()));
     let table = &m.qualified;
     let sql = match (&step.undo, salesforce_only) {
         (_, true) => format!(

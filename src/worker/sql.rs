@@ -158,6 +158,21 @@ pub fn oldest_waiting_sql(schema: &str) -> String {
     )
 }
 
+/// The schema of the hstore extension, quoted (`public` if it cannot be found).
+pub fn hstore_schema(client: &SpiClient<'_>) -> Result<String, pgrx::spi::Error> {
+    Ok(client
+        .select(
+            "SELECT pg_catalog.quote_ident(n.nspname)::text FROM pg_catalog.pg_extension e
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+              WHERE e.extname OPERATOR(pg_catalog.=) 'hstore'",
+            None,
+            &[],
+        )?
+        .first()
+        .get_one::<String>()?
+        .unwrap_or_else(|| "public".into()))
+}
+
 /// Who reads the queue's due rows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum QueueRead {
@@ -247,17 +262,7 @@ impl Statements {
             LogState::Requeued.as_str(),
         );
         let finished = sql_list(&LogState::FINISHED);
-        let hstore = client
-            .select(
-                "SELECT pg_catalog.quote_ident(n.nspname)::text FROM pg_catalog.pg_extension e
-                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
-                  WHERE e.extname OPERATOR(pg_catalog.=) 'hstore'",
-                None,
-                &[],
-            )?
-            .first()
-            .get_one::<String>()?
-            .unwrap_or_else(|| "public".into());
+        let hstore = hstore_schema(client)?;
         Ok(Statements {
             schema: schema.to_string(),
             hstore,
