@@ -294,7 +294,12 @@ impl Worker {
         if claimed.count == 0 {
             // Idle: the last counters are written now, not at the next cycle.
             self.write_metrics();
-            self.report(ConnState::Idle, None);
+            // Secret files are read again after each reload: one made unreadable shows at once, not at the next
+            // change (the files are read only then, so this costs nothing while idle).
+            match self.connection(config) {
+                Ok(_) => self.report(ConnState::Idle, None),
+                Err(e) => self.report(ConnState::Unauthorized, Some(CallError::Unauthorized(e).to_string())),
+            }
             return if requeued > 0 { Duration::ZERO } else { self.idle_wait(config) };
         }
         if !self.reporter.in_trouble() {
