@@ -104,6 +104,8 @@ CREATE TABLE @extschema@._mapping (
     last_error_at   timestamptz,
     last_error      text,
     paused_at       timestamptz,         -- delivery paused (salesforce.pause) since; capture goes on
+    -- foreign key column → Salesforce lookup field: the column holds the parent row's id, sent as its sfid
+    relationships   jsonb NOT NULL DEFAULT '{}',
     CONSTRAINT _mapping_pkey PRIMARY KEY (table_name),
     CONSTRAINT _mapping_relid_key UNIQUE (relid),
     CONSTRAINT _mapping_access_check CHECK (access IN ('read_write', 'read_only'))

@@ -35,7 +35,8 @@ REVOKE ALL ON FUNCTION @extschema@._unmap_table FROM PUBLIC;
 GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
 -- Which tables are synced, and how, is no secret (the triggers read it as the writing role); the worker's last
 -- error is for monitors.
-GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, created_at, updated_at, paused_at)
+GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, relationships, created_at, updated_at,
+              paused_at)
     ON @extschema@._mapping TO PUBLIC;
 GRANT SELECT ON @extschema@._mapping, @extschema@._trigger_log, @extschema@._trigger_log_archive TO pgforce_monitor;
 
@@ -322,7 +323,7 @@ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                             WHERE c.oid OPERATOR(pg_catalog.=) m.relid
                               AND pg_catalog.has_function_privilege(c.relowner,
-                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean)'::pg_catalog.regprocedure,
+                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean, jsonb)'::pg_catalog.regprocedure,
                                     'EXECUTE')) THEN
                 RAISE EXCEPTION 'column "%" of % is mapped to Salesforce: renaming it to "%" would send it to another field',
                         missing[1], m.relid, renamed[1]
@@ -396,13 +397,14 @@ CREATE FUNCTION @extschema@.map_table(
     mode text DEFAULT 'read_write',
     upsert_field text DEFAULT NULL,
     fields text[] DEFAULT NULL,
-    paused boolean DEFAULT false
+    paused boolean DEFAULT false,
+    relationships jsonb DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    PERFORM @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields);
+    PERFORM @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields, relationships);
     IF paused THEN
         UPDATE @extschema@._mapping SET paused_at = pg_catalog.now() WHERE relid OPERATOR(pg_catalog.=) tbl;
     END IF;
@@ -414,7 +416,7 @@ CREATE FUNCTION @extschema@.unmap_table(tbl regclass) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT @extschema@._unmap_table(tbl::pg_catalog.oid) $fn$;
-REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.unmap_table(regclass) FROM PUBLIC;
 
 -- Rows inserted into the log, reset to NEW, or set to REQUEUE in the archive by users (the documented retry SQL)

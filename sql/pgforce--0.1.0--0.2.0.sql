@@ -17,6 +17,7 @@
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._mapping ADD COLUMN paused_at timestamptz;
+ALTER TABLE @extschema@._mapping ADD COLUMN relationships jsonb NOT NULL DEFAULT '{}';
 CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
     WHERE action = 'DELETE';
 CREATE INDEX _trigger_log_archive_idx_processed_at ON @extschema@._trigger_log_archive (processed_at);
@@ -68,11 +69,24 @@ CREATE FUNCTION @extschema@._wake_worker_at_commit() RETURNS void
 REVOKE ALL ON FUNCTION @extschema@._wake_worker() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._wake_worker_at_commit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._mapping_changed() FROM PUBLIC;
+-- _map_table gains relationships (foreign keys sent as lookups).
+DROP FUNCTION @extschema@._map_table(oid, text, text, text, text[]);
+CREATE FUNCTION @extschema@._map_table(
+	"tbl" oid,
+	"sobject" TEXT,
+	"mode" TEXT,
+	"upsert_field" TEXT,
+	"fields" TEXT[],
+	"relationships" jsonb
+) RETURNS VOID
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_map_table_wrapper';
 REVOKE ALL ON FUNCTION @extschema@._map_table FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._unmap_table FROM PUBLIC;
 
 REVOKE SELECT ON @extschema@._mapping FROM PUBLIC;
-GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, created_at, updated_at, paused_at)
+GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, relationships, created_at, updated_at,
+              paused_at)
     ON @extschema@._mapping TO PUBLIC;
 GRANT SELECT ON @extschema@._mapping, @extschema@._trigger_log, @extschema@._trigger_log_archive TO pgforce_monitor;
 
@@ -341,7 +355,7 @@ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                             WHERE c.oid OPERATOR(pg_catalog.=) m.relid
                               AND pg_catalog.has_function_privilege(c.relowner,
-                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean)'::pg_catalog.regprocedure,
+                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean, jsonb)'::pg_catalog.regprocedure,
                                     'EXECUTE')) THEN
                 RAISE EXCEPTION 'column "%" of % is mapped to Salesforce: renaming it to "%" would send it to another field',
                         missing[1], m.relid, renamed[1]
@@ -412,13 +426,14 @@ CREATE FUNCTION @extschema@.map_table(
     mode text DEFAULT 'read_write',
     upsert_field text DEFAULT NULL,
     fields text[] DEFAULT NULL,
-    paused boolean DEFAULT false
+    paused boolean DEFAULT false,
+    relationships jsonb DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    PERFORM @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields);
+    PERFORM @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields, relationships);
     IF paused THEN
         UPDATE @extschema@._mapping SET paused_at = pg_catalog.now() WHERE relid OPERATOR(pg_catalog.=) tbl;
     END IF;
@@ -429,13 +444,13 @@ CREATE OR REPLACE FUNCTION @extschema@.unmap_table(tbl regclass) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT @extschema@._unmap_table(tbl::pg_catalog.oid) $fn$;
-REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb) FROM PUBLIC;
 DO $do$
 DECLARE
     grantees text := pg_catalog.current_setting('pgforce_upgrade.map_table_grantees', true);
 BEGIN
     IF grantees OPERATOR(pg_catalog.<>) '' THEN
-        EXECUTE 'GRANT EXECUTE ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean) TO '
+        EXECUTE 'GRANT EXECUTE ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb) TO '
                 OPERATOR(pg_catalog.||) grantees;
     END IF;
 END

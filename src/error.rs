@@ -47,6 +47,9 @@ pub enum PgforceError {
     #[error("must be owner of table {table} to map it to Salesforce")]
     NotOwner { table: String },
 
+    #[error("relationship column \"{column}\" of {table}: {reason}")]
+    BadRelationship { table: String, column: String, reason: String, hint: String, code: PgSqlErrorCode },
+
     #[error("argument {0} must not be NULL")]
     NullArgument(&'static str),
 
@@ -81,6 +84,7 @@ impl PgforceError {
             Self::UnknownColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             Self::TriggerMisused { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Self::NotMappedForCapture { .. } | Self::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Self::BadRelationship { code, .. } => *code,
             Self::Spi(_) | Self::Internal(_) => ERRCODE_INTERNAL_ERROR,
             Self::SalesforceCheck(_) => ERRCODE_CONNECTION_FAILURE,
         }
@@ -119,6 +123,7 @@ impl PgforceError {
                 "pgforce's triggers are installed by salesforce.map_table(); drop this one (DROP TRIGGER).".into()
             }
             Self::NotOwner { .. } => "Ask the table's owner or a superuser to map it.".into(),
+            Self::BadRelationship { hint, .. } => hint.clone(),
             Self::BadMaxRecords(_) => {
                 "It is how many queued log entries to plan (pgforce.batch_size is how many the worker claims).".into()
             }

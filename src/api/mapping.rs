@@ -50,11 +50,14 @@ fn _map_table(
     mode: Option<&str>,
     upsert_field: Option<&str>,
     fields: Option<Vec<Option<String>>>,
+    relationships: Option<pgrx::JsonB>,
 ) -> std::result::Result<(), ErrorReport> {
     let tbl = tbl.ok_or(PgforceError::NullArgument("tbl"))?;
     let sobject = sobject.ok_or(PgforceError::NullArgument("sobject"))?;
     let mode = mode.ok_or(PgforceError::NullArgument("mode"))?;
-    Spi::connect_mut(|client| map_table(client, tbl, sobject, mode, upsert_field, fields)).map_err(ErrorReport::from)
+    let relationships = relationships.map(|j| j.0);
+    Spi::connect_mut(|client| map_table(client, tbl, sobject, mode, upsert_field, fields, relationships))
+        .map_err(ErrorReport::from)
 }
 
 #[pg_extern]
@@ -70,6 +73,7 @@ fn map_table(
     mode: &str,
     upsert_field: Option<&str>,
     fields: Option<Vec<Option<String>>>,
+    relationships: Option<serde_json::Value>,
 ) -> Result<()> {
     let access: Access = mode.parse().map_err(|_| PgforceError::BadMode(mode.to_string()))?;
     check_salesforce_name(sobject).map_err(PgforceError::BadSobject)?;
@@ -79,14 +83,33 @@ fn map_table(
     let schema = extension_schema(client)?;
     check_not_mapped(client, &schema, tbl, &table)?;
 
-    let fields = choose_fields(&table, fields, upsert_field)?;
+    let links = check_relationships(client, &schema, tbl, &table, relationships)?;
+    let explicit = fields.is_some();
+    let mut fields = choose_fields(&table, fields, upsert_field)?;
+    // A foreign key column holds a row id, never sent as itself: it is sent as the parent's sfid in its lookup.
+    if let Some((column, _)) = links.iter().find(|(c, _)| explicit && fields.contains(c)) {
+        return Err(bad_relationship(
+            &table,
+            column,
+            "it is in fields too".into(),
+            "A relationship column is sent as its lookup field only: leave it out of fields.".into(),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        ));
+    }
+    fields.retain(|f| !links.iter().any(|(c, _)| c == f));
+    if fields.is_empty() {
+        return Err(PgforceError::NoFields { table: table.qualified.clone() });
+    }
+    let relationships = serde_json::Value::Object(
+        links.iter().map(|(c, f)| (c.clone(), serde_json::Value::String(f.clone()))).collect(),
+    );
     add_system_columns(client, &table)?;
     install_triggers(client, &schema, &table, access)?;
 
     client.update(
         &format!(
-            "INSERT INTO {schema}._mapping (table_name, relid, sobject, access, upsert_field, fields) \
-             VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5, $6)"
+            "INSERT INTO {schema}._mapping (table_name, relid, sobject, access, upsert_field, fields, relationships) \
+             VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5, $6, $7)"
         ),
         None,
         &[
@@ -96,6 +119,7 @@ fn map_table(
             DatumWithOid::from(access.as_str()),
             DatumWithOid::from(upsert_field),
             DatumWithOid::from(fields.clone()),
+            DatumWithOid::from(pgrx::JsonB(relationships)),
         ],
     )?;
 
@@ -296,6 +320,135 @@ fn choose_fields(
         return Err(PgforceError::NoFields { table: table.qualified.clone() });
     }
     Ok(chosen)
+}
+
+fn bad_relationship(
+    table: &TableInfo,
+    column: &str,
+    reason: String,
+    hint: String,
+    code: PgSqlErrorCode,
+) -> PgforceError {
+    PgforceError::BadRelationship { table: table.qualified.clone(), column: column.into(), reason, hint, code }
+}
+
+/// Checks `relationships` (`{"<column>": "<LookupField>"}`): each column exists, holds integers and has a foreign
+/// key to the `id` of this table or of a mapped table; each field is a Salesforce name. Returns (column, field)
+/// pairs.
+fn check_relationships(
+    client: &SpiClient,
+    schema: &str,
+    tbl: pg_sys::Oid,
+    table: &TableInfo,
+    relationships: Option<serde_json::Value>,
+) -> Result<Vec<(String, String)>> {
+    use PgSqlErrorCode::*;
+    let object =
+        match relationships {
+            None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+            Some(serde_json::Value::Object(o)) => o,
+            Some(other) => return Err(bad_relationship(
+                table,
+                "",
+                format!("relationships must be a JSON object, not {other}"),
+                r#"Map each foreign key column to its lookup field: relationships => '{"account_id": "AccountId"}'"#
+                    .into(),
+                ERRCODE_INVALID_PARAMETER_VALUE,
+            )),
+        };
+    let mut out = Vec::new();
+    for (column, field) in object {
+        let bad = |reason: String, hint: &str, code| bad_relationship(table, &column, reason, hint.into(), code);
+        let Some(field) = field.as_str().map(str::to_string) else {
+            return Err(bad(
+                format!("the lookup field must be a string, not {field}"),
+                r#"Name the Salesforce lookup field: {"account_id": "AccountId"}"#,
+                ERRCODE_INVALID_PARAMETER_VALUE,
+            ));
+        };
+        check_salesforce_name(&field).map_err(|e| {
+            bad(
+                format!("{e}"),
+                "Name the lookup field by its API name, such as AccountId or Parent__c.",
+                ERRCODE_INVALID_PARAMETER_VALUE,
+            )
+        })?;
+        let Some(info) = table.column(&column) else {
+            return Err(PgforceError::UnknownColumn { table: table.qualified.clone(), column });
+        };
+        if is_system_column(&column) {
+            return Err(PgforceError::SystemColumnInFields { column });
+        }
+        if !INTEGER_TYPES.contains(&info.type_oid) {
+            return Err(bad(
+                format!("it is of type {}, but holds the parent row's id (an integer)", info.type_name),
+                "A relationship column holds the id of the parent row, as a foreign key to its id column.",
+                ERRCODE_DATATYPE_MISMATCH,
+            ));
+        }
+        // The foreign key on this column alone, to the id column of its parent table.
+        let parent = client
+            .select(
+                "SELECT k.confrelid, k.confrelid::pg_catalog.regclass::text, pa.attname::text \
+                   FROM pg_catalog.pg_constraint k \
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) k.conrelid \
+                    AND k.conkey OPERATOR(pg_catalog.=) ARRAY[a.attnum] \
+                   JOIN pg_catalog.pg_attribute pa ON pa.attrelid OPERATOR(pg_catalog.=) k.confrelid \
+                    AND k.confkey OPERATOR(pg_catalog.=) ARRAY[pa.attnum] \
+                  WHERE k.conrelid OPERATOR(pg_catalog.=) $1 AND k.contype OPERATOR(pg_catalog.=) 'f' \
+                    AND a.attname::text OPERATOR(pg_catalog.=) $2 \
+                  ORDER BY pa.attname::text OPERATOR(pg_catalog.<>) 'id', k.oid LIMIT 1",
+                Some(1),
+                &[DatumWithOid::from(tbl), DatumWithOid::from(column.as_str())],
+            )?
+            .into_iter()
+            .next()
+            .map(|r| -> Result<_> {
+                Ok((
+                    r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::Oid::INVALID),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                ))
+            })
+            .transpose()?;
+        let Some((parent_oid, parent_name, parent_column)) = parent else {
+            return Err(bad(
+                "it has no foreign key".into(),
+                &format!(
+                    "Add one to the parent table's id: ALTER TABLE {} ADD FOREIGN KEY ({}) REFERENCES <parent>(id);",
+                    table.qualified,
+                    quote_identifier(&column)
+                ),
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ));
+        };
+        if parent_column != "id" {
+            return Err(bad(
+                format!("its foreign key references {parent_name}.{parent_column}, not {parent_name}.id"),
+                "The lookup is set from the parent row's sfid, found by its id: reference the parent's id column.",
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ));
+        }
+        let mapped = parent_oid == tbl
+            || client
+                .select(
+                    &format!("SELECT 1 FROM {schema}._mapping WHERE relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1"),
+                    Some(1),
+                    &[DatumWithOid::from(parent_oid)],
+                )?
+                .into_iter()
+                .next()
+                .is_some();
+        if !mapped {
+            return Err(bad(
+                format!("its parent table {parent_name} is not mapped"),
+                &format!("Map the parent first: SELECT salesforce.map_table('{parent_name}', ...);"),
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ));
+        }
+        out.push((column, field));
+    }
+    Ok(out)
 }
 
 const INTEGER_TYPES: [pg_sys::Oid; 3] = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID];

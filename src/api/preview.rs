@@ -48,6 +48,7 @@ fn _preview(
             plan::plan_claim(client, &mut st, &claimed, &config).map_err(|e| PgforceError::Internal(e.to_string()))?;
         plan.refuse_oversized(config.max_request_bytes);
         let tables = &claimed.tables;
+        plan.order(tables);
         let waves = plan.waves(tables, config.max_request_bytes);
         let api_version = config.connection.api_version.clone();
         let mut out = Vec::new();
@@ -82,6 +83,7 @@ fn _preview(
                 Operation::Refuse(m) => format!("not sent, fails: {m}"),
                 Operation::Superseded(m) => format!("not sent: {m}"),
                 Operation::Skip => "not sent: nothing to change".to_string(),
+                Operation::Wait(m, _) => format!("not sent yet: {m}"),
                 _ => continue,
             };
             let table = tables.get(&job.table);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use pgforce_core::config::{Config, WriteAlgorithm};
 use pgforce_core::convert::{PgKind, Target};
+use pgforce_core::delivery::links::ForeignKey;
 use pgforce_core::delivery::merge::{first_per_record, through_first_delete};
 use pgforce_core::delivery::{mark_deleted_later, Change, Claimed, Table, Values};
 use pgforce_core::hstore;
@@ -172,7 +173,18 @@ fn load_tables(client: &mut SpiClient<'_>, st: &mut Statements) -> Result<HashMa
         if let Some(owner) = row.get::<pg_sys::Oid>(8)? {
             st.owners.insert(qualified.clone(), owner);
         }
-        out.insert(name, Table { qualified, target });
+        out.insert(name, Table { qualified, target, links: Vec::new() });
+    }
+    for row in client.select(&st.load_links, None, &[])? {
+        let name: String = row.get(1)?.unwrap_or_default();
+        let link = ForeignKey {
+            column: row.get(2)?.unwrap_or_default(),
+            field: row.get(3)?.unwrap_or_default(),
+            parent: row.get(4)?,
+        };
+        if let Some(table) = out.get_mut(&name) {
+            table.links.push(link);
+        }
     }
     Ok(out)
 }

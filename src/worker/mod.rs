@@ -644,6 +644,7 @@ impl Worker {
             plan.refuse_unholdable(tables, &described);
         }
         plan.refuse_oversized(config.max_request_bytes);
+        plan.order(tables);
         // What needs no call is settled at once.
         let settled = unsent_outcomes(&plan, tables, Retry::of(config), &mut self.rng);
         if !settled.is_empty() {

@@ -1,6 +1,7 @@
 //! Planning a claim (`pgforce_core::delivery::plan`) with what it needs from Postgres, read in one transaction:
 //! whether retried rows were deleted since, their current values (retries never go back in time), and the current
-//! Salesforce ids of rows whose log entries carry none. The worker sends the plan; `salesforce.preview()` shows it.
+//! Salesforce ids of rows whose log entries carry none, and of the parent rows foreign keys point at. The worker
+//! sends the plan; `salesforce.preview()` shows it.
 
 use std::collections::HashMap;
 
@@ -35,5 +36,10 @@ pub fn plan_claim(
     let wanted = plan.sfids_wanted();
     let sfids = if wanted.is_empty() { HashMap::new() } else { record::current_sfids(client, st, tables, wanted)? };
     plan.decide(tables, &sfids, config.write_algorithm);
+    // Foreign keys: the parents' Salesforce ids, or why the write waits or fails.
+    plan.send_lookup_changes(tables);
+    let wanted = plan.parents_wanted(tables);
+    let parents = if wanted.is_empty() { HashMap::new() } else { record::parent_rows(client, st, tables, wanted)? };
+    plan.link(tables, &parents);
     Ok(plan)
 }

@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use pgforce_core::delivery::links::ParentRow;
 use pgforce_core::delivery::outcome::{unrecorded, LogOutcome, MappingStats, Outcomes, RowOutcome};
 use pgforce_core::delivery::{Table, Values};
 use pgforce_core::hstore;
@@ -40,6 +42,63 @@ pub fn current_sfids(
         if let Some(found) = found {
             out.insert(table, found);
         }
+    }
+    Ok(out)
+}
+
+/// Logs, as updates of their rows, the lookups that writes went without to break a cycle: the next cycle sets
+/// them, now that the records exist.
+fn log_follow_ups<'a>(
+    client: &mut SpiClient<'_>,
+    st: &Statements,
+    table: &str,
+    rows: impl Iterator<Item = &'a RowOutcome>,
+) -> Result<(), WorkerError> {
+    let rows: Vec<&RowOutcome> = rows.filter(|o| !o.follow_up.is_empty() && o.sfid.is_some()).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let changes: Vec<String> =
+        rows.iter().map(|o| String::from_utf8_lossy(&hstore::render(&o.follow_up)).into_owned()).collect();
+    client.update(
+        &st.log_follow_ups,
+        None,
+        &[
+            DatumWithOid::from(table),
+            DatumWithOid::from(rows.iter().map(|o| o.record_id).collect::<Vec<_>>()),
+            DatumWithOid::from(rows.iter().map(|o| o.sfid.clone()).collect::<Vec<_>>()),
+            DatumWithOid::from(changes),
+        ],
+    )?;
+    Ok(())
+}
+
+/// What the parent rows that writes reference (per parent table) are: their Salesforce ids, and for those that
+/// have none whether a change of theirs waits in the queue or failed. A row that does not exist is missing.
+pub fn parent_rows(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    tables: &HashMap<String, Table>,
+    wanted: HashMap<String, Vec<i64>>,
+) -> Result<HashMap<String, HashMap<i64, ParentRow>>, WorkerError> {
+    let sfids = current_sfids(client, st, tables, wanted)?;
+    let mut out = HashMap::new();
+    for (table, found) in sfids {
+        let Some(name) = tables.get(&table).map(|t| t.qualified.clone()) else { continue };
+        let mut rows: HashMap<i64, ParentRow> =
+            found.into_iter().map(|(id, sfid)| (id, ParentRow { sfid, ..ParentRow::default() })).collect();
+        let unsent: Vec<i64> = rows.iter().filter(|(_, r)| r.sfid.is_none()).map(|(id, _)| *id).collect();
+        if !unsent.is_empty() {
+            let args = [DatumWithOid::from(name.as_str()), DatumWithOid::from(unsent)];
+            for row in client.select(&st.parent_states, None, &args)? {
+                let Some(id) = row.get::<i64>(1)? else { continue };
+                if let Some(r) = rows.get_mut(&id) {
+                    r.queued = row.get::<f64>(2)?.map(|s| Duration::from_secs_f64(s.clamp(0.0, 86_400.0)));
+                    r.failed = row.get::<String>(3)?;
+                }
+            }
+        }
+        out.insert(table, rows);
     }
     Ok(out)
 }
@@ -283,6 +342,7 @@ fn write_back(
         Ok(ids)
     })?
     .unwrap_or_default();
+    log_follow_ups(client, st, table, rows.iter().copied().filter(|o| written.contains(&o.record_id)))?;
     // A delete (and perhaps a re-insert under the same id) that committed since the look before the write-back:
     // its entry is visible now. The row written, if any, was the re-inserted one: what was written into it is taken
     // back (it waits for its own insert's outcome).

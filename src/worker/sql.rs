@@ -80,6 +80,8 @@ pub struct Statements {
     pub set_state: OwnedPreparedStatement,
     /// The read-write mappings with their columns and types.
     pub load_tables: OwnedPreparedStatement,
+    /// Per read-write mapping, its relationship columns: (table, column, lookup field, parent mapping's table).
+    pub load_links: OwnedPreparedStatement,
     /// `$1 text` table, `$2 bool` succeeded, `$3 text` last error.
     pub mapping_stats: OwnedPreparedStatement,
     /// Arrays of ids, states, messages, sfids, attempts, retry delays in ms, in doubt, audit results.
@@ -108,6 +110,12 @@ pub struct Statements {
     /// `$1 text` table, `$2 bigint[]` row ids, `$3 bigint[]` log ids → the rows a delete logged after that log id
     /// follows.
     pub deleted_later: OwnedPreparedStatement,
+    /// `$1 text` table, `$2 bigint[]` row ids → per row: seconds until a queued change of it is due (NULL: none
+    /// queued), the message of its last failed change.
+    pub parent_states: OwnedPreparedStatement,
+    /// `$1 text` table, `$2 bigint[]` row ids, `$3 text[]` sfids, `$4 text[]` changes (hstore text): logs updates
+    /// that set lookups a broken cycle left out (`delivery::links`).
+    pub log_follow_ups: OwnedPreparedStatement,
     /// Forgets the counters of an earlier worker (`_metrics`).
     pub clear_metrics: OwnedPreparedStatement,
     /// `$1 float8` when the worker started (epoch seconds), then arrays of tables, sent, succeeded, failed, retried,
@@ -378,6 +386,23 @@ impl Statements {
                 ),
                 &[],
             )?,
+            load_links: prepare(
+                client,
+                &format!(
+                    "SELECT DISTINCT ON (m.table_name, r.key) m.table_name::text, r.key, r.value, pm.table_name::text
+                       FROM {schema}._mapping m
+                      CROSS JOIN LATERAL pg_catalog.jsonb_each_text(m.relationships) AS r(key, value)
+                       LEFT JOIN pg_catalog.pg_attribute a
+                         ON a.attrelid {EQ} m.relid::pg_catalog.oid AND a.attname::text {EQ} r.key AND NOT a.attisdropped
+                       LEFT JOIN pg_catalog.pg_constraint k
+                         ON k.conrelid {EQ} m.relid::pg_catalog.oid AND k.contype {EQ} 'f'
+                        AND k.conkey {EQ} ARRAY[a.attnum]
+                       LEFT JOIN {schema}._mapping pm ON pm.relid::pg_catalog.oid {EQ} k.confrelid
+                      WHERE m.access {EQ} 'read_write'
+                      ORDER BY m.table_name, r.key, pm.table_name"
+                ),
+                &[],
+            )?,
             mapping_stats: prepare(
                 client,
                 &format!(
@@ -532,6 +557,46 @@ impl Statements {
                     delete = Action::Delete.as_str(),
                 ),
                 &[TEXT, INT8_ARRAY, INT8_ARRAY],
+            )?,
+            parent_states: prepare(
+                client,
+                &format!(
+                    "SELECT w.id, q.due_in, f.message
+                       FROM pg_catalog.unnest($2) AS w(id)
+                       LEFT JOIN LATERAL (
+                            SELECT pg_catalog.max(GREATEST(0, pg_catalog.date_part('epoch',
+                                       l.next_attempt_at {MINUS} pg_catalog.now())))::float8 AS due_in
+                              FROM {log} l
+                             WHERE l.state::text {EQ} ANY (ARRAY['{new}', '{pending}'])
+                               AND l.record_id {EQ} w.id
+                               AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
+                            HAVING pg_catalog.count(*) {GT} 0) q ON true
+                       LEFT JOIN LATERAL (
+                            SELECT l.sf_message AS message
+                              FROM {log} l
+                             WHERE l.state::text {EQ} '{failed}'
+                               AND l.record_id {EQ} w.id
+                               AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
+                             ORDER BY l.id DESC LIMIT 1) f ON true",
+                    new = LogState::New.as_str(),
+                    pending = LogState::Pending.as_str(),
+                    failed = LogState::Failed.as_str(),
+                ),
+                &[TEXT, INT8_ARRAY],
+            )?,
+            log_follow_ups: prepare(
+                client,
+                &format!(
+                    "INSERT INTO {log} (action, table_name, relid, txid, created_at, state, record_id, sfid, \"values\")
+                     SELECT '{update}', m.table_name, m.relid, pg_catalog.txid_current(), pg_catalog.clock_timestamp(),
+                            '{new}', u.id, u.sfid, u.changes
+                       FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4))
+                            AS u(id, sfid, changes)
+                       JOIN {schema}._mapping m ON m.relid::pg_catalog.oid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid",
+                    update = Action::Update.as_str(),
+                    new = LogState::New.as_str(),
+                ),
+                &[TEXT, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
             )?,
             kept_refresh_token: prepare(client, &kept_refresh_token_sql(schema), &[TEXT])?,
             keep_refresh_token: prepare(client, &keep_refresh_token_sql(schema), &[TEXT, TEXT])?,

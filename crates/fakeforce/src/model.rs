@@ -252,6 +252,8 @@ impl Model {
                     f("AnnualRevenue", Currency).number(18, 0),
                     f("NumberOfEmployees", Int),
                     f("Description", Textarea),
+                    // The account hierarchy: Salesforce's standard self-lookup.
+                    FieldDef::lookup("ParentId", "Account", "Parent"),
                 ],
             ),
             ObjectDef::new(

@@ -56,6 +56,7 @@ fn upsert_batch(items: Vec<Value>) -> Batch {
         kind: CallKind::Upsert { object: "Contact".into(), field: "External_Id__c".into() },
         items: items.into_iter().enumerate().collect(),
         bytes: 0,
+        links: Vec::new(),
     }
 }
 
@@ -239,6 +240,7 @@ fn a_request_that_fails_while_salesforce_answers_costs_its_records_an_attempt_an
         kind: CallKind::Upsert { object: "Contact".into(), field: "External_Id__c".into() },
         items: vec![(key, contact(last, &format!("R{key}")))],
         bytes: 0,
+        links: Vec::new(),
     };
     let mut d = deliver(&client, vec![batch(0, "slow"), batch(1, "broken"), batch(2, "fine")], 3);
     d.verdicts.sort_by_key(|(k, _)| *k);

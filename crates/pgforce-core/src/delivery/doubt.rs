@@ -208,7 +208,10 @@ mod tests {
                 ("account__r__external_id__c".into(), PgKind::Text),
             ],
         };
-        HashMap::from([("contact".to_string(), Table { qualified: "public.contact".into(), target })])
+        HashMap::from([(
+            "contact".to_string(),
+            Table { qualified: "public.contact".into(), target, links: Vec::new() },
+        )])
     }
 
     fn row(pairs: &[(&str, Option<&str>)]) -> Values {
@@ -229,7 +232,7 @@ mod tests {
             retried: false,
             deleted_later: false,
         };
-        Job { table: "contact".into(), write, op, adopted: false }
+        Job { op, ..Job::new("contact".into(), write) }
     }
 
     fn smith(score: &str) -> Values {

@@ -4,6 +4,7 @@
 //! Postgres; they live in the extension's worker.
 
 pub mod doubt;
+pub mod links;
 pub mod merge;
 pub mod outcome;
 pub mod plan;
@@ -58,6 +59,8 @@ pub struct Table {
     /// The table's name, schema-qualified and quoted for SQL.
     pub qualified: String,
     pub target: Target,
+    /// Columns sent as lookups to the Salesforce ids of parent rows (`delivery::links`).
+    pub links: Vec<links::ForeignKey>,
 }
 
 /// What one claim holds: changes per log `table_name` (in log order) and the mappings they belong to.

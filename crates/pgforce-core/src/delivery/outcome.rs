@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::links::{parent_failed, parent_row, parent_waiting, PARENT_WAIT};
 use super::merge::WriteKind;
 use super::plan::{Operation, Plan};
 use super::send::Verdict;
@@ -61,6 +62,9 @@ pub struct RowOutcome {
     /// The write was the row's insert, or created its record: the record is this row's since this write (an
     /// sfid-less delete logged after it must delete that record).
     pub insert: bool,
+    /// Foreign key columns (and values) the write went without to break a cycle (`delivery::links`): logged as an
+    /// update of the row, which sets the lookups now that the record exists.
+    pub follow_up: Vec<(String, Option<String>)>,
 }
 
 /// Per mapping: whether anything succeeded in this cycle, and the last error.
@@ -213,7 +217,7 @@ pub fn sent_outcomes(
 fn is_sent(plan: &Plan, i: usize) -> bool {
     !matches!(
         plan.jobs[i].op,
-        Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_) | Operation::Superseded(_)
+        Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_) | Operation::Superseded(_) | Operation::Wait(..)
     )
 }
 
@@ -239,6 +243,17 @@ fn job_outcome(
         out.groups.push(Group { log: start..out.log.len(), row });
         return;
     }
+    // Waiting for a parent costs nothing: back to the queue, looked at again after the wait.
+    let waiting = match (&job.op, &verdict) {
+        (Operation::Wait(why, wait), _) => Some((why.clone(), *wait)),
+        (_, Verdict::Blocked { parent, failed: None }) => Some((blocked_by(plan, *parent, tables), PARENT_WAIT)),
+        _ => None,
+    };
+    if let Some((why, wait)) = waiting {
+        out.log.extend(each(ids, LogState::New, Some(why), attempts, Some(wait)));
+        out.groups.push(Group { log: start..out.log.len(), row });
+        return;
+    }
     let verdict = match &job.op {
         Operation::Skip => Verdict::Done { id: None, created: false },
         Operation::Refuse(m) => {
@@ -247,7 +262,14 @@ fn job_outcome(
         Operation::Recheck(m) => {
             Verdict::Failed { code: "IN_DOUBT".into(), message: m.clone(), transient: true, in_doubt: true }
         }
-        _ => verdict,
+        _ => match verdict {
+            Verdict::Blocked { parent, failed: Some(why) } => {
+                let name = plan.jobs.get(parent).map(|p| parent_row(tables, &p.table, p.write.record_id));
+                let message = parent_failed(&name.unwrap_or_default(), &why);
+                Verdict::Failed { code: "NOT_SENT".into(), message, transient: false, in_doubt: false }
+            }
+            other => other,
+        },
     };
     match verdict {
         Verdict::Done { id, created } => {
@@ -279,6 +301,7 @@ fn job_outcome(
                     lastop: if inserted { LastOp::Inserted } else { LastOp::Updated },
                     err: None,
                     insert: inserted || job.write.kind == WriteKind::Insert,
+                    follow_up: job.deferred.clone(),
                 });
             }
         }
@@ -316,6 +339,7 @@ fn job_outcome(
                     lastop: LastOp::Failed,
                     insert: false,
                     err: Some(text),
+                    follow_up: Vec::new(),
                 });
             }
         }
@@ -326,8 +350,16 @@ fn job_outcome(
             out.log[start..].iter_mut().for_each(|l| l.in_doubt = true);
         }
         Verdict::Unsent => out.log.extend(each(ids, LogState::New, None, attempts, None)),
+        // Settled above.
+        Verdict::Blocked { .. } => out.log.extend(each(ids, LogState::New, None, attempts, Some(PARENT_WAIT))),
     }
     out.groups.push(Group { log: start..out.log.len(), row });
+}
+
+/// Why a write waits for the parent job `parent`.
+fn blocked_by(plan: &Plan, parent: usize, tables: &HashMap<String, Table>) -> String {
+    let name = plan.jobs.get(parent).map(|p| parent_row(tables, &p.table, p.write.record_id)).unwrap_or_default();
+    parent_waiting(&name)
 }
 
 impl Outcomes {
@@ -379,7 +411,7 @@ mod tests {
     fn tables() -> HashMap<String, Table> {
         let target =
             Target { sobject: "Contact".into(), upsert_field: None, columns: vec![("lastname".into(), PgKind::Text)] };
-        HashMap::from([(TABLE.to_string(), Table { qualified: QUALIFIED.into(), target })])
+        HashMap::from([(TABLE.to_string(), Table { qualified: QUALIFIED.into(), target, links: Vec::new() })])
     }
 
     fn job(kind: WriteKind, op: Operation, log_ids: &[i64], attempts: i32) -> Job {
@@ -395,7 +427,7 @@ mod tests {
             retried: false,
             deleted_later: false,
         };
-        Job { table: TABLE.into(), write, op, adopted: false }
+        Job { op, ..Job::new(TABLE.into(), write) }
     }
 
     /// The outcomes of one job answered with `verdict` (`None`: no answer).

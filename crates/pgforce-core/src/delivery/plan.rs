@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::links::Link;
 use super::merge::{merge, Planned, Write, WriteKind};
 use super::send::{Batch, CallKind};
 use super::{Claimed, Table, Values};
@@ -13,6 +14,9 @@ use crate::config::WriteAlgorithm;
 use crate::convert::{field_value, record_from, PgKind, Target};
 use crate::describe::Described;
 use crate::mapping::relationship_column;
+
+/// Batch items (job index, record) with the lookups each waits for (job index, field, parent job index).
+type ItemsWithLinks = Vec<(usize, Value, Vec<(usize, String, usize)>)>;
 
 /// sObject Collections take at most 200 records per call.
 pub const MAX_RECORDS_PER_CALL: usize = 200;
@@ -58,6 +62,9 @@ pub enum Operation {
     /// Not sent now: whether an earlier, unanswered attempt created the record could not be checked (the message
     /// says why). It costs an attempt and is checked again.
     Recheck(String),
+    /// Not sent now: a parent it references has no Salesforce id yet (`delivery::links`). Goes back to the queue
+    /// at no cost, for at least this long.
+    Wait(String, std::time::Duration),
 }
 
 /// Decides the call for one write. A record that has a Salesforce id is written by that id, always: a changed
@@ -125,6 +132,18 @@ pub struct Job {
     pub op: Operation,
     /// The record an earlier, unanswered attempt created was found (`delivery::doubt`) and is updated instead.
     pub adopted: bool,
+    /// Lookups filled in with the Salesforce ids of parents written earlier in this plan (`delivery::links`).
+    pub links: Vec<Link>,
+    /// Foreign key columns (and values) left out to break a cycle: set by an update once this write succeeded.
+    pub deferred: Vec<(String, Option<String>)>,
+    /// How many levels of parents go before it (0: none), as Kahn's algorithm ordered the plan.
+    pub depth: usize,
+}
+
+impl Job {
+    pub fn new(table: String, write: Write) -> Job {
+        Job { table, write, op: Operation::Skip, adopted: false, links: Vec::new(), deferred: Vec::new(), depth: 0 }
+    }
 }
 
 /// A claim, planned.
@@ -146,9 +165,7 @@ pub fn plan(claimed: &Claimed) -> Plan {
         for planned in merge(list) {
             match planned {
                 Planned::Nothing { log_ids } => plan.nothing.push(log_ids),
-                Planned::Send(w) => {
-                    plan.jobs.push(Job { table: table.clone(), write: w, op: Operation::Skip, adopted: false })
-                }
+                Planned::Send(w) => plan.jobs.push(Job::new(table.clone(), w)),
             }
         }
     }
@@ -336,10 +353,12 @@ impl Plan {
         }
     }
 
-    /// The calls in dependency order: first the writes (not deletes) of sObjects that another mapped table in this
-    /// plan references through a relationship column, then everything else. Each batch item is keyed by its job's
-    /// index in `jobs`. Each record moves into its batch (the job keeps the kind of its operation, with an empty
-    /// record) and the job's values are let go: a claim's data is held once while it is sent.
+    /// The calls in dependency order, as waves sent one after the other. Jobs go by depth (`order`: a level after
+    /// the level whose Salesforce ids it needs); within a depth, the writes (not deletes) of sObjects that another
+    /// mapped table in this plan references through an external-id relationship column go first. Each batch item
+    /// is keyed by its job's index in `jobs`. Each record moves into its batch (the job keeps the kind of its
+    /// operation, with an empty record) and the job's values are let go: a claim's data is held once while it is
+    /// sent.
     pub fn waves(&mut self, tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Vec<Batch>> {
         let referenced: Vec<String> = self
             .jobs
@@ -354,9 +373,12 @@ impl Plan {
                     .get(&job.table)
                     .is_some_and(|t| referenced.iter().any(|r| r.eq_ignore_ascii_case(&t.target.sobject)))
         };
-        let (first, rest): (Vec<usize>, Vec<usize>) = (0..self.jobs.len()).partition(|i| is_parent(&self.jobs[*i]));
-        [first, rest]
-            .into_iter()
+        let mut levels: std::collections::BTreeMap<(usize, bool), Vec<usize>> = std::collections::BTreeMap::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            levels.entry((job.depth, !is_parent(job))).or_default().push(i);
+        }
+        levels
+            .into_values()
             .map(|ids| self.batches_of(&ids, tables, max_request_bytes))
             .filter(|w| !w.is_empty())
             .collect()
@@ -367,7 +389,7 @@ impl Plan {
     /// that times out, a lock) then costs the records that were batched with it one attempt, never more.
     fn batches_of(&mut self, ids: &[usize], tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Batch> {
         let mut alone = Vec::new();
-        let mut groups: Vec<(CallKind, Vec<(usize, Value)>)> = Vec::new();
+        let mut groups: Vec<(CallKind, ItemsWithLinks)> = Vec::new();
         let mut index: HashMap<(&str, u8), usize> = HashMap::new();
         for &i in ids {
             let job = &mut self.jobs[i];
@@ -385,26 +407,32 @@ impl Plan {
                     Value::Object(std::mem::take(r)),
                 ),
                 Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
-                Operation::Skip | Operation::Refuse(_) | Operation::Recheck(_) | Operation::Superseded(_) => continue,
+                Operation::Skip
+                | Operation::Refuse(_)
+                | Operation::Recheck(_)
+                | Operation::Superseded(_)
+                | Operation::Wait(..) => continue,
             };
+            let links: Vec<(usize, String, usize)> =
+                std::mem::take(&mut job.links).into_iter().map(|l| (i, l.field, l.parent)).collect();
             job.write.values = Values::new();
             job.write.row = Values::new();
             if job.write.attempts > 0 {
                 let bytes = ENVELOPE_BYTES + json_bytes(&item);
-                alone.push(Batch { kind, items: vec![(i, item)], bytes });
+                alone.push(Batch { kind, items: vec![(i, item)], bytes, links });
                 continue;
             }
             let g = *index.entry((table.as_str(), tag)).or_insert_with(|| {
                 groups.push((kind, Vec::new()));
                 groups.len() - 1
             });
-            groups[g].1.push((i, item));
+            groups[g].1.push((i, item, links));
         }
         let mut batches = Vec::new();
         for (kind, items) in groups {
-            let empty = || Batch { kind: kind.clone(), items: Vec::new(), bytes: ENVELOPE_BYTES };
+            let empty = || Batch { kind: kind.clone(), items: Vec::new(), bytes: ENVELOPE_BYTES, links: Vec::new() };
             let mut current = empty();
-            for (i, item) in items {
+            for (i, item, links) in items {
                 // Each record after the first adds a comma.
                 let size = json_bytes(&item) + 1;
                 let full = current.items.len() >= MAX_RECORDS_PER_CALL || current.bytes + size > max_request_bytes;
@@ -413,6 +441,7 @@ impl Plan {
                 }
                 current.bytes += size;
                 current.items.push((i, item));
+                current.links.extend(links);
             }
             if !current.items.is_empty() {
                 batches.push(current);
@@ -551,6 +580,7 @@ mod tests {
                 upsert_field: upsert.map(str::to_string),
                 columns: columns.iter().map(|c| (c.to_string(), PgKind::Text)).collect(),
             },
+            links: Vec::new(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! Salesforce is up costs its records an attempt; the first sign of an outage stops the rest, which stay queued at
 //! no cost to them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -19,6 +19,9 @@ pub struct Batch {
     pub items: Vec<(usize, Value)>,
     /// The request body's size as planned (JSON, envelope included).
     pub bytes: usize,
+    /// Lookups to fill in before sending: (item key, field, key of the parent item whose new id goes there), the
+    /// parent being sent in an earlier wave (`delivery::links`).
+    pub links: Vec<(usize, String, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,9 @@ pub enum Verdict {
     /// Sent, but never answered because Salesforce became unreachable: no cost to the record, yet it may have been
     /// applied.
     Unanswered,
+    /// Not sent: the parent (by key) whose id a lookup needs was not written. `failed`: it failed for good, with
+    /// this message; otherwise it will be tried again, and so will this one.
+    Blocked { parent: usize, failed: Option<String> },
 }
 
 /// What sending produced: a verdict per item key, and the connection trouble that stopped it, if any.
@@ -61,15 +67,67 @@ pub fn send_waves(
     abort: &AtomicBool,
     report: Report<'_>,
 ) -> Option<CallError> {
+    let parents: HashSet<usize> = waves.iter().flatten().flat_map(|b| b.links.iter().map(|l| l.2)).collect();
+    let answers: Mutex<HashMap<usize, Verdict>> = Mutex::new(HashMap::new());
+    let keep = |verdicts: Vec<(usize, Verdict)>| {
+        if !parents.is_empty() {
+            let mut answers = lock(&answers);
+            for (k, v) in verdicts.iter().filter(|(k, _)| parents.contains(k)) {
+                answers.insert(*k, v.clone());
+            }
+        }
+        report(verdicts);
+    };
     let mut trouble = None;
-    for wave in waves {
+    for mut wave in waves {
         if trouble.is_some() || abort.load(Ordering::SeqCst) {
             report(wave.iter().flat_map(|b| b.items.iter().map(|(k, _)| (*k, Verdict::Unsent))).collect());
             continue;
         }
-        trouble = send_wave(client, wave, concurrency, abort, report);
+        let blocked = fill_links(&mut wave, &lock(&answers));
+        if !blocked.is_empty() {
+            keep(blocked);
+        }
+        wave.retain(|b| !b.items.is_empty());
+        trouble = send_wave(client, wave, concurrency, abort, &keep);
     }
     trouble
+}
+
+/// Puts the ids of the parents earlier waves created into the lookups that wait for them; an item whose parent was
+/// not written is taken out of its batch, with a `Blocked` verdict.
+fn fill_links(wave: &mut [Batch], answers: &HashMap<usize, Verdict>) -> Vec<(usize, Verdict)> {
+    let mut blocked = Vec::new();
+    for batch in wave.iter_mut() {
+        let mut out: HashSet<usize> = HashSet::new();
+        for (key, field, parent) in std::mem::take(&mut batch.links) {
+            if out.contains(&key) {
+                continue;
+            }
+            let id = match answers.get(&parent) {
+                Some(Verdict::Done { id: Some(id), .. }) => id.clone(),
+                other => {
+                    let failed = match other {
+                        Some(Verdict::Failed { code, message, transient: false, .. }) => {
+                            Some(format!("{code}: {message}"))
+                        }
+                        Some(Verdict::Blocked { failed: Some(why), .. }) => Some(why.clone()),
+                        _ => None,
+                    };
+                    out.insert(key);
+                    blocked.push((key, Verdict::Blocked { parent, failed }));
+                    continue;
+                }
+            };
+            if let Some((_, Value::Object(record))) = batch.items.iter_mut().find(|(k, _)| *k == key) {
+                record.insert(field, Value::String(id));
+            }
+        }
+        if !out.is_empty() {
+            batch.items.retain(|(k, _)| !out.contains(k));
+        }
+    }
+    blocked
 }
 
 /// Sends every batch, `concurrency` calls at a time, and returns a verdict for every item (for tests and tools that
