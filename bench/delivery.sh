@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Delivery benchmark: commit-to-request latency and backlog drain rate (fakeforce at 0 ms and 100 ms per call),
-# with release builds of pgforce and fakeforce, on PostgreSQL 15.
+# Delivery benchmark: commit-to-request latency and backlog drain rate (fakeforce at 0 ms and 100 ms per call), a
+# backlog of 2 × rows upserts through the Bulk API vs collections, and a 10-level hierarchy of rows / 2 accounts vs
+# flat, with release builds of pgforce and fakeforce, on PostgreSQL 15.
 #   bench/delivery.sh [rows]      (default 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."

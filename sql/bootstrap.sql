@@ -28,6 +28,9 @@ CREATE TABLE @extschema@._trigger_log (
     -- pgforce: an attempt was sent and its outcome is unknown (no answer, a crash before it was recorded): when
     -- that attempt was claimed. An insert in doubt is looked for in Salesforce before it is sent again.
     in_doubt_since  timestamptz,
+    -- pgforce: how many levels of parents went before this write in its claim (iSyncSF's SubSequence;
+    -- relationships by foreign key), set when its outcome is recorded.
+    depth           integer,
     CONSTRAINT _trigger_log_pkey PRIMARY KEY (id),
     CONSTRAINT _trigger_log_state_check CHECK (state IN ('NEW', 'PENDING', 'SUCCESS', 'FAILED', 'MERGED', 'IGNORE',
                                                         'IGNORED', 'READONLY', 'REQUEUE', 'REQUEUED')),
@@ -78,6 +81,7 @@ CREATE TABLE @extschema@._trigger_log_archive (
     next_attempt_at timestamptz,
     relid           regclass,
     in_doubt_since  timestamptz,
+    depth           integer,
     CONSTRAINT _trigger_log_archive_pkey PRIMARY KEY (id)
 );
 CREATE INDEX _trigger_log_archive_idx_created_at ON @extschema@._trigger_log_archive (created_at);

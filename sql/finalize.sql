@@ -30,6 +30,7 @@ REVOKE ALL ON FUNCTION @extschema@._wake_worker() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._wake_worker_at_commit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._mapping_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._map_table FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._map_table_with_relationships FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._unmap_table FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
@@ -278,7 +279,7 @@ DECLARE
     system_column text;
 BEGIN
     FOR m IN
-        SELECT DISTINCT mp.table_name, mp.relid, mp.fields, mp.upsert_field
+        SELECT DISTINCT mp.table_name, mp.relid, mp.fields, mp.upsert_field, mp.relationships
           FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
           JOIN @extschema@._mapping AS mp ON mp.relid::pg_catalog.oid OPERATOR(pg_catalog.=) d.objid
          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
@@ -305,6 +306,34 @@ BEGIN
             END IF;
             UPDATE @extschema@._mapping SET table_name = relname, updated_at = pg_catalog.now()
              WHERE relid OPERATOR(pg_catalog.=) m.relid;
+        END IF;
+        -- A renamed relationship column (salesforce.map_table(..., relationships => ...)) stays mapped to its lookup
+        -- under its new name; a dropped one (its foreign key went with it) is no longer sent.
+        SELECT pg_catalog.array_agg(k) INTO missing
+          FROM pg_catalog.jsonb_object_keys(m.relationships) AS k
+         WHERE NOT k OPERATOR(pg_catalog.=) ANY (current_columns);
+        IF missing IS NOT NULL THEN
+            SELECT pg_catalog.array_agg(DISTINCT a.attname::text) INTO renamed
+              FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
+              JOIN pg_catalog.pg_attribute a
+                ON a.attrelid OPERATOR(pg_catalog.=) d.objid AND a.attnum OPERATOR(pg_catalog.=) d.objsubid
+             WHERE d.objid OPERATOR(pg_catalog.=) m.relid AND d.objsubid OPERATOR(pg_catalog.>) 0
+               AND NOT a.attname::text OPERATOR(pg_catalog.=) ANY (m.fields)
+               AND NOT m.relationships OPERATOR(pg_catalog.?) a.attname::text;
+            IF pg_catalog.cardinality(missing) OPERATOR(pg_catalog.=) 1
+               AND pg_catalog.cardinality(renamed) OPERATOR(pg_catalog.=) 1 THEN
+                UPDATE @extschema@._mapping
+                   SET relationships = (relationships OPERATOR(pg_catalog.-) missing[1]) OPERATOR(pg_catalog.||)
+                           pg_catalog.jsonb_build_object(renamed[1], relationships OPERATOR(pg_catalog.->) missing[1]),
+                       updated_at = pg_catalog.now()
+                 WHERE relid OPERATOR(pg_catalog.=) m.relid;
+            ELSE
+                UPDATE @extschema@._mapping
+                   SET relationships = relationships OPERATOR(pg_catalog.-) missing, updated_at = pg_catalog.now()
+                 WHERE relid OPERATOR(pg_catalog.=) m.relid;
+                RAISE WARNING 'relationship column(s) % of % no longer exist: their lookups are no longer sent',
+                    pg_catalog.array_to_string(missing, ', '), m.relid;
+            END IF;
         END IF;
         SELECT pg_catalog.array_agg(f) INTO missing
           FROM pg_catalog.unnest(m.fields) AS f
@@ -404,7 +433,8 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    PERFORM @extschema@._map_table(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields, relationships);
+    PERFORM @extschema@._map_table_with_relationships(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields,
+                                                      relationships);
     IF paused THEN
         UPDATE @extschema@._mapping SET paused_at = pg_catalog.now() WHERE relid OPERATOR(pg_catalog.=) tbl;
     END IF;
@@ -470,11 +500,14 @@ SELECT e.id                             AS log_id,
        e.sf_message                     AS error_message,
        e.sfid::text                     AS sfid,
        e.attempts,
-       e.processed_at
-  FROM (SELECT id, table_name, record_id, action, state, sf_result, sf_message, sfid, attempts, processed_at, relid
+       e.processed_at,
+       e.depth
+  FROM (SELECT id, table_name, record_id, action, state, sf_result, sf_message, sfid, attempts, processed_at, relid,
+               depth
           FROM @extschema@._trigger_log
         UNION ALL
-        SELECT id, table_name, record_id, action, state, sf_result, sf_message, sfid, attempts, processed_at, relid
+        SELECT id, table_name, record_id, action, state, sf_result, sf_message, sfid, attempts, processed_at, relid,
+               depth
           FROM @extschema@._trigger_log_archive) e
  CROSS JOIN LATERAL (SELECT @extschema@._audit_status(e.state, e.action, e.sf_result) AS code) s
   LEFT JOIN @extschema@._mapping m

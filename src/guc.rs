@@ -88,6 +88,8 @@ static MAX_API_USAGE: GucSetting<f64> = GucSetting::<f64>::new(0.9);
 static ARCHIVE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static ARCHIVE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(31 * 24 * 3600);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4000);
+static BULK_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(2000);
+static BULK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 static MAX_REQUEST_BYTES: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 1024);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
@@ -326,6 +328,26 @@ pub fn register(preloading: bool) {
         none,
     );
     GucRegistry::define_int_guc(
+        c"pgforce.bulk_threshold",
+        c"Changes of one object and operation in one claim from which they go as a Bulk API 2.0 job (0: never).",
+        c"Upserts by the upsert field, updates and deletes by sfid; inserts without an upsert field never.",
+        &BULK_THRESHOLD,
+        0,
+        i32::MAX,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.bulk_batch_size",
+        c"Log rows claimed per cycle while the queue holds at least bulk_threshold due changes.",
+        c"",
+        &BULK_BATCH_SIZE,
+        1,
+        1_000_000,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_int_guc(
         c"pgforce.max_request_bytes",
         c"Most bytes of JSON in one Salesforce request; a claim takes at most max_concurrency requests' worth.",
         c"",
@@ -470,6 +492,8 @@ pub fn config() -> Config {
         write_algorithm: WRITE_ALGORITHM.get().into(),
         max_concurrency: MAX_CONCURRENCY.get().max(1) as usize,
         batch_size: i64::from(BATCH_SIZE.get().max(1)),
+        bulk_threshold: BULK_THRESHOLD.get().max(0) as usize,
+        bulk_batch_size: i64::from(BULK_BATCH_SIZE.get().max(1)),
         max_request_bytes: MAX_REQUEST_BYTES.get().max(1) as usize,
         max_attempts: MAX_ATTEMPTS.get(),
         retry_failed_after: (retry_failed_after >= 0).then(|| Duration::from_secs(retry_failed_after as u64)),

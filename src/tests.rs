@@ -46,7 +46,7 @@ mod tests {
     #[pg_test]
     fn trigger_log_has_heroku_connect_columns_in_order() {
         let expected = "id,txid,created_at,updated_at,processed_at,processed_tx,state,action,table_name,record_id,\
-                        sfid,old,values,sf_result,sf_message,attempts,next_attempt_at,relid,in_doubt_since";
+                        sfid,old,values,sf_result,sf_message,attempts,next_attempt_at,relid,in_doubt_since,depth";
         for table in ["_trigger_log", "_trigger_log_archive"] {
             let got = text(&format!(
                 "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute

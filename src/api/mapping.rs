@@ -43,8 +43,21 @@ impl TableInfo {
     }
 }
 
+/// The mapping function of release 0.1.0's SQL (kept: a library serves the SQL of the release it is installed with
+/// until `ALTER EXTENSION pgforce UPDATE`).
 #[pg_extern]
 fn _map_table(
+    tbl: Option<pg_sys::Oid>,
+    sobject: Option<&str>,
+    mode: Option<&str>,
+    upsert_field: Option<&str>,
+    fields: Option<Vec<Option<String>>>,
+) -> std::result::Result<(), ErrorReport> {
+    _map_table_with_relationships(tbl, sobject, mode, upsert_field, fields, None)
+}
+
+#[pg_extern]
+fn _map_table_with_relationships(
     tbl: Option<pg_sys::Oid>,
     sobject: Option<&str>,
     mode: Option<&str>,
@@ -108,8 +121,8 @@ fn map_table(
 
     client.update(
         &format!(
-            "INSERT INTO {schema}._mapping (table_name, relid, sobject, access, upsert_field, fields, relationships) \
-             VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5, $6, $7)"
+            "INSERT INTO {schema}._mapping (table_name, relid, sobject, access, upsert_field, fields) \
+             VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5, $6)"
         ),
         None,
         &[
@@ -119,9 +132,20 @@ fn map_table(
             DatumWithOid::from(access.as_str()),
             DatumWithOid::from(upsert_field),
             DatumWithOid::from(fields.clone()),
-            DatumWithOid::from(pgrx::JsonB(relationships)),
         ],
     )?;
+    // Written only when there are any: release 0.1.0's schema, which this library serves until the update, has no
+    // such column.
+    if !links.is_empty() {
+        client.update(
+            &format!(
+                "UPDATE {schema}._mapping SET relationships = $2 \
+                  WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass"
+            ),
+            None,
+            &[DatumWithOid::from(tbl), DatumWithOid::from(pgrx::JsonB(relationships))],
+        )?;
+    }
 
     if access == Access::ReadWrite && upsert_field.is_none() {
         ErrorReport::new(

@@ -2,7 +2,8 @@
 //! (`worker::claim::peek`, `worker::plan::plan_claim`, `Plan::waves`) but from a read of the queue that neither
 //! locks nor changes anything, and without calling Salesforce. One row per record, in the order the calls go.
 
-use pgforce_core::delivery::plan::Operation;
+use pgforce_core::delivery::bulk;
+use pgforce_core::delivery::plan::{Limits, Operation};
 use pgforce_core::salesforce::CallKind;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -49,7 +50,7 @@ fn _preview(
         plan.refuse_oversized(config.max_request_bytes);
         let tables = &claimed.tables;
         plan.order(tables);
-        let waves = plan.waves(tables, config.max_request_bytes);
+        let waves = plan.waves(tables, Limits::of(&config));
         let api_version = config.connection.api_version.clone();
         let mut out = Vec::new();
         let mut request = 0;
@@ -60,7 +61,17 @@ fn _preview(
                     CallKind::Delete => batch.items.iter().filter_map(|(_, v)| v.as_str()).collect(),
                     _ => Vec::new(),
                 };
-                let (method, path) = batch.kind.request(&api_version, &ids);
+                let (method, path) = match (&batch.bulk, bulk::operation(&batch.kind)) {
+                    // One Bulk API 2.0 ingest job (create, upload, close, poll, results) for the whole batch.
+                    (Some(object), Some((operation, _))) => (
+                        "BULK",
+                        format!(
+                            "/services/data/v{api_version}/jobs/ingest ({operation} job of {} {object} records)",
+                            batch.items.len()
+                        ),
+                    ),
+                    _ => batch.kind.request(&api_version, &ids),
+                };
                 for (job, record) in &batch.items {
                     let job = &plan.jobs[*job];
                     let table = tables.get(&job.table);

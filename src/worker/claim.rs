@@ -23,19 +23,28 @@ fn values(text: Option<String>) -> Values {
 }
 
 /// Claims up to `config.batch_size` due rows holding up to `config.claim_bytes()` of log text (always at least
-/// one row). Under ordered writes only the oldest change of each record is claimed; the others stay `NEW` for a
+/// one row); a Bulk job's worth when the backlog is that large. Under ordered writes only the oldest change of each record is claimed; the others stay `NEW` for a
 /// later cycle.
 pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -> Result<Claimed, WorkerError> {
-    let rows = client.update(
-        &st.claim,
-        None,
-        &[DatumWithOid::from(config.batch_size), DatumWithOid::from(config.claim_bytes())],
-    )?;
+    let (rows, bytes) =
+        if bulk_backlog(client, st, config)? { config.bulk_claim() } else { (config.batch_size, config.claim_bytes()) };
+    let rows = client.update(&st.claim, None, &[DatumWithOid::from(rows), DatumWithOid::from(bytes)])?;
     let (claimed, states) = gather(client, st, config, rows)?;
     set_state(client, st, &states.pending, LogState::Pending, None)?;
     set_state(client, st, &states.ignored, LogState::Ignored, None)?;
     set_state(client, st, &states.orphans, LogState::Failed, Some("table is not mapped (salesforce.map_table)"))?;
     Ok(claimed)
+}
+
+/// Whether the queue holds at least `pgforce.bulk_threshold` due changes: then a claim takes a Bulk job's worth
+/// (`Config::bulk_claim`), so that large runs go as few jobs (counted with a limit: a short index scan).
+fn bulk_backlog(client: &mut SpiClient<'_>, st: &Statements, config: &Config) -> Result<bool, WorkerError> {
+    if config.bulk_threshold == 0 {
+        return Ok(false);
+    }
+    let threshold = config.bulk_threshold as i64;
+    let due = client.select(&st.due_count, None, &[DatumWithOid::from(threshold)])?.first().get::<i64>(1)?;
+    Ok(due.unwrap_or(0) >= threshold)
 }
 
 /// What the worker would claim now (of one mapped table, or of all; paused mappings included), without claiming

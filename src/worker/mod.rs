@@ -29,12 +29,13 @@ use pgforce_core::alert::{self, Alert, Gate};
 use pgforce_core::config::{self, Config};
 use pgforce_core::delivery::doubt;
 use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, Retry};
-use pgforce_core::delivery::plan::Plan;
+use pgforce_core::delivery::plan::{Limits, Plan};
 use pgforce_core::delivery::send::{Batch, Verdict};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
 use pgforce_core::log::LogState;
 use pgforce_core::metrics::Metrics;
+use pgforce_core::pacing;
 use pgforce_core::retry::Breaker;
 use pgforce_core::salesforce::{token_fingerprint, AuthFlow, CallError, Client, Settings};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
@@ -54,7 +55,6 @@ use transaction::{as_sync_engine, in_transaction, report_of};
 /// How often archive maintenance runs at most.
 const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 /// Pause between cycles while the org's API usage is above `pgforce.max_api_usage`.
-const THROTTLE_PAUSE: Duration = Duration::from_secs(5);
 /// The version of the extension's objects this library works with.
 const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Pause after a cycle that failed inside the worker (a database error or a bug).
@@ -305,13 +305,12 @@ impl Worker {
         if !self.reporter.in_trouble() {
             self.report(ConnState::Polling, None);
         }
+        let used_before = self.usage().map(|(used, _)| used);
+        let records = claimed.count as u64;
         let delivered = self.deliver(config, claimed);
         self.keep_rotated_refresh_token();
         match delivered {
-            Ok(()) if self.throttled(config) => {
-                self.report(ConnState::Throttled, Some("API usage above pgforce.max_api_usage".into()));
-                THROTTLE_PAUSE
-            }
+            Ok(()) if self.throttled(config) => self.pace(used_before, records),
             // More may be waiting (or arrived while sending): look again at once.
             Ok(()) => Duration::ZERO,
             Err(wait) => wait,
@@ -521,6 +520,27 @@ impl Worker {
         self.client.as_ref().and_then(|(_, c)| c.usage()).map(|u| (u.used, u.limit))
     }
 
+    /// Above `pgforce.max_api_usage`: the pause that spreads the calls left today over Salesforce's 24-hour
+    /// window (`pacing`), with how long the backlog takes at that pace in `sync_status`.
+    fn pace(&mut self, used_before: Option<u64>, records: u64) -> Duration {
+        let Some((used, limit)) = self.usage() else { return pacing::MIN_PACE };
+        let spent = used_before.map_or(1, |before| used.saturating_sub(before));
+        let pause = pacing::pace(used, limit, spent);
+        let backlog = self
+            .with_statements(|c, st| Ok(c.select(&st.queue_size, None, &[])?.first().get::<i64>(1)?.unwrap_or(0)))
+            .unwrap_or(0)
+            .max(0) as u64;
+        let message = format!(
+            "API usage {used} of {limit} is above pgforce.max_api_usage: the {} calls left are spread over 24 hours, \
+             one cycle every {}; the {backlog} changes waiting take about {} at this pace",
+            limit.saturating_sub(used),
+            pacing::human(pause),
+            pacing::human(pacing::backlog_time(backlog, records, pause))
+        );
+        self.report(ConnState::Throttled, Some(message));
+        pause
+    }
+
     fn throttled(&self, config: &Config) -> bool {
         let usage = self.client.as_ref().and_then(|(_, c)| c.usage());
         usage.is_some_and(|u| u.fraction() > config.max_api_usage)
@@ -650,7 +670,7 @@ impl Worker {
         if !settled.is_empty() {
             self.record_outcomes(config, &settled)?;
         }
-        let waves = plan.waves(tables, config.max_request_bytes);
+        let waves = plan.waves(tables, Limits::of(config));
         if waves.is_empty() {
             return Ok(());
         }

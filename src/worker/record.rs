@@ -274,6 +274,7 @@ fn record_log(client: &mut SpiClient<'_>, st: &Statements, log: &[LogOutcome]) -
             DatumWithOid::from(log.iter().map(|o| o.retry_in.map(|d| d.as_millis() as i64)).collect::<Vec<_>>()),
             DatumWithOid::from(log.iter().map(|o| o.in_doubt).collect::<Vec<_>>()),
             DatumWithOid::from(log.iter().map(|o| o.result.map(|r| r.code())).collect::<Vec<_>>()),
+            DatumWithOid::from(log.iter().map(|o| o.depth).collect::<Vec<_>>()),
         ],
     )?;
     Ok(())

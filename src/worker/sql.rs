@@ -15,7 +15,7 @@ use super::error::WorkerError;
 /// The log's columns, in Heroku Connect's order, then pgforce's (for moves between the log and the archive).
 const LOG_COLUMNS: &str = "id, txid, created_at, updated_at, processed_at, processed_tx, state, action, table_name, \
                            record_id, sfid, old, \"values\", sf_result, sf_message, attempts, next_attempt_at, relid, \
-                           in_doubt_since";
+                           in_doubt_since, depth";
 
 /// The schema pgforce is installed in (quoted) and its version, if it is installed in this database.
 pub const INSTALLED_SCHEMA: &str =
@@ -84,7 +84,7 @@ pub struct Statements {
     pub load_links: OwnedPreparedStatement,
     /// `$1 text` table, `$2 bool` succeeded, `$3 text` last error.
     pub mapping_stats: OwnedPreparedStatement,
-    /// Arrays of ids, states, messages, sfids, attempts, retry delays in ms, in doubt, audit results.
+    /// Arrays of ids, states, messages, sfids, attempts, retry delays in ms, in doubt, audit results, depths.
     pub record_log: OwnedPreparedStatement,
     /// Seconds until the earliest scheduled retry.
     pub next_retry_in: OwnedPreparedStatement,
@@ -113,6 +113,11 @@ pub struct Statements {
     /// `$1 text` table, `$2 bigint[]` row ids → per row: seconds until a queued change of it is due (NULL: none
     /// queued), the message of its last failed change.
     pub parent_states: OwnedPreparedStatement,
+    /// How many entries wait in the queue (`NEW`, `PENDING`).
+    pub queue_size: OwnedPreparedStatement,
+    /// `$1 bigint` limit → how many due `NEW` entries that could go through the Bulk API (not inserts of mappings
+    /// without an upsert field) the queue holds, counted up to the limit.
+    pub due_count: OwnedPreparedStatement,
     /// `$1 text` table, `$2 bigint[]` row ids, `$3 text[]` sfids, `$4 text[]` changes (hstore text): logs updates
     /// that set lookups a broken cycle left out (`delivery::links`).
     pub log_follow_ups: OwnedPreparedStatement,
@@ -430,11 +435,12 @@ impl Statements {
                                                   ELSE l.in_doubt_since END,
                             -- what the audit cannot tell from state and action (pgforce_core::log::AuditStatus)
                             sf_result = u.result,
+                            depth = u.depth,
                             updated_at = pg_catalog.now()
                        FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
                                        pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),
-                                       pg_catalog.unnest($7), pg_catalog.unnest($8))
-                            AS u(id, state, message, sfid, attempts, retry_in_ms, in_doubt, result)
+                                       pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9))
+                            AS u(id, state, message, sfid, attempts, retry_in_ms, in_doubt, result, depth)
                       WHERE l.id {EQ} u.id"
                 ),
                 &[
@@ -445,6 +451,7 @@ impl Statements {
                     pg_sys::INT4ARRAYOID,
                     INT8_ARRAY,
                     pg_sys::BOOLARRAYOID,
+                    pg_sys::INT4ARRAYOID,
                     pg_sys::INT4ARRAYOID,
                 ],
             )?,
@@ -560,29 +567,59 @@ impl Statements {
             )?,
             parent_states: prepare(
                 client,
+                // Set-based (hash joins on the wanted ids): a claim can ask about thousands of parents.
                 &format!(
-                    "SELECT w.id, q.due_in, f.message
-                       FROM pg_catalog.unnest($2) AS w(id)
-                       LEFT JOIN LATERAL (
-                            SELECT pg_catalog.max(GREATEST(0, pg_catalog.date_part('epoch',
+                    "WITH wanted AS (SELECT DISTINCT w.id FROM pg_catalog.unnest($2) AS w(id)),
+                          queued AS (
+                            SELECT l.record_id,
+                                   pg_catalog.max(GREATEST(0, pg_catalog.date_part('epoch',
                                        l.next_attempt_at {MINUS} pg_catalog.now())))::float8 AS due_in
-                              FROM {log} l
+                              FROM {log} l JOIN wanted w ON l.record_id {EQ} w.id
                              WHERE l.state::text {EQ} ANY (ARRAY['{new}', '{pending}'])
-                               AND l.record_id {EQ} w.id
                                AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
-                            HAVING pg_catalog.count(*) {GT} 0) q ON true
-                       LEFT JOIN LATERAL (
-                            SELECT l.sf_message AS message
-                              FROM {log} l
+                             GROUP BY l.record_id),
+                          failed AS (
+                            SELECT DISTINCT ON (l.record_id) l.record_id, l.sf_message AS message
+                              FROM {log} l JOIN wanted w ON l.record_id {EQ} w.id
                              WHERE l.state::text {EQ} '{failed}'
-                               AND l.record_id {EQ} w.id
                                AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
-                             ORDER BY l.id DESC LIMIT 1) f ON true",
+                             ORDER BY l.record_id, l.id DESC)
+                     SELECT w.id, q.due_in, f.message
+                       FROM wanted w
+                       LEFT JOIN queued q ON q.record_id {EQ} w.id
+                       LEFT JOIN failed f ON f.record_id {EQ} w.id",
                     new = LogState::New.as_str(),
                     pending = LogState::Pending.as_str(),
                     failed = LogState::Failed.as_str(),
                 ),
                 &[TEXT, INT8_ARRAY],
+            )?,
+            queue_size: prepare(
+                client,
+                &format!(
+                    "SELECT pg_catalog.count(*) FROM {log}
+                      WHERE state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}'])",
+                    new = LogState::New.as_str(),
+                    pending = LogState::Pending.as_str(),
+                ),
+                &[],
+            )?,
+            due_count: prepare(
+                client,
+                &format!(
+                    "SELECT pg_catalog.count(*) FROM (
+                         SELECT 1 FROM {log} l
+                           JOIN {schema}._mapping m
+                             ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name
+                                     ELSE m.relid {EQ} l.relid END
+                          WHERE l.state::pg_catalog.text {EQ} '{new}'
+                            AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
+                            AND (l.action::pg_catalog.text {NE} '{insert}' OR m.upsert_field IS NOT NULL)
+                          LIMIT $1) s",
+                    new = LogState::New.as_str(),
+                    insert = Action::Insert.as_str(),
+                ),
+                &[INT8],
             )?,
             log_follow_ups: prepare(
                 client,

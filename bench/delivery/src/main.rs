@@ -59,7 +59,8 @@ fn drain(rows: i64, call_ms: u64) -> (f64, u64, u64) {
     if call_ms > 0 {
         sf.admin("PUT", "/faults", json!([{"operation": "upsert", "effect": {"type": "latency", "ms": call_ms}}]));
     }
-    let cluster = setup(&sf, &["pgforce.enabled = off"]);
+    // Through sObject Collections: the Bulk API is measured on its own below.
+    let cluster = setup(&sf, &["pgforce.enabled = off", "pgforce.bulk_threshold = 0"]);
     let mut c = cluster.admin();
     c.batch_execute(&format!(
         "INSERT INTO salesforce.contact (lastname, email, title, external_id__c)
@@ -94,6 +95,107 @@ fn drain(rows: i64, call_ms: u64) -> (f64, u64, u64) {
     (rows as f64 / secs, rss_idle, rss_max)
 }
 
+/// Wall time and write calls to drain `rows` queued upserts through the Bulk API 2.0 (`bulk`) or through sObject
+/// Collections (`pgforce.bulk_threshold = 0`), fakeforce answering every call in `call_ms`.
+fn backlog(rows: i64, call_ms: u64, bulk: bool) -> (f64, u64) {
+    let sf = Salesforce::start();
+    if call_ms > 0 {
+        sf.admin(
+            "PUT",
+            "/faults",
+            json!([{"operation": "upsert", "effect": {"type": "latency", "ms": call_ms}},
+                   {"operation": "bulk", "effect": {"type": "latency", "ms": call_ms}}]),
+        );
+    }
+    let cluster = setup(
+        &sf,
+        if bulk { &["pgforce.enabled = off"] } else { &["pgforce.enabled = off", "pgforce.bulk_threshold = 0"] },
+    );
+    let mut c = cluster.admin();
+    c.batch_execute(&format!(
+        "INSERT INTO salesforce.contact (lastname, email, title, external_id__c)
+              SELECT 'Row ' || g, 'r' || g || '@example.com', 'Title ' || g, 'D-' || g FROM generate_series(1, {rows}) g;
+         VACUUM ANALYZE salesforce._trigger_log;
+         ALTER SYSTEM SET pgforce.enabled = on;"
+    ))
+    .expect("backlog");
+    let start = Instant::now();
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    loop {
+        let open: i64 = c
+            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
+            .expect("count")
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "drain took too long");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let org = sf.ff.org();
+    let st = org.lock();
+    assert_eq!(st.store.model.object("Contact").map_or(0, |o| st.store.live(o.index).count()) as i64, rows);
+    (secs, ["upsert", "bulk"].iter().map(|k| st.counters.by_kind.get(*k).copied().unwrap_or(0)).sum())
+}
+
+/// Time to converge and write calls for `rows` accounts, loaded with the worker off and then drained: flat (no
+/// relationship) or as a 10-level self-referencing hierarchy by foreign key (`parent_id`, rows in random order).
+fn accounts(rows: i64, hierarchy: bool) -> (f64, u64) {
+    let sf = Salesforce::start();
+    let mut settings = sf.settings();
+    settings.push("shared_buffers = '256MB'".into());
+    settings.push("pgforce.enabled = off".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE public.account (id integer PRIMARY KEY, name text,
+             parent_id integer REFERENCES public.account (id) DEFERRABLE INITIALLY DEFERRED);
+         SELECT salesforce.map_table('public.account', 'Account', relationships => '{\"parent_id\": \"ParentId\"}');",
+    )
+    .expect("schema");
+    // Level l holds ids (l-1)·n+1 … l·n; each row's parent is one of the level above.
+    let per_level = rows / 10;
+    let parent = if hierarchy { format!("CASE WHEN g > {per_level} THEN g - {per_level} END") } else { "NULL".into() };
+    c.batch_execute(&format!(
+        "BEGIN;
+         INSERT INTO public.account SELECT g, 'Account ' || g, {parent}
+           FROM generate_series(1, {rows}) g ORDER BY pg_catalog.hashint4(g);
+         COMMIT;
+         VACUUM ANALYZE salesforce._trigger_log;"
+    ))
+    .expect("accounts");
+    let calls = |sf: &Salesforce| {
+        let org = sf.ff.org();
+        let st = org.lock();
+        ["create", "update", "upsert", "delete"]
+            .iter()
+            .map(|k| st.counters.by_kind.get(*k).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on; SELECT pg_reload_conf();").expect("enable");
+    let start = Instant::now();
+    loop {
+        let open: i64 = c
+            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
+            .expect("count")
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "convergence took too long");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let with_parent: i64 = c
+        .query_one("SELECT count(*) FROM public.account WHERE parent_id IS NOT NULL AND sfid IS NOT NULL", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(with_parent, if hierarchy { rows - per_level } else { 0 });
+    (secs, calls(&sf))
+}
+
 fn main() {
     let rows: i64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let (p50, p99, max) = latency(200);
@@ -106,9 +208,27 @@ fn main() {
     for call_ms in [0, 100] {
         let (rate, idle, peak) = drain(rows, call_ms);
         println!(
-            "| drain {rows} queued changes, fakeforce at {call_ms} ms per call | {rate:.0} records/s · worker private memory (RssAnon) {} MiB idle, {} MiB peak |",
+            "| drain {rows} queued changes through collections, fakeforce at {call_ms} ms per call | {rate:.0} records/s · worker private memory (RssAnon) {} MiB idle, {} MiB peak |",
             idle / 1024,
             peak / 1024
         );
     }
+    for call_ms in [0, 100] {
+        let n = rows * 2;
+        let (bulk_secs, bulk_calls) = backlog(n, call_ms, true);
+        let (coll_secs, coll_calls) = backlog(n, call_ms, false);
+        println!(
+            "| {n} queued upserts, fakeforce at {call_ms} ms per call: Bulk API 2.0 vs sObject Collections | {bulk_secs:.1} s, {bulk_calls} calls vs {coll_secs:.1} s, {coll_calls} calls ({:.0}× fewer calls, {:.2}× the time) |",
+            coll_calls as f64 / bulk_calls.max(1) as f64,
+            bulk_secs / coll_secs
+        );
+    }
+    let accounts_n = (rows / 2).max(1000);
+    let (flat_secs, flat_calls) = accounts(accounts_n, false);
+    let (tree_secs, tree_calls) = accounts(accounts_n, true);
+    println!(
+        "| {accounts_n} accounts as a 10-level hierarchy by foreign key, random order, vs flat | {tree_secs:.1} s, {tree_calls} write calls vs {flat_secs:.1} s, {flat_calls} calls ({:.2}× the time, {:.2}× the calls) |",
+        tree_secs / flat_secs,
+        tree_calls as f64 / flat_calls.max(1) as f64
+    );
 }

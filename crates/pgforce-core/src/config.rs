@@ -29,6 +29,11 @@ pub struct Config {
     pub write_algorithm: WriteAlgorithm,
     pub max_concurrency: usize,
     pub batch_size: i64,
+    /// `pgforce.bulk_threshold`: a claim's group of one object and operation this large goes as a Bulk API 2.0
+    /// job (0: never).
+    pub bulk_threshold: usize,
+    /// `pgforce.bulk_batch_size`: rows claimed at once while the queue holds `bulk_threshold` due changes.
+    pub bulk_batch_size: i64,
     /// The most bytes of JSON one request carries (`pgforce.max_request_bytes`); a claim holds at most
     /// `max_concurrency` requests' worth of log text.
     pub max_request_bytes: usize,
@@ -49,11 +54,20 @@ pub struct Config {
     pub alert_interval: Duration,
 }
 
+/// The most bytes of log text a claim for a Bulk job holds.
+pub const BULK_CLAIM_BYTES: i64 = 64 << 20;
+
 impl Config {
     /// The most bytes of log text (values and old values) one claim takes: enough to fill every request that may
     /// be in flight at once, and no more, so the worker's memory does not grow with the width of rows.
     pub fn claim_bytes(&self) -> i64 {
         (self.max_request_bytes as i64).saturating_mul(self.max_concurrency as i64)
+    }
+
+    /// The rows and bytes of log text one claim takes while the queue holds a Bulk-sized backlog: a job's worth
+    /// (Salesforce takes up to 100 MB of CSV per job), bounded so the worker's memory stays in the tens of MiB.
+    pub fn bulk_claim(&self) -> (i64, i64) {
+        (self.bulk_batch_size.max(self.batch_size), BULK_CLAIM_BYTES.max(self.claim_bytes()))
     }
 }
 

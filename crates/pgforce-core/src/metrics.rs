@@ -93,6 +93,7 @@ mod tests {
             retry_in: None,
             in_doubt: false,
             result: None,
+            depth: None,
         }
     }
 

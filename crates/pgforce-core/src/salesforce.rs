@@ -249,6 +249,11 @@ impl Client {
         }
     }
 
+    /// The REST API version calls use (`pgforce.api_version`).
+    pub fn api_version(&self) -> &str {
+        &self.settings.api_version
+    }
+
     /// The latest API usage Salesforce reported.
     pub fn usage(&self) -> Option<Usage> {
         *lock(&self.usage)
@@ -520,27 +525,69 @@ impl Client {
             })?;
             return Ok(list.iter().map(record_result).collect());
         }
-        let first = body.get(0);
-        let code = first.and_then(|e| e.get("errorCode")).and_then(Value::as_str).unwrap_or("").to_string();
-        let message = first
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| truncate(&text));
-        match status {
-            401 => Err(CallError::Unauthorized(format!("{code}: {message}"))),
-            403 if code == "REQUEST_LIMIT_EXCEEDED" => Err(CallError::Unavailable(format!("{code}: {message}"))),
-            // Maintenance, overload, rate limiting: Salesforce is not serving; the request was not applied.
-            420 | 503 => Err(CallError::Unavailable(format!("HTTP {status} {code}: {message}"))),
-            500..=599 => Err(CallError::Failed {
-                code: if code.is_empty() { format!("HTTP_{status}") } else { code },
-                message: format!("HTTP {status}: {message}"),
-            }),
-            _ => Err(CallError::Rejected {
-                status,
-                code: if code.is_empty() { format!("HTTP_{status}") } else { code },
-                message,
-            }),
+        Err(answer_error(status, &body, &text))
+    }
+
+    /// One REST request on the instance (Bulk API 2.0 uses these), with a body of a content type or none; a 401
+    /// logs in again and retries once. Returns the text of a 2xx answer; other answers and transport failures
+    /// are `CallError`s as for sObject Collections calls.
+    pub fn rest(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<String, CallError> {
+        self.renewing_session(|| self.rest_once(method, path, body))
+    }
+
+    fn rest_once(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<String, CallError> {
+        let session = self.session()?;
+        let url = format!("{}{path}", session.instance_url);
+        let auth = format!("Bearer {}", session.token);
+        let sent = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &auth).call(),
+            (m, body) => {
+                let request = match m {
+                    "POST" => self.agent.post(&url),
+                    "PUT" => self.agent.put(&url),
+                    _ => self.agent.patch(&url),
+                };
+                let (content_type, bytes) = body.unwrap_or(("application/json", b"{}"));
+                request.header("Authorization", &auth).header("Content-Type", content_type).send(bytes)
+            }
+        };
+        let timeout = self.settings.request_timeout;
+        let mut r = sent.map_err(|e| call_failed(&e, timeout))?;
+        if let Some(u) = r.headers().get("Sforce-Limit-Info").and_then(|h| h.to_str().ok()).and_then(Usage::parse) {
+            *lock(&self.usage) = Some(u);
+        }
+        let status = r.status().as_u16();
+        let text = r.body_mut().with_config().limit(u64::MAX).read_to_string().map_err(|e| call_failed(&e, timeout))?;
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Err(answer_error(status, &body, &text))
+    }
+}
+
+/// What an answer other than 2xx means: 401 refused credentials; 403 limits, 420 and 503 an outage (nothing was
+/// applied); other 5xx a request that failed on the way; anything else a request refused as a whole.
+fn answer_error(status: u16, body: &Value, text: &str) -> CallError {
+    let first = body.get(0);
+    let code = first.and_then(|e| e.get("errorCode")).and_then(Value::as_str).unwrap_or("").to_string();
+    let message = first
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| truncate(text));
+    match status {
+        401 => CallError::Unauthorized(format!("{code}: {message}")),
+        403 if code == "REQUEST_LIMIT_EXCEEDED" => CallError::Unavailable(format!("{code}: {message}")),
+        // Maintenance, overload, rate limiting: Salesforce is not serving; the request was not applied.
+        420 | 503 => CallError::Unavailable(format!("HTTP {status} {code}: {message}")),
+        500..=599 => CallError::Failed {
+            code: if code.is_empty() { format!("HTTP_{status}") } else { code },
+            message: format!("HTTP {status}: {message}"),
+        },
+        _ => {
+            CallError::Rejected { status, code: if code.is_empty() { format!("HTTP_{status}") } else { code }, message }
         }
     }
 }

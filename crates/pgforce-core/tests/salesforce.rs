@@ -57,6 +57,7 @@ fn upsert_batch(items: Vec<Value>) -> Batch {
         items: items.into_iter().enumerate().collect(),
         bytes: 0,
         links: Vec::new(),
+        bulk: None,
     }
 }
 
@@ -241,6 +242,7 @@ fn a_request_that_fails_while_salesforce_answers_costs_its_records_an_attempt_an
         items: vec![(key, contact(last, &format!("R{key}")))],
         bytes: 0,
         links: Vec::new(),
+        bulk: None,
     };
     let mut d = deliver(&client, vec![batch(0, "slow"), batch(1, "broken"), batch(2, "fine")], 3);
     d.verdicts.sort_by_key(|(k, _)| *k);
@@ -290,4 +292,76 @@ fn credentials_and_data_go_over_https_only() {
     remote.login_url = "http://198.51.100.7:8443".into();
     let e = Client::new(remote).authenticate().expect_err("http login URL");
     assert!(matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.login_url:")), "{e}");
+}
+
+#[test]
+fn a_bulk_job_gives_every_record_its_verdict() {
+    let ff = FakeForce::start(Config { bulk_processing_ms: 100, ..Config::default() }).expect("fakeforce");
+    let client = Client::new(settings(&ff));
+    admin(
+        &ff,
+        "PUT",
+        "/faults",
+        json!([{"field": "LastName", "equals": "Refused", "effect": {"type": "record_error",
+            "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "No: not this one"}}]),
+    );
+    let mut items: Vec<Value> = (0..300).map(|i| contact(&format!("Bulk {i}"), &format!("B-{i}"))).collect();
+    items[7] = contact("Refused", "B-7");
+    let mut batch = upsert_batch(items);
+    batch.bulk = Some("Contact".into());
+    let delivery = deliver(&client, vec![batch], 1);
+    assert!(delivery.trouble.is_none(), "{:?}", delivery.trouble);
+    let mut verdicts = delivery.verdicts;
+    verdicts.sort_by_key(|(k, _)| *k);
+    assert_eq!(verdicts.len(), 300);
+    for (k, v) in &verdicts {
+        if *k == 7 {
+            assert_eq!(
+                v,
+                &Verdict::Failed {
+                    code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(),
+                    message: "No: not this one".into(),
+                    transient: false,
+                    in_doubt: false
+                }
+            );
+        } else {
+            assert!(matches!(v, Verdict::Done { id: Some(_), created: true }), "{k}: {v:?}");
+        }
+    }
+    // A handful of calls for 300 records: create, upload, close, a few polls, three result sets.
+    let counters = admin(&ff, "GET", "/counters", Value::Null);
+    let bulk_calls = counters["by_kind"]["bulk"].as_u64().unwrap_or(0);
+    assert!((6..=15).contains(&bulk_calls), "{counters}");
+    assert_eq!(counters["by_kind"]["upsert"].as_u64().unwrap_or(0), 0, "{counters}");
+    // Updates by id and deletes by id, the same way.
+    let ids: Vec<(usize, String)> = verdicts
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Verdict::Done { id: Some(id), .. } => Some((*k, id.clone())),
+            _ => None,
+        })
+        .collect();
+    let update = Batch {
+        kind: CallKind::Update,
+        items: ids
+            .iter()
+            .map(|(k, id)| (*k, json!({"attributes": {"type": "Contact"}, "Id": id, "Title": "Bulk"})))
+            .collect(),
+        bytes: 0,
+        links: Vec::new(),
+        bulk: Some("Contact".into()),
+    };
+    let updated = deliver(&client, vec![update], 1);
+    assert!(updated.verdicts.iter().all(|(_, v)| matches!(v, Verdict::Done { .. })), "{:?}", updated.verdicts);
+    let delete = Batch {
+        kind: CallKind::Delete,
+        items: ids.iter().map(|(k, id)| (*k, json!(id))).collect(),
+        bytes: 0,
+        links: Vec::new(),
+        bulk: Some("Contact".into()),
+    };
+    let deleted = deliver(&client, vec![delete], 1);
+    assert_eq!(deleted.verdicts.len(), 299);
+    assert!(deleted.verdicts.iter().all(|(_, v)| matches!(v, Verdict::Done { .. })), "{:?}", deleted.verdicts);
 }

@@ -433,6 +433,13 @@ fn the_api_budget_is_respected() {
         .expect("q")
         .get(0);
     assert!(pending >= 10, "the rest waits ({pending})");
+    // The calls left are spread over the day, and the status says how long the backlog takes at that pace.
+    let message: String = c
+        .query_one("SELECT connection_message FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+        .expect("q")
+        .get(0);
+    assert!(message.contains("calls left are spread over 24 hours, one cycle every 60 min"), "{message}");
+    assert!(message.contains("changes waiting take about"), "{message}");
 }
 
 #[test]

@@ -96,6 +96,19 @@ fn contacts_follow_their_accounts_by_foreign_key() {
     )
     .expect("rows");
     converged(&sf, &mut c, "contact", "account_id", "Contact", "AccountId");
+    // The audit shows each write's level: contacts of accounts created in the same claim went one level later.
+    let depths: Vec<(String, i64, Option<i32>)> = c
+        .query("SELECT table_name, record_id, depth FROM salesforce.sync_audit ORDER BY table_name, record_id", &[])
+        .expect("audit")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let want: Vec<(String, i64, Option<i32>)> =
+        [("account", 10, 0), ("account", 11, 0), ("contact", 1, 1), ("contact", 2, 1), ("contact", 3, 0)]
+            .iter()
+            .map(|(t, id, d)| (t.to_string(), *id, Some(*d)))
+            .collect();
+    assert_eq!(depths, want);
     // A contact moves to another account that is already in Salesforce, one loses its account.
     c.batch_execute("UPDATE public.contact SET account_id = 11 WHERE id = 1; UPDATE public.contact SET account_id = NULL WHERE id = 2")
         .expect("moves");
@@ -108,6 +121,23 @@ fn contacts_follow_their_accounts_by_foreign_key() {
     converged(&sf, &mut c, "contact", "account_id", "Contact", "AccountId");
     assert_eq!(sf.live("Account").len(), 2);
     assert_eq!(sf.live("Contact").len(), 3);
+
+    // A renamed foreign key column stays mapped to its lookup.
+    c.batch_execute(
+        "ALTER TABLE public.contact RENAME COLUMN account_id TO acct_id;
+         UPDATE public.contact SET acct_id = 10 WHERE id = 2;",
+    )
+    .expect("rename");
+    let relationships: String = c
+        .query_one("SELECT relationships::text FROM salesforce._mapping WHERE table_name = 'contact'", &[])
+        .expect("mapping")
+        .get(0);
+    assert_eq!(relationships, r#"{"acct_id": "AccountId"}"#);
+    wait_for(WAIT, "the renamed column's change", || {
+        let records = by_id(&sf, "Contact");
+        records.values().any(|r| r["LastName"] == "Jones" && r["AccountId"].is_string()).then_some(())
+    });
+    converged(&sf, &mut c, "contact", "acct_id", "Contact", "AccountId");
 
     // Mapping checks what it is given: a column without a foreign key, a parent that is not mapped.
     c.batch_execute(

@@ -395,7 +395,8 @@ mod tests {
         assert_eq!(field(&plan.jobs[3], "AccountId"), Some(Value::Null));
         // A create with no parent sends no lookup at all.
         assert_eq!(field(&plan.jobs[2], "ParentId"), None);
-        let waves = plan.waves(&tables, 1 << 20);
+        let waves =
+            plan.waves(&tables, crate::delivery::plan::Limits { max_request_bytes: 1 << 20, bulk_threshold: 0 });
         let keys: Vec<Vec<usize>> =
             waves.iter().map(|w| w.iter().flat_map(|b| b.items.iter().map(|(k, _)| *k)).collect()).collect();
         assert_eq!(keys.len(), 2);

@@ -48,6 +48,8 @@ pub struct LogOutcome {
     /// What the audit reports that the state and action alone do not tell (written to `sf_result`): what was
     /// actually done (an update sent as a create is `Inserted`), or that the row was gone before it was sent.
     pub result: Option<AuditStatus>,
+    /// The write's level in its claim (`Job::depth`); `None` for entries that were no write's.
+    pub depth: Option<i32>,
 }
 
 /// What happens to one mapped row.
@@ -128,6 +130,7 @@ pub fn unrecorded(
             retry_in,
             in_doubt: e.in_doubt,
             result: None,
+            depth: e.depth,
         })
         .collect()
 }
@@ -148,6 +151,7 @@ fn each(
         retry_in,
         in_doubt: false,
         result: None,
+        depth: None,
     })
 }
 
@@ -221,7 +225,23 @@ fn is_sent(plan: &Plan, i: usize) -> bool {
     )
 }
 
+/// The outcome of job `i` (`job_write_outcome`), each entry marked with the job's depth.
 fn job_outcome(
+    out: &mut Outcomes,
+    plan: &Plan,
+    i: usize,
+    verdict: Verdict,
+    tables: &HashMap<String, Table>,
+    retry: Retry,
+    rng: &mut impl rand::Rng,
+) {
+    let start = out.log.len();
+    job_write_outcome(out, plan, i, verdict, tables, retry, rng);
+    let depth = plan.jobs.get(i).map(|j| j.depth.min(i32::MAX as usize) as i32);
+    out.log[start..].iter_mut().for_each(|l| l.depth = depth);
+}
+
+fn job_write_outcome(
     out: &mut Outcomes,
     plan: &Plan,
     i: usize,
@@ -290,6 +310,7 @@ fn job_outcome(
                 retry_in: None,
                 in_doubt: false,
                 result: Some(done),
+                depth: None,
             });
             if job.write.kind != WriteKind::Delete {
                 let rows = out.rows.entry(qualified.clone()).or_default();
@@ -585,7 +606,8 @@ mod tests {
                 attempts: 2,
                 retry_in: None,
                 in_doubt: false,
-                result: None
+                result: None,
+                depth: Some(0),
             }]
         );
         let no_answer = one(job(WriteKind::Insert, Operation::Create(record()), &[1], 2), None);
@@ -645,6 +667,7 @@ mod tests {
                 retry_in: None,
                 in_doubt: false,
                 result: None,
+                depth: Some(0),
             },
             LogOutcome {
                 id: 2,
@@ -655,6 +678,7 @@ mod tests {
                 retry_in: None,
                 in_doubt: false,
                 result: None,
+                depth: Some(0),
             },
         ];
         let rng = &mut StdRng::seed_from_u64(1);

@@ -18,6 +18,71 @@ use crate::mapping::relationship_column;
 /// Batch items (job index, record) with the lookups each waits for (job index, field, parent job index).
 type ItemsWithLinks = Vec<(usize, Value, Vec<(usize, String, usize)>)>;
 
+/// A Bulk job carries at most this much JSON's worth of records (Salesforce takes 100 MB of CSV per job).
+const MAX_BULK_BYTES: usize = 80 << 20;
+
+/// How large the calls of a plan may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `pgforce.max_request_bytes`: the most bytes of JSON in one collections call.
+    pub max_request_bytes: usize,
+    /// `pgforce.bulk_threshold`: a group of one object and operation this large goes as a Bulk API 2.0 job
+    /// (0: never).
+    pub bulk_threshold: usize,
+}
+
+impl Limits {
+    pub fn of(config: &crate::config::Config) -> Limits {
+        Limits { max_request_bytes: config.max_request_bytes, bulk_threshold: config.bulk_threshold }
+    }
+}
+
+/// Splits off the Bulk jobs of one group (one object, one operation): when the group reaches the threshold and
+/// its operation has a key (upsert, update, delete), the items whose key is theirs alone in the group go as jobs of
+/// at most `MAX_BULK_BYTES`; the rest (inserts, keys shared or missing) are returned for collections calls.
+fn bulk_part(kind: &CallKind, sobject: &str, items: ItemsWithLinks, threshold: usize) -> (Vec<Batch>, ItemsWithLinks) {
+    let Some((_, key_column)) = super::bulk::operation(kind) else { return (Vec::new(), items) };
+    if threshold == 0 || items.len() < threshold {
+        return (Vec::new(), items);
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (_, item, _) in &items {
+        if let Some(k) = super::bulk::key_of(item, &key_column) {
+            *seen.entry(k).or_default() += 1;
+        }
+    }
+    let (unique, rest): (ItemsWithLinks, ItemsWithLinks) = items
+        .into_iter()
+        .partition(|(_, item, _)| super::bulk::key_of(item, &key_column).is_some_and(|k| seen.get(&k) == Some(&1)));
+    if unique.len() < threshold {
+        let mut all = unique;
+        all.extend(rest);
+        return (Vec::new(), all);
+    }
+    let empty = || Batch {
+        kind: kind.clone(),
+        items: Vec::new(),
+        bytes: 0,
+        links: Vec::new(),
+        bulk: Some(sobject.to_string()),
+    };
+    let mut jobs = Vec::new();
+    let mut current = empty();
+    for (i, item, links) in unique {
+        let size = json_bytes(&item);
+        if current.bytes + size > MAX_BULK_BYTES && !current.items.is_empty() {
+            jobs.push(std::mem::replace(&mut current, empty()));
+        }
+        current.bytes += size;
+        current.items.push((i, item));
+        current.links.extend(links);
+    }
+    if !current.items.is_empty() {
+        jobs.push(current);
+    }
+    (jobs, rest)
+}
+
 /// sObject Collections take at most 200 records per call.
 pub const MAX_RECORDS_PER_CALL: usize = 200;
 
@@ -359,7 +424,7 @@ impl Plan {
     /// is keyed by its job's index in `jobs`. Each record moves into its batch (the job keeps the kind of its
     /// operation, with an empty record) and the job's values are let go: a claim's data is held once while it is
     /// sent.
-    pub fn waves(&mut self, tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Vec<Batch>> {
+    pub fn waves(&mut self, tables: &HashMap<String, Table>, limits: Limits) -> Vec<Vec<Batch>> {
         let referenced: Vec<String> = self
             .jobs
             .iter()
@@ -377,19 +442,16 @@ impl Plan {
         for (i, job) in self.jobs.iter().enumerate() {
             levels.entry((job.depth, !is_parent(job))).or_default().push(i);
         }
-        levels
-            .into_values()
-            .map(|ids| self.batches_of(&ids, tables, max_request_bytes))
-            .filter(|w| !w.is_empty())
-            .collect()
+        levels.into_values().map(|ids| self.batches_of(&ids, tables, limits)).filter(|w| !w.is_empty()).collect()
     }
 
     /// Groups the given jobs into calls of one kind (and one sObject for upserts) of at most 200 records and
     /// `max_request_bytes` of body. A write that failed before goes alone: whatever made its request fail (a record
     /// that times out, a lock) then costs the records that were batched with it one attempt, never more.
-    fn batches_of(&mut self, ids: &[usize], tables: &HashMap<String, Table>, max_request_bytes: usize) -> Vec<Batch> {
+    fn batches_of(&mut self, ids: &[usize], tables: &HashMap<String, Table>, limits: Limits) -> Vec<Batch> {
+        let max_request_bytes = limits.max_request_bytes;
         let mut alone = Vec::new();
-        let mut groups: Vec<(CallKind, ItemsWithLinks)> = Vec::new();
+        let mut groups: Vec<(CallKind, &str, ItemsWithLinks)> = Vec::new();
         let mut index: HashMap<(&str, u8), usize> = HashMap::new();
         for &i in ids {
             let job = &mut self.jobs[i];
@@ -419,18 +481,26 @@ impl Plan {
             job.write.row = Values::new();
             if job.write.attempts > 0 {
                 let bytes = ENVELOPE_BYTES + json_bytes(&item);
-                alone.push(Batch { kind, items: vec![(i, item)], bytes, links });
+                alone.push(Batch { kind, items: vec![(i, item)], bytes, links, bulk: None });
                 continue;
             }
             let g = *index.entry((table.as_str(), tag)).or_insert_with(|| {
-                groups.push((kind, Vec::new()));
+                groups.push((kind, t.target.sobject.as_str(), Vec::new()));
                 groups.len() - 1
             });
-            groups[g].1.push((i, item, links));
+            groups[g].2.push((i, item, links));
         }
         let mut batches = Vec::new();
-        for (kind, items) in groups {
-            let empty = || Batch { kind: kind.clone(), items: Vec::new(), bytes: ENVELOPE_BYTES, links: Vec::new() };
+        for (kind, sobject, items) in groups {
+            let (bulk, items) = bulk_part(&kind, sobject, items, limits.bulk_threshold);
+            batches.extend(bulk);
+            let empty = || Batch {
+                kind: kind.clone(),
+                items: Vec::new(),
+                bytes: ENVELOPE_BYTES,
+                links: Vec::new(),
+                bulk: None,
+            };
             let mut current = empty();
             for (i, item, links) in items {
                 // Each record after the first adds a comma.
@@ -629,7 +699,7 @@ mod tests {
         assert_eq!(keys.len(), 251, "every job is sent exactly once");
     }
 
-    const NO_BYTE_LIMIT: usize = usize::MAX;
+    const NO_BYTE_LIMIT: Limits = Limits { max_request_bytes: usize::MAX, bulk_threshold: 0 };
 
     #[test]
     fn retries_never_go_back_in_time() {
@@ -711,7 +781,7 @@ mod tests {
         assert_eq!(refused[0].write.log_ids, vec![500]);
         let Operation::Refuse(why) = &refused[0].op else { unreachable!() };
         assert!(why.contains("pgforce.max_request_bytes = 8192") && why.contains("bytes as JSON"), "{why}");
-        let waves = p.waves(&claimed.tables, limit);
+        let waves = p.waves(&claimed.tables, Limits { max_request_bytes: limit, bulk_threshold: 0 });
         let batches = &waves[0];
         assert!(batches.len() >= 4, "30 records of 1 kB cannot go in one 8 kB call: {}", batches.len());
         for b in batches {

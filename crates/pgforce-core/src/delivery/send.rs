@@ -22,6 +22,8 @@ pub struct Batch {
     /// Lookups to fill in before sending: (item key, field, key of the parent item whose new id goes there), the
     /// parent being sent in an earlier wave (`delivery::links`).
     pub links: Vec<(usize, String, usize)>,
+    /// Sent as one Bulk API 2.0 job of this sObject (`delivery::bulk`) rather than a collections call.
+    pub bulk: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +161,11 @@ fn send_wave(
                     continue;
                 }
                 let mut local = Delivery::default();
-                send_split(client, &batch.kind, &batch.items, false, &mut local);
+                if batch.bulk.is_some() {
+                    super::bulk::send(client, &batch, abort, &mut local);
+                } else {
+                    send_split(client, &batch.kind, &batch.items, false, &mut local);
+                }
                 if let Some(t) = local.trouble {
                     stop.store(true, Ordering::SeqCst);
                     lock(&trouble).get_or_insert(t);
@@ -245,5 +251,52 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], maybe_
             out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
             out.trouble = Some(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn links_take_the_ids_of_created_parents_and_block_children_of_the_others() {
+        let mut wave = vec![Batch {
+            kind: CallKind::Create,
+            items: vec![(1, json!({"Name": "a"})), (2, json!({"Name": "b"})), (3, json!({"Name": "c"}))],
+            bytes: 0,
+            links: vec![(1, "ParentId".into(), 10), (2, "ParentId".into(), 11), (3, "ParentId".into(), 12)],
+            bulk: None,
+        }];
+        let answers = HashMap::from([
+            (10, Verdict::Done { id: Some("001A".into()), created: true }),
+            (
+                11,
+                Verdict::Failed {
+                    code: "REQUIRED_FIELD_MISSING".into(),
+                    message: "Name".into(),
+                    transient: false,
+                    in_doubt: false,
+                },
+            ),
+            (
+                12,
+                Verdict::Failed {
+                    code: "UNABLE_TO_LOCK_ROW".into(),
+                    message: "locked".into(),
+                    transient: true,
+                    in_doubt: false,
+                },
+            ),
+        ]);
+        let blocked = fill_links(&mut wave, &answers);
+        assert_eq!(wave[0].items, vec![(1, json!({"Name": "a", "ParentId": "001A"}))]);
+        assert_eq!(
+            blocked,
+            vec![
+                (2, Verdict::Blocked { parent: 11, failed: Some("REQUIRED_FIELD_MISSING: Name".into()) }),
+                (3, Verdict::Blocked { parent: 12, failed: None }),
+            ]
+        );
     }
 }
