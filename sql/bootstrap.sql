@@ -132,6 +132,14 @@ CREATE TABLE @extschema@._deliverer (
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._deliverer', '');
 
+-- API: Private. Bulk API 2.0 jobs the worker created and has not seen finish (pgforce_core::delivery::bulk): a
+-- restarted worker polls them and sends their records again only once they are finished. Superusers only, never
+-- dumped (a restored copy must not wait for another server's jobs).
+CREATE TABLE @extschema@._bulk_jobs (
+    id          varchar(18) PRIMARY KEY,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- API: Private. The refresh token Salesforce rotated the configured one to (refresh_token flow). Logins use it for as
 -- long as pgforce.refresh_token (or its file) still holds the token it was rotated from (configured_sha256); a new
 -- configured token starts over. Superusers only, never dumped, never shown by a view: it is a secret.

@@ -16,6 +16,13 @@
 
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
+-- API: Private. Bulk API 2.0 jobs the worker created and has not seen finish (pgforce_core::delivery::bulk): a
+-- restarted worker polls them and sends their records again only once they are finished. Superusers only, never
+-- dumped (a restored copy must not wait for another server's jobs).
+CREATE TABLE @extschema@._bulk_jobs (
+    id          varchar(18) PRIMARY KEY,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
 ALTER TABLE @extschema@._trigger_log ADD COLUMN depth integer;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN depth integer;
 ALTER TABLE @extschema@._mapping ADD COLUMN paused_at timestamptz;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use pgforce_core::alert::{self, Alert, Gate};
 use pgforce_core::config::{self, Config};
+use pgforce_core::delivery::bulk::{self, JobState};
 use pgforce_core::delivery::doubt;
 use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, Retry};
 use pgforce_core::delivery::plan::{Limits, Plan};
@@ -57,6 +58,8 @@ const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 /// Pause between cycles while the org's API usage is above `pgforce.max_api_usage`.
 /// The version of the extension's objects this library works with.
 const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// While a Bulk job started before a restart still runs, how often the worker looks at it.
+const BULK_JOB_CHECK: Duration = Duration::from_secs(2);
 /// Pause after a cycle that failed inside the worker (a database error or a bug).
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// While another server's identity is recorded (or another worker holds the lock), how often the worker looks again.
@@ -276,6 +279,9 @@ impl Worker {
         if !paused.is_zero() {
             return paused.min(poll);
         }
+        if let Some(wait) = self.unfinished_bulk_jobs(config) {
+            return wait;
+        }
         self.set_step(Step::Claiming);
         let claimed = match self.with_statements(|c, st| {
             let claimed = claim::claim(c, st, config)?;
@@ -315,6 +321,60 @@ impl Worker {
             Ok(()) => Duration::ZERO,
             Err(wait) => wait,
         }
+    }
+
+    /// `Some(how long to wait)` while a Bulk job an earlier worker created (and did not see finish) still runs:
+    /// its records, in doubt, are sent again only once it is finished, so two jobs never write the same records at
+    /// once. Finished jobs are forgotten; one never closed is aborted.
+    fn unfinished_bulk_jobs(&mut self, config: &Config) -> Option<Duration> {
+        let ids = self
+            .with_statements(|c, st| {
+                let mut ids = Vec::new();
+                for row in c.select(&st.bulk_jobs, None, &[])? {
+                    ids.extend(row.get::<String>(1)?);
+                }
+                Ok(ids)
+            })
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return None;
+        }
+        let client = match self.connection(config) {
+            Ok(settings) => self.client(&settings),
+            Err(_) => return None, // delivery reports the connection's trouble
+        };
+        let mut finished = Vec::new();
+        let mut running = None;
+        for id in ids {
+            match bulk::state(&client, &id) {
+                Ok((state, _)) if state.finished() => finished.push(id),
+                Ok((JobState::Open, _)) => {
+                    if bulk::abort_job(&client, &id).is_ok() {
+                        finished.push(id);
+                    }
+                }
+                Ok(_) => running = running.or(Some(id)),
+                // Gone (deleted, or of another org): nothing to wait for.
+                Err(CallError::Rejected { status: 404, .. }) => finished.push(id),
+                Err(e) => {
+                    running = running.or(Some(format!("{id} (cannot look: {e})")));
+                }
+            }
+        }
+        if !finished.is_empty() {
+            let _ = self.with_statements(|c, st| {
+                c.update(&st.forget_bulk_jobs, None, &[DatumWithOid::from(finished)])?;
+                Ok(())
+            });
+        }
+        let id = running?;
+        self.report(
+            ConnState::Polling,
+            Some(format!(
+                "waiting for Bulk job {id}, started before a restart, to finish before its records are sent again"
+            )),
+        );
+        Some(BULK_JOB_CHECK)
     }
 
     /// `Some(how long to wait)` when this worker must not deliver: another worker holds the delivery lock, or the
@@ -774,7 +834,20 @@ impl Worker {
             }
         };
         let mut answered: HashSet<usize> = HashSet::new();
+        let mut jobs: Vec<String> = Vec::new();
         loop {
+            // Bulk jobs are kept before their records are uploaded (a restarted worker waits for them).
+            while let Ok((id, ack)) = sender.jobs.try_recv() {
+                let kept = self.with_statements(|c, st| {
+                    c.update(&st.keep_bulk_job, None, &[DatumWithOid::from(id.as_str())])?;
+                    Ok(())
+                });
+                if let Err(e) = &kept {
+                    pgrx::warning!("pgforce: cannot keep the id of Bulk job {id}: {e}");
+                }
+                let _ = ack.send(kept.is_ok());
+                jobs.push(id);
+            }
             let first = match sender.verdicts.recv_timeout(SIGNAL_CHECK) {
                 Ok(v) => v,
                 Err(RecvTimeoutError::Timeout) => {
@@ -798,7 +871,18 @@ impl Worker {
             self.record_outcomes(config, &outcomes)?;
             self.set_step(sending);
         }
-        let trouble = match sender.done.join() {
+        let joined = sender.done.join();
+        // Every job of this delivery has finished (or was never uploaded): nothing to wait for after a restart.
+        if !jobs.is_empty() {
+            let forgotten = self.with_statements(|c, st| {
+                c.update(&st.forget_bulk_jobs, None, &[DatumWithOid::from(jobs.clone())])?;
+                Ok(())
+            });
+            if let Err(e) = forgotten {
+                pgrx::warning!("pgforce: cannot forget finished Bulk jobs (checked again at the next cycle): {e}");
+            }
+        }
+        let trouble = match joined {
             Ok(trouble) => trouble,
             Err(payload) => {
                 // A bug while sending: the requests without an answer may have been applied; each costs an attempt.

@@ -4,9 +4,10 @@
 //! mask), block every signal.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use pgforce_core::delivery::send::{send_waves, Batch, Verdict};
 use pgforce_core::salesforce::{CallError, Client};
@@ -14,13 +15,19 @@ use pgforce_core::salesforce::{CallError, Client};
 /// A delivery in flight: verdicts arrive on `verdicts` as requests complete; `abort` stops it from starting more.
 pub struct Sender {
     pub verdicts: Receiver<Vec<(usize, Verdict)>>,
+    /// Bulk jobs just created: the worker keeps each id (`_bulk_jobs`) and answers whether it could.
+    pub jobs: Receiver<(String, SyncSender<bool>)>,
     pub abort: Arc<AtomicBool>,
     pub done: JoinHandle<Option<CallError>>,
 }
 
+/// How long a new Bulk job waits for the worker to keep its id before it is given up (aborted, sent again later).
+const KEEP_JOB_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Starts sending `waves` on a thread of its own, with every signal blocked.
 pub fn start(client: Arc<Client>, waves: Vec<Vec<Batch>>, concurrency: usize) -> std::io::Result<Sender> {
     let (tx, verdicts) = channel();
+    let (jobs_tx, jobs) = channel();
     let abort = Arc::new(AtomicBool::new(false));
     let stop = abort.clone();
     let done = without_signals(|| {
@@ -30,10 +37,14 @@ pub fn start(client: Arc<Client>, waves: Vec<Vec<Batch>>, concurrency: usize) ->
             let report = move |v: Vec<(usize, Verdict)>| {
                 let _ = tx.send(v);
             };
-            send_waves(&client, waves, concurrency, &stop, &report)
+            let keep_job = move |id: &str| {
+                let (ack, acked) = sync_channel(1);
+                jobs_tx.send((id.to_string(), ack)).is_ok() && acked.recv_timeout(KEEP_JOB_TIMEOUT).unwrap_or(false)
+            };
+            send_waves(&client, waves, concurrency, &stop, &report, &keep_job)
         })
     })?;
-    Ok(Sender { verdicts, abort, done })
+    Ok(Sender { verdicts, jobs, abort, done })
 }
 
 /// Runs `f` (which starts a thread) with every signal blocked in the calling thread, so that the new thread starts

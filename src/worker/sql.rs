@@ -113,10 +113,16 @@ pub struct Statements {
     /// `$1 text` table, `$2 bigint[]` row ids → per row: seconds until a queued change of it is due (NULL: none
     /// queued), the message of its last failed change.
     pub parent_states: OwnedPreparedStatement,
+    /// `$1 text`: keeps the id of a Bulk job just created.
+    pub keep_bulk_job: OwnedPreparedStatement,
+    /// The Bulk jobs not seen finished.
+    pub bulk_jobs: OwnedPreparedStatement,
+    /// `$1 text[]`: forgets finished Bulk jobs.
+    pub forget_bulk_jobs: OwnedPreparedStatement,
     /// How many entries wait in the queue (`NEW`, `PENDING`).
     pub queue_size: OwnedPreparedStatement,
-    /// `$1 bigint` limit → how many due `NEW` entries that could go through the Bulk API (not inserts of mappings
-    /// without an upsert field) the queue holds, counted up to the limit.
+    /// `$1 bigint` limit → how many due `NEW` entries that could go through the Bulk API (of mappings with an
+    /// upsert field, or updates and deletes that carry an sfid) the queue holds, counted up to the limit.
     pub due_count: OwnedPreparedStatement,
     /// `$1 text` table, `$2 bigint[]` row ids, `$3 text[]` sfids, `$4 text[]` changes (hstore text): logs updates
     /// that set lookups a broken cycle left out (`delivery::links`).
@@ -594,6 +600,17 @@ impl Statements {
                 ),
                 &[TEXT, INT8_ARRAY],
             )?,
+            keep_bulk_job: prepare(
+                client,
+                &format!("INSERT INTO {schema}._bulk_jobs (id) VALUES ($1) ON CONFLICT DO NOTHING"),
+                &[TEXT],
+            )?,
+            bulk_jobs: prepare(client, &format!("SELECT id::text FROM {schema}._bulk_jobs ORDER BY created_at"), &[])?,
+            forget_bulk_jobs: prepare(
+                client,
+                &format!("DELETE FROM {schema}._bulk_jobs WHERE id::text {EQ} ANY ($1)"),
+                &[TEXT_ARRAY],
+            )?,
             queue_size: prepare(
                 client,
                 &format!(
@@ -614,7 +631,8 @@ impl Statements {
                                      ELSE m.relid {EQ} l.relid END
                           WHERE l.state::pg_catalog.text {EQ} '{new}'
                             AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
-                            AND (l.action::pg_catalog.text {NE} '{insert}' OR m.upsert_field IS NOT NULL)
+                            AND (m.upsert_field IS NOT NULL
+                                 OR (l.action::pg_catalog.text {NE} '{insert}' AND l.sfid IS NOT NULL))
                           LIMIT $1) s",
                     new = LogState::New.as_str(),
                     insert = Action::Insert.as_str(),

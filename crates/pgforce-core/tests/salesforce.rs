@@ -365,3 +365,36 @@ fn a_bulk_job_gives_every_record_its_verdict() {
     assert_eq!(deleted.verdicts.len(), 299);
     assert!(deleted.verdicts.iter().all(|(_, v)| matches!(v, Verdict::Done { .. })), "{:?}", deleted.verdicts);
 }
+
+#[test]
+fn a_bulk_job_whose_id_cannot_be_kept_uploads_nothing() {
+    use pgforce_core::delivery::send::send_waves;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    let ff = FakeForce::start(Config { bulk_processing_ms: 50, ..Config::default() }).expect("fakeforce");
+    let client = Client::new(settings(&ff));
+    let mut batch = upsert_batch((0..10).map(|i| contact("Kept", &format!("N-{i}"))).collect());
+    batch.bulk = Some("Contact".into());
+    let verdicts = Mutex::new(Vec::new());
+    let seen = Mutex::new(Vec::new());
+    let trouble = send_waves(
+        &client,
+        vec![vec![batch]],
+        1,
+        &AtomicBool::new(false),
+        &|v| verdicts.lock().unwrap().extend(v),
+        &|id| {
+            seen.lock().unwrap().push(id.to_string());
+            false
+        },
+    );
+    assert!(trouble.is_none());
+    let verdicts = verdicts.into_inner().unwrap();
+    assert_eq!(verdicts.len(), 10);
+    assert!(verdicts
+        .iter()
+        .all(|(_, v)| matches!(v, Verdict::Failed { code, transient: true, in_doubt: false, .. } if code == "BULK_JOB_NOT_KEPT")));
+    assert_eq!(seen.into_inner().unwrap().len(), 1, "asked once, for the job created");
+    let records = admin(&ff, "GET", "/records/Contact", Value::Null);
+    assert_eq!(records["records"].as_array().map_or(0, Vec::len), 0, "nothing was uploaded");
+}

@@ -108,7 +108,17 @@ fn a_worker_killed_during_a_bulk_job_finishes_after_restart_without_duplicates()
     wait_for(WAIT, "a running Bulk job", || (calls(&sf, "bulk") >= 3).then_some(()));
     cluster.crash_and_restart();
     let mut c = cluster.admin();
+    // The restarted worker finds the job's id and waits for it before it sends anything again.
+    wait_for(WAIT, "the restarted worker waiting for the job", || {
+        let message: Option<String> = c
+            .query_one("SELECT connection_message FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+            .ok()?
+            .get(0);
+        message.filter(|m| m.contains("waiting for Bulk job 750") && m.contains("started before a restart"))
+    });
     wait_for(WAIT, "the backlog to drain after the restart", || (open_entries(&mut c) == 0).then_some(()));
+    let kept: i64 = c.query_one("SELECT count(*) FROM salesforce._bulk_jobs", &[]).expect("jobs").get(0);
+    assert_eq!(kept, 0, "finished jobs are forgotten");
     assert_eq!(states(&mut c), vec![("SUCCESS".to_string(), 5000)]);
     assert_eq!(sf.live("Contact").len(), 5000, "no duplicates");
     let with_sfid: i64 =

@@ -196,6 +196,8 @@ fn crashes_mid_drain(upsert: bool) {
         "pgforce.enabled = off".to_string(),
         "pgforce.batch_size = 1000".to_string(),
         "pgforce.max_concurrency = 2".to_string(),
+        // The collections path: blows land between many small requests (bulk.rs crashes a Bulk job).
+        "pgforce.bulk_threshold = 0".to_string(),
         "restart_after_crash = on".to_string(),
     ]);
     let cluster = Cluster::start_with(true, &settings);

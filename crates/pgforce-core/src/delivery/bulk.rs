@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::send::{Batch, Delivery, Verdict};
+use super::send::{Batch, Delivery, KeepJob, Verdict};
 use crate::salesforce::{CallError, CallKind, Client};
 
 /// A job's state, as Salesforce reports it.
@@ -160,6 +160,12 @@ pub fn upload_and_close(client: &Client, id: &str, csv: &[u8]) -> Result<(), Cal
     Ok(())
 }
 
+/// Aborts a job (one never closed, or one a restarted worker found still open).
+pub fn abort_job(client: &Client, id: &str) -> Result<(), CallError> {
+    client.rest("PATCH", &jobs_path(client, Some(id)), Some(("application/json", br#"{"state":"Aborted"}"#)))?;
+    Ok(())
+}
+
 /// The job's state and, when it failed, why.
 pub fn state(client: &Client, id: &str) -> Result<(JobState, Option<String>), CallError> {
     let text = client.rest("GET", &jobs_path(client, Some(id)), None)?;
@@ -204,7 +210,7 @@ const MAX_POLL: Duration = Duration::from_secs(10);
 /// failure then leaves the records as a collections call's would (an outage: unsent at no cost). From the upload
 /// on, the job may run: a failure leaves them in doubt (safe to send again: upserts, updates and deletes do the
 /// same twice). When `abort` is set while the job runs, its records are left unanswered.
-pub fn send(client: &Client, batch: &Batch, abort: &AtomicBool, out: &mut Delivery) {
+pub fn send(client: &Client, batch: &Batch, abort: &AtomicBool, keep_job: KeepJob<'_>, out: &mut Delivery) {
     let (Some(object), Some((_, key_column))) = (&batch.bulk, operation(&batch.kind)) else { return };
     let everyone = |out: &mut Delivery, verdict: Verdict| {
         out.verdicts.extend(batch.items.iter().map(|(k, _)| (*k, verdict.clone())));
@@ -225,10 +231,15 @@ pub fn send(client: &Client, batch: &Batch, abort: &AtomicBool, out: &mut Delive
         Ok(id) => id,
         Err(e) => return fail(out, e, false),
     };
+    if !keep_job(&id) {
+        let _ = abort_job(client, &id);
+        let message = "the Bulk job's id could not be kept in Postgres; sent again later".to_string();
+        let verdict = Verdict::Failed { code: "BULK_JOB_NOT_KEPT".into(), message, transient: true, in_doubt: false };
+        return everyone(out, verdict);
+    }
     if let Err(e) = upload_and_close(client, &id, &csv(batch)) {
         // Not closed, the job never runs: it is aborted so it does not linger Open.
-        let _ =
-            client.rest("PATCH", &jobs_path(client, Some(&id)), Some(("application/json", br#"{"state":"Aborted"}"#)));
+        let _ = abort_job(client, &id);
         return fail(out, e, false);
     }
     let mut every = FIRST_POLL;

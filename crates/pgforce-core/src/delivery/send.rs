@@ -58,6 +58,10 @@ pub struct Delivery {
 /// Receives the verdicts of each request as it completes (from the sending threads).
 pub type Report<'a> = &'a (dyn Fn(Vec<(usize, Verdict)>) + Sync);
 
+/// Keeps the id of a Bulk job just created where a restarted worker finds it (`true` once kept): its records are
+/// uploaded only then, so a job that may run is always known.
+pub type KeepJob<'a> = &'a (dyn Fn(&str) -> bool + Sync);
+
 /// Sends waves in order (each wave's calls concurrently), so a later wave's records can reference records the
 /// earlier waves created, and reports each request's verdicts as it completes. After connection trouble nothing
 /// more is sent: the rest is reported `Unsent`; so is everything not yet sent once `abort` is set. Returns the
@@ -68,6 +72,7 @@ pub fn send_waves(
     concurrency: usize,
     abort: &AtomicBool,
     report: Report<'_>,
+    keep_job: KeepJob<'_>,
 ) -> Option<CallError> {
     let parents: HashSet<usize> = waves.iter().flatten().flat_map(|b| b.links.iter().map(|l| l.2)).collect();
     let answers: Mutex<HashMap<usize, Verdict>> = Mutex::new(HashMap::new());
@@ -91,7 +96,7 @@ pub fn send_waves(
             keep(blocked);
         }
         wave.retain(|b| !b.items.is_empty());
-        trouble = send_wave(client, wave, concurrency, abort, &keep);
+        trouble = send_wave(client, wave, concurrency, abort, &keep, keep_job);
     }
     trouble
 }
@@ -137,7 +142,7 @@ fn fill_links(wave: &mut [Batch], answers: &HashMap<usize, Verdict>) -> Vec<(usi
 pub fn deliver(client: &Client, batches: Vec<Batch>, concurrency: usize) -> Delivery {
     let verdicts = Mutex::new(Vec::new());
     let report = |v: Vec<(usize, Verdict)>| lock(&verdicts).extend(v);
-    let trouble = send_wave(client, batches, concurrency, &AtomicBool::new(false), &report);
+    let trouble = send_wave(client, batches, concurrency, &AtomicBool::new(false), &report, &|_| true);
     Delivery { verdicts: verdicts.into_inner().unwrap_or_else(|p| p.into_inner()), trouble }
 }
 
@@ -147,6 +152,7 @@ fn send_wave(
     concurrency: usize,
     abort: &AtomicBool,
     report: Report<'_>,
+    keep_job: KeepJob<'_>,
 ) -> Option<CallError> {
     let queue = Mutex::new(batches.into_iter().collect::<VecDeque<_>>());
     let stop = AtomicBool::new(false);
@@ -162,7 +168,7 @@ fn send_wave(
                 }
                 let mut local = Delivery::default();
                 if batch.bulk.is_some() {
-                    super::bulk::send(client, &batch, abort, &mut local);
+                    super::bulk::send(client, &batch, abort, keep_job, &mut local);
                 } else {
                     send_split(client, &batch.kind, &batch.items, false, &mut local);
                 }
