@@ -425,7 +425,6 @@ fn check_relationships(
                 Some(1),
                 &[DatumWithOid::from(tbl), DatumWithOid::from(column.as_str())],
             )?
-            .into_iter()
             .next()
             .map(|r| -> Result<_> {
                 Ok((
@@ -460,7 +459,6 @@ fn check_relationships(
                     Some(1),
                     &[DatumWithOid::from(parent_oid)],
                 )?
-                .into_iter()
                 .next()
                 .is_some();
         if !mapped {

@@ -67,9 +67,12 @@ fn rekeyed(w: &super::merge::Write, doubt: &super::merge::InDoubt, t: &Table) ->
     doubt.sent.iter().any(|sent| key(sent) != now)
 }
 
+/// Per sObject: the earliest attempt in doubt (seconds since 1970) and, per job, the records it may have created.
+type InDoubtByObject = BTreeMap<String, (i64, Vec<(usize, Vec<Map<String, Value>>)>)>;
+
 /// The searches a plan needs (none when no write is in doubt). `user`: the integration user's id, when known.
 pub fn searches(plan: &Plan, tables: &HashMap<String, Table>, user: Option<&str>) -> Vec<Search> {
-    let mut by_object: BTreeMap<String, (i64, Vec<(usize, Vec<Map<String, Value>>)>)> = BTreeMap::new();
+    let mut by_object: InDoubtByObject = BTreeMap::new();
     for i in (0..plan.jobs.len()).filter(|i| needs_search(plan, *i, tables)) {
         let job = &plan.jobs[i];
         let (Some(t), Some(doubt)) = (tables.get(&job.table), job.write.in_doubt.as_ref()) else { continue };
@@ -83,7 +86,7 @@ pub fn searches(plan: &Plan, tables: &HashMap<String, Table>, user: Option<&str>
         .into_iter()
         .map(|(sobject, (since, jobs))| {
             let mut fields: Vec<String> = Vec::new();
-            for (key, _) in jobs.iter().flat_map(|(_, sent)| sent.iter()).flat_map(|r| comparable(r)) {
+            for (key, _) in jobs.iter().flat_map(|(_, sent)| sent.iter()).flat_map(comparable) {
                 if !fields.iter().any(|f| f.eq_ignore_ascii_case(key)) {
                     fields.push(key.clone());
                 }
