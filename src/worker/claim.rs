@@ -30,9 +30,32 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
         if bulk_backlog(client, st, config)? { config.bulk_claim() } else { (config.batch_size, config.claim_bytes()) };
     let rows = client.update(&st.claim, None, &[DatumWithOid::from(rows), DatumWithOid::from(bytes)])?;
     let (claimed, states) = gather(client, st, config, rows)?;
-    set_state(client, st, &states.pending, LogState::Pending, None)?;
-    set_state(client, st, &states.ignored, LogState::Ignored, None)?;
-    set_state(client, st, &states.orphans, LogState::Failed, Some("table is not mapped (salesforce.map_table)"))?;
+    take(client, st, &states)?;
+    Ok(claimed)
+}
+
+/// Claims the due rows of parent records the claim's writes wait for (per log table name: record ids), so that
+/// parents go in the same claim as their children instead of after them.
+pub fn claim_parents(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    config: &Config,
+    wanted: &HashMap<String, Vec<i64>>,
+) -> Result<Claimed, WorkerError> {
+    let (tables, ids): (Vec<&str>, Vec<i64>) =
+        wanted.iter().flat_map(|(t, ids)| ids.iter().map(move |id| (t.as_str(), *id))).unzip();
+    let rows = client.update(
+        &st.claim_parents,
+        None,
+        &[
+            DatumWithOid::from(config.batch_size),
+            DatumWithOid::from(config.claim_bytes()),
+            DatumWithOid::from(tables),
+            DatumWithOid::from(ids),
+        ],
+    )?;
+    let (claimed, states) = gather(client, st, config, rows)?;
+    take(client, st, &states)?;
     Ok(claimed)
 }
 
@@ -130,6 +153,14 @@ fn gather(
     }
     claimed.count = states.pending.len() + states.ignored.len() + states.orphans.len();
     Ok((claimed, states))
+}
+
+/// Moves the claimed rows out of the queue: `PENDING` while they are sent, `IGNORE` rows `IGNORED`, rows of tables
+/// no longer mapped `FAILED`.
+fn take(client: &mut SpiClient<'_>, st: &Statements, states: &NewStates) -> Result<(), WorkerError> {
+    set_state(client, st, &states.pending, LogState::Pending, None)?;
+    set_state(client, st, &states.ignored, LogState::Ignored, None)?;
+    set_state(client, st, &states.orphans, LogState::Failed, Some("table is not mapped (salesforce.map_table)"))
 }
 
 /// Moves claimed rows to `state`; finished states get their processing time, transaction and message. A row

@@ -58,6 +58,10 @@ const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 /// Pause between cycles while the org's API usage is above `pgforce.max_api_usage`.
 /// The version of the extension's objects this library works with.
 const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// A claim pulls in the parents its writes wait for at most this many times (levels), growing to at most
+/// `PARENT_CLAIMS` times `pgforce.batch_size` rows.
+const MAX_PARENT_ROUNDS: usize = 100;
+const PARENT_CLAIMS: i64 = 4;
 /// While a Bulk job started before a restart still runs, how often the worker looks at it.
 const BULK_JOB_CHECK: Duration = Duration::from_secs(2);
 /// Pause after a cycle that failed inside the worker (a database error or a bug).
@@ -707,6 +711,28 @@ impl Worker {
             Ok(plan) => plan,
             Err(e) => return self.recording_failed(config, e),
         };
+        // Parents the claim's writes wait for, whose changes are due, are claimed too (and theirs, level by
+        // level): they go first in this delivery instead of leaving their children waiting. Bounded: a claim
+        // grows to at most PARENT_CLAIMS times its size.
+        for _ in 0..MAX_PARENT_ROUNDS {
+            if plan.parents_due.is_empty() || claimed.count as i64 >= config.batch_size * PARENT_CLAIMS {
+                break;
+            }
+            let wanted = std::mem::take(&mut plan.parents_due);
+            let pulled = self.with_statements(|c, st| {
+                let more = claim::claim_parents(c, st, config, &wanted)?;
+                if more.count == 0 {
+                    return Ok(None);
+                }
+                claimed.absorb(more);
+                plan::plan_claim(c, st, &claimed, config).map(Some)
+            });
+            match pulled {
+                Ok(Some(again)) => plan = again,
+                Ok(None) => break,
+                Err(e) => return self.recording_failed(config, e),
+            }
+        }
         // The plan holds what goes; the claimed changes are let go before anything is sent.
         drop(std::mem::take(&mut claimed.changes));
         self.claim_tables.clear();

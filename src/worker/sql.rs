@@ -76,6 +76,8 @@ pub struct Statements {
     pub reclaim_after_bug: OwnedPreparedStatement,
     /// `$1 bigint` limit → due queue rows, oldest first, locked.
     pub claim: OwnedPreparedStatement,
+    /// The same, of these records only (`QueueRead::Parents`).
+    pub claim_parents: OwnedPreparedStatement,
     /// `$1 bigint[]` ids, `$2 text` state, `$3 text` message.
     pub set_state: OwnedPreparedStatement,
     /// The read-write mappings with their columns and types.
@@ -200,6 +202,9 @@ pub enum QueueRead {
     /// `salesforce.preview()`: the same rows, paused mappings included, of one mapped table (`$3 oid`, NULL: all),
     /// neither locked nor changed.
     Preview,
+    /// The worker, for parents its claim's writes wait for: the due rows of these records only (`$3 text[]` log
+    /// table names, `$4 bigint[]` record ids), locked.
+    Parents,
 }
 
 /// Due queue rows, oldest first: held back are rows of a record that waits for a scheduled retry; at most `$1` rows
@@ -215,6 +220,15 @@ pub fn queue_sql(schema: &str, read: QueueRead) -> String {
                                 AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
                                          ELSE p.relid {EQ} l.relid END)"
         ),
+        QueueRead::Parents => format!(
+            "AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
+                              WHERE p.paused_at IS NOT NULL
+                                AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
+                                         ELSE p.relid {EQ} l.relid END)
+             AND EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]),
+                                                  pg_catalog.unnest($4::pg_catalog.int8[])) AS w(t, r)
+                          WHERE w.t {EQ} l.table_name::pg_catalog.text AND w.r {EQ} l.record_id)"
+        ),
         QueueRead::Preview => format!(
             "AND ($3::pg_catalog.oid IS NULL
                   OR CASE WHEN l.relid IS NULL
@@ -223,7 +237,7 @@ pub fn queue_sql(schema: &str, read: QueueRead) -> String {
                           ELSE l.relid::pg_catalog.oid {EQ} $3::pg_catalog.oid END)"
         ),
     };
-    let lock = if read == QueueRead::Claim { "FOR UPDATE OF l SKIP LOCKED" } else { "" };
+    let lock = if read == QueueRead::Preview { "" } else { "FOR UPDATE OF l SKIP LOCKED" };
     // Bytes of log text a row brings into the worker. octet_length of a text reads its size from the header,
     // without decompressing or fetching it.
     let size = "(COALESCE(pg_catalog.octet_length(l.\"values\"), 0) \
@@ -366,6 +380,11 @@ impl Statements {
             notify: prepare(client, "SELECT pg_catalog.pg_notify($1, $2)", &[TEXT, TEXT])?,
             oldest_waiting: prepare(client, &oldest_waiting_sql(schema), &[])?,
             claim: prepare(client, &queue_sql(schema, QueueRead::Claim), &[INT8, INT8])?,
+            claim_parents: prepare(
+                client,
+                &queue_sql(schema, QueueRead::Parents),
+                &[INT8, INT8, TEXT_ARRAY, INT8_ARRAY],
+            )?,
             set_state: prepare(
                 client,
                 &format!(

@@ -257,6 +257,7 @@ mod tests {
                 job(3, WriteKind::Delete, vec![smith("2")], Operation::Refuse("no sfid".into())),
             ],
             nothing: vec![],
+            ..Plan::default()
         };
         let s = searches(&plan, &tables(), Some("005Dn00000IntgUAAA"));
         assert_eq!(s.len(), 1);
@@ -278,6 +279,7 @@ mod tests {
                 job(4, WriteKind::Insert, vec![smith("9")], Operation::Create(Map::new())),
             ],
             nothing: vec![],
+            ..Plan::default()
         };
         let search = searches(&plan, &tables(), None).remove(0);
         let found = |id: &str, score: Value, email: Value| {
@@ -316,7 +318,7 @@ mod tests {
         let mut unkeyed = job(2, WriteKind::Insert, vec![keyed(None)], Operation::Upsert(Map::new()));
         unkeyed.write.values = keyed(Some("late@example.com"));
         let same = job(3, WriteKind::Insert, vec![keyed(Some("same@example.com"))], Operation::Upsert(Map::new()));
-        let mut plan = Plan { jobs: vec![rekeyed, unkeyed, same], nothing: vec![] };
+        let mut plan = Plan { jobs: vec![rekeyed, unkeyed, same], nothing: vec![], ..Plan::default() };
         let s = searches(&plan, &tables, None);
         assert_eq!(
             s[0].jobs.iter().map(|(j, _)| *j).collect::<Vec<_>>(),

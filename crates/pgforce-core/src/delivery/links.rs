@@ -136,12 +136,14 @@ impl Plan {
     }
 
     /// Puts each foreign key value into its lookup field: a parent's known Salesforce id directly; a parent written
-    /// in this plan as a link (`Job::links`, resolved by `order`); a parent still queued makes the write wait, a
-    /// parent that failed or was never sent refuses it with a message naming the parent row. `parents` holds what
+    /// in this plan as a link (`Job::links`, resolved by `order`); a parent still queued makes the write wait (and
+    /// one due now is named in `parents_due`, for the worker to claim it too), a parent that failed or was never
+    /// sent refuses it with a message naming the parent row. `parents` holds what
     /// `parents_wanted` asked for (per parent table: id → row; a missing id is a row that does not exist).
     pub fn link(&mut self, tables: &HashMap<String, Table>, parents: &HashMap<String, HashMap<i64, ParentRow>>) {
         let writers: HashMap<(String, i64), usize> =
             self.writers().into_iter().map(|((t, id), i)| ((t.to_string(), id), i)).collect();
+        let mut due: HashMap<String, Vec<i64>> = HashMap::new();
         for i in 0..self.jobs.len() {
             let Some(table) = tables.get(&self.jobs[i].table) else { continue };
             let job = &self.jobs[i];
@@ -168,7 +170,13 @@ impl Plan {
                                 Some(sfid) => Lookup::Fill(Value::String(sfid.clone())),
                                 None => Lookup::Defer,
                             },
-                            _ => from_postgres(tables, parent, id, parents.get(parent).and_then(|p| p.get(&id))),
+                            _ => {
+                                let row = parents.get(parent).and_then(|p| p.get(&id));
+                                if row.is_some_and(|r| r.sfid.is_none() && r.queued == Some(Duration::ZERO)) {
+                                    due.entry(parent.clone()).or_default().push(id);
+                                }
+                                from_postgres(tables, parent, id, row)
+                            }
                         },
                     },
                 };
@@ -199,6 +207,11 @@ impl Plan {
                 job.links.clear();
             }
         }
+        for ids in due.values_mut() {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        self.parents_due = due;
     }
 
     /// Orders the jobs by Kahn's algorithm over their links: a job's depth is one more than the deepest parent it
@@ -418,6 +431,8 @@ mod tests {
         ]);
         plan.link(&tables, &HashMap::from([("account".to_string(), rows)]));
         plan.order(&tables);
+        // Only a parent whose change is due now is for the worker to claim at once.
+        assert!(plan.parents_due.is_empty());
         let Operation::Wait(why, wait) = &plan.jobs[0].op else { panic!("{:?}", plan.jobs[0].op) };
         assert!(why.contains("app.account row id=20"), "{why}");
         assert_eq!(*wait, Duration::from_secs(30));
@@ -425,6 +440,13 @@ mod tests {
         assert!(why.contains("app.account row id=21") && why.contains("REQUIRED_FIELD_MISSING"), "{why}");
         assert!(matches!(&plan.jobs[2].op, Operation::Refuse(w) if w.contains("no sfid and no change waiting")));
         assert!(matches!(&plan.jobs[3].op, Operation::Refuse(w) if w.contains("does not exist")));
+
+        let mut plan = Plan::default();
+        plan.jobs.push(job("contact", 1, Some(20), None));
+        let due = ParentRow { queued: Some(Duration::ZERO), ..ParentRow::default() };
+        plan.link(&tables, &HashMap::from([("account".to_string(), HashMap::from([(20, due)]))]));
+        assert_eq!(plan.parents_due, HashMap::from([("account".to_string(), vec![20])]));
+        assert!(matches!(plan.jobs[0].op, Operation::Wait(..)));
     }
 
     #[test]

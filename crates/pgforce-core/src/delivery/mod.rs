@@ -72,3 +72,18 @@ pub struct Claimed {
     /// Log rows the claim moved out of the queue (including those finished on the spot, such as `IGNORE` rows).
     pub count: usize,
 }
+
+impl Claimed {
+    /// Adds the rows of another claim (of other records: the parents this one's writes wait for).
+    pub fn absorb(&mut self, other: Claimed) {
+        for (table, changes) in other.changes {
+            let mine = self.changes.entry(table).or_default();
+            mine.extend(changes);
+            mine.sort_by_key(|c| c.log_id);
+        }
+        for (name, table) in other.tables {
+            self.tables.entry(name).or_insert(table);
+        }
+        self.count += other.count;
+    }
+}

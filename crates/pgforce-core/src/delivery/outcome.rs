@@ -453,7 +453,7 @@ mod tests {
 
     /// The outcomes of one job answered with `verdict` (`None`: no answer).
     fn one(job: Job, verdict: Option<Verdict>) -> Outcomes {
-        let plan = Plan { jobs: vec![job], nothing: vec![] };
+        let plan = Plan { jobs: vec![job], nothing: vec![], ..Plan::default() };
         let verdicts: HashMap<usize, Verdict> = verdict.into_iter().map(|v| (0, v)).collect();
         outcomes(&plan, &verdicts, &tables(), RETRY, &mut StdRng::seed_from_u64(1))
     }
@@ -631,6 +631,7 @@ mod tests {
                 job(WriteKind::Delete, Operation::Delete("003A".into()), &[3], 0),
             ],
             nothing: vec![vec![4, 5]],
+            ..Plan::default()
         };
         let verdicts = HashMap::from([
             (0, Verdict::Done { id: Some("003B".into()), created: true }),
@@ -701,7 +702,7 @@ mod tests {
 
     #[test]
     fn a_record_deleted_before_it_was_sent_merges_into_an_ignored_delete() {
-        let plan = Plan { jobs: vec![], nothing: vec![vec![1, 2, 3]] };
+        let plan = Plan { jobs: vec![], nothing: vec![vec![1, 2, 3]], ..Plan::default() };
         let o = outcomes(&plan, &HashMap::new(), &tables(), RETRY, &mut StdRng::seed_from_u64(1));
         assert_eq!(states(&o), [(1, LogState::Merged), (2, LogState::Merged), (3, LogState::Ignored)]);
         assert!(o.rows.is_empty());

@@ -217,6 +217,9 @@ pub struct Plan {
     pub jobs: Vec<Job>,
     /// Log ids of records deleted before they reached Salesforce: nothing to send.
     pub nothing: Vec<Vec<i64>>,
+    /// Parent records (per log table name) that writes wait for and whose changes are due in the queue: claimed
+    /// too, they go first in the same delivery (`delivery::links`).
+    pub parents_due: HashMap<String, Vec<i64>>,
 }
 
 /// Merges each mapped table's claimed changes into writes; operations are decided later, by `decide`, once the
