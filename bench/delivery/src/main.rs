@@ -17,6 +17,22 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Seconds from `start` until the queue is empty (at most 15 minutes), calling `sample` at each look.
+fn until_drained(c: &mut postgres::Client, start: Instant, mut sample: impl FnMut()) -> f64 {
+    loop {
+        let open: i64 = c
+            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
+            .expect("count")
+            .get(0);
+        sample();
+        if open == 0 {
+            return start.elapsed().as_secs_f64();
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "the queue did not drain in 15 minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn setup(sf: &Salesforce, extra: &[&str]) -> Cluster {
     let mut settings = sf.settings();
     settings.extend(extra.iter().map(|s| s.to_string()));
@@ -73,19 +89,7 @@ fn drain(rows: i64, call_ms: u64) -> (f64, u64, u64) {
     let start = Instant::now();
     c.batch_execute("SELECT pg_reload_conf()").expect("reload");
     let mut rss_max = 0;
-    loop {
-        let open: i64 = c
-            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
-            .expect("count")
-            .get(0);
-        rss_max = rss_max.max(worker_rss_kib(&cluster));
-        if open == 0 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "drain took too long");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = until_drained(&mut c, start, || rss_max = rss_max.max(worker_rss_kib(&cluster)));
     let delivered = {
         let org = sf.ff.org();
         let st = org.lock();
@@ -121,18 +125,7 @@ fn backlog(rows: i64, call_ms: u64, bulk: bool) -> (f64, u64) {
     c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on").expect("enable");
     let start = Instant::now();
     c.batch_execute("SELECT pg_reload_conf()").expect("reload");
-    loop {
-        let open: i64 = c
-            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
-            .expect("count")
-            .get(0);
-        if open == 0 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(900), "drain took too long");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = until_drained(&mut c, start, || {});
     let org = sf.ff.org();
     let st = org.lock();
     assert_eq!(st.store.model.object("Contact").map_or(0, |o| st.store.live(o.index).count()) as i64, rows);
@@ -176,18 +169,7 @@ fn accounts(rows: i64, hierarchy: bool) -> (f64, u64) {
     c.batch_execute("ALTER SYSTEM SET pgforce.enabled = on").expect("enable");
     let start = Instant::now();
     c.batch_execute("SELECT pg_reload_conf()").expect("reload");
-    loop {
-        let open: i64 = c
-            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
-            .expect("count")
-            .get(0);
-        if open == 0 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(900), "convergence took too long");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = until_drained(&mut c, start, || {});
     let with_parent: i64 = c
         .query_one("SELECT count(*) FROM public.account WHERE parent_id IS NOT NULL AND sfid IS NOT NULL", &[])
         .expect("count")
