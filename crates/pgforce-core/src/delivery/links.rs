@@ -68,13 +68,6 @@ fn fk_values<'a>(job: &'a Job, table: &'a Table) -> impl Iterator<Item = (&'a Fo
     table.links.iter().filter_map(move |fk| source.get(&fk.column).map(|v| (fk, v.as_deref())))
 }
 
-fn record_of(op: &mut Operation) -> Option<&mut Map<String, Value>> {
-    match op {
-        Operation::Create(r) | Operation::Update(r) | Operation::Upsert(r) => Some(r),
-        _ => None,
-    }
-}
-
 /// What becomes of one lookup while planning.
 enum Lookup {
     Fill(Value),
@@ -186,7 +179,7 @@ impl Plan {
             for (field, column, value, lookup) in lookups {
                 match lookup {
                     Lookup::Fill(v) => {
-                        if let Some(r) = record_of(&mut job.op) {
+                        if let Some(r) = job.op.record_mut() {
                             r.insert(field, v);
                         }
                     }
@@ -232,7 +225,7 @@ impl Plan {
                     (None, Operation::Create(_) | Operation::Upsert(_)) => kept.push(link),
                     (Some(sfid), op) if sends_record(op) || matches!(op, Operation::Skip) => {
                         let sfid = Value::String(sfid.clone());
-                        if let Some(r) = record_of(&mut self.jobs[i].op) {
+                        if let Some(r) = self.jobs[i].op.record_mut() {
                             r.insert(link.field, sfid);
                         }
                     }
@@ -323,7 +316,7 @@ pub fn parent_failed(name: &str, why: &str) -> String {
 }
 
 fn sends_record(op: &Operation) -> bool {
-    matches!(op, Operation::Create(_) | Operation::Update(_) | Operation::Upsert(_))
+    op.record().is_some()
 }
 
 #[cfg(test)]
@@ -381,10 +374,7 @@ mod tests {
     }
 
     fn field(job: &Job, name: &str) -> Option<Value> {
-        match &job.op {
-            Operation::Create(r) | Operation::Update(r) | Operation::Upsert(r) => r.get(name).cloned(),
-            _ => None,
-        }
+        job.op.record().and_then(|r| r.get(name).cloned())
     }
 
     #[test]

@@ -132,6 +132,23 @@ pub enum Operation {
     Wait(String, std::time::Duration),
 }
 
+impl Operation {
+    /// The record a create, update or upsert sends.
+    pub fn record(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Operation::Create(r) | Operation::Update(r) | Operation::Upsert(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn record_mut(&mut self) -> Option<&mut Map<String, Value>> {
+        match self {
+            Operation::Create(r) | Operation::Update(r) | Operation::Upsert(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// Decides the call for one write. A record that has a Salesforce id is written by that id, always: a changed
 /// upsert field is an ordinary field update (an upsert on the new value would create a second record). A record
 /// without one is upserted by the mapping's external id when it has one and the row carries a value, otherwise
@@ -384,10 +401,7 @@ impl Plan {
     /// A record that alone makes a request larger than `max_request_bytes` cannot be sent: it fails, and only it.
     pub fn refuse_oversized(&mut self, max_request_bytes: usize) {
         for j in self.jobs.iter_mut() {
-            let record = match &j.op {
-                Operation::Create(r) | Operation::Update(r) | Operation::Upsert(r) => r,
-                _ => continue,
-            };
+            let Some(record) = j.op.record() else { continue };
             let bytes = ENVELOPE_BYTES + json_bytes(&Value::Object(record.clone()));
             if bytes > max_request_bytes {
                 j.op = Operation::Refuse(format!(
@@ -402,10 +416,7 @@ impl Plan {
     /// point, or decimals Salesforce would round), by the describe of their sObject (keyed by lower-case name).
     pub fn refuse_unholdable(&mut self, tables: &HashMap<String, Table>, described: &HashMap<String, Arc<Described>>) {
         for j in self.jobs.iter_mut() {
-            let record = match &j.op {
-                Operation::Create(r) | Operation::Update(r) | Operation::Upsert(r) => r,
-                _ => continue,
-            };
+            let Some(record) = j.op.record() else { continue };
             let Some(table) = tables.get(&j.table) else { continue };
             let Some(d) = described.get(&table.target.sobject.to_ascii_lowercase()) else { continue };
             if let Some(why) = d.unholdable(record) {
