@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use pgforce_bench_delivery::worker_rss_kib;
-use pgforce_integration::{wait_for, Cluster, Salesforce};
+use pgforce_integration::{open_entries, wait_for, Cluster, Salesforce};
 use serde_json::json;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -20,10 +20,7 @@ fn ms(d: Duration) -> String {
 /// Seconds from `start` until the queue is empty (at most 15 minutes), calling `sample` at each look.
 fn until_drained(c: &mut postgres::Client, start: Instant, mut sample: impl FnMut()) -> f64 {
     loop {
-        let open: i64 = c
-            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
-            .expect("count")
-            .get(0);
+        let open = open_entries(c);
         sample();
         if open == 0 {
             return start.elapsed().as_secs_f64();

@@ -206,6 +206,13 @@ pub fn file_for_server(source: &Path, name: &str) -> PathBuf {
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout`.
+/// How many log entries are still queued (`NEW`) or being sent (`PENDING`).
+pub fn open_entries(c: &mut postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
+        .expect("queued log entries")
+        .get(0)
+}
+
 pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pgforce_integration::{wait_for, Cluster, Salesforce};
+use pgforce_integration::{open_entries, wait_for, Cluster, Salesforce};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -19,12 +19,6 @@ fn setup(sf: &Salesforce) -> Cluster {
         )
         .expect("setup");
     cluster
-}
-
-fn open_entries(c: &mut postgres::Client) -> i64 {
-    c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
-        .expect("queue")
-        .get(0)
 }
 
 /// (state, count) of the log's entries.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pgforce_integration::{wait_for, Cluster, Salesforce};
+use pgforce_integration::{open_entries, wait_for, Cluster, Salesforce};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -28,12 +28,6 @@ fn setup(sf: &Salesforce, enabled: bool) -> Cluster {
 
 fn sfid(c: &mut postgres::Client, id: i32) -> Option<String> {
     c.query_one("SELECT sfid::text FROM public.contact WHERE id = $1", &[&id]).ok()?.get(0)
-}
-
-fn open_entries(c: &mut postgres::Client) -> i64 {
-    c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
-        .expect("log")
-        .get(0)
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pgforce_integration::{wait_for, Cluster, Salesforce};
+use pgforce_integration::{open_entries, wait_for, Cluster, Salesforce};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -46,18 +46,10 @@ fn rows(c: &mut postgres::Client, table: &str, fk: &str) -> Vec<(i32, Option<Str
         .collect()
 }
 
-fn queue_is_empty(c: &mut postgres::Client) -> bool {
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
-        .expect("queue")
-        .get(0);
-    n == 0
-}
-
 /// Waits until nothing is queued and then checks that every row's record has the lookup `field` pointing at the
 /// record of the row its foreign key names (or none).
 fn converged(sf: &Salesforce, c: &mut postgres::Client, table: &str, fk: &str, object: &str, field: &str) {
-    wait_for(WAIT, "the queue to drain", || queue_is_empty(c).then_some(()));
+    wait_for(WAIT, "the queue to drain", || (open_entries(c) == 0).then_some(()));
     let failed: Vec<(i64, String)> = c
         .query("SELECT id, sf_message FROM salesforce._trigger_log WHERE state = 'FAILED'", &[])
         .expect("failed")
@@ -253,7 +245,7 @@ fn a_failed_parent_fails_its_children_until_it_is_fixed_and_retried() {
          COMMIT;",
     )
     .expect("rows");
-    wait_for(WAIT, "the queue to drain", || queue_is_empty(&mut c).then_some(()));
+    wait_for(WAIT, "the queue to drain", || (open_entries(&mut c) == 0).then_some(()));
     let failed: HashMap<(String, i64), String> = c
         .query(
             "SELECT table_name::text, record_id, sf_message FROM salesforce._trigger_log WHERE state = 'FAILED'",
