@@ -186,6 +186,9 @@ struct Worker {
     metrics: Metrics,
     started: f64,
     claim_tables: HashMap<i64, String>,
+    /// `_bulk_jobs` may hold ids: an earlier worker's, or ones this worker kept and has not yet seen forgotten.
+    /// While it does, each cycle looks at them first; otherwise the cycle does not query the table at all.
+    bulk_jobs_kept: bool,
 }
 
 impl Worker {
@@ -213,6 +216,7 @@ impl Worker {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             claim_tables: HashMap::new(),
+            bulk_jobs_kept: true,
         }
     }
 
@@ -331,6 +335,9 @@ impl Worker {
     /// its records, in doubt, are sent again only once it is finished, so two jobs never write the same records at
     /// once. Finished jobs are forgotten; one never closed is aborted.
     fn unfinished_bulk_jobs(&mut self, config: &Config) -> Option<Duration> {
+        if !self.bulk_jobs_kept {
+            return None;
+        }
         let ids = self
             .with_statements(|c, st| {
                 let mut ids = Vec::new();
@@ -339,8 +346,9 @@ impl Worker {
                 }
                 Ok(ids)
             })
-            .unwrap_or_default();
+            .ok()?;
         if ids.is_empty() {
+            self.bulk_jobs_kept = false;
             return None;
         }
         let client = match self.connection(config) {
@@ -365,13 +373,11 @@ impl Worker {
                 }
             }
         }
-        if !finished.is_empty() {
-            let _ = self.with_statements(|c, st| {
-                c.update(&st.forget_bulk_jobs, None, &[DatumWithOid::from(finished)])?;
-                Ok(())
-            });
-        }
-        let id = running?;
+        let forgotten = self.forget_bulk_jobs(finished);
+        let Some(id) = running else {
+            self.bulk_jobs_kept = !forgotten;
+            return None;
+        };
         self.report(
             ConnState::Polling,
             Some(format!(
@@ -379,6 +385,21 @@ impl Worker {
             )),
         );
         Some(BULK_JOB_CHECK)
+    }
+
+    /// Forgets finished Bulk jobs; returns whether it could (if not, the next cycle looks at them again).
+    fn forget_bulk_jobs(&mut self, ids: Vec<String>) -> bool {
+        if ids.is_empty() {
+            return true;
+        }
+        let forgotten = self.with_statements(|c, st| {
+            c.update(&st.forget_bulk_jobs, None, &[DatumWithOid::from(ids)])?;
+            Ok(())
+        });
+        if let Err(e) = &forgotten {
+            pgrx::warning!("pgforce: cannot forget finished Bulk jobs (looked at again at the next cycle): {e}");
+        }
+        forgotten.is_ok()
     }
 
     /// `Some(how long to wait)` when this worker must not deliver: another worker holds the delivery lock, or the
@@ -477,6 +498,7 @@ impl Worker {
             Ok(st)
         })?;
         self.metrics.unwritten();
+        self.bulk_jobs_kept = true;
         self.statements = Some(st);
         self.reporter.forget();
         Ok(true)
@@ -871,6 +893,7 @@ impl Worker {
                 if let Err(e) = &kept {
                     pgrx::warning!("pgforce: cannot keep the id of Bulk job {id}: {e}");
                 }
+                self.bulk_jobs_kept |= kept.is_ok();
                 let _ = ack.send(kept.is_ok());
                 jobs.push(id);
             }
@@ -899,15 +922,7 @@ impl Worker {
         }
         let joined = sender.done.join();
         // Every job of this delivery has finished (or was never uploaded): nothing to wait for after a restart.
-        if !jobs.is_empty() {
-            let forgotten = self.with_statements(|c, st| {
-                c.update(&st.forget_bulk_jobs, None, &[DatumWithOid::from(jobs.clone())])?;
-                Ok(())
-            });
-            if let Err(e) = forgotten {
-                pgrx::warning!("pgforce: cannot forget finished Bulk jobs (checked again at the next cycle): {e}");
-            }
-        }
+        self.forget_bulk_jobs(jobs);
         let trouble = match joined {
             Ok(trouble) => trouble,
             Err(payload) => {
