@@ -23,8 +23,8 @@ fn values(text: Option<String>) -> Values {
 }
 
 /// Claims up to `config.batch_size` due rows holding up to `config.claim_bytes()` of log text (always at least
-/// one row); a Bulk job's worth when the backlog is that large. Under ordered writes only the oldest change of each record is claimed; the others stay `NEW` for a
-/// later cycle.
+/// one row); a Bulk job's worth when the backlog is that large. Under ordered writes only the oldest change of each
+/// record is claimed; the others stay `NEW` for a later cycle.
 pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -> Result<Claimed, WorkerError> {
     let (rows, bytes) =
         if bulk_backlog(client, st, config)? { config.bulk_claim() } else { (config.batch_size, config.claim_bytes()) };
