@@ -31,6 +31,8 @@ CREATE TABLE @extschema@._trigger_log (
     -- pgforce: how many levels of parents went before this write in its claim (iSyncSF's SubSequence;
     -- relationships by foreign key), set when its outcome is recorded.
     depth           integer,
+    -- pgforce: the Bulk API 2.0 job this change is in flight in (PENDING until the job's results are recorded).
+    bulk_job        text,
     CONSTRAINT _trigger_log_pkey PRIMARY KEY (id),
     CONSTRAINT _trigger_log_state_check CHECK (state IN ('NEW', 'PENDING', 'SUCCESS', 'FAILED', 'MERGED', 'IGNORE',
                                                         'IGNORED', 'READONLY', 'REQUEUE', 'REQUEUED')),
@@ -56,6 +58,8 @@ CREATE INDEX _trigger_log_idx_finished ON @extschema@._trigger_log ((coalesce(pr
 -- only.
 CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
     WHERE action = 'DELETE';
+CREATE INDEX _trigger_log_idx_bulk_job ON @extschema@._trigger_log (bulk_job)
+    WHERE bulk_job IS NOT NULL;
 
 COMMENT ON TABLE @extschema@._trigger_log IS
     'pgforce: every captured change of a mapped table (Heroku Connect''s trigger log). Reset state to NEW to retry.';
@@ -82,6 +86,7 @@ CREATE TABLE @extschema@._trigger_log_archive (
     relid           regclass,
     in_doubt_since  timestamptz,
     depth           integer,
+    bulk_job        text,
     CONSTRAINT _trigger_log_archive_pkey PRIMARY KEY (id)
 );
 CREATE INDEX _trigger_log_archive_idx_created_at ON @extschema@._trigger_log_archive (created_at);
@@ -132,9 +137,10 @@ CREATE TABLE @extschema@._deliverer (
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._deliverer', '');
 
--- API: Private. Bulk API 2.0 jobs the worker created and has not seen finish (pgforce_core::delivery::bulk): a
--- restarted worker polls them and sends their records again only once they are finished. Superusers only, never
--- dumped (a restored copy must not wait for another server's jobs).
+-- API: Private. Bulk API 2.0 jobs the worker created and has not recorded the results of (pgforce_core::delivery::
+-- bulk): their changes (_trigger_log.bulk_job) stay PENDING while Salesforce runs them, and the worker, restarted
+-- or not, polls them and records each change's outcome from the results. Superusers only, never dumped (a
+-- restored copy must not wait for another server's jobs).
 CREATE TABLE @extschema@._bulk_jobs (
     id          varchar(18) PRIMARY KEY,
     created_at  timestamptz NOT NULL DEFAULT now()

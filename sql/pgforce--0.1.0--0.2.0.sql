@@ -16,19 +16,19 @@
 
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
--- API: Private. Bulk API 2.0 jobs the worker created and has not seen finish (pgforce_core::delivery::bulk): a
--- restarted worker polls them and sends their records again only once they are finished. Superusers only, never
--- dumped (a restored copy must not wait for another server's jobs).
+-- API: Private. Bulk API 2.0 jobs whose results the worker has not recorded (see bootstrap.sql).
 CREATE TABLE @extschema@._bulk_jobs (
     id          varchar(18) PRIMARY KEY,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-ALTER TABLE @extschema@._trigger_log ADD COLUMN depth integer;
-ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN depth integer;
+ALTER TABLE @extschema@._trigger_log ADD COLUMN depth integer, ADD COLUMN bulk_job text;
+ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN depth integer, ADD COLUMN bulk_job text;
 ALTER TABLE @extschema@._mapping ADD COLUMN paused_at timestamptz;
 ALTER TABLE @extschema@._mapping ADD COLUMN relationships jsonb NOT NULL DEFAULT '{}';
 CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
     WHERE action = 'DELETE';
+CREATE INDEX _trigger_log_idx_bulk_job ON @extschema@._trigger_log (bulk_job)
+    WHERE bulk_job IS NOT NULL;
 CREATE INDEX _trigger_log_archive_idx_processed_at ON @extschema@._trigger_log_archive (processed_at);
 
 CREATE TABLE @extschema@._deliverer (

@@ -46,7 +46,7 @@ mod tests {
     #[pg_test]
     fn trigger_log_has_heroku_connect_columns_in_order() {
         let expected = "id,txid,created_at,updated_at,processed_at,processed_tx,state,action,table_name,record_id,\
-                        sfid,old,values,sf_result,sf_message,attempts,next_attempt_at,relid,in_doubt_since,depth";
+                        sfid,old,values,sf_result,sf_message,attempts,next_attempt_at,relid,in_doubt_since,depth,bulk_job";
         for table in ["_trigger_log", "_trigger_log_archive"] {
             let got = text(&format!(
                 "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
@@ -59,7 +59,7 @@ mod tests {
         // Only the primary key and the work queue are written by capture for every row (the delete index for deletes
         // only); the FAILED, retry and finished indexes only by the worker.
         let indexes = text("SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY indexrelid::regclass::text) FROM pg_index WHERE indrelid = 'salesforce._trigger_log'::regclass");
-        assert_eq!(indexes, "salesforce._trigger_log_idx_delete,salesforce._trigger_log_idx_failed,salesforce._trigger_log_idx_finished,salesforce._trigger_log_idx_queue,salesforce._trigger_log_idx_retry,salesforce._trigger_log_pkey");
+        assert_eq!(indexes, "salesforce._trigger_log_idx_bulk_job,salesforce._trigger_log_idx_delete,salesforce._trigger_log_idx_failed,salesforce._trigger_log_idx_finished,salesforce._trigger_log_idx_queue,salesforce._trigger_log_idx_retry,salesforce._trigger_log_pkey");
         assert_eq!(
             text("SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'salesforce._trigger_log_idx_delete'::regclass"),
             "((action)::text = 'DELETE'::text)"

@@ -29,14 +29,31 @@ pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -
     let (rows, bytes) =
         if bulk_backlog(client, st, config)? { config.bulk_claim() } else { (config.batch_size, config.claim_bytes()) };
     let rows = client.update(&st.claim, None, &[DatumWithOid::from(rows), DatumWithOid::from(bytes)])?;
-    let (claimed, states) = gather(client, st, config, rows)?;
+    let (mut claimed, states) = gather(client, st, config, rows)?;
     take(client, st, &states)?;
+    // A record whose earlier attempt is in doubt goes with all its due changes: the record that attempt may have
+    // created holds the values of any of them, and the search before sending it again must know them all.
+    if config.write_algorithm == WriteAlgorithm::Merged {
+        let in_doubt: HashMap<String, Vec<i64>> = claimed
+            .changes
+            .iter()
+            .map(|(t, changes)| {
+                let ids = changes.iter().filter(|c| c.in_doubt_since.is_some()).map(|c| c.record_id).collect();
+                (t.clone(), ids)
+            })
+            .filter(|(_, ids): &(String, Vec<i64>)| !ids.is_empty())
+            .collect();
+        if !in_doubt.is_empty() {
+            let more = claim_records(client, st, config, &in_doubt)?;
+            claimed.absorb(more);
+        }
+    }
     Ok(claimed)
 }
 
-/// Claims the due rows of parent records the claim's writes wait for (per log table name: record ids), so that
-/// parents go in the same claim as their children instead of after them.
-pub fn claim_parents(
+/// Claims the due rows of these records (per log table name: record ids): parents the claim's writes wait for, so
+/// that they go in the same claim as their children instead of after them, or the later changes of records in doubt.
+pub fn claim_records(
     client: &mut SpiClient<'_>,
     st: &mut Statements,
     config: &Config,
@@ -68,6 +85,17 @@ fn bulk_backlog(client: &mut SpiClient<'_>, st: &Statements, config: &Config) ->
     let threshold = config.bulk_threshold as i64;
     let due = client.select(&st.due_count, None, &[DatumWithOid::from(threshold)])?.first().get::<i64>(1)?;
     Ok(due.unwrap_or(0) >= threshold)
+}
+
+/// The changes in flight in Bulk job `id`, read back (locked, left `PENDING`) to record the job's results.
+pub fn job_entries(
+    client: &mut SpiClient<'_>,
+    st: &mut Statements,
+    config: &Config,
+    id: &str,
+) -> Result<Claimed, WorkerError> {
+    let rows = client.update(&st.job_entries, None, &[DatumWithOid::from(id)])?;
+    Ok(gather(client, st, config, rows)?.0)
 }
 
 /// What the worker would claim now (of one mapped table, or of all; paused mappings included), without claiming

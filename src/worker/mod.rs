@@ -62,8 +62,6 @@ const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `PARENT_CLAIMS` times `pgforce.batch_size` rows.
 const MAX_PARENT_ROUNDS: usize = 100;
 const PARENT_CLAIMS: i64 = 4;
-/// While a Bulk job started before a restart still runs, how often the worker looks at it.
-const BULK_JOB_CHECK: Duration = Duration::from_secs(2);
 /// Pause after a cycle that failed inside the worker (a database error or a bug).
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// While another server's identity is recorded (or another worker holds the lock), how often the worker looks again.
@@ -189,6 +187,12 @@ struct Worker {
     /// `_bulk_jobs` may hold ids: an earlier worker's, or ones this worker kept and has not yet seen forgotten.
     /// While it does, each cycle looks at them first; otherwise the cycle does not query the table at all.
     bulk_jobs_kept: bool,
+    /// Per Bulk job looked at: when to look again, and the wait before that look (it grows as the job runs).
+    bulk_polls: HashMap<String, (Instant, Duration)>,
+    /// The mapping each Bulk job this worker sent belongs to (its calls are counted there).
+    bulk_tables: HashMap<String, String>,
+    /// The end of the pause pacing by budget set after the last delivery.
+    paced_until: Option<Instant>,
 }
 
 impl Worker {
@@ -217,6 +221,9 @@ impl Worker {
                 .map_or(0.0, |d| d.as_secs_f64()),
             claim_tables: HashMap::new(),
             bulk_jobs_kept: true,
+            bulk_polls: HashMap::new(),
+            bulk_tables: HashMap::new(),
+            paced_until: None,
         }
     }
 
@@ -228,7 +235,8 @@ impl Worker {
     /// One cycle inside a panic boundary. Returns how long to sleep unless woken.
     fn run(&mut self, config: &Config) -> Duration {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.cycle(config))) {
-            Ok(wait) => wait,
+            // A running Bulk job is looked at on time, also while idle or paced.
+            Ok(wait) => wait.min(self.next_bulk_poll()),
             Err(payload) => {
                 // SAFETY: the worker's main thread; leaves no transaction or error state behind the panic.
                 unsafe {
@@ -287,9 +295,22 @@ impl Worker {
         if !paused.is_zero() {
             return paused.min(poll);
         }
-        if let Some(wait) = self.unfinished_bulk_jobs(config) {
-            return wait;
+        self.poll_bulk_jobs(config);
+        // Paced: nothing more is claimed before the pause is over (a commit or a job's poll may wake the worker).
+        if let Some(left) = self.paced_until.map(|until| until.saturating_duration_since(Instant::now())) {
+            if !left.is_zero() && self.throttled(config) {
+                return left;
+            }
         }
+        // Under pacing a backlog goes as Bulk jobs as soon as a job costs fewer calls than collections would.
+        let paced;
+        let config = if self.throttled(config) {
+            paced =
+                Config { bulk_threshold: pacing::bulk_threshold_when_paced(config.bulk_threshold), ..config.clone() };
+            &paced
+        } else {
+            config
+        };
         self.set_step(Step::Claiming);
         let claimed = match self.with_statements(|c, st| {
             let claimed = claim::claim(c, st, config)?;
@@ -331,60 +352,145 @@ impl Worker {
         }
     }
 
-    /// `Some(how long to wait)` while a Bulk job an earlier worker created (and did not see finish) still runs:
-    /// its records, in doubt, are sent again only once it is finished, so two jobs never write the same records at
-    /// once. Finished jobs are forgotten; one never closed is aborted.
-    fn unfinished_bulk_jobs(&mut self, config: &Config) -> Option<Duration> {
+    /// Looks at the Bulk jobs whose changes are in flight (this worker's, or an earlier one's, after a restart)
+    /// when their next look is due, and records the results of those that are over. It never waits for a job:
+    /// other changes go on meanwhile (a record in a running job waits for it, `sql::queue_sql`). A job never closed
+    /// (a crash before its upload) is aborted; one Salesforce no longer knows puts its changes back, in doubt.
+    fn poll_bulk_jobs(&mut self, config: &Config) {
         if !self.bulk_jobs_kept {
-            return None;
+            return;
         }
-        let ids = self
-            .with_statements(|c, st| {
-                let mut ids = Vec::new();
-                for row in c.select(&st.bulk_jobs, None, &[])? {
-                    ids.extend(row.get::<String>(1)?);
-                }
-                Ok(ids)
-            })
-            .ok()?;
+        let ids = self.with_statements(|c, st| {
+            let mut ids = Vec::new();
+            for row in c.select(&st.bulk_jobs, None, &[])? {
+                ids.extend(row.get::<String>(1)?);
+            }
+            Ok(ids)
+        });
+        let Ok(ids) = ids else { return };
+        self.bulk_polls.retain(|id, _| ids.contains(id));
+        self.bulk_tables.retain(|id, _| ids.contains(id));
         if ids.is_empty() {
             self.bulk_jobs_kept = false;
-            return None;
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<String> =
+            ids.into_iter().filter(|id| self.bulk_polls.get(id).is_none_or(|(at, _)| *at <= now)).collect();
+        if due.is_empty() {
+            return;
         }
         let client = match self.connection(config) {
             Ok(settings) => self.client(&settings),
-            Err(_) => return None, // delivery reports the connection's trouble
+            Err(_) => return, // delivery reports the connection's trouble
         };
-        let mut finished = Vec::new();
-        let mut running = None;
-        for id in ids {
+        for id in due {
+            if stop_requested() {
+                return;
+            }
+            self.count_bulk_calls(&id, 1);
             match bulk::state(&client, &id) {
-                Ok((state, _)) if state.finished() => finished.push(id),
+                Ok((state, error)) if state.finished() => self.finish_bulk_job(config, &client, &id, error),
                 Ok((JobState::Open, _)) => {
-                    if bulk::abort_job(&client, &id).is_ok() {
-                        finished.push(id);
+                    self.count_bulk_calls(&id, 1);
+                    match bulk::abort_job(&client, &id) {
+                        Ok(()) => self.release_bulk_job(&id),
+                        Err(_) => self.schedule_bulk_poll(&id),
                     }
                 }
-                Ok(_) => running = running.or(Some(id)),
-                // Gone (deleted, or of another org): nothing to wait for.
-                Err(CallError::Rejected { status: 404, .. }) => finished.push(id),
+                Ok(_) => self.schedule_bulk_poll(&id),
+                // Gone (deleted, or of another org): its changes go again, in doubt.
+                Err(CallError::Rejected { status: 404, .. }) => self.release_bulk_job(&id),
+                Err(e @ (CallError::Unavailable(_) | CallError::Unauthorized(_))) => {
+                    // Looked at again once Salesforce answers; delivery reports the trouble.
+                    pgrx::debug1!("pgforce: cannot look at Bulk job {id}: {e}");
+                    self.schedule_bulk_poll(&id);
+                    return;
+                }
                 Err(e) => {
-                    running = running.or(Some(format!("{id} (cannot look: {e})")));
+                    pgrx::warning!("pgforce: cannot look at Bulk job {id} (looking again later): {e}");
+                    self.schedule_bulk_poll(&id);
                 }
             }
         }
-        let forgotten = self.forget_bulk_jobs(finished);
-        let Some(id) = running else {
-            self.bulk_jobs_kept = !forgotten;
-            return None;
+    }
+
+    /// Records the outcome of each change a finished Bulk job carried, from its results, as a collections call's
+    /// would be recorded (the changes are read back and planned again to match them by key), then forgets it.
+    fn finish_bulk_job(&mut self, config: &Config, client: &Client, id: &str, job_error: Option<String>) {
+        self.count_bulk_calls(id, 3);
+        let results = match bulk::results(client, id) {
+            Ok(results) => results,
+            // Salesforce keeps results for days; gone, the changes go again, in doubt.
+            Err(CallError::Rejected { status: 404, .. }) => return self.release_bulk_job(id),
+            Err(e) => {
+                pgrx::warning!("pgforce: cannot read the results of Bulk job {id} (reading again later): {e}");
+                return self.schedule_bulk_poll(id);
+            }
         };
-        self.report(
-            ConnState::Polling,
-            Some(format!(
-                "waiting for Bulk job {id}, started before a restart, to finish before its records are sent again"
-            )),
-        );
-        Some(BULK_JOB_CHECK)
+        self.set_step(Step::Recording);
+        let read = self.with_statements(|c, st| {
+            let claimed = claim::job_entries(c, st, config, id)?;
+            let plan = plan::plan_claim(c, st, &claimed, config)?;
+            Ok((claimed.tables, plan))
+        });
+        let (tables, mut plan) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                if !self.vanished() {
+                    pgrx::warning!("pgforce: cannot read the changes of Bulk job {id} (reading again later): {e}");
+                }
+                return self.schedule_bulk_poll(id);
+            }
+        };
+        self.claim_tables.clear();
+        for job in &plan.jobs {
+            self.claim_tables.extend(job.write.log_ids.iter().map(|log_id| (*log_id, job.table.clone())));
+        }
+        let verdicts = bulk::verdicts_for(&mut plan, &tables, &results, job_error.as_deref());
+        let mut outcomes = unsent_outcomes(&plan, &tables, Retry::of(config), &mut self.rng);
+        outcomes.append(sent_outcomes(&plan, &verdicts, &tables, Retry::of(config), &mut self.rng));
+        if self.record_outcomes(config, &outcomes).is_err() {
+            return self.schedule_bulk_poll(id);
+        }
+        // Changes the results could not be matched with (none, normally) go again, in doubt.
+        self.release_bulk_job(id);
+    }
+
+    /// Forgets a Bulk job; its changes still in flight go back to the queue, in doubt.
+    fn release_bulk_job(&mut self, id: &str) {
+        let released = self.with_statements(|c, st| {
+            c.update(&st.release_bulk_job, None, &[DatumWithOid::from(id)])?;
+            Ok(())
+        });
+        match released {
+            Ok(()) => {
+                self.bulk_polls.remove(id);
+            }
+            Err(e) => {
+                pgrx::warning!("pgforce: cannot forget Bulk job {id} (trying again later): {e}");
+                self.schedule_bulk_poll(id);
+            }
+        }
+    }
+
+    /// Counts calls made about a Bulk job for its mapping, when known (a job an earlier worker sent is not).
+    fn count_bulk_calls(&mut self, id: &str, calls: usize) {
+        if let Some(table) = self.bulk_tables.get(id).cloned() {
+            (0..calls).for_each(|_| self.metrics.api_call(&table));
+        }
+    }
+
+    /// Schedules the next look at a job, later each time.
+    fn schedule_bulk_poll(&mut self, id: &str) {
+        let every = self.bulk_polls.get(id).map_or(bulk::FIRST_POLL, |(_, every)| bulk::next_poll(*every));
+        self.bulk_polls.insert(id.to_string(), (Instant::now() + every, every));
+    }
+
+    /// How long until a running Bulk job is to be looked at (`Duration::MAX`: none is).
+    fn next_bulk_poll(&self) -> Duration {
+        let now = Instant::now();
+        self.bulk_polls.values().map(|(at, _)| at.saturating_duration_since(now)).min().unwrap_or(Duration::MAX)
     }
 
     /// Forgets finished Bulk jobs; returns whether it could (if not, the next cycle looks at them again).
@@ -624,6 +730,7 @@ impl Worker {
             pacing::human(pacing::backlog_time(backlog, records, pause))
         );
         self.report(ConnState::Throttled, Some(message));
+        self.paced_until = Some(Instant::now() + pause);
         pause
     }
 
@@ -742,7 +849,7 @@ impl Worker {
             }
             let wanted = std::mem::take(&mut plan.parents_due);
             let pulled = self.with_statements(|c, st| {
-                let more = claim::claim_parents(c, st, config, &wanted)?;
+                let more = claim::claim_records(c, st, config, &wanted)?;
                 if more.count == 0 {
                     return Ok(None);
                 }
@@ -883,17 +990,29 @@ impl Worker {
         };
         let mut answered: HashSet<usize> = HashSet::new();
         let mut jobs: Vec<String> = Vec::new();
+        let mut queued: HashSet<String> = HashSet::new();
         loop {
-            // Bulk jobs are kept before their records are uploaded (a restarted worker waits for them).
-            while let Ok((id, ack)) = sender.jobs.try_recv() {
+            // Bulk jobs are kept, with their changes marked, before their records are uploaded: whichever worker
+            // runs next records their results.
+            while let Ok((id, keys, ack)) = sender.jobs.try_recv() {
+                let log_ids: Vec<i64> = keys
+                    .iter()
+                    .filter_map(|k| plan.jobs.get(*k))
+                    .flat_map(|j| j.write.log_ids.iter().copied())
+                    .collect();
                 let kept = self.with_statements(|c, st| {
-                    c.update(&st.keep_bulk_job, None, &[DatumWithOid::from(id.as_str())])?;
+                    c.update(&st.keep_bulk_job, None, &[DatumWithOid::from(id.as_str()), DatumWithOid::from(log_ids)])?;
                     Ok(())
                 });
                 if let Err(e) = &kept {
                     pgrx::warning!("pgforce: cannot keep the id of Bulk job {id}: {e}");
                 }
                 self.bulk_jobs_kept |= kept.is_ok();
+                if let Some(job) = keys.first().and_then(|k| plan.jobs.get(*k)) {
+                    self.bulk_tables.insert(id.clone(), job.table.clone());
+                    // The job's create and close (its upload is the request counted when it was planned).
+                    (0..2).for_each(|_| self.metrics.api_call(&job.table));
+                }
                 let _ = ack.send(kept.is_ok());
                 jobs.push(id);
             }
@@ -914,6 +1033,13 @@ impl Worker {
                 verdicts.extend(more);
             }
             answered.extend(verdicts.iter().map(|(k, _)| *k));
+            for (_, verdict) in &verdicts {
+                if let Verdict::Queued { job } = verdict {
+                    if queued.insert(job.clone()) {
+                        self.schedule_bulk_poll(job);
+                    }
+                }
+            }
             let sending = std::mem::replace(&mut self.step, Step::Recording);
             show(&self.step);
             let outcomes = sent_outcomes(plan, &verdicts, tables, Retry::of(config), &mut self.rng);
@@ -921,7 +1047,8 @@ impl Worker {
             self.set_step(sending);
         }
         let joined = sender.done.join();
-        // Every job of this delivery has finished (or was never uploaded): nothing to wait for after a restart.
+        // Jobs that never ran (their upload failed): their changes were recorded as not sent.
+        jobs.retain(|id| !queued.contains(id));
         self.forget_bulk_jobs(jobs);
         let trouble = match joined {
             Ok(trouble) => trouble,

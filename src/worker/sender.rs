@@ -15,8 +15,9 @@ use pgforce_core::salesforce::{CallError, Client};
 /// A delivery in flight: verdicts arrive on `verdicts` as requests complete; `abort` stops it from starting more.
 pub struct Sender {
     pub verdicts: Receiver<Vec<(usize, Verdict)>>,
-    /// Bulk jobs just created: the worker keeps each id (`_bulk_jobs`) and answers whether it could.
-    pub jobs: Receiver<(String, SyncSender<bool>)>,
+    /// Bulk jobs just created, with the item keys each carries: the worker keeps each id (`_bulk_jobs`, its
+    /// changes marked) and answers whether it could.
+    pub jobs: Receiver<(String, Vec<usize>, SyncSender<bool>)>,
     pub abort: Arc<AtomicBool>,
     pub done: JoinHandle<Option<CallError>>,
 }
@@ -37,9 +38,10 @@ pub fn start(client: Arc<Client>, waves: Vec<Vec<Batch>>, concurrency: usize) ->
             let report = move |v: Vec<(usize, Verdict)>| {
                 let _ = tx.send(v);
             };
-            let keep_job = move |id: &str| {
+            let keep_job = move |id: &str, keys: &[usize]| {
                 let (ack, acked) = sync_channel(1);
-                jobs_tx.send((id.to_string(), ack)).is_ok() && acked.recv_timeout(KEEP_JOB_TIMEOUT).unwrap_or(false)
+                jobs_tx.send((id.to_string(), keys.to_vec(), ack)).is_ok()
+                    && acked.recv_timeout(KEEP_JOB_TIMEOUT).unwrap_or(false)
             };
             send_waves(&client, waves, concurrency, &stop, &report, &keep_job)
         })

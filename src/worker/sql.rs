@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use pgforce_core::delivery::bulk;
 use pgforce_core::log::{sql_list, Action, LastOp, LogState};
 use pgforce_core::mapping::STATUS_COLUMNS;
 use pgrx::pg_sys::{self, PgOid};
@@ -115,8 +116,12 @@ pub struct Statements {
     /// `$1 text` table, `$2 bigint[]` row ids → per row: seconds until a queued change of it is due (NULL: none
     /// queued), the message of its last failed change.
     pub parent_states: OwnedPreparedStatement,
-    /// `$1 text`: keeps the id of a Bulk job just created.
+    /// `$1 text` id, `$2 bigint[]` log ids: keeps the id of a Bulk job just created and marks its entries.
     pub keep_bulk_job: OwnedPreparedStatement,
+    /// `$1 text`: forgets a Bulk job; its entries still in flight go back to the queue, in doubt.
+    pub release_bulk_job: OwnedPreparedStatement,
+    /// `$1 text`: the entries in flight in a Bulk job, locked, read as a claim reads them (`queue_sql`).
+    pub job_entries: OwnedPreparedStatement,
     /// The Bulk jobs not seen finished.
     pub bulk_jobs: OwnedPreparedStatement,
     /// `$1 text[]`: forgets finished Bulk jobs.
@@ -209,9 +214,33 @@ pub enum QueueRead {
 
 /// Due queue rows, oldest first: held back are rows of a record that waits for a scheduled retry; at most `$1` rows
 /// and `$2` bytes of log text (always at least one row).
+/// Log entries as a claim reads them (`claim::gather`), each with its mapping's table name; `retried`: the SQL
+/// of whether the entry was tried before (its writes then go with the row's current values).
+fn entries_sql(schema: &str, retried: &str) -> String {
+    format!(
+        "SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
+                l.\"values\"::text, l.old::text, l.attempts,
+                EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8, {retried}
+           FROM {schema}._trigger_log l
+           LEFT JOIN {schema}._mapping m
+             ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name ELSE m.relid {EQ} l.relid END"
+    )
+}
+
+/// The entries in flight in a Bulk job (`$1 text`), read to record the job's results: they are planned again as
+/// they were sent (not as retries).
+fn job_entries_sql(schema: &str) -> String {
+    let entries = entries_sql(schema, "false");
+    let pending = LogState::Pending.as_str();
+    format!("{entries} WHERE l.bulk_job::text {EQ} $1 AND l.state {EQ} '{pending}' ORDER BY l.id FOR UPDATE OF l")
+}
+
 pub fn queue_sql(schema: &str, read: QueueRead) -> String {
     let log = format!("{schema}._trigger_log");
-    let (new, ignore) = (LogState::New.as_str(), LogState::Ignore.as_str());
+    // tried before, or put back by hand or from the archive (capture leaves updated_at NULL)
+    let entries =
+        entries_sql(schema, &format!("(l.attempts {GT} 0 OR l.processed_at IS NOT NULL OR l.updated_at IS NOT NULL)"));
+    let (new, ignore, pending) = (LogState::New.as_str(), LogState::Ignore.as_str(), LogState::Pending.as_str());
     let which = match read {
         // salesforce.pause(): their changes wait in the queue
         QueueRead::Claim => format!(
@@ -245,7 +274,9 @@ pub fn queue_sql(schema: &str, read: QueueRead) -> String {
     format!(
         "WITH held AS (
              SELECT DISTINCT table_name, record_id FROM {log}
-              WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now()),
+              WHERE (state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now())
+                 -- a change in flight in a Bulk job: the record's later changes wait for its outcome
+                 OR (state {EQ} '{pending}' AND bulk_job IS NOT NULL)),
          due AS (
              SELECT l.id, {size} AS size,
                     (pg_catalog.sum({size}) OVER (ORDER BY l.id))::pg_catalog.int8 AS running
@@ -257,14 +288,7 @@ pub fn queue_sql(schema: &str, read: QueueRead) -> String {
                 {which}
               ORDER BY l.id
               LIMIT $1)
-         SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
-                l.\"values\"::text, l.old::text, l.attempts,
-                EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8,
-                -- tried before, or put back by hand or from the archive (capture leaves updated_at NULL)
-                (l.attempts {GT} 0 OR l.processed_at IS NOT NULL OR l.updated_at IS NOT NULL)
-           FROM {log} l
-           LEFT JOIN {schema}._mapping m
-             ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name ELSE m.relid {EQ} l.relid END
+         {entries}
           WHERE l.id {EQ} ANY (ARRAY(SELECT d.id FROM due d WHERE (d.running {MINUS} d.size) {LT} $2))
             AND l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
           ORDER BY l.id
@@ -296,6 +320,9 @@ impl Statements {
         );
         let finished = sql_list(&LogState::FINISHED);
         let hstore = hstore_schema(client)?;
+        // A Bulk job's entries stay in flight while the job is kept: the worker records them from its results.
+        let not_in_a_job =
+            format!("(bulk_job IS NULL OR NOT EXISTS (SELECT 1 FROM {schema}._bulk_jobs j WHERE j.id {EQ} bulk_job))");
         Ok(Statements {
             schema: schema.to_string(),
             hstore,
@@ -305,7 +332,7 @@ impl Statements {
                     "UPDATE {log} SET state = '{new}', in_doubt_since = coalesce(in_doubt_since, updated_at),
                             next_attempt_at = pg_catalog.now() {PLUS} pg_catalog.make_interval(secs => $1),
                             updated_at = pg_catalog.now()
-                      WHERE state {EQ} '{pending}'"
+                      WHERE state {EQ} '{pending}' AND {not_in_a_job}"
                 ),
                 &[pg_sys::FLOAT8OID],
             )?,
@@ -343,7 +370,7 @@ impl Statements {
                                               ELSE pg_catalog.now() {PLUS} pg_catalog.make_interval(secs => $1) END,
                             processed_at = CASE WHEN (attempts {PLUS} 1) {GE} $2 THEN pg_catalog.now() END,
                             updated_at = pg_catalog.now()
-                      WHERE state {EQ} '{pending}'
+                      WHERE state {EQ} '{pending}' AND {not_in_a_job}
                       RETURNING id, table_name::text"
                 ),
                 &[pg_sys::FLOAT8OID, pg_sys::INT4OID, TEXT],
@@ -453,8 +480,11 @@ impl Statements {
                             sfid = coalesce(u.sfid, l.sfid),
                             attempts = u.attempts,
                             next_attempt_at = pg_catalog.now() {PLUS} (u.retry_in_ms {TIMES} interval '1 millisecond'),
-                            processed_at = CASE WHEN u.state {EQ} '{new}' THEN NULL ELSE pg_catalog.now() END,
-                            processed_tx = CASE WHEN u.state {EQ} '{new}' THEN NULL ELSE pg_catalog.txid_current() END,
+                            processed_at = CASE WHEN u.state::text {EQ} ANY (ARRAY['{new}', '{pending}']) THEN NULL
+                                                ELSE pg_catalog.now() END,
+                            processed_tx = CASE WHEN u.state::text {EQ} ANY (ARRAY['{new}', '{pending}']) THEN NULL
+                                                ELSE pg_catalog.txid_current() END,
+                            bulk_job = CASE WHEN u.state {EQ} '{pending}' THEN l.bulk_job END,
                             -- in doubt since the attempt was claimed (the claim set updated_at)
                             in_doubt_since = CASE WHEN u.in_doubt THEN coalesce(l.in_doubt_since, l.updated_at)
                                                   ELSE l.in_doubt_since END,
@@ -597,8 +627,11 @@ impl Statements {
                     "WITH wanted AS (SELECT DISTINCT w.id FROM pg_catalog.unnest($2) AS w(id)),
                           queued AS (
                             SELECT l.record_id,
-                                   pg_catalog.max(GREATEST(0, pg_catalog.date_part('epoch',
-                                       l.next_attempt_at {MINUS} pg_catalog.now())))::float8 AS due_in
+                                   -- a parent in flight in a Bulk job is looked at again after the job's first poll
+                                   pg_catalog.max(CASE WHEN l.bulk_job IS NOT NULL THEN {in_job}
+                                                       ELSE GREATEST(0, pg_catalog.date_part('epoch',
+                                                           l.next_attempt_at {MINUS} pg_catalog.now())) END
+                                                  )::float8 AS due_in
                               FROM {log} l JOIN wanted w ON l.record_id {EQ} w.id
                              WHERE l.state::text {EQ} ANY (ARRAY['{new}', '{pending}'])
                                AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
@@ -616,14 +649,30 @@ impl Statements {
                     new = LogState::New.as_str(),
                     pending = LogState::Pending.as_str(),
                     failed = LogState::Failed.as_str(),
+                    in_job = bulk::MAX_POLL.as_secs(),
                 ),
                 &[TEXT, INT8_ARRAY],
             )?,
             keep_bulk_job: prepare(
                 client,
-                &format!("INSERT INTO {schema}._bulk_jobs (id) VALUES ($1) ON CONFLICT DO NOTHING"),
+                &format!(
+                    "WITH kept AS (INSERT INTO {schema}._bulk_jobs (id) VALUES ($1) ON CONFLICT DO NOTHING)
+                     UPDATE {log} SET bulk_job = $1 WHERE id {EQ} ANY ($2) AND state {EQ} '{pending}'"
+                ),
+                &[TEXT, INT8_ARRAY],
+            )?,
+            release_bulk_job: prepare(
+                client,
+                &format!(
+                    "WITH forgotten AS (DELETE FROM {schema}._bulk_jobs WHERE id::text {EQ} $1)
+                     UPDATE {log}
+                        SET state = '{new}', bulk_job = NULL, in_doubt_since = coalesce(in_doubt_since, updated_at),
+                            next_attempt_at = pg_catalog.now(), updated_at = pg_catalog.now()
+                      WHERE bulk_job::text {EQ} $1 AND state {EQ} '{pending}'"
+                ),
                 &[TEXT],
             )?,
+            job_entries: prepare(client, &job_entries_sql(schema), &[TEXT])?,
             bulk_jobs: prepare(client, &format!("SELECT id::text FROM {schema}._bulk_jobs ORDER BY created_at"), &[])?,
             forget_bulk_jobs: prepare(
                 client,

@@ -21,6 +21,21 @@ pub fn pace(used: u64, limit: u64, spent: u64) -> Duration {
     Duration::from_secs_f64((per_call * spent.max(1) as f64).min(MAX_PACE.as_secs_f64())).max(MIN_PACE)
 }
 
+/// The calls a Bulk job takes: create, upload, close, a few polls, three result sets.
+pub const BULK_JOB_CALLS: usize = 8;
+
+/// `pgforce.bulk_threshold` while paced: Bulk jobs are preferred as soon as a job costs fewer calls than the
+/// collections calls its records would take (`BULK_JOB_CALLS` × 200 records), when the threshold is higher. Never
+/// turns Bulk on where it is off (0).
+pub fn bulk_threshold_when_paced(configured: usize) -> usize {
+    let cheaper = BULK_JOB_CALLS * crate::delivery::plan::MAX_RECORDS_PER_CALL;
+    if configured == 0 {
+        0
+    } else {
+        configured.min(cheaper)
+    }
+}
+
 /// How long `backlog` changes take at `per_cycle` changes each `pace`.
 pub fn backlog_time(backlog: u64, per_cycle: u64, pace: Duration) -> Duration {
     let cycles = backlog.div_ceil(per_cycle.max(1));
@@ -44,6 +59,13 @@ pub fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tight_budget_prefers_bulk_jobs_once_they_cost_fewer_calls() {
+        assert_eq!(bulk_threshold_when_paced(2000), 1600, "a job of 1,600 records costs 8 calls, collections 8");
+        assert_eq!(bulk_threshold_when_paced(500), 500, "a lower threshold stays");
+        assert_eq!(bulk_threshold_when_paced(0), 0, "Bulk off stays off");
+    }
 
     #[test]
     fn the_remaining_budget_is_spread_over_the_window() {

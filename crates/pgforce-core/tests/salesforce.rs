@@ -294,6 +294,37 @@ fn credentials_and_data_go_over_https_only() {
     assert!(matches!(&e, CallError::Unauthorized(m) if m.starts_with("pgforce.login_url:")), "{e}");
 }
 
+/// Sends a batch as a Bulk job: every record is queued in one job; once the job is over, its results give each
+/// record its verdict (as the worker reads them at a later cycle).
+fn run_job(client: &Client, batch: Batch) -> Vec<(usize, Verdict)> {
+    use pgforce_core::delivery::bulk;
+    let delivery = deliver(client, vec![batch.clone()], 1);
+    assert!(delivery.trouble.is_none(), "{:?}", delivery.trouble);
+    let jobs: std::collections::BTreeSet<String> = delivery
+        .verdicts
+        .iter()
+        .map(|(_, v)| match v {
+            Verdict::Queued { job } => job.clone(),
+            other => panic!("queued in a job: {other:?}"),
+        })
+        .collect();
+    assert_eq!(jobs.len(), 1, "one job");
+    assert_eq!(delivery.verdicts.len(), batch.items.len());
+    let id = jobs.into_iter().next().unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let error = loop {
+        let (state, error) = bulk::state(client, &id).expect("state");
+        if state.finished() {
+            break error;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job finishes");
+        std::thread::sleep(bulk::FIRST_POLL);
+    };
+    let results = bulk::results(client, &id).expect("results");
+    let (_, key) = bulk::operation(&batch.kind).expect("a Bulk operation");
+    bulk::match_results(&batch, &key, &results.succeeded, &results.failed, &results.unprocessed, error.as_deref())
+}
+
 #[test]
 fn a_bulk_job_gives_every_record_its_verdict() {
     let ff = FakeForce::start(Config { bulk_processing_ms: 100, ..Config::default() }).expect("fakeforce");
@@ -309,9 +340,7 @@ fn a_bulk_job_gives_every_record_its_verdict() {
     items[7] = contact("Refused", "B-7");
     let mut batch = upsert_batch(items);
     batch.bulk = Some("Contact".into());
-    let delivery = deliver(&client, vec![batch], 1);
-    assert!(delivery.trouble.is_none(), "{:?}", delivery.trouble);
-    let mut verdicts = delivery.verdicts;
+    let mut verdicts = run_job(&client, batch);
     verdicts.sort_by_key(|(k, _)| *k);
     assert_eq!(verdicts.len(), 300);
     for (k, v) in &verdicts {
@@ -352,8 +381,8 @@ fn a_bulk_job_gives_every_record_its_verdict() {
         links: Vec::new(),
         bulk: Some("Contact".into()),
     };
-    let updated = deliver(&client, vec![update], 1);
-    assert!(updated.verdicts.iter().all(|(_, v)| matches!(v, Verdict::Done { .. })), "{:?}", updated.verdicts);
+    let updated = run_job(&client, update);
+    assert!(updated.iter().all(|(_, v)| matches!(v, Verdict::Done { .. })), "{updated:?}");
     let delete = Batch {
         kind: CallKind::Delete,
         items: ids.iter().map(|(k, id)| (*k, json!(id))).collect(),
@@ -361,9 +390,9 @@ fn a_bulk_job_gives_every_record_its_verdict() {
         links: Vec::new(),
         bulk: Some("Contact".into()),
     };
-    let deleted = deliver(&client, vec![delete], 1);
-    assert_eq!(deleted.verdicts.len(), 299);
-    assert!(deleted.verdicts.iter().all(|(_, v)| matches!(v, Verdict::Done { .. })), "{:?}", deleted.verdicts);
+    let deleted = run_job(&client, delete);
+    assert_eq!(deleted.len(), 299);
+    assert!(deleted.iter().all(|(_, v)| matches!(v, Verdict::Done { .. })), "{deleted:?}");
 }
 
 #[test]
@@ -383,7 +412,8 @@ fn a_bulk_job_whose_id_cannot_be_kept_uploads_nothing() {
         1,
         &AtomicBool::new(false),
         &|v| verdicts.lock().unwrap().extend(v),
-        &|id| {
+        &|id, keys| {
+            assert_eq!(keys.len(), 10, "the job's items");
             seen.lock().unwrap().push(id.to_string());
             false
         },

@@ -88,7 +88,7 @@ fn a_backlog_goes_through_the_bulk_api_and_ends_as_through_collections() {
 }
 
 #[test]
-fn a_worker_killed_during_a_bulk_job_finishes_after_restart_without_duplicates() {
+fn a_worker_killed_during_a_bulk_job_records_its_results_after_restart_without_sending_again() {
     // Jobs take a while: the server goes down while one runs.
     let sf = Salesforce::start_with(fakeforce::Config { bulk_processing_ms: 4000, ..Default::default() });
     let cluster = setup(&sf);
@@ -98,27 +98,106 @@ fn a_worker_killed_during_a_bulk_job_finishes_after_restart_without_duplicates()
          SELECT salesforce.resume('public.contact');",
     )
     .expect("backlog");
-    // Created, uploaded and closed: the job runs in Salesforce.
+    // Created, uploaded and closed: the job runs in Salesforce, its changes in flight.
     wait_for(WAIT, "a running Bulk job", || (calls(&sf, "bulk") >= 3).then_some(()));
+    wait_for(WAIT, "the job's changes in flight", || {
+        let marked: i64 =
+            c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'PENDING'", &[]).ok()?.get(0);
+        (marked == 5000).then_some(())
+    });
     cluster.crash_and_restart();
     let mut c = cluster.admin();
-    // The restarted worker finds the job's id and waits for it before it sends anything again.
-    wait_for(WAIT, "the restarted worker waiting for the job", || {
-        let message: Option<String> = c
-            .query_one("SELECT connection_message FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
-            .ok()?
-            .get(0);
-        message.filter(|m| m.contains("waiting for Bulk job 750") && m.contains("started before a restart"))
-    });
     wait_for(WAIT, "the backlog to drain after the restart", || (open_entries(&mut c) == 0).then_some(()));
-    // Forgotten once the delivery that sent the job is over (just after its last outcome is recorded).
-    wait_for(WAIT, "finished jobs forgotten", || {
-        let kept: i64 = c.query_one("SELECT count(*) FROM salesforce._bulk_jobs", &[]).ok()?.get(0);
-        (kept == 0).then_some(())
-    });
     assert_eq!(states(&mut c), vec![("SUCCESS".to_string(), 5000)]);
-    assert_eq!(sf.live("Contact").len(), 5000, "no duplicates");
+    let kept: i64 = c.query_one("SELECT count(*) FROM salesforce._bulk_jobs", &[]).expect("kept").get(0);
+    assert_eq!(kept, 0, "the job is forgotten once its results are recorded");
+    let records = sf.live("Contact");
+    assert_eq!(records.len(), 5000, "no duplicates");
+    // The restarted worker read the job's results: no record was sent a second time.
+    let written_twice = records.iter().filter(|r| r["_writes"] != serde_json::json!(1)).count();
+    assert_eq!(written_twice, 0, "records written more than once");
     let with_sfid: i64 =
         c.query_one("SELECT count(*) FROM public.contact WHERE sfid IS NOT NULL", &[]).expect("rows").get(0);
     assert_eq!(with_sfid, 5000);
+}
+
+#[test]
+fn small_changes_flow_while_a_bulk_job_runs_and_its_records_wait_for_it() {
+    // A job Salesforce takes 15 seconds over.
+    let sf = Salesforce::start_with(fakeforce::Config { bulk_processing_ms: 15_000, ..Default::default() });
+    let cluster = setup(&sf);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE TABLE public.lead (id serial PRIMARY KEY, lastname text, company text);
+         SELECT salesforce.map_table('public.lead', 'Lead');
+         INSERT INTO public.contact (lastname, external_id__c) SELECT 'Row ' || g, 'S-' || g FROM generate_series(1, 3000) g;
+         SELECT salesforce.resume('public.contact');",
+    )
+    .expect("backlog");
+    wait_for(WAIT, "the job running", || {
+        let marked: i64 =
+            c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'PENDING'", &[]).ok()?.get(0);
+        (marked == 3000).then_some(())
+    });
+    // While it runs: a change of another table, and a change of a record in the job.
+    c.batch_execute(
+        "INSERT INTO public.lead (lastname, company) VALUES ('Urgent', 'Acme');
+         UPDATE public.contact SET lastname = 'Row 7 (later)' WHERE external_id__c = 'S-7';",
+    )
+    .expect("changes");
+    wait_for(Duration::from_secs(10), "the lead delivered while the job runs", || {
+        let sent: i64 = c.query_one("SELECT count(*) FROM public.lead WHERE sfid IS NOT NULL", &[]).ok()?.get(0);
+        (sent == 1).then_some(())
+    });
+    let in_job: i64 = c
+        .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'PENDING'", &[])
+        .expect("in flight")
+        .get(0);
+    assert_eq!(in_job, 3000, "the job still runs");
+    let waiting: String = c
+        .query_one(
+            "SELECT state::text FROM salesforce._trigger_log WHERE action = 'UPDATE' AND table_name = 'contact'",
+            &[],
+        )
+        .expect("the update")
+        .get(0);
+    assert_eq!(waiting, "NEW", "a change of a record in the job waits for the job");
+    wait_for(WAIT, "everything delivered", || (open_entries(&mut c) == 0).then_some(()));
+    assert_eq!(states(&mut c), vec![("SUCCESS".to_string(), 3002)]);
+    let row7 = sf.live("Contact").into_iter().find(|r| r["External_Id__c"] == "S-7").expect("S-7");
+    assert_eq!(row7["LastName"], "Row 7 (later)", "the later change went after the job");
+}
+
+#[test]
+fn under_a_tight_api_budget_a_smaller_backlog_goes_as_a_bulk_job() {
+    let sf = Salesforce::start();
+    // 90% of the calls used: above pgforce.max_api_usage, the worker paces itself (a short pace: a million left).
+    sf.admin("PUT", "/api-usage", serde_json::json!({"used": 9_000_000, "limit": 10_000_000}));
+    let mut settings = sf.settings();
+    settings.push("pgforce.max_api_usage = 0.5".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');
+         INSERT INTO public.contact (lastname, external_id__c) VALUES ('First', 'T-0');",
+    )
+    .expect("setup");
+    wait_for(WAIT, "throttling", || {
+        let s: String = c
+            .query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+            .ok()?
+            .get(0);
+        (s == "THROTTLED").then_some(())
+    });
+    // 1,700 upserts: under pgforce.bulk_threshold (2,000), but one job costs fewer calls than 9 collections calls.
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, external_id__c) SELECT 'Row ' || g, 'T-' || g FROM generate_series(1, 1700) g",
+    )
+    .expect("backlog");
+    wait_for(WAIT, "the backlog", || (open_entries(&mut c) == 0).then_some(()));
+    assert_eq!(states(&mut c), vec![("SUCCESS".to_string(), 1701)]);
+    assert_eq!(calls(&sf, "upsert"), 1, "only the first row went through collections");
+    assert!(calls(&sf, "bulk") >= 3, "the backlog went as a Bulk job");
 }

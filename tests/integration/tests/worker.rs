@@ -276,7 +276,39 @@ fn crashes_mid_drain(upsert: bool) {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert!(failed.is_empty(), "{failed:?}");
+    if !failed.is_empty() {
+        // What a failure needs to be understood: the failed rows' log entries and their records in Salesforce.
+        let entries: Vec<String> = c
+            .query(
+                "SELECT format('log %s row %s %s attempts %s in doubt since %s updated %s: %s', l.id, l.record_id,
+                               l.action, l.attempts, l.in_doubt_since, l.updated_at, left(l.sf_message, 120))
+                   FROM salesforce._trigger_log l
+                  WHERE l.record_id IN (SELECT record_id FROM salesforce._trigger_log WHERE state = 'FAILED' LIMIT 3)
+                  UNION ALL
+                 SELECT format('archived log %s row %s %s %s attempts %s in doubt since %s: %s', a.id, a.record_id,
+                               a.action, a.state, a.attempts, a.in_doubt_since, left(a.sf_message, 120))
+                   FROM salesforce._trigger_log_archive a
+                  WHERE a.record_id IN (SELECT record_id FROM salesforce._trigger_log WHERE state = 'FAILED' LIMIT 3)",
+                &[],
+            )
+            .expect("q")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let rows: Vec<i32> = c
+            .query("SELECT DISTINCT record_id FROM salesforce._trigger_log WHERE state = 'FAILED' LIMIT 3", &[])
+            .expect("q")
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as i32)
+            .collect();
+        let in_salesforce: Vec<String> = sf
+            .records("Contact")
+            .into_iter()
+            .filter(|r| rows.iter().any(|id| r["External_Id__c"] == json!(format!("X-{id}"))))
+            .map(|r| r.to_string())
+            .collect();
+        panic!("{failed:?}\nentries:\n{}\nin Salesforce:\n{}", entries.join("\n"), in_salesforce.join("\n"));
+    }
 
     let records = sf.live("Contact");
     let mut seen: HashMap<String, serde_json::Value> = HashMap::new();

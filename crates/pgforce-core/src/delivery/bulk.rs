@@ -1,17 +1,21 @@
 //! Large runs through the Bulk API 2.0: one ingest job carries a whole batch of one object and one operation
 //! (upsert by the mapping's external id, update or delete by Salesforce id) as CSV — a handful of calls where
-//! sObject Collections would take one per 200 records. The job is created, its CSV uploaded, closed and polled
-//! (no transaction is open meanwhile); its results (successful, failed, unprocessed rows, in no particular order)
-//! are matched back to the batch's items by the key each row carries, and become verdicts like those of a
-//! collections call. Inserts never go this way: without a key, a row's result could not be told from another's.
+//! sObject Collections would take one per 200 records. The job is created, its id kept in Postgres with its changes
+//! marked, its CSV uploaded and the job closed; then Salesforce runs it on its own while the worker goes on with
+//! other changes (a record in the job waits for it). The worker looks at the job now and then; once it is over,
+//! the changes are read back and planned again, and the job's results (successful, failed, unprocessed rows, in no
+//! particular order) are matched to them by the key each row carries and become verdicts like those of a
+//! collections call. A restarted worker does the same with the jobs it finds kept: nothing is sent twice. Inserts
+//! never go this way: without a key, a row's result could not be told from another's.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::plan::Plan;
 use super::send::{Batch, Delivery, KeepJob, Verdict};
+use super::Table;
 use crate::salesforce::{CallError, CallKind, Client};
 
 /// A job's state, as Salesforce reports it.
@@ -177,61 +181,45 @@ pub fn state(client: &Client, id: &str) -> Result<(JobState, Option<String>), Ca
     Ok((state, info["errorMessage"].as_str().map(str::to_string)))
 }
 
-/// Polls until the job is finished, less often as it runs longer; `None` when `abort` was set first (the job goes
-/// on in Salesforce).
-pub fn wait(
-    client: &Client,
-    id: &str,
-    first: Duration,
-    abort: &AtomicBool,
-) -> Result<Option<(JobState, Option<String>)>, CallError> {
-    let mut every = first;
-    loop {
-        let (state, error) = state(client, id)?;
-        if state.finished() {
-            return Ok(Some((state, error)));
-        }
-        let until = Instant::now() + every;
-        while Instant::now() < until {
-            if abort.load(Ordering::SeqCst) {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(50).min(every));
-        }
-        every = (every * 3 / 2).min(MAX_POLL);
-    }
+/// How often a running job is looked at: soon at first, then less and less often (each look is an API call).
+pub const FIRST_POLL: Duration = Duration::from_millis(500);
+pub const MAX_POLL: Duration = Duration::from_secs(10);
+
+/// The wait before the next look at a job last looked at after waiting `every`.
+pub fn next_poll(every: Duration) -> Duration {
+    (every * 3 / 2).clamp(FIRST_POLL, MAX_POLL)
 }
 
-/// How often a running job is looked at: soon at first, then less and less often.
-const FIRST_POLL: Duration = Duration::from_millis(250);
-const MAX_POLL: Duration = Duration::from_secs(10);
-
-/// Sends a batch as one Bulk job and gives every item its verdict. Before the upload nothing was applied: a
-/// failure then leaves the records as a collections call's would (an outage: unsent at no cost). From the upload
-/// on, the job may run: a failure leaves them in doubt (safe to send again: upserts, updates and deletes do the
-/// same twice). When `abort` is set while the job runs, its records are left unanswered.
-pub fn send(client: &Client, batch: &Batch, abort: &AtomicBool, keep_job: KeepJob<'_>, out: &mut Delivery) {
-    let (Some(object), Some((_, key_column))) = (&batch.bulk, operation(&batch.kind)) else { return };
+/// Sends a batch as one Bulk job: creates it, has its id kept (with the items it carries), uploads the CSV and
+/// closes it. Salesforce then runs it on its own: every item is `Queued` in it, and the worker reads the outcomes
+/// when the job is over, while other changes go on. Before the upload nothing was applied: a failure then leaves
+/// the records as a collections call's would (an outage: unsent at no cost).
+pub fn send(client: &Client, batch: &Batch, keep_job: KeepJob<'_>, out: &mut Delivery) {
+    if batch.bulk.is_none() || operation(&batch.kind).is_none() {
+        return;
+    }
     let everyone = |out: &mut Delivery, verdict: Verdict| {
         out.verdicts.extend(batch.items.iter().map(|(k, _)| (*k, verdict.clone())));
     };
-    let fail = |out: &mut Delivery, e: CallError, applied: bool| match e {
+    let fail = |out: &mut Delivery, e: CallError| match e {
         CallError::Rejected { code, message, .. } => {
-            everyone(out, Verdict::Failed { code, message, transient: false, in_doubt: applied })
+            everyone(out, Verdict::Failed { code, message, transient: false, in_doubt: false })
         }
         CallError::Failed { code, message } => {
-            everyone(out, Verdict::Failed { code, message, transient: true, in_doubt: applied })
+            everyone(out, Verdict::Failed { code, message, transient: true, in_doubt: false })
         }
         other => {
-            everyone(out, if applied { Verdict::Unanswered } else { Verdict::Unsent });
+            everyone(out, Verdict::Unsent);
             out.trouble = Some(other);
         }
     };
+    let Some(object) = &batch.bulk else { return };
     let id = match create_job(client, object, &batch.kind) {
         Ok(id) => id,
-        Err(e) => return fail(out, e, false),
+        Err(e) => return fail(out, e),
     };
-    if !keep_job(&id) {
+    let keys: Vec<usize> = batch.items.iter().map(|(k, _)| *k).collect();
+    if !keep_job(&id, &keys) {
         let _ = abort_job(client, &id);
         let message = "the Bulk job's id could not be kept in Postgres; sent again later".to_string();
         let verdict = Verdict::Failed { code: "BULK_JOB_NOT_KEPT".into(), message, transient: true, in_doubt: false };
@@ -240,20 +228,61 @@ pub fn send(client: &Client, batch: &Batch, abort: &AtomicBool, keep_job: KeepJo
     if let Err(e) = upload_and_close(client, &id, &csv(batch)) {
         // Not closed, the job never runs: it is aborted so it does not linger Open.
         let _ = abort_job(client, &id);
-        return fail(out, e, false);
+        return fail(out, e);
     }
-    let mut every = FIRST_POLL;
-    let finished = loop {
-        match wait(client, &id, every, abort) {
-            Ok(Some(done)) => break done,
-            Ok(None) => return everyone(out, Verdict::Unanswered),
-            Err(CallError::Failed { .. }) if every < MAX_POLL => every = (every * 2).min(MAX_POLL),
-            Err(e) => return fail(out, e, true),
+    everyone(out, Verdict::Queued { job: id });
+}
+
+/// A finished job's result sets, each row as column → value.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub succeeded: Vec<HashMap<String, String>>,
+    pub failed: Vec<HashMap<String, String>>,
+    pub unprocessed: Vec<HashMap<String, String>>,
+}
+
+/// Reads a finished job's results (three calls).
+pub fn results(client: &Client, id: &str) -> Result<Results, CallError> {
+    let path = jobs_path(client, Some(id));
+    Ok(Results {
+        succeeded: rows(&client.rest("GET", &format!("{path}/successfulResults/"), None)?),
+        failed: rows(&client.rest("GET", &format!("{path}/failedResults/"), None)?),
+        unprocessed: rows(&client.rest("GET", &format!("{path}/unprocessedrecords/"), None)?),
+    })
+}
+
+/// The verdicts of a finished job for the writes of its entries planned again (`plan`, read back from the log):
+/// each write's record is matched to the results by the key it was sent with. A write the results do not name (its
+/// key changed, or the job lost it) costs an attempt and is in doubt.
+pub fn verdicts_for(
+    plan: &mut Plan,
+    tables: &HashMap<String, Table>,
+    results: &Results,
+    job_error: Option<&str>,
+) -> Vec<(usize, Verdict)> {
+    let mut verdicts = Vec::new();
+    for batch in plan.items_by_call(tables) {
+        match operation(&batch.kind) {
+            Some((_, key_column)) => verdicts.extend(match_results(
+                &batch,
+                &key_column,
+                &results.succeeded,
+                &results.failed,
+                &results.unprocessed,
+                job_error,
+            )),
+            None => verdicts.extend(batch.items.iter().map(|(k, _)| (*k, no_result()))),
         }
-    };
-    match verdicts(client, &id, batch, &key_column, finished.1.as_deref()) {
-        Ok(v) => out.verdicts.extend(v),
-        Err(e) => fail(out, e, true),
+    }
+    verdicts
+}
+
+fn no_result() -> Verdict {
+    Verdict::Failed {
+        code: "BULK_NO_RESULT".into(),
+        message: "the Bulk job's results do not name this record".into(),
+        transient: true,
+        in_doubt: true,
     }
 }
 
@@ -270,24 +299,9 @@ fn rows(text: &str) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
-/// A finished job's results as verdicts for the batch's items, matched by key (`key_column`). A row failed as
-/// `STATUS_CODE:message:fields` fails its record as a collections call would; a row the job never processed (it
-/// failed) costs an attempt; an item no result names is in doubt.
-pub fn verdicts(
-    client: &Client,
-    id: &str,
-    batch: &Batch,
-    key_column: &str,
-    job_error: Option<&str>,
-) -> Result<Vec<(usize, Verdict)>, CallError> {
-    let path = jobs_path(client, Some(id));
-    let succeeded = rows(&client.rest("GET", &format!("{path}/successfulResults/"), None)?);
-    let failed = rows(&client.rest("GET", &format!("{path}/failedResults/"), None)?);
-    let unprocessed = rows(&client.rest("GET", &format!("{path}/unprocessedrecords/"), None)?);
-    Ok(match_results(batch, key_column, &succeeded, &failed, &unprocessed, job_error))
-}
-
-/// Matches result rows to the batch's items by key (pure: `verdicts` without the calls).
+/// Matches result rows to the batch's items by key (`key_column`). A row failed as `STATUS_CODE:message:fields`
+/// fails its record as a collections call would; a row the job never processed (it failed) costs an attempt; an
+/// item no result names is in doubt.
 pub fn match_results(
     batch: &Batch,
     key_column: &str,
@@ -334,12 +348,7 @@ pub fn match_results(
         .items
         .iter()
         .map(|(i, item)| {
-            let verdict = key_of(item, key_column).and_then(|k| by_key.remove(&k)).unwrap_or(Verdict::Failed {
-                code: "BULK_NO_RESULT".into(),
-                message: "the Bulk job's results do not name this record".into(),
-                transient: true,
-                in_doubt: true,
-            });
+            let verdict = key_of(item, key_column).and_then(|k| by_key.remove(&k)).unwrap_or_else(no_result);
             (*i, verdict)
         })
         .collect()

@@ -41,7 +41,8 @@ pub struct Write {
 pub struct InDoubt {
     /// When the first such attempt was claimed (seconds since 1970, UTC): the record, if created, is not older.
     pub since: i64,
-    /// The whole row as each unanswered attempt may have sent it (after each change in doubt, in log order).
+    /// The whole row as each unanswered attempt may have sent it (after each change from the first in doubt on, in
+    /// log order).
     pub sent: Vec<Values>,
 }
 
@@ -127,9 +128,11 @@ fn merge_record(changes: &[&Change]) -> Planned {
         if let Some(since) = c.in_doubt_since {
             let doubt = in_doubt.get_or_insert_with(|| InDoubt { since, sent: Vec::new() });
             doubt.since = doubt.since.min(since);
-            if c.action != Action::Delete {
-                doubt.sent.push(row.clone());
-            }
+        }
+        // An unanswered attempt may have carried any later change of the record too (claimed with it, its doubt
+        // not recorded when the worker died first): each row from the first change in doubt on is a candidate.
+        if let Some(doubt) = in_doubt.as_mut().filter(|_| c.action != Action::Delete) {
+            doubt.sent.push(row.clone());
         }
     }
     // A delete of a record whose insert is in doubt is not nothing: the insert may have reached Salesforce, and the
@@ -188,6 +191,16 @@ mod tests {
             retried: false,
             deleted_later: false,
         }
+    }
+
+    #[test]
+    fn an_insert_in_doubt_may_have_been_sent_with_any_later_change() {
+        let mut insert = change(1, 7, Action::Insert, vals(&[("name", Some("a"))]), Values::new(), None);
+        insert.in_doubt_since = Some(100);
+        let update = change(2, 7, Action::Update, vals(&[("name", Some("b"))]), vals(&[("name", Some("a"))]), None);
+        let Some(Planned::Send(w)) = merge(&[insert, update]).pop() else { panic!("a write") };
+        let sent: Vec<_> = w.in_doubt.expect("in doubt").sent.iter().map(|r| r["name"].clone()).collect();
+        assert_eq!(sent, [Some("a".to_string()), Some("b".to_string())]);
     }
 
     #[test]

@@ -371,6 +371,11 @@ fn job_write_outcome(
             out.log[start..].iter_mut().for_each(|l| l.in_doubt = true);
         }
         Verdict::Unsent => out.log.extend(each(ids, LogState::New, None, attempts, None)),
+        // In flight until the job is over: the attempt is counted by its outcome.
+        Verdict::Queued { job } => {
+            let note = format!("in Bulk job {job}: Salesforce is processing it");
+            out.log.extend(each(ids, LogState::Pending, Some(note), attempts, None));
+        }
         // Settled above.
         Verdict::Blocked { .. } => out.log.extend(each(ids, LogState::New, None, attempts, Some(PARENT_WAIT))),
     }

@@ -471,24 +471,7 @@ impl Plan {
             let job = &mut self.jobs[i];
             // The table's name as `tables` holds it: the key borrows from there, not from the job taken apart here.
             let Some((table, t)) = tables.get_key_value(&job.table) else { continue };
-            let (kind, tag, item) = match &mut job.op {
-                Operation::Create(r) => (CallKind::Create, 0, Value::Object(std::mem::take(r))),
-                Operation::Update(r) => (CallKind::Update, 1, Value::Object(std::mem::take(r))),
-                Operation::Upsert(r) => (
-                    CallKind::Upsert {
-                        object: t.target.sobject.clone(),
-                        field: t.target.upsert_field.clone().unwrap_or_default(),
-                    },
-                    2,
-                    Value::Object(std::mem::take(r)),
-                ),
-                Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
-                Operation::Skip
-                | Operation::Refuse(_)
-                | Operation::Recheck(_)
-                | Operation::Superseded(_)
-                | Operation::Wait(..) => continue,
-            };
+            let Some((kind, tag, item)) = take_item(job, t) else { continue };
             let links: Vec<(usize, String, usize)> =
                 std::mem::take(&mut job.links).into_iter().map(|l| (i, l.field, l.parent)).collect();
             job.write.values = Values::new();
@@ -532,6 +515,53 @@ impl Plan {
             }
         }
         batches.extend(alone);
+        batches
+    }
+}
+
+/// Moves a job's record out of it as the item of a call: its kind, a tag grouping calls of one kind, and the record
+/// (an id for deletes). `None` for jobs settled without a call.
+fn take_item(job: &mut Job, t: &Table) -> Option<(CallKind, u8, Value)> {
+    Some(match &mut job.op {
+        Operation::Create(r) => (CallKind::Create, 0, Value::Object(std::mem::take(r))),
+        Operation::Update(r) => (CallKind::Update, 1, Value::Object(std::mem::take(r))),
+        Operation::Upsert(r) => (
+            CallKind::Upsert {
+                object: t.target.sobject.clone(),
+                field: t.target.upsert_field.clone().unwrap_or_default(),
+            },
+            2,
+            Value::Object(std::mem::take(r)),
+        ),
+        Operation::Delete(id) => (CallKind::Delete, 3, Value::String(id.clone())),
+        Operation::Skip
+        | Operation::Refuse(_)
+        | Operation::Recheck(_)
+        | Operation::Superseded(_)
+        | Operation::Wait(..) => return None,
+    })
+}
+
+impl Plan {
+    /// Every job's record as a call would carry it, grouped into one batch per sObject and kind (no size limits):
+    /// what a Bulk job's results are matched against once the job is over (`delivery::bulk::verdicts_for`).
+    pub fn items_by_call(&mut self, tables: &HashMap<String, Table>) -> Vec<Batch> {
+        let mut batches: Vec<Batch> = Vec::new();
+        for (i, job) in self.jobs.iter_mut().enumerate() {
+            let Some(t) = tables.get(&job.table) else { continue };
+            let Some((kind, _, item)) = take_item(job, t) else { continue };
+            let sobject = t.target.sobject.clone();
+            match batches.iter_mut().find(|b| b.kind == kind && b.bulk.as_deref() == Some(sobject.as_str())) {
+                Some(b) => b.items.push((i, item)),
+                None => batches.push(Batch {
+                    kind,
+                    items: vec![(i, item)],
+                    bytes: 0,
+                    links: Vec::new(),
+                    bulk: Some(sobject),
+                }),
+            }
+        }
         batches
     }
 }

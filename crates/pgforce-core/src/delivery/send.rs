@@ -42,6 +42,9 @@ pub enum Verdict {
     /// Sent, but never answered because Salesforce became unreachable: no cost to the record, yet it may have been
     /// applied.
     Unanswered,
+    /// Uploaded in this Bulk job, which Salesforce runs on its own: the record's outcome is read from the job's
+    /// results once it is over (`delivery::bulk::verdicts_for`); until then its change stays in flight.
+    Queued { job: String },
     /// Not sent: the parent (by key) whose id a lookup needs was not written. `failed`: it failed for good, with
     /// this message; otherwise it will be tried again, and so will this one.
     Blocked { parent: usize, failed: Option<String> },
@@ -58,9 +61,9 @@ pub struct Delivery {
 /// Receives the verdicts of each request as it completes (from the sending threads).
 pub type Report<'a> = &'a (dyn Fn(Vec<(usize, Verdict)>) + Sync);
 
-/// Keeps the id of a Bulk job just created where a restarted worker finds it (`true` once kept): its records are
-/// uploaded only then, so a job that may run is always known.
-pub type KeepJob<'a> = &'a (dyn Fn(&str) -> bool + Sync);
+/// Keeps the id of a Bulk job just created, with the item keys it carries, where a restarted worker finds them
+/// (`true` once kept): its records are uploaded only then, so a job that may run is always known.
+pub type KeepJob<'a> = &'a (dyn Fn(&str, &[usize]) -> bool + Sync);
 
 /// Sends waves in order (each wave's calls concurrently), so a later wave's records can reference records the
 /// earlier waves created, and reports each request's verdicts as it completes. After connection trouble nothing
@@ -142,7 +145,7 @@ fn fill_links(wave: &mut [Batch], answers: &HashMap<usize, Verdict>) -> Vec<(usi
 pub fn deliver(client: &Client, batches: Vec<Batch>, concurrency: usize) -> Delivery {
     let verdicts = Mutex::new(Vec::new());
     let report = |v: Vec<(usize, Verdict)>| lock(&verdicts).extend(v);
-    let trouble = send_wave(client, batches, concurrency, &AtomicBool::new(false), &report, &|_| true);
+    let trouble = send_wave(client, batches, concurrency, &AtomicBool::new(false), &report, &|_, _| true);
     Delivery { verdicts: verdicts.into_inner().unwrap_or_else(|p| p.into_inner()), trouble }
 }
 
@@ -168,7 +171,7 @@ fn send_wave(
                 }
                 let mut local = Delivery::default();
                 if batch.bulk.is_some() {
-                    super::bulk::send(client, &batch, abort, keep_job, &mut local);
+                    super::bulk::send(client, &batch, keep_job, &mut local);
                 } else {
                     send_split(client, &batch.kind, &batch.items, false, &mut local);
                 }
