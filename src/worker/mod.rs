@@ -62,6 +62,8 @@ const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `PARENT_CLAIMS` times `pgforce.batch_size` rows.
 const MAX_PARENT_ROUNDS: usize = 100;
 const PARENT_CLAIMS: i64 = 4;
+/// Recording a finished Bulk job's results is begun at most this many times.
+const MAX_FINISH_TRIES: u32 = 3;
 /// Pause after a cycle that failed inside the worker (a database error or a bug).
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// While another server's identity is recorded (or another worker holds the lock), how often the worker looks again.
@@ -193,6 +195,8 @@ struct Worker {
     bulk_tables: HashMap<String, String>,
     /// The end of the pause pacing by budget set after the last delivery.
     paced_until: Option<Instant>,
+    /// Per finished Bulk job: how many times recording its results was begun.
+    bulk_finish_tries: HashMap<String, u32>,
 }
 
 impl Worker {
@@ -224,6 +228,7 @@ impl Worker {
             bulk_polls: HashMap::new(),
             bulk_tables: HashMap::new(),
             paced_until: None,
+            bulk_finish_tries: HashMap::new(),
         }
     }
 
@@ -394,13 +399,14 @@ impl Worker {
                 Ok((JobState::Open, _)) => {
                     self.count_bulk_calls(&id, 1);
                     match bulk::abort_job(&client, &id) {
-                        Ok(()) => self.release_bulk_job(&id),
+                        // Never closed, it never ran: its changes go again at no cost.
+                        Ok(()) => self.release_bulk_job(&id, false),
                         Err(_) => self.schedule_bulk_poll(&id),
                     }
                 }
                 Ok(_) => self.schedule_bulk_poll(&id),
                 // Gone (deleted, or of another org): its changes go again, in doubt.
-                Err(CallError::Rejected { status: 404, .. }) => self.release_bulk_job(&id),
+                Err(CallError::Rejected { status: 404, .. }) => self.release_bulk_job(&id, true),
                 Err(e @ (CallError::Unavailable(_) | CallError::Unauthorized(_))) => {
                     // Looked at again once Salesforce answers; delivery reports the trouble.
                     pgrx::debug1!("pgforce: cannot look at Bulk job {id}: {e}");
@@ -419,13 +425,28 @@ impl Worker {
     /// would be recorded (the changes are read back and planned again to match them by key), then forgets it.
     fn finish_bulk_job(&mut self, config: &Config, client: &Client, id: &str, job_error: Option<String>) {
         self.count_bulk_calls(id, 3);
-        let results = match bulk::results(client, id) {
+        let results = bulk::results(client, id);
+        if let Err(e @ (CallError::Unavailable(_) | CallError::Unauthorized(_))) = &results {
+            // Read once Salesforce answers again; delivery reports the trouble.
+            pgrx::debug1!("pgforce: cannot read the results of Bulk job {id}: {e}");
+            return self.schedule_bulk_poll(id);
+        }
+        // Results that cannot be read or recorded (an error, a bug) are tried a bounded number of times, then the
+        // job's changes go again, each at the cost of an attempt: never a loop.
+        let tries = self.bulk_finish_tries.entry(id.to_string()).or_default();
+        *tries += 1;
+        if *tries > MAX_FINISH_TRIES {
+            pgrx::warning!("pgforce: the results of Bulk job {id} could not be recorded; its changes go again");
+            return self.release_bulk_job(id, true);
+        }
+        self.schedule_bulk_poll(id);
+        let results = match results {
             Ok(results) => results,
             // Salesforce keeps results for days; gone, the changes go again, in doubt.
-            Err(CallError::Rejected { status: 404, .. }) => return self.release_bulk_job(id),
+            Err(CallError::Rejected { status: 404, .. }) => return self.release_bulk_job(id, true),
             Err(e) => {
                 pgrx::warning!("pgforce: cannot read the results of Bulk job {id} (reading again later): {e}");
-                return self.schedule_bulk_poll(id);
+                return;
             }
         };
         self.set_step(Step::Recording);
@@ -454,18 +475,20 @@ impl Worker {
             return self.schedule_bulk_poll(id);
         }
         // Changes the results could not be matched with (none, normally) go again, in doubt.
-        self.release_bulk_job(id);
+        self.release_bulk_job(id, true);
     }
 
-    /// Forgets a Bulk job; its changes still in flight go back to the queue, in doubt.
-    fn release_bulk_job(&mut self, id: &str) {
+    /// Forgets a Bulk job; its changes still in flight go back to the queue, in doubt (`cost`: each at the cost of
+    /// an attempt).
+    fn release_bulk_job(&mut self, id: &str, cost: bool) {
         let released = self.with_statements(|c, st| {
-            c.update(&st.release_bulk_job, None, &[DatumWithOid::from(id)])?;
+            c.update(&st.release_bulk_job, None, &[DatumWithOid::from(id), DatumWithOid::from(cost)])?;
             Ok(())
         });
         match released {
             Ok(()) => {
                 self.bulk_polls.remove(id);
+                self.bulk_finish_tries.remove(id);
             }
             Err(e) => {
                 pgrx::warning!("pgforce: cannot forget Bulk job {id} (trying again later): {e}");

@@ -118,7 +118,8 @@ pub struct Statements {
     pub parent_states: OwnedPreparedStatement,
     /// `$1 text` id, `$2 bigint[]` log ids: keeps the id of a Bulk job just created and marks its entries.
     pub keep_bulk_job: OwnedPreparedStatement,
-    /// `$1 text`: forgets a Bulk job; its entries still in flight go back to the queue, in doubt.
+    /// `$1 text`, `$2 boolean` cost: forgets a Bulk job; its entries still in flight go back to the queue, in doubt
+    /// (at the cost of an attempt when `$2`).
     pub release_bulk_job: OwnedPreparedStatement,
     /// `$1 text`: the entries in flight in a Bulk job, locked, read as a claim reads them (`queue_sql`).
     pub job_entries: OwnedPreparedStatement,
@@ -667,10 +668,11 @@ impl Statements {
                     "WITH forgotten AS (DELETE FROM {schema}._bulk_jobs WHERE id::text {EQ} $1)
                      UPDATE {log}
                         SET state = '{new}', bulk_job = NULL, in_doubt_since = coalesce(in_doubt_since, updated_at),
+                            attempts = attempts {PLUS} CASE WHEN $2 THEN 1 ELSE 0 END,
                             next_attempt_at = pg_catalog.now(), updated_at = pg_catalog.now()
                       WHERE bulk_job::text {EQ} $1 AND state {EQ} '{pending}'"
                 ),
-                &[TEXT],
+                &[TEXT, pg_sys::BOOLOID],
             )?,
             job_entries: prepare(client, &job_entries_sql(schema), &[TEXT])?,
             bulk_jobs: prepare(client, &format!("SELECT id::text FROM {schema}._bulk_jobs ORDER BY created_at"), &[])?,

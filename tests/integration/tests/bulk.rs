@@ -7,8 +7,11 @@ use pgforce_integration::{open_entries, wait_for, Cluster, Salesforce};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn setup(sf: &Salesforce) -> Cluster {
-    let cluster = Cluster::start_with(true, &sf.settings());
+/// A cluster with `public.contact` mapped (paused: resumed once its backlog is in); `extra` settings.
+fn setup(sf: &Salesforce, extra: &[&str]) -> Cluster {
+    let mut settings = sf.settings();
+    settings.extend(extra.iter().map(|s| s.to_string()));
+    let cluster = Cluster::start_with(true, &settings);
     cluster
         .admin()
         .batch_execute(
@@ -38,7 +41,7 @@ fn calls(sf: &Salesforce, kind: &str) -> u64 {
 #[test]
 fn a_backlog_goes_through_the_bulk_api_and_ends_as_through_collections() {
     let sf = Salesforce::start();
-    let cluster = setup(&sf);
+    let cluster = setup(&sf, &[]);
     let mut c = cluster.admin();
     sf.admin(
         "PUT",
@@ -91,7 +94,7 @@ fn a_backlog_goes_through_the_bulk_api_and_ends_as_through_collections() {
 fn a_worker_killed_during_a_bulk_job_records_its_results_after_restart_without_sending_again() {
     // Jobs take a while: the server goes down while one runs.
     let sf = Salesforce::start_with(fakeforce::Config { bulk_processing_ms: 4000, ..Default::default() });
-    let cluster = setup(&sf);
+    let cluster = setup(&sf, &[]);
     let mut c = cluster.admin();
     c.batch_execute(
         "INSERT INTO public.contact (lastname, external_id__c) SELECT 'Row ' || g, 'K-' || g FROM generate_series(1, 5000) g;
@@ -125,7 +128,7 @@ fn a_worker_killed_during_a_bulk_job_records_its_results_after_restart_without_s
 fn small_changes_flow_while_a_bulk_job_runs_and_its_records_wait_for_it() {
     // A job Salesforce takes 15 seconds over.
     let sf = Salesforce::start_with(fakeforce::Config { bulk_processing_ms: 15_000, ..Default::default() });
-    let cluster = setup(&sf);
+    let cluster = setup(&sf, &[]);
     let mut c = cluster.admin();
     c.batch_execute(
         "CREATE TABLE public.lead (id serial PRIMARY KEY, lastname text, company text);
@@ -173,17 +176,13 @@ fn under_a_tight_api_budget_a_smaller_backlog_goes_as_a_bulk_job() {
     let sf = Salesforce::start();
     // 90% of the calls used: above pgforce.max_api_usage, the worker paces itself (a short pace: a million left).
     sf.admin("PUT", "/api-usage", serde_json::json!({"used": 9_000_000, "limit": 10_000_000}));
-    let mut settings = sf.settings();
-    settings.push("pgforce.max_api_usage = 0.5".into());
-    let cluster = Cluster::start_with(true, &settings);
+    let cluster = setup(&sf, &["pgforce.max_api_usage = 0.5"]);
     let mut c = cluster.admin();
     c.batch_execute(
-        "CREATE EXTENSION pgforce CASCADE;
-         CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
-         SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');
-         INSERT INTO public.contact (lastname, external_id__c) VALUES ('First', 'T-0');",
+        "INSERT INTO public.contact (lastname, external_id__c) VALUES ('First', 'T-0');
+         SELECT salesforce.resume('public.contact');",
     )
-    .expect("setup");
+    .expect("first row");
     wait_for(WAIT, "throttling", || {
         let s: String = c
             .query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
