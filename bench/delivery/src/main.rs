@@ -177,9 +177,12 @@ fn accounts(rows: i64, hierarchy: bool) -> (f64, u64) {
 
 fn main() {
     let rows: i64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    // PGFORCE_BENCH_ONLY=hierarchy runs the last measurement alone.
-    let only_hierarchy = std::env::var("PGFORCE_BENCH_ONLY").is_ok_and(|v| v == "hierarchy");
-    if !only_hierarchy {
+    // PGFORCE_BENCH_ONLY=hierarchy runs the last measurement alone; PGFORCE_BENCH_ONLY=bulk the Bulk comparison.
+    let only = std::env::var("PGFORCE_BENCH_ONLY").unwrap_or_default();
+    if only == "bulk" {
+        return bulk_vs_collections(rows);
+    }
+    if only != "hierarchy" {
         other_measurements(rows);
     }
     let accounts_n = (rows / 2).max(1000);
@@ -208,6 +211,10 @@ fn other_measurements(rows: i64) {
             peak / 1024
         );
     }
+    bulk_vs_collections(rows);
+}
+
+fn bulk_vs_collections(rows: i64) {
     for call_ms in [0, 100] {
         let n = rows * 2;
         let (bulk_secs, bulk_calls) = backlog(n, call_ms, true);
