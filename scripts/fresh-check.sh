@@ -29,6 +29,7 @@ work=$(mktemp -d /tmp/pgforce-fresh.XXXXXX)
 chmod 755 "$work"   # the postgres OS user must reach clusters under the clone
 cleanup() { $keep || rm -rf "$work"; }
 trap cleanup EXIT
+rev=$(git rev-parse --short HEAD)   # what is cloned; HEAD may move while the check runs
 git clone -q . "$work/pgforce"
 if $empty; then
     # A pristine cache and prefix; ~/.pgrx/config.toml is rewritten to point at them (setup fixes it on the next
@@ -69,7 +70,7 @@ fi
 if [ $status = 0 ] && $tests; then run_step tests scripts/test.sh || status=1; fi
 
 echo
-echo "fresh check of $(git rev-parse --short HEAD) in $work/pgforce$($empty && echo ', empty caches'):"
+echo "fresh check of $rev in $work/pgforce$($empty && echo ', empty caches'):"
 printf '  %s\n' "${summary[@]}"
 $keep && echo "  logs kept in $work"
 exit $status
