@@ -33,6 +33,8 @@ pub struct Config {
     pub objects: Vec<ObjectDef>,
     pub builtin_objects: bool,
     pub faults: Vec<FaultRule>,
+    /// How many of the last write calls `GET /fakeforce/admin/writes` keeps (method, path, query, body, arrival).
+    pub writes_kept: usize,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             objects: Vec::new(),
             builtin_objects: true,
             faults: Vec::new(),
+            writes_kept: 1000,
         }
     }
 }

@@ -79,6 +79,13 @@ pub struct FaultRule {
     /// Fire at most this many times, then stay quiet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u64>,
+    /// Let this many matching requests (or records) pass before firing: `after = 1` spares the first call and hits
+    /// the one that follows (a call sent again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// How many matching requests (or records) were let pass for `after`.
+    #[serde(default)]
+    pub passed: u64,
     pub effect: Effect,
     #[serde(default)]
     pub fired: u64,
@@ -87,6 +94,15 @@ pub struct FaultRule {
 impl FaultRule {
     fn spent(&self) -> bool {
         self.times.is_some_and(|t| self.fired >= t)
+    }
+
+    /// Counts one match against `after`: true while matches are still let pass.
+    fn let_pass(&mut self) -> bool {
+        let pass = self.after.is_some_and(|a| self.passed < a);
+        if pass {
+            self.passed += 1;
+        }
+        pass
     }
 
     fn scope_matches(&self, object: Option<&str>, op: Operation) -> bool {
@@ -174,7 +190,10 @@ impl Faults {
             if rule.field.is_some() && !records.iter().any(|r| rule.value_matches(&|f| field_of(r, f))) {
                 continue;
             }
-            let rate = rule.rate;
+            if self.rules[i].let_pass() {
+                continue;
+            }
+            let rate = self.rules[i].rate;
             if !self.roll(rate) {
                 continue;
             }
@@ -222,7 +241,10 @@ impl Faults {
             {
                 continue;
             }
-            let rate = rule.rate;
+            if self.rules[i].let_pass() {
+                continue;
+            }
+            let rate = self.rules[i].rate;
             if !self.roll(rate) {
                 continue;
             }
@@ -269,9 +291,17 @@ mod tests {
             contains: None,
             rate: None,
             times: None,
+            after: None,
+            passed: 0,
             effect,
             fired: 0,
         }
+    }
+
+    fn once_after_one() -> FaultRule {
+        let mut r = rule(Effect::Http { status: 503, error_code: "SERVER_UNAVAILABLE".into(), message: "down".into() });
+        r.after = Some(1);
+        r
     }
 
     #[test]
@@ -282,6 +312,12 @@ mod tests {
         let mut f = Faults::new(7, vec![once], (0, 0));
         assert!(f.for_request(None, Operation::Create, &[]).error.is_some());
         assert!(f.for_request(None, Operation::Create, &[]).error.is_none());
+
+        let mut second = once_after_one();
+        second.times = Some(1);
+        let mut f = Faults::new(7, vec![second], (0, 0));
+        let errors: Vec<bool> = (0..3).map(|_| f.for_request(None, Operation::Create, &[]).error.is_some()).collect();
+        assert_eq!(errors, [false, true, false], "after = 1 spares the first call only");
 
         let mut half = rule(Effect::DropAfterCommit);
         half.rate = Some(0.5);

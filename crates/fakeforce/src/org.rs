@@ -71,13 +71,10 @@ pub struct State {
     pub jobs: BTreeMap<String, Job>,
     pub cursors: HashMap<String, (String, VecDeque<Value>)>,
     pub serial: u64,
-    /// The last `WRITES_KEPT` write calls as they arrived (method, path, query, body), for tests that compare what
-    /// was sent with what was expected (`GET /fakeforce/admin/writes`).
+    /// The last `Config::writes_kept` write calls as they arrived (method, path, query, body, arrival), for tests
+    /// that compare what was sent with what was expected (`GET /fakeforce/admin/writes`).
     pub writes: VecDeque<Value>,
 }
-
-/// How many write calls `State::writes` keeps.
-pub const WRITES_KEPT: usize = 1000;
 
 impl State {
     pub fn random_token(&mut self, len: usize) -> String {

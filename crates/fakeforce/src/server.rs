@@ -262,8 +262,9 @@ async fn data_call(
             let query: serde_json::Map<String, Value> =
                 call.query.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
             let path = format!("/services/data/{version}/{}", rest.join("/"));
-            st.writes.push_back(json!({"method": call.method.as_str(), "path": path, "query": query, "body": body}));
-            if st.writes.len() > crate::org::WRITES_KEPT {
+            st.writes.push_back(json!({"method": call.method.as_str(), "path": path, "query": query, "body": body,
+                "at": crate::values::now_datetime()}));
+            if st.writes.len() > org.config.writes_kept {
                 st.writes.pop_front();
             }
         }

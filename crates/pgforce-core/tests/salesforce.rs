@@ -222,6 +222,28 @@ fn a_record_that_fails_when_its_lost_request_is_sent_again_stays_in_doubt() {
 }
 
 #[test]
+fn a_lost_request_sent_again_into_an_outage_is_unanswered_not_unsent() {
+    let ff = FakeForce::start(Config::default()).expect("fakeforce");
+    let client = Client::new(settings(&ff));
+    // The first request is applied and its answer lost; sent again, it meets maintenance (503). The records were
+    // created by the first request: "not sent" would let a later change of the row forget them.
+    admin(
+        &ff,
+        "PUT",
+        "/faults",
+        json!([
+            {"operation": "upsert", "times": 1, "effect": {"type": "drop_after_commit"}},
+            {"operation": "upsert", "after": 1, "times": 1,
+             "effect": {"type": "http", "status": 503, "error_code": "SERVER_UNAVAILABLE", "message": "maintenance"}}
+        ]),
+    );
+    let d = deliver(&client, vec![upsert_batch(vec![contact("a", "L1"), contact("b", "L2")])], 1);
+    assert!(matches!(d.trouble, Some(CallError::Unavailable(_))), "{:?}", d.trouble);
+    assert_eq!(d.verdicts.len(), 2);
+    assert!(d.verdicts.iter().all(|(_, v)| *v == Verdict::Unanswered), "{:?}", d.verdicts);
+}
+
+#[test]
 fn a_request_that_fails_while_salesforce_answers_costs_its_records_an_attempt_and_an_outage_costs_nothing() {
     let ff = FakeForce::start(Config::default()).expect("fakeforce");
     let mut s = settings(&ff);

@@ -295,6 +295,7 @@ fn text(v: &Value) -> Option<String> {
 fn run(seed: u64, ops: usize, variant: &Variant) {
     let mut config = fakeforce::Config::default();
     config.objects.push(item_object());
+    config.writes_kept = 100_000; // every write call of the run, for the history a failure prints
     let sf = Salesforce::start_with(config);
     let mut settings = sf.settings();
     settings.extend([
@@ -421,6 +422,30 @@ fn run(seed: u64, ops: usize, variant: &Variant) {
                 ) = (e.get(0), e.get(1), e.get(2), e.get(3), e.get(4), e.get(5), e.get(6));
                 history.push_str(&format!(
                     "\n  {ext}: log {id} {action} row {record} {state} sfid {sfid:?} attempts {attempts} {message}"
+                ));
+            }
+        }
+        // And the write calls that carried them, as fakeforce received them.
+        let writes = sf.admin("GET", "/writes", Value::Null);
+        for r in &unknown {
+            let ext = r["Ext__c"].as_str().unwrap_or_default();
+            let quoted = format!("\"{ext}\"");
+            for w in writes.as_array().into_iter().flatten() {
+                let records: Vec<&Value> = match w["body"]["records"].as_array() {
+                    Some(list) => list.iter().filter(|r| r.to_string().contains(&quoted)).collect(),
+                    None if w.to_string().contains(&quoted) => vec![&w["body"]],
+                    None => continue,
+                };
+                if records.is_empty() && !w["path"].as_str().unwrap_or_default().ends_with(&format!("/{ext}")) {
+                    continue;
+                }
+                let ids: Vec<String> = records.iter().map(|r| format!("Id {} Ext {}", r["Id"], r["Ext__c"])).collect();
+                history.push_str(&format!(
+                    "\n  {ext}: call at {} {} {} {}",
+                    w["at"].as_str().unwrap_or("-"),
+                    w["method"].as_str().unwrap_or("-"),
+                    w["path"].as_str().unwrap_or("-"),
+                    ids.join(", ")
                 ));
             }
         }

@@ -191,7 +191,7 @@ fn send_wave(
 /// already and stays in doubt.
 fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], maybe_applied: bool, out: &mut Delivery) {
     if out.trouble.is_some() {
-        out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+        out.verdicts.extend(items.iter().map(|(k, _)| (*k, not_sent(maybe_applied))));
         return;
     }
     let records: Vec<&Value> = items.iter().map(|(_, v)| v).collect();
@@ -256,10 +256,21 @@ fn send_split(client: &Client, kind: &CallKind, items: &[(usize, Value)], maybe_
             out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unanswered)));
             out.trouble = Some(CallError::Unavailable(format!("{code}: {message}")));
         }
+        // Not sent now; but if an earlier call with these records lost its answer, they may be in Salesforce.
         Err(e) => {
-            out.verdicts.extend(items.iter().map(|(k, _)| (*k, Verdict::Unsent)));
+            out.verdicts.extend(items.iter().map(|(k, _)| (*k, not_sent(maybe_applied))));
             out.trouble = Some(e);
         }
+    }
+}
+
+/// The verdict of records not sent because of connection trouble: `Unsent`, unless an earlier call with them lost
+/// its answer (`maybe_applied`), which leaves them `Unanswered` (in doubt, at no cost).
+fn not_sent(maybe_applied: bool) -> Verdict {
+    if maybe_applied {
+        Verdict::Unanswered
+    } else {
+        Verdict::Unsent
     }
 }
 
