@@ -216,6 +216,47 @@ fn insert_then_delete_sends_nothing_and_delete_then_reinsert_sends_both() {
 }
 
 #[test]
+fn an_update_of_a_row_deleted_and_inserted_again_since_goes_to_no_other_record() {
+    // Ordered writes: a row's update waits for its insert. While the insert is on its way the row is deleted and
+    // inserted again; the update (logged without an sfid) must not take the new row's place: sent as an upsert by
+    // its own key, it created a record no row knows (the model test's long mode, seeds 10 and 18).
+    let sf = Salesforce::start();
+    sf.admin(
+        "PUT",
+        "/faults",
+        serde_json::json!([{"operation": "upsert", "times": 1, "effect": {"type": "latency", "ms": 1500}}]),
+    );
+    let cluster = contact_cluster(&sf, true);
+    let mut c = cluster.admin();
+    // One change per claim: the update is claimed without the delete that follows it (as when a claim's end falls
+    // between them, or the delete commits after the claim).
+    c.batch_execute("ALTER SYSTEM SET pgforce.write_algorithm = 'ordered'").expect("ordered");
+    c.batch_execute("ALTER SYSTEM SET pgforce.batch_size = 1").expect("batch size");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    std::thread::sleep(Duration::from_millis(300));
+    c.batch_execute("INSERT INTO public.contact VALUES (1, 'A', 'K-1')").expect("insert");
+    c.batch_execute("UPDATE public.contact SET external_id__c = 'K-2', lastname = 'B' WHERE id = 1").expect("update");
+    wait_for(WAIT, "the insert on its way", || {
+        let pending: i64 = c
+            .query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'PENDING'", &[])
+            .expect("pending")
+            .get(0);
+        (pending == 1).then_some(())
+    });
+    c.batch_execute(
+        "BEGIN; DELETE FROM public.contact WHERE id = 1; INSERT INTO public.contact VALUES (1, 'C', 'K-3'); COMMIT;",
+    )
+    .expect("delete and insert again");
+    wait_for(Duration::from_secs(20), "the queue drained", || (open_entries(&mut c) == 0).then_some(()));
+    let live = sf.live("Contact");
+    assert_eq!(live.len(), 1, "only the new row's record is live: {live:?}");
+    assert_eq!(live[0]["External_Id__c"], "K-3");
+    assert_eq!(live[0]["LastName"], "C");
+    let now: String = c.query_one("SELECT sfid::text FROM public.contact WHERE id = 1", &[]).expect("sfid").get(0);
+    assert_eq!(live[0]["Id"].as_str(), Some(now.as_str()));
+}
+
+#[test]
 fn a_retried_failure_never_overwrites_a_newer_delivered_change() {
     let sf = Salesforce::start();
     let cluster = contact_cluster(&sf, false);

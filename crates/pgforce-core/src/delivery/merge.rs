@@ -36,6 +36,18 @@ pub struct Write {
     pub deleted_later: bool,
 }
 
+impl Write {
+    /// Whether planning takes something of the row there now: a retried write its current values, an update
+    /// without a Salesforce id its current sfid (`delivery::plan::Plan::deletes_wanted`).
+    pub fn reads_current_row(&self) -> bool {
+        match self.kind {
+            WriteKind::Delete => false,
+            WriteKind::Insert => self.retried,
+            WriteKind::Update => self.retried || self.sfid.is_none(),
+        }
+    }
+}
+
 /// What an earlier, unanswered attempt may have created.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InDoubt {

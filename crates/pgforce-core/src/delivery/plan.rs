@@ -258,14 +258,13 @@ pub fn plan(claimed: &Claimed) -> Plan {
 }
 
 impl Plan {
-    /// Per table, the records whose write was tried before and is sent with the row's current values.
-    /// Per table, the retried writes (record id, last log id) not known to be followed by a delete: whether one was
-    /// logged since (and perhaps processed) is asked of the log.
+    /// Per table, the writes (record id, last log id) that take something of the row there now and are not known
+    /// to be followed by a delete: whether one was logged since (and perhaps processed, or not claimed with them)
+    /// is asked of the log. A retried write takes the row's current values; an update without a Salesforce id takes
+    /// the row's current sfid. If the row was deleted since, the row there now (inserted again) is another one.
     pub fn deletes_wanted(&self) -> HashMap<String, Vec<(i64, i64)>> {
         let mut out: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-        for j in
-            self.jobs.iter().filter(|j| j.write.retried && !j.write.deleted_later && j.write.kind != WriteKind::Delete)
-        {
+        for j in self.jobs.iter().filter(|j| j.write.reads_current_row() && !j.write.deleted_later) {
             let last = j.write.log_ids.last().copied().unwrap_or_default();
             out.entry(j.table.clone()).or_default().push((j.write.record_id, last));
         }
@@ -275,7 +274,7 @@ impl Plan {
     /// Marks the writes of these rows (per table) as followed by a delete.
     pub fn mark_deleted_later(&mut self, deleted: &HashMap<String, std::collections::HashSet<i64>>) {
         for j in self.jobs.iter_mut() {
-            if deleted.get(&j.table).is_some_and(|d| d.contains(&j.write.record_id)) && j.write.retried {
+            if deleted.get(&j.table).is_some_and(|d| d.contains(&j.write.record_id)) && j.write.reads_current_row() {
                 j.write.deleted_later = true;
             }
         }
@@ -920,6 +919,13 @@ mod tests {
         ordered.changes.insert("contact".into(), crate::delivery::merge::first_per_record(changes));
         let mut p = plan(&ordered);
         p.decide(&ordered.tables, &found, ORDERED);
+        assert!(matches!(&p.jobs[0].op, Operation::Superseded(_)), "{:?}", p.jobs[0].op);
+        // The same when the delete was not claimed with it (the claim ended before it, or it committed later): the
+        // log is asked whether a delete followed, and the answer counts like a claimed delete.
+        let mut p = plan(&claimed);
+        assert_eq!(p.deletes_wanted(), HashMap::from([("contact".to_string(), vec![(9, 5)])]));
+        p.mark_deleted_later(&HashMap::from([("contact".to_string(), [9].into())]));
+        p.decide(&claimed.tables, &found, ORDERED);
         assert!(matches!(&p.jobs[0].op, Operation::Superseded(_)), "{:?}", p.jobs[0].op);
         // The row is there without an sfid (its insert failed): Merged writes send the whole row.
         let mut p = plan(&claimed);
