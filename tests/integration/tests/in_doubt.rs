@@ -120,3 +120,55 @@ fn an_upsert_whose_answer_was_lost_is_found_after_its_key_changed() {
     let sfid: Option<String> = c.query_one("SELECT sfid::text FROM public.item", &[]).expect("row").get(0);
     assert_eq!(sfid.as_deref(), live[0]["Id"].as_str());
 }
+
+#[test]
+fn an_update_whose_answer_was_lost_and_whose_row_was_deleted_since_leaves_no_record() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, true);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE TABLE public.item (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('public.item', 'Contact', upsert_field => 'external_id__c');",
+    )
+    .expect("mapping");
+    // The row's insert is rejected, so the row has no sfid; its update then goes as an upsert by its key.
+    sf.admin(
+        "PUT",
+        "/faults",
+        json!([{"operation": "upsert", "times": 1, "effect": {"type": "record_error",
+                "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "not yet"}}]),
+    );
+    c.batch_execute("INSERT INTO public.item (lastname, external_id__c) VALUES ('Early', 'K-1')").expect("insert");
+    wait_for(WAIT, "the insert failed", || {
+        let row = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'FAILED'", &[]).ok()?;
+        (row.get::<_, i64>(0) == 1).then_some(())
+    });
+    // The upsert is applied, its answer lost (and lost again when the client resends it at once).
+    sf.admin("PUT", "/faults", json!([{"operation": "upsert", "times": 2, "effect": {"type": "drop_after_commit"}}]));
+    c.batch_execute("UPDATE public.item SET lastname = 'Later'").expect("update");
+    wait_for(WAIT, "the update unanswered", || {
+        let row = c
+            .query_one(
+                "SELECT count(*) FROM salesforce._trigger_log
+                  WHERE action = 'UPDATE' AND state = 'NEW' AND in_doubt_since IS NOT NULL",
+                &[],
+            )
+            .ok()?;
+        (row.get::<_, i64>(0) == 1).then_some(())
+    });
+    assert_eq!(sf.live("Contact").len(), 1, "the lost attempt created the record");
+    // Deleted before the update goes again: its delete is logged without an sfid. One change per claim: the update
+    // is claimed without the delete (as when a claim's end falls between them, or the delete commits after it).
+    c.batch_execute("ALTER SYSTEM SET pgforce.write_algorithm = 'ordered'").expect("ordered");
+    c.batch_execute("ALTER SYSTEM SET pgforce.batch_size = 1").expect("batch size");
+    c.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    c.batch_execute("DELETE FROM public.item").expect("delete");
+    wait_for(WAIT, "the queue drained", || (open_entries(&mut c) == 0).then_some(()));
+    let live = sf.live("Contact");
+    assert!(live.is_empty(), "the record the lost attempt created is deleted with its row: {live:?}");
+    let update = c
+        .query_one("SELECT state::text, sf_message FROM salesforce._trigger_log WHERE action = 'UPDATE'", &[])
+        .expect("update entry");
+    assert_eq!(update.get::<_, String>(0), "SUCCESS");
+    assert!(update.get::<_, Option<String>>(1).is_some_and(|m| m.contains("deleted since")), "the entry says why");
+}

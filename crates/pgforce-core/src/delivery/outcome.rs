@@ -304,7 +304,7 @@ fn job_write_outcome(
             out.log.push(LogOutcome {
                 id: *last,
                 state: LogState::Success,
-                message: None,
+                message: job.note.clone(),
                 sfid: id.clone(),
                 attempts,
                 retry_in: None,

@@ -206,6 +206,23 @@ pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> O
     }
 }
 
+/// The note of an update turned into a delete by `row_gone`.
+const ROW_GONE_IN_DOUBT: &str =
+    "the row was deleted since: the record an unanswered attempt may have created was looked for, to be deleted";
+
+/// The operation of an update of a record with no Salesforce id whose row is gone. Sent, it would create a record
+/// of a row that no longer exists: it is superseded by the row's delete. Unless an unanswered attempt of it may have
+/// created that record (`delivery::doubt`): the row's delete, logged without an sfid, cannot remove it, so the write
+/// becomes a delete of what the search finds (nothing found: nothing to delete).
+fn row_gone(write: &mut Write) -> Operation {
+    if write.in_doubt.as_ref().is_some_and(|d| !d.sent.is_empty()) {
+        write.kind = WriteKind::Delete;
+        write.values.clear();
+        return Operation::Refuse(ROW_GONE_IN_DOUBT.into());
+    }
+    Operation::Superseded("superseded: the row was deleted since; its delete is sent on its own".into())
+}
+
 /// One write, the mapping it belongs to (by log `table_name`) and the operation it becomes.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -220,11 +237,22 @@ pub struct Job {
     pub deferred: Vec<(String, Option<String>)>,
     /// How many levels of parents go before it (0: none), as Kahn's algorithm ordered the plan.
     pub depth: usize,
+    /// Why the write went as something other than what was captured, kept as its entries' message when it succeeds.
+    pub note: Option<String>,
 }
 
 impl Job {
     pub fn new(table: String, write: Write) -> Job {
-        Job { table, write, op: Operation::Skip, adopted: false, links: Vec::new(), deferred: Vec::new(), depth: 0 }
+        Job {
+            table,
+            write,
+            op: Operation::Skip,
+            adopted: false,
+            links: Vec::new(),
+            deferred: Vec::new(),
+            depth: 0,
+            note: None,
+        }
     }
 }
 
@@ -337,8 +365,8 @@ impl Plan {
     }
 
     /// Fills in looked-up Salesforce ids (per table: record id → the row's sfid, for the rows that exist) and
-    /// decides each write's operation. An update of a record with no sfid whose row is gone is superseded by the
-    /// row's delete: sent, it would create a record of a row that no longer exists.
+    /// decides each write's operation. An update of a record with no sfid whose row is gone (deleted since, perhaps
+    /// inserted again under its id) is not sent as it was captured (`row_gone`).
     pub fn decide(
         &mut self,
         tables: &HashMap<String, Table>,
@@ -346,26 +374,21 @@ impl Plan {
         algorithm: WriteAlgorithm,
     ) {
         for j in self.jobs.iter_mut().filter(|j| !matches!(j.op, Operation::Superseded(_))) {
-            if j.write.sfid.is_none() && j.write.deleted_later && j.write.kind == WriteKind::Update {
-                // The row was deleted after this change (and may be there again, inserted anew): the row's sfid
-                // now is not this change's record's. Its delete is sent on its own.
-                j.op = Operation::Superseded(
-                    "superseded: the row was deleted since; its delete is sent on its own".into(),
-                );
-                continue;
+            if j.write.sfid.is_none() && j.write.kind == WriteKind::Update {
+                // Deleted after this change, or not there at all: the row's sfid now, if any, is another record's.
+                let gone = j.write.deleted_later
+                    || sfids.get(&j.table).is_some_and(|rows| !rows.contains_key(&j.write.record_id));
+                if gone {
+                    j.op = row_gone(&mut j.write);
+                    if j.write.kind == WriteKind::Delete {
+                        j.note = Some(ROW_GONE_IN_DOUBT.into());
+                    }
+                    continue;
+                }
             }
             if j.write.sfid.is_none() {
-                if let Some(rows) = sfids.get(&j.table) {
-                    match rows.get(&j.write.record_id) {
-                        Some(sfid) => j.write.sfid = sfid.clone(),
-                        None if j.write.kind == WriteKind::Update => {
-                            j.op = Operation::Superseded(
-                                "superseded: the row was deleted since; its delete is sent on its own".into(),
-                            );
-                            continue;
-                        }
-                        None => {}
-                    }
+                if let Some(sfid) = sfids.get(&j.table).and_then(|rows| rows.get(&j.write.record_id)) {
+                    j.write.sfid = sfid.clone();
                 }
             }
             if let Some(t) = tables.get(&j.table) {
@@ -931,5 +954,46 @@ mod tests {
         let mut p = plan(&claimed);
         p.decide(&claimed.tables, &HashMap::from([("contact".to_string(), HashMap::from([(9, None)]))]), MERGED);
         assert!(matches!(&p.jobs[0].op, Operation::Create(_)), "{:?}", p.jobs[0].op);
+    }
+
+    #[test]
+    fn an_unanswered_update_of_a_row_deleted_since_deletes_what_it_may_have_created() {
+        // An update of a row whose insert failed, sent as an upsert by its key; the answer was lost; the row was
+        // deleted (its delete logged without an sfid) before the update went again.
+        let mut claimed = Claimed::default();
+        claimed.tables.insert("item".into(), table("Contact", &["lastname", "external_id__c"], Some("external_id__c")));
+        let update = Change {
+            log_id: 5,
+            record_id: 9,
+            action: Action::Update,
+            sfid: None,
+            values: [("lastname".to_string(), Some("B".to_string()))].into(),
+            old: [("lastname".to_string(), Some("A".to_string())), ("external_id__c".to_string(), Some("K".into()))]
+                .into(),
+            attempts: 1,
+            in_doubt_since: Some(1_764_698_400),
+            retried: true,
+            deleted_later: false,
+        };
+        claimed.changes.insert("item".into(), vec![update]);
+        let mut p = plan(&claimed);
+        p.mark_deleted_later(&HashMap::from([("item".to_string(), [9].into())]));
+        let reinserted = HashMap::from([("item".to_string(), HashMap::from([(9, Some("003NEWROW".to_string()))]))]);
+        p.decide(&claimed.tables, &reinserted, ORDERED);
+        assert_eq!(p.jobs[0].write.kind, WriteKind::Delete, "{:?}", p.jobs[0].op);
+        assert_eq!(p.jobs[0].write.sfid, None, "never the sfid of the row inserted again");
+        let searches = crate::delivery::doubt::searches(&p, &claimed.tables, Some("005U"));
+        assert_eq!(searches.len(), 1, "what the attempt may have created is looked for");
+        p.settle(0, Some("003CREATED".into()));
+        assert_eq!(p.jobs[0].op, Operation::Delete("003CREATED".into()));
+        // Found nothing: nothing to delete. Not in doubt: superseded by the row's delete, as before.
+        let mut p = plan(&claimed);
+        p.decide(&claimed.tables, &HashMap::from([("item".to_string(), HashMap::new())]), ORDERED);
+        p.settle(0, None);
+        assert_eq!(p.jobs[0].op, Operation::Skip);
+        claimed.changes.get_mut("item").expect("item")[0].in_doubt_since = None;
+        let mut p = plan(&claimed);
+        p.decide(&claimed.tables, &HashMap::from([("item".to_string(), HashMap::new())]), ORDERED);
+        assert!(matches!(&p.jobs[0].op, Operation::Superseded(_)), "{:?}", p.jobs[0].op);
     }
 }
