@@ -30,6 +30,26 @@ fn sfid(c: &mut postgres::Client, id: i32) -> Option<String> {
     c.query_one("SELECT sfid::text FROM public.contact WHERE id = $1", &[&id]).ok()?.get(0)
 }
 
+/// `public.item`, mapped to Contact with `external_id__c` as its upsert field.
+fn map_keyed_item(c: &mut postgres::Client) {
+    c.batch_execute(
+        "CREATE TABLE public.item (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('public.item', 'Contact', upsert_field => 'external_id__c');",
+    )
+    .expect("mapping");
+}
+
+/// Entries of this action back in the queue in doubt (their request's answer lost).
+fn waiting_in_doubt(c: &mut postgres::Client, action: &str) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM salesforce._trigger_log
+          WHERE action::text = $1 AND state = 'NEW' AND in_doubt_since IS NOT NULL",
+        &[&action],
+    )
+    .expect("entries in doubt")
+    .get(0)
+}
+
 #[test]
 fn an_insert_whose_answer_was_lost_is_found_instead_of_created_again() {
     let sf = Salesforce::start();
@@ -97,21 +117,12 @@ fn an_upsert_whose_answer_was_lost_is_found_after_its_key_changed() {
     let sf = Salesforce::start();
     let cluster = setup(&sf, true);
     let mut c = cluster.admin();
-    c.batch_execute(
-        "CREATE TABLE public.item (id serial PRIMARY KEY, lastname text, external_id__c text);
-         SELECT salesforce.map_table('public.item', 'Contact', upsert_field => 'external_id__c');",
-    )
-    .expect("mapping");
+    map_keyed_item(&mut c);
     // The upsert is applied, its answer lost (and lost again when the client resends it at once); before the next
     // attempt, the row's key changes.
     sf.admin("PUT", "/faults", json!([{"operation": "upsert", "times": 2, "effect": {"type": "drop_after_commit"}}]));
     c.batch_execute("INSERT INTO public.item (lastname, external_id__c) VALUES ('Keyed', 'K-1')").expect("insert");
-    wait_for(WAIT, "the first attempt unanswered", || {
-        let row = c
-            .query_one("SELECT in_doubt_since IS NOT NULL AND state = 'NEW' FROM salesforce._trigger_log", &[])
-            .expect("entry");
-        row.get::<_, bool>(0).then_some(())
-    });
+    wait_for(WAIT, "the first attempt unanswered", || (waiting_in_doubt(&mut c, "INSERT") == 1).then_some(()));
     c.batch_execute("UPDATE public.item SET external_id__c = 'K-2'").expect("rekey");
     wait_for(WAIT, "the row delivered", || (open_entries(&mut c) == 0).then_some(()));
     let live = sf.live("Contact");
@@ -126,11 +137,7 @@ fn an_update_whose_answer_was_lost_and_whose_row_was_deleted_since_leaves_no_rec
     let sf = Salesforce::start();
     let cluster = setup(&sf, true);
     let mut c = cluster.admin();
-    c.batch_execute(
-        "CREATE TABLE public.item (id serial PRIMARY KEY, lastname text, external_id__c text);
-         SELECT salesforce.map_table('public.item', 'Contact', upsert_field => 'external_id__c');",
-    )
-    .expect("mapping");
+    map_keyed_item(&mut c);
     // The row's insert is rejected, so the row has no sfid; its update then goes as an upsert by its key.
     sf.admin(
         "PUT",
@@ -146,16 +153,7 @@ fn an_update_whose_answer_was_lost_and_whose_row_was_deleted_since_leaves_no_rec
     // The upsert is applied, its answer lost (and lost again when the client resends it at once).
     sf.admin("PUT", "/faults", json!([{"operation": "upsert", "times": 2, "effect": {"type": "drop_after_commit"}}]));
     c.batch_execute("UPDATE public.item SET lastname = 'Later'").expect("update");
-    wait_for(WAIT, "the update unanswered", || {
-        let row = c
-            .query_one(
-                "SELECT count(*) FROM salesforce._trigger_log
-                  WHERE action = 'UPDATE' AND state = 'NEW' AND in_doubt_since IS NOT NULL",
-                &[],
-            )
-            .ok()?;
-        (row.get::<_, i64>(0) == 1).then_some(())
-    });
+    wait_for(WAIT, "the update unanswered", || (waiting_in_doubt(&mut c, "UPDATE") == 1).then_some(()));
     assert_eq!(sf.live("Contact").len(), 1, "the lost attempt created the record");
     // Deleted before the update goes again: its delete is logged without an sfid. One change per claim: the update
     // is claimed without the delete (as when a claim's end falls between them, or the delete commits after it).

@@ -963,17 +963,13 @@ mod tests {
         let mut claimed = Claimed::default();
         claimed.tables.insert("item".into(), table("Contact", &["lastname", "external_id__c"], Some("external_id__c")));
         let update = Change {
-            log_id: 5,
-            record_id: 9,
             action: Action::Update,
-            sfid: None,
-            values: [("lastname".to_string(), Some("B".to_string()))].into(),
             old: [("lastname".to_string(), Some("A".to_string())), ("external_id__c".to_string(), Some("K".into()))]
                 .into(),
             attempts: 1,
             in_doubt_since: Some(1_764_698_400),
             retried: true,
-            deleted_later: false,
+            ..insert(5, 9, &[("lastname", "B")])
         };
         claimed.changes.insert("item".into(), vec![update]);
         let mut p = plan(&claimed);
