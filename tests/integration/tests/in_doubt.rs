@@ -33,7 +33,7 @@ fn sfid(c: &mut postgres::Client, id: i32) -> Option<String> {
 /// `public.item`, mapped to Contact with `external_id__c` as its upsert field.
 fn map_keyed_item(c: &mut postgres::Client) {
     c.batch_execute(
-        "CREATE TABLE public.item (id serial PRIMARY KEY, lastname text, external_id__c text);
+        "CREATE TABLE public.item (id serial PRIMARY KEY, lastname text, email text, external_id__c text);
          SELECT salesforce.map_table('public.item', 'Contact', upsert_field => 'external_id__c');",
     )
     .expect("mapping");
@@ -145,12 +145,16 @@ fn an_update_whose_answer_was_lost_and_whose_row_was_deleted_since_leaves_no_rec
         json!([{"operation": "upsert", "times": 1, "effect": {"type": "record_error",
                 "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "not yet"}}]),
     );
-    c.batch_execute("INSERT INTO public.item (lastname, external_id__c) VALUES ('Early', 'K-1')").expect("insert");
+    c.batch_execute(
+        "INSERT INTO public.item (lastname, email, external_id__c) VALUES ('Early', 'early@example.com', 'K-1')",
+    )
+    .expect("insert");
     wait_for(WAIT, "the insert failed", || {
         let row = c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'FAILED'", &[]).ok()?;
         (row.get::<_, i64>(0) == 1).then_some(())
     });
-    // The upsert is applied, its answer lost (and lost again when the client resends it at once).
+    // The upsert is applied, its answer lost (and lost again when the client resends it at once). It carried the
+    // changed field and the key, not the whole row: the record it created has no email.
     sf.admin("PUT", "/faults", json!([{"operation": "upsert", "times": 2, "effect": {"type": "drop_after_commit"}}]));
     c.batch_execute("UPDATE public.item SET lastname = 'Later'").expect("update");
     wait_for(WAIT, "the update unanswered", || (waiting_in_doubt(&mut c, "UPDATE") == 1).then_some(()));

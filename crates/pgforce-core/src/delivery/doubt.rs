@@ -6,7 +6,8 @@
 //!   since `CLOCK_MARGIN_S` before the first unanswered attempt was claimed, oldest first;
 //! * a record matches a write when every mapped field an unanswered attempt sent (relationship references aside)
 //!   has the same value in Salesforce (text exactly, an empty text as null, numbers numerically, datetimes as
-//!   instants); several unanswered attempts with different values each count;
+//!   instants), or, on a mapping with an upsert field, when it has the key an attempt carried (an upsert of an
+//!   update carries only the changed fields); several unanswered attempts with different values each count;
 //! * a record that a row of the mapped table already has as its `sfid`, or that an earlier write of the same search
 //!   adopted, is never adopted again.
 //!
@@ -25,8 +26,8 @@ use serde_json::{Map, Value};
 
 use super::merge::WriteKind;
 use super::plan::{Operation, Plan};
-use super::Table;
-use crate::convert::{record_from, salesforce_datetime, soql_datetime};
+use super::{Table, Values};
+use crate::convert::{record_from, salesforce_datetime, soql_datetime, Target};
 
 /// Salesforce's clock and the database's may differ: the search starts this much before the first attempt.
 pub const CLOCK_MARGIN_S: i64 = 120;
@@ -62,9 +63,29 @@ fn needs_search(plan: &Plan, i: usize, tables: &HashMap<String, Table>) -> bool 
 /// had none and created the record) it would create a second one.
 fn rekeyed(w: &super::merge::Write, doubt: &super::merge::InDoubt, t: &Table) -> bool {
     let Some(field) = t.target.upsert_field.as_ref() else { return false };
-    let key = |row: &super::Values| row.get(field).cloned().flatten();
+    let key = |row: &Values| row.get(field).cloned().flatten();
     let now = key(&w.values).or_else(|| key(&w.row));
     doubt.sent.iter().any(|sent| key(sent) != now)
+}
+
+/// The records a write's unanswered attempts may have created, as they would have been sent: each row whole, then,
+/// when the mapping has an upsert field, each row's key alone. An upsert of an update carries only the changed fields
+/// and the key, and Salesforce holds one record per key: the key finds it whatever the row's other fields say.
+fn candidates(target: &Target, sent: &[Values]) -> Vec<Map<String, Value>> {
+    let whole = sent.iter().filter_map(|row| record_from(target, row).ok());
+    let keys = target.upsert_field.iter().flat_map(|field| {
+        sent.iter().filter_map(move |row| {
+            let value = row.get(field).cloned().flatten()?;
+            record_from(target, &Values::from([(field.clone(), Some(value))])).ok()
+        })
+    });
+    let mut out: Vec<Map<String, Value>> = Vec::new();
+    for record in whole.chain(keys) {
+        if !out.contains(&record) {
+            out.push(record);
+        }
+    }
+    out
 }
 
 /// Per sObject: the earliest attempt in doubt (seconds since 1970) and, per job, the records it may have created.
@@ -76,8 +97,7 @@ pub fn searches(plan: &Plan, tables: &HashMap<String, Table>, user: Option<&str>
     for i in (0..plan.jobs.len()).filter(|i| needs_search(plan, *i, tables)) {
         let job = &plan.jobs[i];
         let (Some(t), Some(doubt)) = (tables.get(&job.table), job.write.in_doubt.as_ref()) else { continue };
-        let sent: Vec<Map<String, Value>> =
-            doubt.sent.iter().filter_map(|row| record_from(&t.target, row).ok()).collect();
+        let sent = candidates(&t.target, &doubt.sent);
         let entry = by_object.entry(t.target.sobject.clone()).or_insert((doubt.since, Vec::new()));
         entry.0 = entry.0.min(doubt.since);
         entry.1.push((i, sent));
@@ -342,5 +362,31 @@ mod tests {
         assert!(!same_value(&json!("a"), &Value::Null));
         assert!(same_value(&json!(true), &json!(true)));
         assert!(!same_value(&json!("Smith"), &json!("smith")));
+    }
+
+    #[test]
+    fn an_upsert_of_changed_fields_is_found_by_its_key() {
+        let mut tables = tables();
+        if let Some(t) = tables.get_mut("contact") {
+            t.target.upsert_field = Some("email".into());
+        }
+        // The row has a score Salesforce never got: the attempt (an update's upsert) carried the name and the key.
+        let sent = row(&[("lastname", Some("Smith")), ("score__c", Some("3")), ("email", Some("k@example.com"))]);
+        let plan = Plan {
+            jobs: vec![
+                job(1, WriteKind::Delete, vec![sent.clone()], Operation::Refuse("no sfid".into())),
+                job(2, WriteKind::Delete, vec![row(&[("lastname", Some("Other"))])], Operation::Refuse("".into())),
+            ],
+            nothing: vec![],
+            ..Plan::default()
+        };
+        let search = searches(&plan, &tables, None).remove(0);
+        let records = vec![
+            json!({"Id": "003X", "LastName": "Smith", "Email": "x@example.com", "Score__c": 3}),
+            json!({"Id": "003K", "LastName": "Smith", "Email": "k@example.com", "Score__c": null}),
+        ];
+        let m = matches(&search, &records, &HashSet::new());
+        assert_eq!(m[&0].as_deref(), Some("003K"), "the record with its key, not one with its other values");
+        assert_eq!(m[&1], None, "no key sent: the whole row must match");
     }
 }
