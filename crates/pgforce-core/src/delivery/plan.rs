@@ -206,21 +206,26 @@ pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> O
     }
 }
 
-/// The note of an update turned into a delete by `row_gone`.
+/// Why a write whose row was deleted since is not sent: the row's delete goes on its own.
+const ROW_DELETED_SINCE: &str = "superseded: the row was deleted since; its delete is sent on its own";
+
+/// Why an update in doubt whose row was deleted since became a delete (`row_gone`).
 const ROW_GONE_IN_DOUBT: &str =
     "the row was deleted since: the record an unanswered attempt may have created was looked for, to be deleted";
 
-/// The operation of an update of a record with no Salesforce id whose row is gone. Sent, it would create a record
-/// of a row that no longer exists: it is superseded by the row's delete. Unless an unanswered attempt of it may have
-/// created that record (`delivery::doubt`): the row's delete, logged without an sfid, cannot remove it, so the write
-/// becomes a delete of what the search finds (nothing found: nothing to delete).
-fn row_gone(write: &mut Write) -> Operation {
-    if write.in_doubt.as_ref().is_some_and(|d| !d.sent.is_empty()) {
-        write.kind = WriteKind::Delete;
-        write.values.clear();
-        return Operation::Refuse(ROW_GONE_IN_DOUBT.into());
+/// Decides an update of a record with no Salesforce id whose row is gone. Sent, it would create a record of a row
+/// that no longer exists: it is superseded by the row's delete. Unless an unanswered attempt of it may have created
+/// that record (`delivery::doubt`): the row's delete, logged without an sfid, cannot remove it, so the write becomes
+/// a delete of what the search finds (nothing found: nothing to delete), and its entries say so.
+fn row_gone(job: &mut Job) {
+    if job.write.in_doubt.as_ref().is_some_and(|d| !d.sent.is_empty()) {
+        job.write.kind = WriteKind::Delete;
+        job.write.values.clear();
+        job.op = Operation::Refuse(ROW_GONE_IN_DOUBT.into());
+        job.note = Some(ROW_GONE_IN_DOUBT.into());
+    } else {
+        job.op = Operation::Superseded(ROW_DELETED_SINCE.into());
     }
-    Operation::Superseded("superseded: the row was deleted since; its delete is sent on its own".into())
 }
 
 /// One write, the mapping it belongs to (by log `table_name`) and the operation it becomes.
@@ -332,9 +337,7 @@ impl Plan {
             }
             let gone = w.deleted_later;
             let Some(now) = rows.get(&w.record_id).filter(|_| !gone) else {
-                j.op = Operation::Superseded(
-                    "superseded: the row was deleted since; its delete is sent on its own".into(),
-                );
+                j.op = Operation::Superseded(ROW_DELETED_SINCE.into());
                 continue;
             };
             if let Some(sfid) = now.get("sfid").cloned().flatten().filter(|s| !s.is_empty()) {
@@ -379,10 +382,7 @@ impl Plan {
                 let gone = j.write.deleted_later
                     || sfids.get(&j.table).is_some_and(|rows| !rows.contains_key(&j.write.record_id));
                 if gone {
-                    j.op = row_gone(&mut j.write);
-                    if j.write.kind == WriteKind::Delete {
-                        j.note = Some(ROW_GONE_IN_DOUBT.into());
-                    }
+                    row_gone(j);
                     continue;
                 }
             }
