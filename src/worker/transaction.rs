@@ -31,7 +31,10 @@ pub fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<R, WorkerE
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
-    let body = AssertUnwindSafe(|| Spi::connect_mut(f));
+    let body = AssertUnwindSafe(|| {
+        hold_the_extension();
+        Spi::connect_mut(f)
+    });
     let result = PgTryBuilder::new(body)
         .catch_others(|e| Err(WorkerError::Database(report_of(&e).message().to_string())))
         .execute();
@@ -46,6 +49,20 @@ pub fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<R, WorkerE
         }
     }
     result
+}
+
+/// Takes a share lock on the extension itself for the rest of the transaction. `DROP EXTENSION` locks the extension
+/// before any of its tables, so with this it waits for the worker's transaction to end (or the worker waits for the
+/// drop) instead of the two taking the extension's tables in different orders and deadlocking (seen: the worker
+/// recording outcomes held `_mapping` and waited for `_trigger_log`, which the drop held).
+fn hold_the_extension() {
+    // SAFETY: inside a transaction on the worker's main thread; a missing extension is not an error here.
+    unsafe {
+        let extension = pg_sys::get_extension_oid(c"pgforce".as_ptr(), true);
+        if extension != pg_sys::Oid::INVALID {
+            pg_sys::LockDatabaseObject(pg_sys::ExtensionRelationId, extension, 0, pg_sys::AccessShareLock as i32);
+        }
+    }
 }
 
 thread_local! {
