@@ -1,13 +1,20 @@
 -- pgforce schema objects, created before the functions pgrx generates.
+--
+-- Nothing pgforce installs resolves a name through a schema ordinary roles can write: CREATE EXTENSION puts
+-- hstore's schema (usually public) on the search_path, where a database owner could have planted operators and
+-- functions that match pgforce's expressions better than pg_catalog's. So the script runs with only its own schema
+-- (after pg_catalog, searched first), every operator and function in a constraint, index, default or view is
+-- qualified with pg_catalog, and hstore is named by its own schema (sql/finalize.sql looks it up).
+SELECT pg_catalog.set_config('search_path', '@extschema@, pg_temp', true);
 -- API: Public. Heroku Connect's trigger log: its 15 columns in Connect's order (names, order and meaning kept so the
 -- documented SQL runs unchanged; ids widened to bigint), then pgforce's retry bookkeeping.
 CREATE SEQUENCE @extschema@._trigger_log_id_seq AS bigint;
 
 CREATE TABLE @extschema@._trigger_log (
-    id              bigint NOT NULL DEFAULT nextval('@extschema@._trigger_log_id_seq'),
+    id              bigint NOT NULL DEFAULT pg_catalog.nextval('@extschema@._trigger_log_id_seq'::pg_catalog.regclass),
     txid            bigint,
-    created_at      timestamptz DEFAULT now(),
-    updated_at      timestamptz DEFAULT now(),
+    created_at      timestamptz DEFAULT pg_catalog.now(),
+    updated_at      timestamptz DEFAULT pg_catalog.now(),
     processed_at    timestamptz,
     processed_tx    bigint,
     state           varchar(8) NOT NULL DEFAULT 'NEW',
@@ -34,9 +41,10 @@ CREATE TABLE @extschema@._trigger_log (
     -- pgforce: the Bulk API 2.0 job this change is in flight in (PENDING until the job's results are recorded).
     bulk_job        text,
     CONSTRAINT _trigger_log_pkey PRIMARY KEY (id),
-    CONSTRAINT _trigger_log_state_check CHECK (state IN ('NEW', 'PENDING', 'SUCCESS', 'FAILED', 'MERGED', 'IGNORE',
-                                                        'IGNORED', 'READONLY', 'REQUEUE', 'REQUEUED')),
-    CONSTRAINT _trigger_log_action_check CHECK (action IN ('INSERT', 'UPDATE', 'DELETE'))
+    CONSTRAINT _trigger_log_state_check CHECK (state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING',
+        'SUCCESS', 'FAILED', 'MERGED', 'IGNORE', 'IGNORED', 'READONLY', 'REQUEUE', 'REQUEUED']::pg_catalog.text[])),
+    CONSTRAINT _trigger_log_action_check CHECK (action::pg_catalog.text OPERATOR(pg_catalog.=) ANY
+        (ARRAY['INSERT', 'UPDATE', 'DELETE']::pg_catalog.text[]))
 );
 ALTER SEQUENCE @extschema@._trigger_log_id_seq OWNED BY @extschema@._trigger_log.id;
 
@@ -45,19 +53,20 @@ ALTER SEQUENCE @extschema@._trigger_log_id_seq OWNED BY @extschema@._trigger_log
 -- only the worker creates (or, for deletes, capture): FAILED rows, rows waiting for a scheduled retry, and finished rows by age (what the
 -- archiver moves), so no worker query scans the whole log.
 CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (id)
-    WHERE state IN ('NEW', 'PENDING', 'IGNORE');
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING', 'IGNORE']::pg_catalog.text[]);
 CREATE INDEX _trigger_log_idx_failed ON @extschema@._trigger_log (table_name, id)
-    WHERE state = 'FAILED';
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text;
 CREATE INDEX _trigger_log_idx_retry ON @extschema@._trigger_log (next_attempt_at)
-    WHERE state = 'NEW' AND next_attempt_at IS NOT NULL;
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) 'NEW'::pg_catalog.text AND next_attempt_at IS NOT NULL;
 CREATE INDEX _trigger_log_idx_finished ON @extschema@._trigger_log ((coalesce(processed_at, created_at)))
-    WHERE state IN ('SUCCESS', 'MERGED', 'IGNORED', 'FAILED', 'READONLY', 'REQUEUED');
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['SUCCESS', 'MERGED', 'IGNORED', 'FAILED', 'READONLY',
+                                                                  'REQUEUED']::pg_catalog.text[]);
 -- Deletes: an outcome is written back into its row, and a retried change is sent, only if no later delete of the row
 -- was logged (the row there may be another, inserted again under the same id); an insert's write-back finds the
 -- sfid-less delete that followed it, which must delete the record the insert created. Capture pays for it on deletes
 -- only.
 CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
-    WHERE action = 'DELETE';
+    WHERE action::pg_catalog.text OPERATOR(pg_catalog.=) 'DELETE'::pg_catalog.text;
 CREATE INDEX _trigger_log_idx_bulk_job ON @extschema@._trigger_log (bulk_job)
     WHERE bulk_job IS NOT NULL;
 
@@ -92,7 +101,7 @@ CREATE TABLE @extschema@._trigger_log_archive (
 CREATE INDEX _trigger_log_archive_idx_created_at ON @extschema@._trigger_log_archive (created_at);
 CREATE INDEX _trigger_log_archive_idx_record_id ON @extschema@._trigger_log_archive (table_name, record_id);
 CREATE INDEX _trigger_log_archive_idx_state_table_name ON @extschema@._trigger_log_archive (state, table_name)
-    WHERE state IN ('FAILED', 'REQUEUE');
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['FAILED', 'REQUEUE']::pg_catalog.text[]);
 -- The audit (salesforce.sync_audit) by time.
 CREATE INDEX _trigger_log_archive_idx_processed_at ON @extschema@._trigger_log_archive (processed_at);
 
@@ -107,8 +116,8 @@ CREATE TABLE @extschema@._mapping (
     access       text NOT NULL,
     upsert_field text,
     fields       text[] NOT NULL,        -- mapped columns, sent as Salesforce fields of the same name
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now(),
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     last_success_at timestamptz,         -- written by the sync worker
     last_error_at   timestamptz,
     last_error      text,
@@ -117,7 +126,7 @@ CREATE TABLE @extschema@._mapping (
     relationships   jsonb NOT NULL DEFAULT '{}',
     CONSTRAINT _mapping_pkey PRIMARY KEY (table_name),
     CONSTRAINT _mapping_relid_key UNIQUE (relid),
-    CONSTRAINT _mapping_access_check CHECK (access IN ('read_write', 'read_only'))
+    CONSTRAINT _mapping_access_check CHECK (access OPERATOR(pg_catalog.=) ANY (ARRAY['read_write', 'read_only']::pg_catalog.text[]))
 );
 
 -- pg_dump keeps the queue, the archive and the mappings (they are data, not extension code).
@@ -133,7 +142,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@._mapping', '');
 CREATE TABLE @extschema@._deliverer (
     one          boolean PRIMARY KEY DEFAULT true CHECK (one),
     identity     text NOT NULL,
-    confirmed_at timestamptz NOT NULL DEFAULT now()
+    confirmed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._deliverer', '');
 
@@ -143,7 +152,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@._deliverer', '');
 -- restored copy must not wait for another server's jobs).
 CREATE TABLE @extschema@._bulk_jobs (
     id          varchar(18) PRIMARY KEY,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
 -- API: Private. The refresh token Salesforce rotated the configured one to (refresh_token flow). Logins use it for as
@@ -153,7 +162,7 @@ CREATE TABLE @extschema@._refresh_token (
     one               boolean PRIMARY KEY DEFAULT true CHECK (one),
     configured_sha256 text NOT NULL,
     refresh_token     text NOT NULL,
-    rotated_at        timestamptz NOT NULL DEFAULT now()
+    rotated_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
 -- API: Private. The sync worker's connection state, one row; read it through salesforce.sync_status.
@@ -163,7 +172,7 @@ CREATE TABLE @extschema@._sync_state (
     api_used   bigint,
     api_limit  bigint,
     worker_pid integer,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 INSERT INTO @extschema@._sync_state DEFAULT VALUES;
 
@@ -179,5 +188,5 @@ CREATE TABLE @extschema@._metrics (
     requests   bigint NOT NULL DEFAULT 0,
     bytes      bigint NOT NULL DEFAULT 0,
     api_calls  bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );

@@ -73,61 +73,75 @@ $fn$;
 REVOKE ALL ON FUNCTION @extschema@._log_repair(varchar, text, bigint, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._log_repair(varchar, text, bigint, text, text) TO pgforce_operator;
 
--- API: Public. Heroku Connect's repair function (VERSION 1 semantics): record the row as a fresh INSERT at the end
--- of the queue. Returns the new trigger log id, or NULL when the row has no id. `id` and `sfid` can never be
--- excluded. For pgforce_operator (and superusers).
+-- API: Public. Heroku Connect's repair functions. hc_capture_insert_from_row (VERSION 1 semantics) records the row
+-- as a fresh INSERT at the end of the queue; `id` and `sfid` can never be excluded. hc_capture_update_from_row
+-- records the listed columns (all of them when the list is empty, Connect's own rule) as a fresh UPDATE. Both return
+-- the new trigger log id, or NULL when the row has no id. For pgforce_operator (and superusers). They run with the
+-- caller's rights and resolve nothing through the caller's search_path: hstore's type, operators and functions are
+-- named by hstore's schema, looked up here (PostgreSQL 15 has no @extschema:hstore@).
+DO $do$
+DECLARE
+    h text := (SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e
+                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+                WHERE e.extname OPERATOR(pg_catalog.=) 'hstore');
+BEGIN
+    EXECUTE pg_catalog.format($sql$
 CREATE FUNCTION @extschema@.hc_capture_insert_from_row(
-    source_row hstore,
+    source_row %1$s.hstore,
     table_name varchar,
     excluded_cols text[] DEFAULT ARRAY[]::text[]
 ) RETURNS bigint
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
     exclusions text[];
 BEGIN
-    IF source_row -> 'id' IS NULL THEN
+    IF (source_row OPERATOR(%1$s.->) 'id'::text) IS NULL THEN
         RETURN NULL;
     END IF;
-    exclusions := ARRAY(SELECT c FROM unnest(excluded_cols) AS c WHERE c NOT IN ('id', 'sfid'))
-                  || ARRAY['_hc_lastop', '_hc_err'];
-    RETURN @extschema@._log_repair(table_name, 'INSERT', (source_row -> 'id')::bigint, NULL,
-                                   (source_row - exclusions)::text);
+    exclusions := pg_catalog.array_cat(
+        ARRAY(SELECT c FROM pg_catalog.unnest(excluded_cols) AS c
+               WHERE NOT c OPERATOR(pg_catalog.=) ANY (ARRAY['id', 'sfid']::text[])),
+        ARRAY['_hc_lastop', '_hc_err']::text[]);
+    RETURN @extschema@._log_repair(table_name, 'INSERT', (source_row OPERATOR(%1$s.->) 'id'::text)::bigint, NULL,
+                                   (source_row OPERATOR(%1$s.-) exclusions)::text);
 END
 $fn$;
-
--- API: Public. Heroku Connect's repair function for UPDATEs: record the listed columns (all of them when the list
--- is empty, Connect's own rule) as a fresh UPDATE. Returns the new trigger log id, or NULL when the row has no id.
--- For pgforce_operator (and superusers).
 CREATE FUNCTION @extschema@.hc_capture_update_from_row(
-    source_row hstore,
+    source_row %1$s.hstore,
     table_name varchar,
     columns_to_include text[] DEFAULT ARRAY[]::text[]
 ) RETURNS bigint
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
     exclusions text[] := ARRAY[]::text[];
 BEGIN
-    IF source_row -> 'id' IS NULL THEN
+    IF (source_row OPERATOR(%1$s.->) 'id'::text) IS NULL THEN
         RETURN NULL;
     END IF;
     -- array_length of an empty array is NULL, so an empty list includes every column.
-    IF array_length(columns_to_include, 1) <> 0 THEN
-        exclusions := ARRAY(SELECT k FROM unnest(akeys(source_row)) AS k WHERE k <> ALL (columns_to_include));
+    IF pg_catalog.array_length(columns_to_include, 1) OPERATOR(pg_catalog.<>) 0 THEN
+        exclusions := ARRAY(SELECT k FROM pg_catalog.unnest(%1$s.akeys(source_row)) AS k
+                             WHERE k OPERATOR(pg_catalog.<>) ALL (columns_to_include));
     END IF;
-    RETURN @extschema@._log_repair(table_name, 'UPDATE', (source_row -> 'id')::bigint, source_row -> 'sfid',
-                                   ((source_row - exclusions) - ARRAY['_hc_lastop', '_hc_err'])::text);
+    RETURN @extschema@._log_repair(table_name, 'UPDATE', (source_row OPERATOR(%1$s.->) 'id'::text)::bigint,
+                                   source_row OPERATOR(%1$s.->) 'sfid'::text,
+                                   ((source_row OPERATOR(%1$s.-) exclusions)
+                                        OPERATOR(%1$s.-) ARRAY['_hc_lastop', '_hc_err']::text[])::text);
 END
 $fn$;
-REVOKE ALL ON FUNCTION @extschema@.hc_capture_insert_from_row(hstore, varchar, text[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.hc_capture_update_from_row(hstore, varchar, text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_insert_from_row(hstore, varchar, text[]) TO pgforce_operator;
-GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_update_from_row(hstore, varchar, text[]) TO pgforce_operator;
+REVOKE ALL ON FUNCTION @extschema@.hc_capture_insert_from_row(%1$s.hstore, varchar, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.hc_capture_update_from_row(%1$s.hstore, varchar, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_insert_from_row(%1$s.hstore, varchar, text[]) TO pgforce_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_update_from_row(%1$s.hstore, varchar, text[]) TO pgforce_operator;
+$sql$, h);
+END
+$do$;
 
 -- API: Public. Send failed entries again: FAILED entries of the live log go back to NEW (with a fresh set of
 -- attempts), FAILED entries of the archive are marked REQUEUE (the worker copies them back). All mapped tables, or
@@ -476,11 +490,12 @@ SELECT m.table_name,
        m.paused_at                 AS paused_since
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE t.state IN ('NEW', 'PENDING'))                      AS pending,
-               count(*) FILTER (WHERE t.state = 'FAILED')                                 AS errored,
-               now() - min(t.created_at) FILTER (WHERE t.state IN ('NEW', 'PENDING'))     AS oldest_pending_age
+        SELECT pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS pending,
+               pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text) AS errored,
+               pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(t.created_at)
+                   FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS oldest_pending_age
           FROM @extschema@._trigger_log t
-         WHERE t.table_name = m.table_name) l ON true
+         WHERE t.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text) l ON true
  CROSS JOIN @extschema@._sync_state s;
 GRANT SELECT ON @extschema@.sync_status TO PUBLIC;
 
@@ -496,7 +511,7 @@ SELECT e.id                             AS log_id,
        e.state::text                    AS state,
        s.code                           AS status_code,
        @extschema@._audit_status_text(s.code) AS status_text,
-       e.state::text = 'FAILED'         AS has_error,
+       e.state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text AS has_error,
        e.sf_message                     AS error_message,
        e.sfid::text                     AS sfid,
        e.attempts,
@@ -511,7 +526,8 @@ SELECT e.id                             AS log_id,
           FROM @extschema@._trigger_log_archive) e
  CROSS JOIN LATERAL (SELECT @extschema@._audit_status(e.state, e.action, e.sf_result) AS code) s
   LEFT JOIN @extschema@._mapping m
-    ON CASE WHEN e.relid IS NULL THEN m.table_name = e.table_name ELSE m.relid = e.relid END;
+    ON CASE WHEN e.relid IS NULL THEN m.table_name::pg_catalog.text OPERATOR(pg_catalog.=) e.table_name::pg_catalog.text
+            ELSE m.relid::pg_catalog.oid OPERATOR(pg_catalog.=) e.relid::pg_catalog.oid END;
 REVOKE ALL ON FUNCTION @extschema@._audit_status(text, text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_status_text(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._audit_status(text, text, integer) TO pgforce_monitor;
@@ -570,23 +586,26 @@ SELECT m.table_name,
        lat.p50_1m AS latency_ms_p50_1m, lat.p95_1m AS latency_ms_p95_1m, lat.p99_1m AS latency_ms_p99_1m,
        lat.p50_1h AS latency_ms_p50_1h, lat.p95_1h AS latency_ms_p95_1h, lat.p99_1h AS latency_ms_p99_1h
   FROM @extschema@._mapping m
-  LEFT JOIN @extschema@._metrics c ON c.table_name = m.table_name
+  LEFT JOIN @extschema@._metrics c ON c.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
   LEFT JOIN LATERAL (
-        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p50_1m,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p95_1m,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p99_1m,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) AS p50_1h,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) AS p95_1h,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) AS p99_1h
-          FROM (SELECT EXTRACT(epoch FROM (e.processed_at - e.created_at)) * 1000 AS ms,
-                       e.processed_at >= now() - interval '1 minute' AS recent
+        SELECT pg_catalog.percentile_cont(0.5::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p50_1m,
+               pg_catalog.percentile_cont(0.95::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p95_1m,
+               pg_catalog.percentile_cont(0.99::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p99_1m,
+               pg_catalog.percentile_cont(0.5::float8) WITHIN GROUP (ORDER BY d.ms) AS p50_1h,
+               pg_catalog.percentile_cont(0.95::float8) WITHIN GROUP (ORDER BY d.ms) AS p95_1h,
+               pg_catalog.percentile_cont(0.99::float8) WITHIN GROUP (ORDER BY d.ms) AS p99_1h
+          FROM (SELECT pg_catalog.date_part('epoch', e.processed_at OPERATOR(pg_catalog.-) e.created_at)
+                           OPERATOR(pg_catalog.*) 1000::float8 AS ms,
+                       e.processed_at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::interval) AS recent
                   FROM (SELECT l.processed_at, l.created_at FROM @extschema@._trigger_log l
-                         WHERE l.table_name = m.table_name AND l.state = 'SUCCESS'
-                           AND coalesce(l.processed_at, l.created_at) >= now() - interval '1 hour'
+                         WHERE l.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
+                           AND l.state::pg_catalog.text OPERATOR(pg_catalog.=) 'SUCCESS'::pg_catalog.text
+                           AND coalesce(l.processed_at, l.created_at) OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 hour'::interval)
                         UNION ALL
                         SELECT a.processed_at, a.created_at FROM @extschema@._trigger_log_archive a
-                         WHERE a.table_name = m.table_name AND a.state = 'SUCCESS'
-                           AND a.processed_at >= now() - interval '1 hour') e) d) lat ON true;
+                         WHERE a.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
+                           AND a.state::pg_catalog.text OPERATOR(pg_catalog.=) 'SUCCESS'::pg_catalog.text
+                           AND a.processed_at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 hour'::interval)) e) d) lat ON true;
 GRANT SELECT ON @extschema@.sync_metrics TO pgforce_monitor;
 
 -- API: Public. Undoes in Salesforce what pgforce delivered since `since` (of one mapped table, or all), newest first,

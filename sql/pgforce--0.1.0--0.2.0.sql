@@ -14,19 +14,53 @@
 -- (pause(), resume(), map_table(paused => true)). The audit: sync_audit, with codes the worker records in sf_result.
 -- diagnose(), preview(), sync_metrics (_metrics), rollback().
 
+-- Like a fresh install (sql/bootstrap.sql), nothing here resolves through hstore's schema or public; 0.1.0's
+-- constraints, indexes and defaults, which could have bound operators planted in public before 0.1.0 was installed,
+-- are made again with every operator and function qualified.
+SELECT pg_catalog.set_config('search_path', '@extschema@, pg_temp', true);
+ALTER TABLE @extschema@._trigger_log
+    ALTER COLUMN id SET DEFAULT pg_catalog.nextval('@extschema@._trigger_log_id_seq'::pg_catalog.regclass),
+    ALTER COLUMN created_at SET DEFAULT pg_catalog.now(),
+    ALTER COLUMN updated_at SET DEFAULT pg_catalog.now(),
+    DROP CONSTRAINT _trigger_log_state_check,
+    DROP CONSTRAINT _trigger_log_action_check,
+    ADD CONSTRAINT _trigger_log_state_check CHECK (state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING',
+        'SUCCESS', 'FAILED', 'MERGED', 'IGNORE', 'IGNORED', 'READONLY', 'REQUEUE', 'REQUEUED']::pg_catalog.text[])),
+    ADD CONSTRAINT _trigger_log_action_check CHECK (action::pg_catalog.text OPERATOR(pg_catalog.=) ANY
+        (ARRAY['INSERT', 'UPDATE', 'DELETE']::pg_catalog.text[]));
+ALTER TABLE @extschema@._mapping
+    ALTER COLUMN created_at SET DEFAULT pg_catalog.now(),
+    ALTER COLUMN updated_at SET DEFAULT pg_catalog.now(),
+    DROP CONSTRAINT _mapping_access_check,
+    ADD CONSTRAINT _mapping_access_check CHECK (access OPERATOR(pg_catalog.=) ANY (ARRAY['read_write', 'read_only']::pg_catalog.text[]));
+ALTER TABLE @extschema@._sync_state ALTER COLUMN updated_at SET DEFAULT pg_catalog.now();
+DROP INDEX @extschema@._trigger_log_idx_queue, @extschema@._trigger_log_idx_failed, @extschema@._trigger_log_idx_retry,
+           @extschema@._trigger_log_idx_finished, @extschema@._trigger_log_archive_idx_state_table_name;
+CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (id)
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING', 'IGNORE']::pg_catalog.text[]);
+CREATE INDEX _trigger_log_idx_failed ON @extschema@._trigger_log (table_name, id)
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text;
+CREATE INDEX _trigger_log_idx_retry ON @extschema@._trigger_log (next_attempt_at)
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) 'NEW'::pg_catalog.text AND next_attempt_at IS NOT NULL;
+CREATE INDEX _trigger_log_idx_finished ON @extschema@._trigger_log ((coalesce(processed_at, created_at)))
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['SUCCESS', 'MERGED', 'IGNORED', 'FAILED', 'READONLY',
+                                                                  'REQUEUED']::pg_catalog.text[]);
+CREATE INDEX _trigger_log_archive_idx_state_table_name ON @extschema@._trigger_log_archive (state, table_name)
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['FAILED', 'REQUEUE']::pg_catalog.text[]);
+
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 -- API: Private. Bulk API 2.0 jobs whose results the worker has not recorded (see bootstrap.sql).
 CREATE TABLE @extschema@._bulk_jobs (
     id          varchar(18) PRIMARY KEY,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 ALTER TABLE @extschema@._trigger_log ADD COLUMN depth integer, ADD COLUMN bulk_job text;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN depth integer, ADD COLUMN bulk_job text;
 ALTER TABLE @extschema@._mapping ADD COLUMN paused_at timestamptz;
 ALTER TABLE @extschema@._mapping ADD COLUMN relationships jsonb NOT NULL DEFAULT '{}';
 CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
-    WHERE action = 'DELETE';
+    WHERE action::pg_catalog.text OPERATOR(pg_catalog.=) 'DELETE'::pg_catalog.text;
 CREATE INDEX _trigger_log_idx_bulk_job ON @extschema@._trigger_log (bulk_job)
     WHERE bulk_job IS NOT NULL;
 CREATE INDEX _trigger_log_archive_idx_processed_at ON @extschema@._trigger_log_archive (processed_at);
@@ -34,7 +68,7 @@ CREATE INDEX _trigger_log_archive_idx_processed_at ON @extschema@._trigger_log_a
 CREATE TABLE @extschema@._deliverer (
     one          boolean PRIMARY KEY DEFAULT true CHECK (one),
     identity     text NOT NULL,
-    confirmed_at timestamptz NOT NULL DEFAULT now()
+    confirmed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._deliverer', '');
 
@@ -45,7 +79,7 @@ CREATE TABLE @extschema@._refresh_token (
     one               boolean PRIMARY KEY DEFAULT true CHECK (one),
     configured_sha256 text NOT NULL,
     refresh_token     text NOT NULL,
-    rotated_at        timestamptz NOT NULL DEFAULT now()
+    rotated_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
 DO $do$
@@ -128,55 +162,69 @@ $fn$;
 REVOKE ALL ON FUNCTION @extschema@._log_repair(varchar, text, bigint, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._log_repair(varchar, text, bigint, text, text) TO pgforce_operator;
 
+DO $do$
+DECLARE
+    h text := (SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e
+                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+                WHERE e.extname OPERATOR(pg_catalog.=) 'hstore');
+BEGIN
+    EXECUTE pg_catalog.format($sql$
 CREATE OR REPLACE FUNCTION @extschema@.hc_capture_insert_from_row(
-    source_row hstore,
+    source_row %1$s.hstore,
     table_name varchar,
     excluded_cols text[] DEFAULT ARRAY[]::text[]
 ) RETURNS bigint
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
     exclusions text[];
 BEGIN
-    IF source_row -> 'id' IS NULL THEN
+    IF (source_row OPERATOR(%1$s.->) 'id'::text) IS NULL THEN
         RETURN NULL;
     END IF;
-    exclusions := ARRAY(SELECT c FROM unnest(excluded_cols) AS c WHERE c NOT IN ('id', 'sfid'))
-                  || ARRAY['_hc_lastop', '_hc_err'];
-    RETURN @extschema@._log_repair(table_name, 'INSERT', (source_row -> 'id')::bigint, NULL,
-                                   (source_row - exclusions)::text);
+    exclusions := pg_catalog.array_cat(
+        ARRAY(SELECT c FROM pg_catalog.unnest(excluded_cols) AS c
+               WHERE NOT c OPERATOR(pg_catalog.=) ANY (ARRAY['id', 'sfid']::text[])),
+        ARRAY['_hc_lastop', '_hc_err']::text[]);
+    RETURN @extschema@._log_repair(table_name, 'INSERT', (source_row OPERATOR(%1$s.->) 'id'::text)::bigint, NULL,
+                                   (source_row OPERATOR(%1$s.-) exclusions)::text);
 END
 $fn$;
-
 CREATE OR REPLACE FUNCTION @extschema@.hc_capture_update_from_row(
-    source_row hstore,
+    source_row %1$s.hstore,
     table_name varchar,
     columns_to_include text[] DEFAULT ARRAY[]::text[]
 ) RETURNS bigint
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
     exclusions text[] := ARRAY[]::text[];
 BEGIN
-    IF source_row -> 'id' IS NULL THEN
+    IF (source_row OPERATOR(%1$s.->) 'id'::text) IS NULL THEN
         RETURN NULL;
     END IF;
     -- array_length of an empty array is NULL, so an empty list includes every column.
-    IF array_length(columns_to_include, 1) <> 0 THEN
-        exclusions := ARRAY(SELECT k FROM unnest(akeys(source_row)) AS k WHERE k <> ALL (columns_to_include));
+    IF pg_catalog.array_length(columns_to_include, 1) OPERATOR(pg_catalog.<>) 0 THEN
+        exclusions := ARRAY(SELECT k FROM pg_catalog.unnest(%1$s.akeys(source_row)) AS k
+                             WHERE k OPERATOR(pg_catalog.<>) ALL (columns_to_include));
     END IF;
-    RETURN @extschema@._log_repair(table_name, 'UPDATE', (source_row -> 'id')::bigint, source_row -> 'sfid',
-                                   ((source_row - exclusions) - ARRAY['_hc_lastop', '_hc_err'])::text);
+    RETURN @extschema@._log_repair(table_name, 'UPDATE', (source_row OPERATOR(%1$s.->) 'id'::text)::bigint,
+                                   source_row OPERATOR(%1$s.->) 'sfid'::text,
+                                   ((source_row OPERATOR(%1$s.-) exclusions)
+                                        OPERATOR(%1$s.-) ARRAY['_hc_lastop', '_hc_err']::text[])::text);
 END
 $fn$;
-REVOKE ALL ON FUNCTION @extschema@.hc_capture_insert_from_row(hstore, varchar, text[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.hc_capture_update_from_row(hstore, varchar, text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_insert_from_row(hstore, varchar, text[]) TO pgforce_operator;
-GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_update_from_row(hstore, varchar, text[]) TO pgforce_operator;
+REVOKE ALL ON FUNCTION @extschema@.hc_capture_insert_from_row(%1$s.hstore, varchar, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.hc_capture_update_from_row(%1$s.hstore, varchar, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_insert_from_row(%1$s.hstore, varchar, text[]) TO pgforce_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.hc_capture_update_from_row(%1$s.hstore, varchar, text[]) TO pgforce_operator;
+$sql$, h);
+END
+$do$;
 
 CREATE FUNCTION @extschema@.retry_failed(tbl regclass DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
@@ -513,11 +561,12 @@ SELECT m.table_name,
        m.paused_at                 AS paused_since
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE t.state IN ('NEW', 'PENDING'))                      AS pending,
-               count(*) FILTER (WHERE t.state = 'FAILED')                                 AS errored,
-               now() - min(t.created_at) FILTER (WHERE t.state IN ('NEW', 'PENDING'))     AS oldest_pending_age
+        SELECT pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS pending,
+               pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text) AS errored,
+               pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(t.created_at)
+                   FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS oldest_pending_age
           FROM @extschema@._trigger_log t
-         WHERE t.table_name = m.table_name) l ON true
+         WHERE t.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text) l ON true
  CROSS JOIN @extschema@._sync_state s;
 
 CREATE FUNCTION @extschema@._audit_status(state text, action text, sf_result integer) RETURNS integer
@@ -541,7 +590,7 @@ SELECT e.id                             AS log_id,
        e.state::text                    AS state,
        s.code                           AS status_code,
        @extschema@._audit_status_text(s.code) AS status_text,
-       e.state::text = 'FAILED'         AS has_error,
+       e.state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text AS has_error,
        e.sf_message                     AS error_message,
        e.sfid::text                     AS sfid,
        e.attempts,
@@ -556,7 +605,8 @@ SELECT e.id                             AS log_id,
           FROM @extschema@._trigger_log_archive) e
  CROSS JOIN LATERAL (SELECT @extschema@._audit_status(e.state, e.action, e.sf_result) AS code) s
   LEFT JOIN @extschema@._mapping m
-    ON CASE WHEN e.relid IS NULL THEN m.table_name = e.table_name ELSE m.relid = e.relid END;
+    ON CASE WHEN e.relid IS NULL THEN m.table_name::pg_catalog.text OPERATOR(pg_catalog.=) e.table_name::pg_catalog.text
+            ELSE m.relid::pg_catalog.oid OPERATOR(pg_catalog.=) e.relid::pg_catalog.oid END;
 REVOKE ALL ON FUNCTION @extschema@._audit_status(text, text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_status_text(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._audit_status(text, text, integer) TO pgforce_monitor;
@@ -622,7 +672,7 @@ CREATE TABLE @extschema@._metrics (
     requests   bigint NOT NULL DEFAULT 0,
     bytes      bigint NOT NULL DEFAULT 0,
     api_calls  bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
 -- API: Public. Per mapping: the worker's counters since it started (records sent, succeeded, failed, retried;
@@ -642,23 +692,26 @@ SELECT m.table_name,
        lat.p50_1m AS latency_ms_p50_1m, lat.p95_1m AS latency_ms_p95_1m, lat.p99_1m AS latency_ms_p99_1m,
        lat.p50_1h AS latency_ms_p50_1h, lat.p95_1h AS latency_ms_p95_1h, lat.p99_1h AS latency_ms_p99_1h
   FROM @extschema@._mapping m
-  LEFT JOIN @extschema@._metrics c ON c.table_name = m.table_name
+  LEFT JOIN @extschema@._metrics c ON c.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
   LEFT JOIN LATERAL (
-        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p50_1m,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p95_1m,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p99_1m,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY d.ms) AS p50_1h,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY d.ms) AS p95_1h,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY d.ms) AS p99_1h
-          FROM (SELECT EXTRACT(epoch FROM (e.processed_at - e.created_at)) * 1000 AS ms,
-                       e.processed_at >= now() - interval '1 minute' AS recent
+        SELECT pg_catalog.percentile_cont(0.5::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p50_1m,
+               pg_catalog.percentile_cont(0.95::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p95_1m,
+               pg_catalog.percentile_cont(0.99::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p99_1m,
+               pg_catalog.percentile_cont(0.5::float8) WITHIN GROUP (ORDER BY d.ms) AS p50_1h,
+               pg_catalog.percentile_cont(0.95::float8) WITHIN GROUP (ORDER BY d.ms) AS p95_1h,
+               pg_catalog.percentile_cont(0.99::float8) WITHIN GROUP (ORDER BY d.ms) AS p99_1h
+          FROM (SELECT pg_catalog.date_part('epoch', e.processed_at OPERATOR(pg_catalog.-) e.created_at)
+                           OPERATOR(pg_catalog.*) 1000::float8 AS ms,
+                       e.processed_at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::interval) AS recent
                   FROM (SELECT l.processed_at, l.created_at FROM @extschema@._trigger_log l
-                         WHERE l.table_name = m.table_name AND l.state = 'SUCCESS'
-                           AND coalesce(l.processed_at, l.created_at) >= now() - interval '1 hour'
+                         WHERE l.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
+                           AND l.state::pg_catalog.text OPERATOR(pg_catalog.=) 'SUCCESS'::pg_catalog.text
+                           AND coalesce(l.processed_at, l.created_at) OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 hour'::interval)
                         UNION ALL
                         SELECT a.processed_at, a.created_at FROM @extschema@._trigger_log_archive a
-                         WHERE a.table_name = m.table_name AND a.state = 'SUCCESS'
-                           AND a.processed_at >= now() - interval '1 hour') e) d) lat ON true;
+                         WHERE a.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
+                           AND a.state::pg_catalog.text OPERATOR(pg_catalog.=) 'SUCCESS'::pg_catalog.text
+                           AND a.processed_at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 hour'::interval)) e) d) lat ON true;
 GRANT SELECT ON @extschema@.sync_metrics TO pgforce_monitor;
 
 CREATE FUNCTION @extschema@._rollback(since timestamptz, tbl oid, dry_run boolean, force boolean, salesforce_only boolean)

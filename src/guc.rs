@@ -101,7 +101,8 @@ static DEBUG_FAULT: GucSetting<DebugFault> = GucSetting::<DebugFault>::new(Debug
 pub fn register(preloading: bool) {
     use GucContext::{Postmaster, Sighup};
     let none = GucFlags::default();
-    // Secrets: hidden from SHOW, pg_settings and SHOW ALL for everyone but superusers.
+    // Secrets: hidden from pg_settings and SHOW ALL for everyone; SHOW and current_setting() refuse roles without
+    // pg_read_all_settings, and show those with it (pg_monitor, postgres_exporter) only a mask (`show_secret`).
     let secret = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
     if preloading {
         GucRegistry::define_string_guc(
@@ -155,14 +156,20 @@ pub fn register(preloading: bool) {
         none,
     );
     GucRegistry::define_string_guc(c"pgforce.client_id", c"Connected app consumer key.", c"", &CLIENT_ID, Sighup, none);
-    GucRegistry::define_string_guc(
-        c"pgforce.client_secret",
-        c"Connected app consumer secret.",
-        c"Readable by superusers only.",
-        &CLIENT_SECRET,
-        Sighup,
-        secret,
-    );
+    // SAFETY: the show hook is #[pg_guard]ed and only reads the setting.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgforce.client_secret",
+            c"Connected app consumer secret.",
+            c"Readable by superusers only.",
+            &CLIENT_SECRET,
+            Sighup,
+            secret,
+            None,
+            None,
+            Some(show_client_secret),
+        );
+    }
     GucRegistry::define_string_guc(
         c"pgforce.username",
         c"Integration user (the JWT bearer flow's subject).",
@@ -171,14 +178,20 @@ pub fn register(preloading: bool) {
         Sighup,
         none,
     );
-    GucRegistry::define_string_guc(
-        c"pgforce.jwt_key_file",
-        c"PEM file with the RSA private key for the JWT bearer flow.",
-        c"Readable by superusers only.",
-        &JWT_KEY_FILE,
-        Sighup,
-        secret,
-    );
+    // SAFETY: the show hook is #[pg_guard]ed and only reads the setting.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgforce.jwt_key_file",
+            c"PEM file with the RSA private key for the JWT bearer flow.",
+            c"Readable by superusers only.",
+            &JWT_KEY_FILE,
+            Sighup,
+            secret,
+            None,
+            None,
+            Some(show_jwt_key_file),
+        );
+    }
     GucRegistry::define_string_guc(
         c"pgforce.jwt_audience",
         c"The JWT bearer assertion's audience (empty: https://login.salesforce.com, or https://test.salesforce.com for a sandbox login URL).",
@@ -187,30 +200,48 @@ pub fn register(preloading: bool) {
         Sighup,
         none,
     );
-    GucRegistry::define_string_guc(
-        c"pgforce.refresh_token",
-        c"Refresh token for the refresh_token flow.",
-        c"Readable by superusers only.",
-        &REFRESH_TOKEN,
-        Sighup,
-        secret,
-    );
-    GucRegistry::define_string_guc(
-        c"pgforce.client_secret_file",
-        c"File with the connected app's consumer secret (instead of pgforce.client_secret).",
-        c"Readable by the server's OS user only (mode 600); re-read on reload. Readable by superusers only.",
-        &CLIENT_SECRET_FILE,
-        Sighup,
-        secret,
-    );
-    GucRegistry::define_string_guc(
-        c"pgforce.refresh_token_file",
-        c"File with the refresh token (instead of pgforce.refresh_token).",
-        c"Readable by the server's OS user only (mode 600); re-read on reload. Readable by superusers only.",
-        &REFRESH_TOKEN_FILE,
-        Sighup,
-        secret,
-    );
+    // SAFETY: the show hook is #[pg_guard]ed and only reads the setting.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgforce.refresh_token",
+            c"Refresh token for the refresh_token flow.",
+            c"Readable by superusers only.",
+            &REFRESH_TOKEN,
+            Sighup,
+            secret,
+            None,
+            None,
+            Some(show_refresh_token),
+        );
+    }
+    // SAFETY: the show hook is #[pg_guard]ed and only reads the setting.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgforce.client_secret_file",
+            c"File with the connected app's consumer secret (instead of pgforce.client_secret).",
+            c"Readable by the server's OS user only (mode 600); re-read on reload. Readable by superusers only.",
+            &CLIENT_SECRET_FILE,
+            Sighup,
+            secret,
+            None,
+            None,
+            Some(show_client_secret_file),
+        );
+    }
+    // SAFETY: the show hook is #[pg_guard]ed and only reads the setting.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pgforce.refresh_token_file",
+            c"File with the refresh token (instead of pgforce.refresh_token).",
+            c"Readable by the server's OS user only (mode 600); re-read on reload. Readable by superusers only.",
+            &REFRESH_TOKEN_FILE,
+            Sighup,
+            secret,
+            None,
+            None,
+            Some(show_refresh_token_file),
+        );
+    }
     GucRegistry::define_bool_guc(
         c"pgforce.allow_insecure_http",
         c"Allow plain http to Salesforce hosts that are not loopback addresses.",
@@ -426,6 +457,47 @@ unsafe fn check_string(
             false
         }
     }
+}
+
+/// What `SHOW` and `current_setting()` print for a secret: the value to superusers, to everyone else (members of
+/// pg_read_all_settings, such as pg_monitor, get this far) `********` when it is set and nothing when it is not.
+/// The value lives only in the setting's own variable, which Postgres never prints for a setting with a show hook.
+fn show_secret(setting: &GucSetting<Option<CString>>) -> *const c_char {
+    let value = setting.get();
+    // SAFETY: asks whether this backend's current user is a superuser; pstrdup copies into the current memory
+    // context, which the caller's own copy outlives.
+    unsafe {
+        match value {
+            None => c"".as_ptr(),
+            Some(v) if pg_sys::superuser() => pg_sys::pstrdup(v.as_ptr()),
+            Some(_) => c"********".as_ptr(),
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_client_secret() -> *const c_char {
+    show_secret(&CLIENT_SECRET)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_jwt_key_file() -> *const c_char {
+    show_secret(&JWT_KEY_FILE)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_refresh_token() -> *const c_char {
+    show_secret(&REFRESH_TOKEN)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_client_secret_file() -> *const c_char {
+    show_secret(&CLIENT_SECRET_FILE)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_refresh_token_file() -> *const c_char {
+    show_secret(&REFRESH_TOKEN_FILE)
 }
 
 #[pg_guard]

@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod capture;
+mod engine;
 mod error;
 mod guc;
 mod server;

@@ -113,7 +113,7 @@ fn preloaded() -> Finding {
 fn worker(client: &SpiClient<'_>) -> Result<Finding, pgrx::spi::Error> {
     let serving = guc::database();
     let found = client.select(
-        "SELECT a.pid, a.datname::text, pg_catalog.current_database()::text FROM pg_catalog.pg_stat_activity a
+        "SELECT a.pid, a.datname::pg_catalog.text, pg_catalog.current_database()::pg_catalog.text FROM pg_catalog.pg_stat_activity a
           WHERE a.backend_type OPERATOR(pg_catalog.=) 'pgforce sync worker'",
         None,
         &[],
@@ -123,7 +123,7 @@ fn worker(client: &SpiClient<'_>) -> Result<Finding, pgrx::spi::Error> {
         running = Some((row.get::<i32>(1)?, row.get::<String>(2)?, row.get::<String>(3)?));
     }
     let here: Option<String> =
-        client.select("SELECT pg_catalog.current_database()::text", None, &[])?.first().get(1)?;
+        client.select("SELECT pg_catalog.current_database()::pg_catalog.text", None, &[])?.first().get(1)?;
     let here = here.unwrap_or_default();
     Ok(match running {
         Some((pid, Some(db), _)) if db == here => Finding::ok("worker", format!("running (pid {}) in {db}", pid.unwrap_or(0))),
@@ -149,8 +149,8 @@ fn mappings(client: &SpiClient<'_>, schema: &str) -> Result<Vec<(MappingToCheck,
     let mut out = Vec::new();
     for row in client.select(
         &format!(
-            "SELECT m.relid::pg_catalog.regclass::text, m.sobject, m.access OPERATOR(pg_catalog.=) 'read_write',
-                    m.upsert_field, m.fields, m.paused_at::text
+            "SELECT m.relid::pg_catalog.regclass::pg_catalog.text, m.sobject, m.access OPERATOR(pg_catalog.=) 'read_write',
+                    m.upsert_field, m.fields, m.paused_at::pg_catalog.text
                FROM {schema}._mapping m ORDER BY 1"
         ),
         None,

@@ -174,7 +174,7 @@ fn unmap_table(client: &mut SpiClient, tbl: pg_sys::Oid) -> Result<()> {
     check_owner(client, tbl, &table)?;
     let schema = extension_schema(client)?;
     let removed = client.update(
-        &format!("DELETE FROM {schema}._mapping WHERE relid = $1::pg_catalog.oid"),
+        &format!("DELETE FROM {schema}._mapping WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid"),
         None,
         &[DatumWithOid::from(tbl)],
     )?;
@@ -215,8 +215,8 @@ fn check_owner(client: &SpiClient, tbl: pg_sys::Oid, table: &TableInfo) -> Resul
 pub(crate) fn extension_schema(client: &SpiClient) -> Result<String> {
     let name: Option<String> = client
         .select(
-            "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
-               JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgforce'",
+            "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_extension e \
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace WHERE e.extname OPERATOR(pg_catalog.=) 'pgforce'",
             Some(1),
             &[],
         )?
@@ -227,10 +227,10 @@ pub(crate) fn extension_schema(client: &SpiClient) -> Result<String> {
 
 fn table_info(client: &SpiClient, tbl: pg_sys::Oid) -> Result<TableInfo> {
     let rows = client.select(
-        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), c.relname::text, \
-                c.relkind::text, c.relpersistence::text, c.relispartition \
-           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-          WHERE c.oid = $1",
+        "SELECT pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.relname), c.relname::pg_catalog.text, \
+                c.relkind::pg_catalog.text, c.relpersistence::pg_catalog.text, c.relispartition \
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+          WHERE c.oid OPERATOR(pg_catalog.=) $1",
         Some(1),
         &[DatumWithOid::from(tbl)],
     )?;
@@ -250,9 +250,9 @@ fn table_info(client: &SpiClient, tbl: pg_sys::Oid) -> Result<TableInfo> {
         columns: Vec::new(),
     };
     let columns = client.select(
-        "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull \
+        "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull \
            FROM pg_catalog.pg_attribute a \
-          WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+          WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped ORDER BY a.attnum",
         None,
         &[DatumWithOid::from(tbl)],
     )?;
@@ -287,8 +287,8 @@ fn check_kind(table: &TableInfo) -> Result<()> {
 fn check_not_mapped(client: &SpiClient, schema: &str, tbl: pg_sys::Oid, table: &TableInfo) -> Result<()> {
     let rows = client.select(
         &format!(
-            "SELECT relid::pg_catalog.oid = $1, relid::text, sobject FROM {schema}._mapping \
-              WHERE relid = $1 OR table_name = $2 ORDER BY 1 DESC LIMIT 1"
+            "SELECT relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1, relid::pg_catalog.text, sobject FROM {schema}._mapping \
+              WHERE relid OPERATOR(pg_catalog.=) $1 OR table_name OPERATOR(pg_catalog.=) $2 ORDER BY 1 DESC LIMIT 1"
         ),
         None,
         &[DatumWithOid::from(tbl), DatumWithOid::from(table.relname.as_str())],
@@ -413,15 +413,15 @@ fn check_relationships(
         // The foreign key on this column alone, to the id column of its parent table.
         let parent = client
             .select(
-                "SELECT k.confrelid, k.confrelid::pg_catalog.regclass::text, pa.attname::text \
+                "SELECT k.confrelid, k.confrelid::pg_catalog.regclass::pg_catalog.text, pa.attname::pg_catalog.text \
                    FROM pg_catalog.pg_constraint k \
                    JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) k.conrelid \
                     AND k.conkey OPERATOR(pg_catalog.=) ARRAY[a.attnum] \
                    JOIN pg_catalog.pg_attribute pa ON pa.attrelid OPERATOR(pg_catalog.=) k.confrelid \
                     AND k.confkey OPERATOR(pg_catalog.=) ARRAY[pa.attnum] \
                   WHERE k.conrelid OPERATOR(pg_catalog.=) $1 AND k.contype OPERATOR(pg_catalog.=) 'f' \
-                    AND a.attname::text OPERATOR(pg_catalog.=) $2 \
-                  ORDER BY pa.attname::text OPERATOR(pg_catalog.<>) 'id', k.oid LIMIT 1",
+                    AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=) $2 \
+                  ORDER BY pa.attname::pg_catalog.text OPERATOR(pg_catalog.<>) 'id', k.oid LIMIT 1",
                 Some(1),
                 &[DatumWithOid::from(tbl), DatumWithOid::from(column.as_str())],
             )?
@@ -445,6 +445,35 @@ fn check_relationships(
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ));
         };
+        // The worker reads the parent's rows (their sfids, whether they failed) for this mapping: only a role that
+        // may read them may map a lookup to them (REFERENCES alone lets it create the foreign key).
+        // SAFETY: reads this backend's user identity (the caller of the SECURITY DEFINER wrapper).
+        let caller = unsafe { pg_sys::GetOuterUserId() };
+        let readable: bool = client
+            .select(
+                "SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')",
+                Some(1),
+                &[DatumWithOid::from(caller), DatumWithOid::from(parent_oid)],
+            )?
+            .first()
+            .get(1)?
+            .unwrap_or(false);
+        if !readable {
+            let role: String = client
+                .select(
+                    "SELECT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid($1)::pg_catalog.text)",
+                    Some(1),
+                    &[DatumWithOid::from(caller)],
+                )?
+                .first()
+                .get(1)?
+                .unwrap_or_default();
+            return Err(bad(
+                format!("you may not read its parent table {parent_name}"),
+                &format!("A relationship reads the parent rows it points at: GRANT SELECT ON {parent_name} TO {role};"),
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+            ));
+        }
         if parent_column != "id" {
             return Err(bad(
                 format!("its foreign key references {parent_name}.{parent_column}, not {parent_name}.id"),
@@ -497,7 +526,7 @@ fn add_system_columns(client: &mut SpiClient, table: &TableInfo) -> Result<()> {
         None => {
             let has_pkey: bool = client
                 .select(
-                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = $1::pg_catalog.regclass AND indisprimary)",
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND indisprimary)",
                     Some(1),
                     &[DatumWithOid::from(t.as_str())],
                 )?
@@ -552,10 +581,10 @@ fn has_unique_index_on(client: &SpiClient, qualified: &str, column: &str) -> Res
     Ok(client
         .select(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
-                              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                             WHERE i.indrelid = $1::pg_catalog.regclass AND i.indisunique AND i.indisvalid \
-                               AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL \
-                               AND a.attname = $2)",
+                              JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0] \
+                             WHERE i.indrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND i.indisunique AND i.indisvalid \
+                               AND i.indnkeyatts OPERATOR(pg_catalog.=) 1 AND i.indpred IS NULL AND i.indexprs IS NULL \
+                               AND a.attname OPERATOR(pg_catalog.=) $2)",
             Some(1),
             &[DatumWithOid::from(qualified), DatumWithOid::from(column)],
         )?

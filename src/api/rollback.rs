@@ -17,9 +17,9 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
 
+use crate::engine::owner::as_table_owner;
 use crate::error::PgforceError;
 use crate::guc;
-use crate::worker::record::as_owner;
 
 /// Ids per SOQL query (`WHERE Id IN (…)` stays well under the URL limit).
 const IDS_PER_QUERY: usize = 200;
@@ -109,7 +109,7 @@ fn mappings(
     let mut out = HashMap::new();
     for row in client.select(
         &format!(
-            "SELECT m.table_name::text, m.relid::pg_catalog.regclass::text, c.relowner, m.sobject, m.fields
+            "SELECT m.table_name::pg_catalog.text, m.relid::pg_catalog.regclass::pg_catalog.text, c.relowner, m.sobject, m.fields
                FROM {schema}._mapping m JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) m.relid::pg_catalog.oid
               WHERE m.access OPERATOR(pg_catalog.=) 'read_write'
                 AND ($1::pg_catalog.oid IS NULL OR m.relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid)"
@@ -144,8 +144,8 @@ fn delivered(
     let gone = pgforce_core::log::AuditStatus::SourceGone.code();
     let rows = client.select(
         &format!(
-            "SELECT e.id, m.table_name::text, e.record_id, e.action::text, e.sfid::text, e.\"values\"::text,
-                    e.old::text,
+            "SELECT e.id, m.table_name::pg_catalog.text, e.record_id, e.action::pg_catalog.text, e.sfid::pg_catalog.text, e.\"values\"::pg_catalog.text,
+                    e.old::pg_catalog.text,
                     pg_catalog.to_char((e.processed_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => {CLOCK_MARGIN_S}))
                                        AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
                FROM (SELECT {columns} FROM {schema}._trigger_log
@@ -294,19 +294,10 @@ fn apply(
         }
         (Undo::Report, false) => return Ok(log_id.unwrap_or_default()),
     };
-    // The sync engine's own write (xmlbinary = hex: nothing is captured), as the table's owner; then the session's
-    // setting again.
-    let before: Option<String> =
-        client.select("SELECT pg_catalog.current_setting('xmlbinary')", None, &[])?.first().get(1)?;
-    client.update("SELECT pg_catalog.set_config('xmlbinary', 'hex', true)", None, &[])?;
-    let written = as_owner(m.owner, || {
+    // The sync engine's own write (xmlbinary = hex: nothing is captured), as the table's owner.
+    let written = as_table_owner(m.owner, || {
         client.update(&sql, None, &[DatumWithOid::from(step.record_id), DatumWithOid::from(changes.as_deref())])
     });
-    client.update(
-        "SELECT pg_catalog.set_config('xmlbinary', $1, true)",
-        None,
-        &[DatumWithOid::from(before.as_deref().unwrap_or("base64"))],
-    )?;
     written?;
     Ok(log_id.unwrap_or_default())
 }

@@ -11,13 +11,13 @@ use pgforce_core::delivery::outcome::{unrecorded, LogOutcome, MappingStats, Outc
 use pgforce_core::delivery::{Table, Values};
 use pgforce_core::hstore;
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
 
 use super::error::WorkerError;
 use super::sql::{Statements, TableStatements};
 use super::transaction::in_subtransaction;
 use crate::capture::WRITING_OUTCOMES;
+use crate::engine::owner::as_table_owner;
 
 /// The current `sfid` of rows whose log entries carry none (an earlier insert's write-back arrived after they were
 /// captured), per table: record id → sfid.
@@ -412,7 +412,7 @@ fn sfid_owner(
     Ok(found.flatten())
 }
 
-/// Runs `f` with `table`'s statements, as the table's owner (`as_owner`). `None` when `table` is not one of the
+/// Runs `f` with `table`'s statements, as the table's owner (`engine::owner::as_table_owner`). `None` when `table` is not one of the
 /// mapped tables of this claim.
 fn on_table<R>(
     client: &mut SpiClient<'_>,
@@ -423,23 +423,5 @@ fn on_table<R>(
     let Some(owner) = st.owners.get(table).copied() else { return Ok(None) };
     let statements = st.tables(client, &[table])?;
     let Some(t) = statements.get(table) else { return Ok(None) };
-    as_owner(owner, || f(client, t)).map(Some)
-}
-
-/// Runs `f` as `owner` in a security-restricted operation, the way autovacuum and REFRESH MATERIALIZED VIEW run
-/// user code: the table's triggers, defaults and policies get its owner's rights, never the worker's. An error
-/// inside `f` aborts the transaction, which restores the worker's identity.
-pub(crate) fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
-    let mut worker = pg_sys::Oid::INVALID;
-    let mut context = 0;
-    // SAFETY: switches this backend's current user for the duration of `f`, as Postgres' own maintenance does.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut worker, &mut context);
-        let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
-        pg_sys::SetUserIdAndSecContext(owner, context | restricted);
-    }
-    let result = f();
-    // SAFETY: restores what was saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(worker, context) };
-    result
+    as_table_owner(owner, || f(client, t)).map(Some)
 }

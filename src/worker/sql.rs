@@ -20,7 +20,7 @@ const LOG_COLUMNS: &str = "id, txid, created_at, updated_at, processed_at, proce
 
 /// The schema pgforce is installed in (quoted) and its version, if it is installed in this database.
 pub const INSTALLED_SCHEMA: &str =
-    "SELECT pg_catalog.quote_ident(n.nspname)::text, e.extversion::text FROM pg_catalog.pg_extension e \
+    "SELECT pg_catalog.quote_ident(n.nspname)::pg_catalog.text, e.extversion::pg_catalog.text FROM pg_catalog.pg_extension e \
                                     JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
                                     WHERE e.extname OPERATOR(pg_catalog.=) 'pgforce'";
 
@@ -173,7 +173,7 @@ pub fn keep_refresh_token_sql(schema: &str) -> String {
 pub fn oldest_waiting_sql(schema: &str) -> String {
     let (new, pending) = (LogState::New.as_str(), LogState::Pending.as_str());
     format!(
-        "SELECT EXTRACT(epoch FROM (pg_catalog.now() {MINUS} l.created_at))::pg_catalog.float8, l.table_name::text
+        "SELECT EXTRACT(epoch FROM (pg_catalog.now() {MINUS} l.created_at))::pg_catalog.float8, l.table_name::pg_catalog.text
            FROM {schema}._trigger_log l
           WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}']::pg_catalog.text[])
             AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
@@ -189,7 +189,7 @@ pub fn oldest_waiting_sql(schema: &str) -> String {
 pub fn hstore_schema(client: &SpiClient<'_>) -> Result<String, pgrx::spi::Error> {
     Ok(client
         .select(
-            "SELECT pg_catalog.quote_ident(n.nspname)::text FROM pg_catalog.pg_extension e
+            "SELECT pg_catalog.quote_ident(n.nspname)::pg_catalog.text FROM pg_catalog.pg_extension e
                JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
               WHERE e.extname OPERATOR(pg_catalog.=) 'hstore'",
             None,
@@ -219,8 +219,8 @@ pub enum QueueRead {
 /// of whether the entry was tried before (its writes then go with the row's current values).
 fn entries_sql(schema: &str, retried: &str) -> String {
     format!(
-        "SELECT l.id, m.table_name::text, l.record_id, l.action::text, l.state::text, l.sfid::text,
-                l.\"values\"::text, l.old::text, l.attempts,
+        "SELECT l.id, m.table_name::pg_catalog.text, l.record_id, l.action::pg_catalog.text, l.state::pg_catalog.text, l.sfid::pg_catalog.text,
+                l.\"values\"::pg_catalog.text, l.old::pg_catalog.text, l.attempts,
                 EXTRACT(epoch FROM l.in_doubt_since)::pg_catalog.int8, {retried}
            FROM {schema}._trigger_log l
            LEFT JOIN {schema}._mapping m
@@ -233,7 +233,7 @@ fn entries_sql(schema: &str, retried: &str) -> String {
 fn job_entries_sql(schema: &str) -> String {
     let entries = entries_sql(schema, "false");
     let pending = LogState::Pending.as_str();
-    format!("{entries} WHERE l.bulk_job::text {EQ} $1 AND l.state {EQ} '{pending}' ORDER BY l.id FOR UPDATE OF l")
+    format!("{entries} WHERE l.bulk_job::pg_catalog.text {EQ} $1 AND l.state {EQ} '{pending}' ORDER BY l.id FOR UPDATE OF l")
 }
 
 pub fn queue_sql(schema: &str, read: QueueRead) -> String {
@@ -372,7 +372,7 @@ impl Statements {
                             processed_at = CASE WHEN (attempts {PLUS} 1) {GE} $2 THEN pg_catalog.now() END,
                             updated_at = pg_catalog.now()
                       WHERE state {EQ} '{pending}' AND {not_in_a_job}
-                      RETURNING id, table_name::text"
+                      RETURNING id, table_name::pg_catalog.text"
                 ),
                 &[pg_sys::FLOAT8OID, pg_sys::INT4OID, TEXT],
             )?,
@@ -428,9 +428,9 @@ impl Statements {
             load_tables: prepare(
                 client,
                 &format!(
-                    "SELECT m.table_name::text, m.relid::pg_catalog.regclass::text, m.sobject, m.upsert_field, m.fields,
-                            pg_catalog.array_agg(a.attname::text ORDER BY a.attnum),
-                            pg_catalog.array_agg(CASE WHEN t.typtype {EQ} 'd' THEN bt.typname ELSE t.typname END::text
+                    "SELECT m.table_name::pg_catalog.text, m.relid::pg_catalog.regclass::pg_catalog.text, m.sobject, m.upsert_field, m.fields,
+                            pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum),
+                            pg_catalog.array_agg(CASE WHEN t.typtype {EQ} 'd' THEN bt.typname ELSE t.typname END::pg_catalog.text
                                                  ORDER BY a.attnum),
                             c.relowner
                        FROM {schema}._mapping m
@@ -447,11 +447,11 @@ impl Statements {
             load_links: prepare(
                 client,
                 &format!(
-                    "SELECT DISTINCT ON (m.table_name, r.key) m.table_name::text, r.key, r.value, pm.table_name::text
+                    "SELECT DISTINCT ON (m.table_name, r.key) m.table_name::pg_catalog.text, r.key, r.value, pm.table_name::pg_catalog.text
                        FROM {schema}._mapping m
                       CROSS JOIN LATERAL pg_catalog.jsonb_each_text(m.relationships) AS r(key, value)
                        LEFT JOIN pg_catalog.pg_attribute a
-                         ON a.attrelid {EQ} m.relid::pg_catalog.oid AND a.attname::text {EQ} r.key AND NOT a.attisdropped
+                         ON a.attrelid {EQ} m.relid::pg_catalog.oid AND a.attname::pg_catalog.text {EQ} r.key AND NOT a.attisdropped
                        LEFT JOIN pg_catalog.pg_constraint k
                          ON k.conrelid {EQ} m.relid::pg_catalog.oid AND k.contype {EQ} 'f'
                         AND k.conkey {EQ} ARRAY[a.attnum]
@@ -481,9 +481,9 @@ impl Statements {
                             sfid = coalesce(u.sfid, l.sfid),
                             attempts = u.attempts,
                             next_attempt_at = pg_catalog.now() {PLUS} (u.retry_in_ms {TIMES} interval '1 millisecond'),
-                            processed_at = CASE WHEN u.state::text {EQ} ANY (ARRAY['{new}', '{pending}']) THEN NULL
+                            processed_at = CASE WHEN u.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}']) THEN NULL
                                                 ELSE pg_catalog.now() END,
-                            processed_tx = CASE WHEN u.state::text {EQ} ANY (ARRAY['{new}', '{pending}']) THEN NULL
+                            processed_tx = CASE WHEN u.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}']) THEN NULL
                                                 ELSE pg_catalog.txid_current() END,
                             bulk_job = CASE WHEN u.state {EQ} '{pending}' THEN l.bulk_job END,
                             -- in doubt since the attempt was claimed (the claim set updated_at)
@@ -514,7 +514,7 @@ impl Statements {
             next_retry_in: prepare(
                 client,
                 &format!(
-                    "SELECT EXTRACT(epoch FROM pg_catalog.min(next_attempt_at) {MINUS} pg_catalog.clock_timestamp())::float8
+                    "SELECT EXTRACT(epoch FROM pg_catalog.min(next_attempt_at) {MINUS} pg_catalog.clock_timestamp())::pg_catalog.float8
                        FROM {log} WHERE state {EQ} '{new}' AND next_attempt_at IS NOT NULL"
                 ),
                 &[],
@@ -632,15 +632,15 @@ impl Statements {
                                    pg_catalog.max(CASE WHEN l.bulk_job IS NOT NULL THEN {in_job}
                                                        ELSE GREATEST(0, pg_catalog.date_part('epoch',
                                                            l.next_attempt_at {MINUS} pg_catalog.now())) END
-                                                  )::float8 AS due_in
+                                                  )::pg_catalog.float8 AS due_in
                               FROM {log} l JOIN wanted w ON l.record_id {EQ} w.id
-                             WHERE l.state::text {EQ} ANY (ARRAY['{new}', '{pending}'])
+                             WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}'])
                                AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
                              GROUP BY l.record_id),
                           failed AS (
                             SELECT DISTINCT ON (l.record_id) l.record_id, l.sf_message AS message
                               FROM {log} l JOIN wanted w ON l.record_id {EQ} w.id
-                             WHERE l.state::text {EQ} '{failed}'
+                             WHERE l.state::pg_catalog.text {EQ} '{failed}'
                                AND l.relid {EQ} pg_catalog.to_regclass($1)::pg_catalog.oid
                              ORDER BY l.record_id, l.id DESC)
                      SELECT w.id, q.due_in, f.message
@@ -665,20 +665,20 @@ impl Statements {
             release_bulk_job: prepare(
                 client,
                 &format!(
-                    "WITH forgotten AS (DELETE FROM {schema}._bulk_jobs WHERE id::text {EQ} $1)
+                    "WITH forgotten AS (DELETE FROM {schema}._bulk_jobs WHERE id::pg_catalog.text {EQ} $1)
                      UPDATE {log}
                         SET state = '{new}', bulk_job = NULL, in_doubt_since = coalesce(in_doubt_since, updated_at),
                             attempts = attempts {PLUS} CASE WHEN $2 THEN 1 ELSE 0 END,
                             next_attempt_at = pg_catalog.now(), updated_at = pg_catalog.now()
-                      WHERE bulk_job::text {EQ} $1 AND state {EQ} '{pending}'"
+                      WHERE bulk_job::pg_catalog.text {EQ} $1 AND state {EQ} '{pending}'"
                 ),
                 &[TEXT, pg_sys::BOOLOID],
             )?,
             job_entries: prepare(client, &job_entries_sql(schema), &[TEXT])?,
-            bulk_jobs: prepare(client, &format!("SELECT id::text FROM {schema}._bulk_jobs ORDER BY created_at"), &[])?,
+            bulk_jobs: prepare(client, &format!("SELECT id::pg_catalog.text FROM {schema}._bulk_jobs ORDER BY created_at"), &[])?,
             forget_bulk_jobs: prepare(
                 client,
-                &format!("DELETE FROM {schema}._bulk_jobs WHERE id::text {EQ} ANY ($1)"),
+                &format!("DELETE FROM {schema}._bulk_jobs WHERE id::pg_catalog.text {EQ} ANY ($1)"),
                 &[TEXT_ARRAY],
             )?,
             queue_size: prepare(
@@ -750,14 +750,14 @@ impl Statements {
             let statements = TableStatements {
                 current_sfids: prepare(
                     client,
-                    &format!("SELECT id::bigint, sfid::text FROM {name} WHERE id {EQ} ANY ($1)"),
+                    &format!("SELECT id::bigint, sfid::pg_catalog.text FROM {name} WHERE id {EQ} ANY ($1)"),
                     &[INT8_ARRAY],
                 )?,
                 current_rows: prepare(
                     client,
                     &format!(
                         "SELECT t.id::bigint,
-                                ({hstore}.hstore(t.*) OPERATOR({hstore}.-) ARRAY['{status}']::pg_catalog.text[])::text
+                                ({hstore}.hstore(t.*) OPERATOR({hstore}.-) ARRAY['{status}']::pg_catalog.text[])::pg_catalog.text
                            FROM {name} t WHERE t.id {EQ} ANY ($1)",
                         status = STATUS_COLUMNS.join("','"),
                     ),
@@ -804,7 +804,7 @@ impl Statements {
                 )?,
                 owned_sfids: prepare(
                     client,
-                    &format!("SELECT sfid::text FROM {name} WHERE sfid::pg_catalog.text {EQ} ANY ($1)"),
+                    &format!("SELECT sfid::pg_catalog.text FROM {name} WHERE sfid::pg_catalog.text {EQ} ANY ($1)"),
                     &[TEXT_ARRAY],
                 )?,
             };

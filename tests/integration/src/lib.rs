@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod attack;
+
 pub struct Cluster {
     bindir: PathBuf,
     datadir: PathBuf,
@@ -205,7 +207,6 @@ pub fn file_for_server(source: &Path, name: &str) -> PathBuf {
     target
 }
 
-/// Polls `check` until it returns Some, or panics after `timeout`.
 /// How many log entries are still queued (`NEW`) or being sent (`PENDING`).
 pub fn open_entries(c: &mut postgres::Client) -> i64 {
     c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING')", &[])
@@ -213,6 +214,7 @@ pub fn open_entries(c: &mut postgres::Client) -> i64 {
         .get(0)
 }
 
+/// Polls `check` until it returns Some, or panics after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {

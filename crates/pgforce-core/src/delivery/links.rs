@@ -270,7 +270,7 @@ impl Plan {
                 let parent = &self.jobs[link.parent];
                 let name = parent_row(tables, &parent.table, parent.write.record_id);
                 let op = match &parent.op {
-                    Operation::Refuse(why) => Operation::Refuse(parent_failed(&name, why)),
+                    Operation::Refuse(_) => Operation::Refuse(parent_failed(&name)),
                     Operation::Wait(_, wait) => Operation::Wait(parent_waiting(&name), *wait),
                     _ => Operation::Wait(parent_waiting(&name), PARENT_WAIT),
                 };
@@ -296,7 +296,7 @@ fn from_postgres(tables: &HashMap<String, Table>, parent: &str, id: i64, row: Op
         None => Lookup::Refuse(format!("{name} does not exist: the lookup cannot be set")),
         Some(ParentRow { sfid: Some(sfid), .. }) => Lookup::Fill(Value::String(sfid.clone())),
         Some(ParentRow { queued: Some(wait), .. }) => Lookup::Wait(parent_waiting(&name), (*wait).max(PARENT_WAIT)),
-        Some(ParentRow { failed: Some(why), .. }) => Lookup::Refuse(parent_failed(&name, why)),
+        Some(ParentRow { failed: Some(_), .. }) => Lookup::Refuse(parent_failed(&name)),
         Some(_) => Lookup::Refuse(format!(
             "{name} has no sfid and no change waiting to be sent; send it first (UPDATE it, or \
              salesforce.retry_failed()), then retry this one"
@@ -308,10 +308,13 @@ pub fn parent_waiting(name: &str) -> String {
     format!("waiting for {name} to reach Salesforce (it has no sfid yet)")
 }
 
-/// The message of a child whose parent failed: names the parent and says how to get both through.
-pub fn parent_failed(name: &str, why: &str) -> String {
+/// The message of a child whose parent failed: names the parent row and says how to get both through. Never what
+/// Salesforce said of the parent: that can quote the parent's values, which the child's owner may not read (the
+/// parent's own `_hc_err` and log entry hold it, for those who may).
+pub fn parent_failed(name: &str) -> String {
     format!(
-        "parent {name} could not be written to Salesforce ({why}); fix it, then retry both: SELECT salesforce.retry_failed()"
+        "parent {name} could not be written to Salesforce (its own error is in its _hc_err); fix it, then retry \
+         both: SELECT salesforce.retry_failed()"
     )
 }
 
@@ -427,7 +430,7 @@ mod tests {
         assert!(why.contains("app.account row id=20"), "{why}");
         assert_eq!(*wait, Duration::from_secs(30));
         let Operation::Refuse(why) = &plan.jobs[1].op else { panic!("{:?}", plan.jobs[1].op) };
-        assert!(why.contains("app.account row id=21") && why.contains("REQUIRED_FIELD_MISSING"), "{why}");
+        assert!(why.contains("app.account row id=21") && !why.contains("REQUIRED_FIELD_MISSING"), "{why}");
         assert!(matches!(&plan.jobs[2].op, Operation::Refuse(w) if w.contains("no sfid and no change waiting")));
         assert!(matches!(&plan.jobs[3].op, Operation::Refuse(w) if w.contains("does not exist")));
 
@@ -448,11 +451,12 @@ mod tests {
         plan.jobs.push(job("account", 1, None, None));
         plan.jobs.push(job("contact", 9, Some(3), None));
         plan.link(&tables, &HashMap::new());
-        plan.jobs[2].op = Operation::Refuse("INVALID: bad".into());
+        plan.jobs[2].op = Operation::Refuse("INVALID: Name Secret Ltd is not allowed".into());
         plan.order(&tables);
         for i in [0, 1, 3] {
+            // The parent's own error (which can quote its values) is never in a descendant's message.
             assert!(
-                matches!(&plan.jobs[i].op, Operation::Refuse(w) if w.contains("could not be written")),
+                matches!(&plan.jobs[i].op, Operation::Refuse(w) if w.contains("could not be written") && !w.contains("Secret")),
                 "{i}: {:?}",
                 plan.jobs[i].op
             );

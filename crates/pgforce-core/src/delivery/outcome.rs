@@ -283,9 +283,9 @@ fn job_write_outcome(
             Verdict::Failed { code: "IN_DOUBT".into(), message: m.clone(), transient: true, in_doubt: true }
         }
         _ => match verdict {
-            Verdict::Blocked { parent, failed: Some(why) } => {
+            Verdict::Blocked { parent, failed: Some(_) } => {
                 let name = plan.jobs.get(parent).map(|p| parent_row(tables, &p.table, p.write.record_id));
-                let message = parent_failed(&name.unwrap_or_default(), &why);
+                let message = parent_failed(&name.unwrap_or_default());
                 Verdict::Failed { code: "NOT_SENT".into(), message, transient: false, in_doubt: false }
             }
             other => other,
