@@ -35,8 +35,9 @@ pub fn cluster(sf: &Salesforce) -> Cluster {
     let mut admin = cluster.admin();
     admin
         .batch_execute(
-            "SET search_path = pg_catalog;
-             CREATE EXTENSION pgforce CASCADE;
+            "CREATE EXTENSION hstore SCHEMA public;  -- where it usually is, and where the attackers can write
+             SET search_path = pg_catalog;
+             CREATE EXTENSION pgforce;
              DO $$ BEGIN  -- created by the extension since 0.2.0; here too, so the attacks can be replayed on 0.1.0
                  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgforce_monitor') THEN CREATE ROLE pgforce_monitor; END IF;
                  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgforce_operator') THEN CREATE ROLE pgforce_operator; END IF;
