@@ -422,11 +422,16 @@ REVOKE ALL ON FUNCTION @extschema@._follow_table_ddl() FROM PUBLIC;
 CREATE EVENT TRIGGER pgforce_follow_table_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION @extschema@._follow_table_ddl();
 
+-- Say at once when nothing will deliver this database's changes (the worker may simply not have started yet: that
+-- is no reason to warn).
 DO $do$
+DECLARE
+    gap record;
 BEGIN
-    IF NOT @extschema@._is_preloaded() THEN
-        RAISE WARNING 'pgforce is not in shared_preload_libraries: changes will be captured, but nothing will be delivered to Salesforce'
-            USING HINT = 'Run ALTER SYSTEM SET shared_preload_libraries = ''pgforce'' and restart PostgreSQL.';
+    SELECT g.state, g.message, g.hint INTO gap FROM @extschema@._delivery_gap() g
+     WHERE g.state OPERATOR(pg_catalog.<>) 'NO_WORKER';
+    IF FOUND THEN
+        RAISE WARNING '%', gap.message USING HINT = gap.hint;
     END IF;
 END
 $do$;
@@ -470,6 +475,34 @@ CREATE TRIGGER pgforce_wake AFTER INSERT OR UPDATE ON @extschema@._trigger_log
 CREATE TRIGGER pgforce_wake AFTER UPDATE ON @extschema@._trigger_log_archive
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._wake_worker();
 
+-- API: Private. Failures until they are resolved, wherever their entry lives (archiving after
+-- pgforce.archive_after resolves nothing): every FAILED entry of the log or the archive that no later change of the
+-- same row got through. An operator resolves one by retrying it (it is then no longer FAILED), or by a change of the
+-- row that reaches Salesforce. sync_status counts them; diagnose() groups them by error code.
+CREATE VIEW @extschema@._open_failures AS
+WITH failed AS (
+    SELECT l.id, l.table_name, l.record_id, l.sf_message, false AS archived
+      FROM @extschema@._trigger_log l
+     WHERE l.state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text
+    UNION ALL
+    SELECT a.id, a.table_name, a.record_id, a.sf_message, true
+      FROM @extschema@._trigger_log_archive a
+     WHERE a.state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text)
+SELECT f.id, f.table_name::pg_catalog.text AS table_name, f.record_id, f.sf_message, f.archived
+  FROM failed f
+ WHERE NOT EXISTS (
+        SELECT 1 FROM @extschema@._trigger_log s
+         WHERE s.record_id OPERATOR(pg_catalog.=) f.record_id
+           AND s.table_name::pg_catalog.text OPERATOR(pg_catalog.=) f.table_name::pg_catalog.text
+           AND s.id OPERATOR(pg_catalog.>) f.id
+           AND s.state::pg_catalog.text OPERATOR(pg_catalog.=) 'SUCCESS'::pg_catalog.text)
+   AND NOT EXISTS (
+        SELECT 1 FROM @extschema@._trigger_log_archive s
+         WHERE s.table_name::pg_catalog.text OPERATOR(pg_catalog.=) f.table_name::pg_catalog.text
+           AND s.record_id OPERATOR(pg_catalog.=) f.record_id
+           AND s.id OPERATOR(pg_catalog.>) f.id
+           AND s.state::pg_catalog.text OPERATOR(pg_catalog.=) 'SUCCESS'::pg_catalog.text);
+
 -- API: Public. One row per mapping: what waits, what failed, when it last worked, and how the connection is.
 -- Everyone sees the counts; error texts (last_error, connection_message) only members of pgforce_monitor.
 CREATE VIEW @extschema@.sync_status AS
@@ -477,13 +510,15 @@ SELECT m.table_name,
        m.sobject,
        m.access,
        coalesce(l.pending, 0)      AS pending_writes,
-       coalesce(l.errored, 0)      AS errored_writes,
+       coalesce(f.errored, 0)      AS errored_writes,
        l.oldest_pending_age,
        m.last_success_at,
        m.last_error_at,
        CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN m.last_error END AS last_error,
-       s.state                     AS connection_state,
-       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN s.message END AS connection_message,
+       coalesce(g.state, s.state)  AS connection_state,
+       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER')
+            THEN coalesce(g.message OPERATOR(pg_catalog.||) '. ' OPERATOR(pg_catalog.||) g.hint, s.message) END
+                                   AS connection_message,
        s.api_used,
        s.api_limit,
        s.updated_at                AS state_updated_at,
@@ -491,13 +526,20 @@ SELECT m.table_name,
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
         SELECT pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS pending,
-               pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text) AS errored,
                pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(t.created_at)
                    FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS oldest_pending_age
           FROM @extschema@._trigger_log t
          WHERE t.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text) l ON true
- CROSS JOIN @extschema@._sync_state s;
+  LEFT JOIN (SELECT o.table_name, pg_catalog.count(*) AS errored FROM @extschema@._open_failures o
+              GROUP BY o.table_name) f ON f.table_name OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
+ CROSS JOIN @extschema@._sync_state s
+  -- When nothing delivers this database's changes (not preloaded, another database, no worker), the worker's own
+  -- state is stale: say so instead.
+  LEFT JOIN @extschema@._delivery_gap() g ON true;
 GRANT SELECT ON @extschema@.sync_status TO PUBLIC;
+-- Everyone may read sync_status, so everyone may ask whether anything delivers (settings only for monitors).
+REVOKE ALL ON FUNCTION @extschema@._delivery_gap() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._delivery_gap() TO PUBLIC;
 
 -- API: Public. The audit: one row per trigger log entry, live or archived, with what happened to it in iSyncSF's
 -- status codes (pgforce_core::log::AuditStatus; the README lists them). has_error, table_name and processed_at

@@ -11,7 +11,6 @@ use std::time::Duration;
 use pgforce_core::alert::error_code;
 use pgforce_core::describe::Described;
 use pgforce_core::diagnose::{self, Finding, MappingToCheck};
-use pgforce_core::log::LogState;
 use pgforce_core::salesforce::CallError;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -105,7 +104,7 @@ fn preloaded() -> Finding {
         Finding::error(
             "preloaded",
             "pgforce is not in shared_preload_libraries: changes are captured, nothing is delivered",
-            "ALTER SYSTEM SET shared_preload_libraries = 'pgforce'; then restart PostgreSQL.",
+            super::status::preload_hint(),
         )
     }
 }
@@ -209,8 +208,7 @@ fn failures(client: &SpiClient<'_>, schema: &str) -> Result<Vec<(String, i64, St
     for row in client.select(
         &format!(
             "SELECT pg_catalog.split_part(coalesce(sf_message, ''), ':', 1), pg_catalog.count(*), pg_catalog.min(sf_message)
-               FROM {schema}._trigger_log WHERE state OPERATOR(pg_catalog.=) '{failed}' GROUP BY 1 ORDER BY 2 DESC, 1",
-            failed = LogState::Failed.as_str()
+               FROM {schema}._open_failures GROUP BY 1 ORDER BY 2 DESC, 1"
         ),
         None,
         &[],

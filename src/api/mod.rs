@@ -6,3 +6,4 @@ mod mapping;
 mod preview;
 mod rollback;
 mod session_client;
+pub mod status;

@@ -46,7 +46,7 @@ fn _preview(
         let mut st = Statements::prepare(client, &schema).map_err(|e| PgforceError::Internal(e.to_string()))?;
         let claimed = claim::peek(client, &mut st, &config, tbl).map_err(|e| PgforceError::Internal(e.to_string()))?;
         let mut plan =
-            plan::plan_claim(client, &mut st, &claimed, &config).map_err(|e| PgforceError::Internal(e.to_string()))?;
+            plan::plan_claim(client, &mut st, &claimed).map_err(|e| PgforceError::Internal(e.to_string()))?;
         plan.refuse_oversized(config.max_request_bytes);
         let tables = &claimed.tables;
         plan.order(tables);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use pgforce_core::delivery::doubt::CLOCK_MARGIN_S;
 use pgforce_core::delivery::Values;
 use pgforce_core::hstore;
-use pgforce_core::log::{Action, LastOp, LogState};
+use pgforce_core::log::{Action, AuditStatus, LastOp, LogState};
 use pgforce_core::rollback::{left_alone, steps, Delivered, Step, Undo};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -64,7 +64,7 @@ fn _rollback(
         let delivered = delivered(client, &schema, since, tbl)?;
         let plan = steps(&delivered, |t| mapped.get(t).map(|m| m.fields.as_slice()));
         // Reports need no look-up: only what would be changed is checked.
-        let nothing_to_check = plan.iter().all(|s| s.undo == Undo::Report);
+        let nothing_to_check = plan.iter().all(|s| matches!(s.undo, Undo::Report | Undo::Existed));
         let verdicts =
             if force || nothing_to_check { vec![None; plan.len()] } else { check(client, &schema, &mapped, &plan)? };
         let mut out = Vec::new();
@@ -76,6 +76,12 @@ fn _rollback(
                 (None, Undo::Restore(values)) => {
                     ("restore", format!("fields set back: {}", values.keys().cloned().collect::<Vec<_>>().join(", ")))
                 }
+                (None, Undo::Existed) => (
+                    "report",
+                    "not created by pgforce: an insert since wrote over a record that existed (Salesforce answered \
+                     updated), whose fields from before are not in the log: left alone"
+                        .to_string(),
+                ),
                 (None, Undo::Report) => (
                     "report",
                     "deleted by pgforce since: restore it from Salesforce's recycle bin (pgforce cannot create it again with its id)"
@@ -141,13 +147,17 @@ fn delivered(
 ) -> Result<Vec<Delivered>, PgforceError> {
     let columns = "id, table_name, relid, record_id, action, sfid, \"values\", old, processed_at, state, sf_result";
     let (success, merged) = (LogState::Success.as_str(), LogState::Merged.as_str());
-    let gone = pgforce_core::log::AuditStatus::SourceGone.code();
+    let gone = AuditStatus::SourceGone.code();
+    let (inserted, updated) = (AuditStatus::Inserted.code(), AuditStatus::Updated.code());
     let rows = client.select(
         &format!(
             "SELECT e.id, m.table_name::pg_catalog.text, e.record_id, e.action::pg_catalog.text, e.sfid::pg_catalog.text, e.\"values\"::pg_catalog.text,
                     e.old::pg_catalog.text,
                     pg_catalog.to_char((e.processed_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => {CLOCK_MARGIN_S}))
-                                       AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+                                       AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                    CASE WHEN e.state::pg_catalog.text OPERATOR(pg_catalog.<>) '{success}' THEN NULL
+                         WHEN e.sf_result OPERATOR(pg_catalog.=) {inserted} THEN true
+                         WHEN e.sf_result OPERATOR(pg_catalog.=) {updated} THEN false END
                FROM (SELECT {columns} FROM {schema}._trigger_log
                      UNION ALL
                      SELECT {columns} FROM {schema}._trigger_log_archive) e
@@ -179,6 +189,7 @@ fn delivered(
             values: parse(row.get(6)?),
             old: parse(row.get(7)?),
             written_before: row.get(8)?.unwrap_or_default(),
+            created: row.get(9)?,
         });
     }
     Ok(out)
@@ -292,7 +303,7 @@ fn apply(
                 from.join(", ")
             )
         }
-        (Undo::Report, false) => return Ok(log_id.unwrap_or_default()),
+        (Undo::Report | Undo::Existed, false) => return Ok(log_id.unwrap_or_default()),
     };
     // The sync engine's own write (xmlbinary = hex: nothing is captured), as the table's owner.
     let written = as_table_owner(m.owner, || {

@@ -14,7 +14,7 @@ pub(crate) mod plan;
 pub(crate) mod record;
 mod sender;
 pub(crate) mod sql;
-mod status;
+pub(crate) mod status;
 mod transaction;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -452,7 +452,7 @@ impl Worker {
         self.set_step(Step::Recording);
         let read = self.with_statements(|c, st| {
             let claimed = claim::job_entries(c, st, config, id)?;
-            let plan = plan::plan_claim(c, st, &claimed, config)?;
+            let plan = plan::plan_claim(c, st, &claimed)?;
             Ok((claimed.tables, plan))
         });
         let (tables, mut plan) = match read {
@@ -859,7 +859,7 @@ impl Worker {
     /// Plans, sends and records one claim, recording outcomes as requests complete. `Err` carries how long to wait
     /// (the connection is paused, recording failed, or the worker is asked to stop).
     fn deliver(&mut self, config: &Config, mut claimed: Claimed) -> Result<(), Duration> {
-        let mut plan = match self.with_statements(|c, st| plan::plan_claim(c, st, &claimed, config)) {
+        let mut plan = match self.with_statements(|c, st| plan::plan_claim(c, st, &claimed)) {
             Ok(plan) => plan,
             Err(e) => return self.recording_failed(config, e),
         };
@@ -877,7 +877,7 @@ impl Worker {
                     return Ok(None);
                 }
                 claimed.absorb(more);
-                plan::plan_claim(c, st, &claimed, config).map(Some)
+                plan::plan_claim(c, st, &claimed).map(Some)
             });
             match pulled {
                 Ok(Some(again)) => plan = again,

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use pgforce_core::config::Config;
 use pgforce_core::delivery::plan::{plan, Plan};
 use pgforce_core::delivery::Claimed;
 use pgrx::spi::SpiClient;
@@ -14,12 +13,7 @@ use super::error::WorkerError;
 use super::record;
 use super::sql::Statements;
 
-pub fn plan_claim(
-    client: &mut SpiClient<'_>,
-    st: &mut Statements,
-    claimed: &Claimed,
-    config: &Config,
-) -> Result<Plan, WorkerError> {
+pub fn plan_claim(client: &mut SpiClient<'_>, st: &mut Statements, claimed: &Claimed) -> Result<Plan, WorkerError> {
     let mut plan = plan(claimed);
     let tables = &claimed.tables;
     // Writes tried before go with the rows' current values, unless the row was deleted since: the row there now, if
@@ -35,7 +29,7 @@ pub fn plan_claim(
     // Updates and deletes whose log rows carry no sfid take the mapped row's current one.
     let wanted = plan.sfids_wanted();
     let sfids = if wanted.is_empty() { HashMap::new() } else { record::current_sfids(client, st, tables, wanted)? };
-    plan.decide(tables, &sfids, config.write_algorithm);
+    plan.decide(tables, &sfids);
     // Foreign keys: the parents' Salesforce ids, or why the write waits or fails.
     plan.send_lookup_changes(tables);
     let wanted = plan.parents_wanted(tables);

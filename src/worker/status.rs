@@ -20,6 +20,11 @@ pub enum ConnState {
     SystemError,
     Disabled,
     Throttled,
+    /// Nothing delivers this database's changes (`api::status`, never written by a worker): pgforce is not in
+    /// `shared_preload_libraries`, the worker serves another database, or no worker is running.
+    NotPreloaded,
+    OtherDatabase,
+    NoWorker,
 }
 
 impl ConnState {
@@ -32,6 +37,9 @@ impl ConnState {
             ConnState::SystemError => "SYSTEM_ERROR",
             ConnState::Disabled => "DISABLED",
             ConnState::Throttled => "THROTTLED",
+            ConnState::NotPreloaded => "NOT_PRELOADED",
+            ConnState::OtherDatabase => "OTHER_DATABASE",
+            ConnState::NoWorker => "NO_WORKER",
         }
     }
 

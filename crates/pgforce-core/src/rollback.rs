@@ -1,7 +1,11 @@
 //! `salesforce.rollback()`: what undoing pgforce's deliveries since a moment takes, record by record, from the log
 //! entries it delivered since then (their `values` and `old` rows, so nothing had to be switched on in advance):
 //!
-//! * a row inserted since: its record is deleted (and, by default, the row too);
+//! * a record created since (Salesforce answered "created" to a write in the window, or, for entries recorded before
+//!   pgforce kept Salesforce's answer, the row was inserted since with no sfid): it is deleted (and, by default, the
+//!   row too). An insert Salesforce answered with "updated" (a row re-captured with `hc_capture_insert_from_row`,
+//!   an upsert of a record that existed) created nothing: that record is reported and left alone, since pgforce
+//!   never had its fields from before;
 //! * a row only updated since: each mapped field it changed goes back to the value it had before the first of those
 //!   changes (in Salesforce, and by default in the row);
 //! * a record pgforce deleted since cannot be created again: it is reported with its Salesforce id, for the recycle
@@ -25,6 +29,10 @@ pub struct Delivered {
     /// The pairs the change wrote (`values`) and the whole row before it (`old`).
     pub values: Values,
     pub old: Values,
+    /// What Salesforce answered this entry's write: `Some(true)` it created the record, `Some(false)` it updated one
+    /// that existed; `None` when the entry carries no answer (merged into a write whose answer is on another entry,
+    /// or recorded before pgforce kept answers).
+    pub created: Option<bool>,
     /// When pgforce's write was answered, as Salesforce prints instants (`convert::salesforce_datetime`'s form),
     /// with the clock margin added.
     pub written_before: String,
@@ -38,6 +46,9 @@ pub enum Undo {
     Restore(Values),
     /// A record pgforce deleted since: it can only come back from Salesforce's recycle bin.
     Report,
+    /// A record an insert since wrote over (Salesforce answered "updated"): it existed before, and its fields from
+    /// before are not in the log. Reported, never deleted.
+    Existed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,9 +90,17 @@ pub fn steps<'a>(entries: &[Delivered], mapped: impl Fn(&str) -> Option<&'a [Str
             changes.drain(..=at);
         }
         let sfid = changes.iter().rev().find_map(|e| e.sfid.clone());
+        // Created since means what Salesforce did, never the log's action: an insert it answered "updated", or an
+        // insert of a row that already had an sfid (the repair functions log such rows as inserts), created nothing.
+        let inserted = changes.iter().any(|e| e.action == Action::Insert);
+        let created = changes.iter().any(|e| e.created == Some(true));
+        let existed = changes.iter().any(|e| e.created == Some(false))
+            || changes.iter().any(|e| e.action == Action::Insert && e.values.get("sfid").is_some_and(Option::is_some));
         if changes.is_empty() {
-        } else if changes.iter().any(|e| e.action == Action::Insert) {
+        } else if created || (inserted && !existed) {
             out.push(step(sfid, Undo::Delete));
+        } else if inserted {
+            out.push(step(sfid, Undo::Existed));
         } else {
             let columns = mapped(table).unwrap_or_default();
             let mut restore = Values::new();
@@ -107,9 +126,10 @@ pub fn steps<'a>(entries: &[Delivered], mapped: impl Fn(&str) -> Option<&'a [Str
 /// its last modification and who made it. `user`: the integration user's id, when known.
 pub fn left_alone(step: &Step, found: Option<(&str, &str)>, user: Option<&str>, force: bool) -> Option<String> {
     let Some((modified_at, modified_by)) = found else {
-        return (step.undo != Undo::Report).then(|| "the record is no longer in Salesforce".to_string());
+        return (!matches!(step.undo, Undo::Report | Undo::Existed))
+            .then(|| "the record is no longer in Salesforce".to_string());
     };
-    if force || step.undo == Undo::Report {
+    if force || matches!(step.undo, Undo::Report | Undo::Existed) {
         return None;
     }
     let at = crate::convert::salesforce_datetime(modified_at).unwrap_or_default();
@@ -148,6 +168,7 @@ mod tests {
             sfid: (!sfid.is_empty()).then(|| sfid.to_string()),
             values: values(new),
             old: values(old),
+            created: None,
             written_before: format!("2026-12-03T10:00:{:02}.000Z", log_id),
         }
     }
@@ -218,5 +239,35 @@ mod tests {
         let later = Some(("2026-12-03T11:00:00.000+0000", me));
         assert!(left_alone(&step, later, None, false).is_some(), "modified after pgforce's write");
         assert_eq!(left_alone(&step, None, Some(me), false).as_deref(), Some("the record is no longer in Salesforce"));
+    }
+
+    #[test]
+    fn created_since_is_what_salesforce_answered_not_the_logs_action() {
+        let columns = vec!["lastname".to_string()];
+        let answered = |mut e: Delivered, created: bool| {
+            e.created = Some(created);
+            e
+        };
+        let entries = vec![
+            // Re-captured by hc_capture_insert_from_row (the row had its sfid): Salesforce updated the record.
+            answered(entry(1, 1, Action::Insert, "003A", &[("sfid", "003A"), ("lastname", "A")], &[]), false),
+            // An insert of a row without an sfid, upserted onto a record that existed (answered on its update,
+            // with which it was merged).
+            entry(2, 2, Action::Insert, "", &[("lastname", "B")], &[]),
+            answered(entry(3, 2, Action::Update, "003B", &[("lastname", "B2")], &[("lastname", "B")]), false),
+            // A real insert, answered created; and one recorded before pgforce kept answers.
+            answered(entry(4, 3, Action::Insert, "003C", &[("lastname", "C")], &[]), true),
+            entry(5, 4, Action::Insert, "", &[("lastname", "D")], &[]),
+            // Re-captured with its sfid, recorded before pgforce kept answers: it existed.
+            entry(6, 5, Action::Insert, "003E", &[("sfid", "003E"), ("lastname", "E")], &[]),
+        ];
+        let s = steps(&entries, |t| (t == "contact").then_some(columns.as_slice()));
+        let got: Vec<(i64, &Undo)> = s.iter().map(|s| (s.record_id, &s.undo)).collect();
+        assert_eq!(
+            got,
+            [(5, &Undo::Existed), (4, &Undo::Delete), (3, &Undo::Delete), (2, &Undo::Existed), (1, &Undo::Existed)]
+        );
+        let existed = s.iter().find(|s| s.record_id == 1).unwrap();
+        assert_eq!(left_alone(existed, None, None, false), None, "reported, not looked up");
     }
 }

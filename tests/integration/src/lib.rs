@@ -278,6 +278,17 @@ impl Salesforce {
         self.records(object).into_iter().filter(|r| r["IsDeleted"] == serde_json::Value::Bool(false)).collect()
     }
 
+    /// Live Contacts by External_Id__c: (Id, LastName).
+    pub fn contacts(&self) -> std::collections::BTreeMap<String, (String, String)> {
+        self.live("Contact")
+            .iter()
+            .map(|r| {
+                let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                (text("External_Id__c"), (text("Id"), text("LastName")))
+            })
+            .collect()
+    }
+
     pub fn counters(&self) -> serde_json::Value {
         self.admin("GET", "/counters", serde_json::Value::Null)
     }

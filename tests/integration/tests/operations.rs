@@ -485,16 +485,6 @@ fn metrics_count_what_was_sent_and_how_long_it_took() {
 }
 
 /// The live Contact records by external id: (Id, LastName).
-fn contacts(sf: &Salesforce) -> std::collections::BTreeMap<String, (String, String)> {
-    sf.live("Contact")
-        .iter()
-        .map(|r| {
-            let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            (text("External_Id__c"), (text("Id"), text("LastName")))
-        })
-        .collect()
-}
-
 #[test]
 fn rollback_sets_salesforce_and_postgres_back_except_what_it_reports() {
     let sf = Salesforce::start();
@@ -510,7 +500,7 @@ fn rollback_sets_salesforce_and_postgres_back_except_what_it_reports() {
     wait_for(WAIT, "the first rows delivered", || (delivered(&mut c, "contact") == 4).then_some(()));
     std::thread::sleep(Duration::from_millis(1100));
     let mark: String = c.query_one("SELECT now()::text", &[]).expect("now").get(0);
-    let before = contacts(&sf);
+    let before = sf.contacts();
     std::thread::sleep(Duration::from_millis(1100));
     // Since the mark: two updates, an insert, a delete; then someone else edits one of the updated records.
     c.batch_execute(
@@ -522,10 +512,10 @@ fn rollback_sets_salesforce_and_postgres_back_except_what_it_reports() {
     )
     .expect("changes");
     wait_for(WAIT, "the changes delivered", || {
-        let c5 = contacts(&sf);
+        let c5 = sf.contacts();
         (status(&mut c, "contact").0 == 0 && c5.contains_key("C-1") && !c5.contains_key("D-1")).then_some(())
     });
-    let eve = contacts(&sf)["E-1"].0.clone();
+    let eve = sf.contacts()["E-1"].0.clone();
     sf.admin("PATCH", &format!("/records/Contact/{eve}"), serde_json::json!({"fields": {"LastName": "Eve by hand"}}));
 
     let plan = |c: &mut postgres::Client, sql: &str| -> Vec<(i64, String, Option<i64>)> {
@@ -546,7 +536,7 @@ fn rollback_sets_salesforce_and_postgres_back_except_what_it_reports() {
             (5, "delete".to_string(), None)
         ]
     );
-    assert_eq!(contacts(&sf)["A-1"].1, "Anne", "a dry run changes nothing");
+    assert_eq!(sf.contacts()["A-1"].1, "Anne", "a dry run changes nothing");
 
     let done = plan(
         &mut ops,
@@ -555,7 +545,7 @@ fn rollback_sets_salesforce_and_postgres_back_except_what_it_reports() {
     );
     assert!(done.iter().filter(|d| d.1 == "restore" || d.1 == "delete").all(|d| d.2.is_some()), "{done:?}");
     wait_for(WAIT, "the rollback delivered", || (status(&mut c, "contact").0 == 0).then_some(()));
-    let after = contacts(&sf);
+    let after = sf.contacts();
     assert_eq!(after["A-1"], before["A-1"], "restored");
     assert_eq!(after["B-1"], before["B-1"], "restored");
     assert!(!after.contains_key("C-1"), "the record created since is deleted");
@@ -585,7 +575,7 @@ fn rollback_sets_salesforce_and_postgres_back_except_what_it_reports() {
                   dry_run => false, force => true, salesforce_only => true) WHERE record_id = 4",
     );
     assert_eq!(forced[0].1, "restore");
-    wait_for(WAIT, "the forced rollback delivered", || (contacts(&sf)["E-1"].1 == "Eve").then_some(()));
+    wait_for(WAIT, "the forced rollback delivered", || (sf.contacts()["E-1"].1 == "Eve").then_some(()));
     let (name, lastop): (String, String) = c
         .query_one("SELECT lastname, _hc_lastop FROM public.contact WHERE id = 4", &[])
         .map(|r| (r.get(0), r.get(1)))

@@ -10,7 +10,6 @@ use super::links::Link;
 use super::merge::{merge, Planned, Write, WriteKind};
 use super::send::{Batch, CallKind};
 use super::{Claimed, Table, Values};
-use crate::config::WriteAlgorithm;
 use crate::convert::{field_value, record_from, PgKind, Target};
 use crate::describe::Described;
 use crate::mapping::relationship_column;
@@ -155,7 +154,7 @@ impl Operation {
 /// created. Under Merged writes an update of a record that has no Salesforce id yet (its insert failed) is sent as
 /// an insert of the whole row, as Heroku Connect does; under Ordered writes it fails with Salesforce's "Id not
 /// specified in an update call".
-pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> Operation {
+pub fn operation(target: &Target, write: &Write) -> Operation {
     let sfid = write.sfid.clone().or_else(|| write.row.get("sfid").cloned().flatten()).filter(|s| !s.is_empty());
     let key = target.upsert_field.as_ref().and_then(|f| {
         let value = write.values.get(f).cloned().flatten().or_else(|| write.row.get(f).cloned().flatten())?;
@@ -167,7 +166,12 @@ pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> O
             None => Operation::Refuse("cannot delete: the record has no sfid (it never reached Salesforce)".into()),
         },
         WriteKind::Insert | WriteKind::Update => {
-            let mut record = match record_from(target, &write.values) {
+            // An update of a row with no record yet (its insert failed, or never went) goes whole, as the row's
+            // insert, in both write algorithms: Heroku Connect's documented fix for a failed insert is to UPDATE a
+            // column of the row, "which sends the change to Salesforce as an INSERT". Its changed fields alone
+            // would be refused (REQUIRED_FIELD_MISSING) and hide the real error.
+            let whole = write.kind == WriteKind::Update && sfid.is_none();
+            let mut record = match record_from(target, if whole { &write.row } else { &write.values }) {
                 Ok(r) => r,
                 Err(why) => return Operation::Refuse(why),
             };
@@ -187,20 +191,12 @@ pub fn operation(target: &Target, write: &Write, algorithm: WriteAlgorithm) -> O
                 };
                 return Operation::Upsert(record);
             }
-            match (write.kind, sfid) {
-                (WriteKind::Insert, _) => Operation::Create(record),
-                (_, Some(id)) => {
+            match sfid.filter(|_| write.kind == WriteKind::Update) {
+                Some(id) => {
                     record.insert("Id".into(), Value::String(id));
                     Operation::Update(record)
                 }
-                (_, None) if algorithm == WriteAlgorithm::Merged => match record_from(target, &write.row) {
-                    Ok(r) => Operation::Create(r),
-                    Err(why) => Operation::Refuse(why),
-                },
-                (_, None) => Operation::Refuse(
-                    "Id not specified in an update call: the record has no sfid yet (its insert has not succeeded)"
-                        .into(),
-                ),
+                None => Operation::Create(record),
             }
         }
     }
@@ -370,12 +366,7 @@ impl Plan {
     /// Fills in looked-up Salesforce ids (per table: record id → the row's sfid, for the rows that exist) and
     /// decides each write's operation. An update of a record with no sfid whose row is gone (deleted since, perhaps
     /// inserted again under its id) is not sent as it was captured (`row_gone`).
-    pub fn decide(
-        &mut self,
-        tables: &HashMap<String, Table>,
-        sfids: &HashMap<String, HashMap<i64, Option<String>>>,
-        algorithm: WriteAlgorithm,
-    ) {
+    pub fn decide(&mut self, tables: &HashMap<String, Table>, sfids: &HashMap<String, HashMap<i64, Option<String>>>) {
         for j in self.jobs.iter_mut().filter(|j| !matches!(j.op, Operation::Superseded(_))) {
             if j.write.sfid.is_none() && j.write.kind == WriteKind::Update {
                 // Deleted after this change, or not there at all: the row's sfid now, if any, is another record's.
@@ -392,7 +383,7 @@ impl Plan {
                 }
             }
             if let Some(t) = tables.get(&j.table) {
-                j.op = operation(&t.target, &j.write, algorithm);
+                j.op = operation(&t.target, &j.write);
             }
         }
     }
@@ -595,9 +586,6 @@ mod tests {
     use crate::log::Action;
     use serde_json::json;
 
-    const MERGED: WriteAlgorithm = WriteAlgorithm::Merged;
-    const ORDERED: WriteAlgorithm = WriteAlgorithm::Ordered;
-
     fn target(upsert: Option<&str>) -> Target {
         Target {
             sobject: "Contact".into(),
@@ -646,12 +634,12 @@ mod tests {
             &[],
             None,
         );
-        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &ins, MERGED) else { panic!("upsert") };
+        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &ins) else { panic!("upsert") };
         assert_eq!(
             Value::Object(r),
             json!({"attributes": {"type": "Contact"}, "lastname": "A", "external_id__c": "E1", "account__r": {"external_id__c": "P1"}, "hasoptedoutofemail": false})
         );
-        assert!(matches!(operation(&target(None), &ins, MERGED), Operation::Create(_)));
+        assert!(matches!(operation(&target(None), &ins), Operation::Create(_)));
 
         let upd = write(
             WriteKind::Update,
@@ -660,12 +648,12 @@ mod tests {
             Some("003X"),
         );
         // A record with a Salesforce id is written by that id, upsert field or not.
-        let Operation::Update(r) = operation(&target(Some("external_id__c")), &upd, MERGED) else { panic!("update") };
+        let Operation::Update(r) = operation(&target(Some("external_id__c")), &upd) else { panic!("update") };
         assert_eq!(
             Value::Object(r),
             json!({"attributes": {"type": "Contact"}, "lastname": "B", "account__c": null, "Id": "003X"})
         );
-        let Operation::Update(r) = operation(&target(None), &upd, MERGED) else { panic!("update") };
+        let Operation::Update(r) = operation(&target(None), &upd) else { panic!("update") };
         assert_eq!(r.get("Id"), Some(&json!("003X")));
         // A changed upsert field is an ordinary field update of the same record.
         let rekeyed = write(
@@ -675,7 +663,7 @@ mod tests {
             Some("003X"),
         );
         assert_eq!(
-            operation(&target(Some("external_id__c")), &rekeyed, MERGED),
+            operation(&target(Some("external_id__c")), &rekeyed),
             Operation::Update(
                 json!({"attributes": {"type": "Contact"}, "external_id__c": "E2", "Id": "003X"})
                     .as_object()
@@ -683,29 +671,29 @@ mod tests {
                     .clone()
             )
         );
-        // Without one, the upsert field finds it (the key comes from the whole row).
-        let unsynced = write(WriteKind::Update, &[("lastname", Some("B"))], &[("external_id__c", Some("E1"))], None);
-        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &unsynced, MERGED) else {
-            panic!("upsert")
-        };
+        // Without one (its insert failed or has not gone), the whole row goes as its insert, in both algorithms:
+        // an upsert by the upsert field, else a create.
+        let unsynced = write(
+            WriteKind::Update,
+            &[("lastname", Some("B"))],
+            &[("lastname", Some("B")), ("hasoptedoutofemail", Some("t")), ("external_id__c", Some("E1"))],
+            None,
+        );
+        let Operation::Upsert(r) = operation(&target(Some("external_id__c")), &unsynced) else { panic!("upsert") };
         assert_eq!(r.get("external_id__c"), Some(&json!("E1")));
+        assert_eq!(r.get("hasoptedoutofemail"), Some(&json!(true)), "the whole row, not only the changed field");
         let orphan = write(
             WriteKind::Update,
             &[("lastname", Some("B"))],
             &[("lastname", Some("B")), ("hasoptedoutofemail", Some("t"))],
             None,
         );
-        assert!(
-            matches!(operation(&target(None), &orphan, ORDERED), Operation::Refuse(m) if m.starts_with("Id not specified"))
-        );
-        let Operation::Create(r) = operation(&target(None), &orphan, MERGED) else {
-            panic!("merged writes insert the whole row")
-        };
+        let Operation::Create(r) = operation(&target(None), &orphan) else { panic!("the whole row is inserted") };
         assert_eq!(r.get("hasoptedoutofemail"), Some(&json!(true)));
         let unmapped = write(WriteKind::Update, &[("some_local_column", Some("x"))], &[], Some("003X"));
-        assert_eq!(operation(&target(None), &unmapped, MERGED), Operation::Skip);
+        assert_eq!(operation(&target(None), &unmapped), Operation::Skip);
         let del = write(WriteKind::Delete, &[], &[("sfid", Some("003Y"))], None);
-        assert_eq!(operation(&target(None), &del, MERGED), Operation::Delete("003Y".into()));
+        assert_eq!(operation(&target(None), &del), Operation::Delete("003Y".into()));
     }
 
     fn table(sobject: &str, columns: &[&str], upsert: Option<&str>) -> Table {
@@ -746,7 +734,7 @@ mod tests {
         claimed.changes.insert("account".into(), vec![insert(1, 1, &[("name", "A"), ("external_id__c", "A-1")])]);
         let mut p = plan(&claimed);
         assert!(p.sfids_wanted().is_empty(), "inserts need no Salesforce id");
-        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        p.decide(&claimed.tables, &HashMap::new());
         let waves = p.waves(&claimed.tables, NO_BYTE_LIMIT);
         assert_eq!(waves.len(), 1, "no relationships: one wave");
         let mut calls: Vec<(String, usize)> =
@@ -808,7 +796,7 @@ mod tests {
         )]
         .into();
         p.refresh(&current);
-        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        p.decide(&claimed.tables, &HashMap::new());
         let op = |i: usize| {
             serde_json::to_value(match &p.jobs[i].op {
                 Operation::Update(r) => Value::Object(r.clone()),
@@ -839,7 +827,7 @@ mod tests {
         changes.push(insert(500, 500, &[("body__c", huge.as_str())]));
         claimed.changes.insert("note".into(), changes);
         let mut p = plan(&claimed);
-        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        p.decide(&claimed.tables, &HashMap::new());
         let limit = 8 * 1024;
         p.refuse_oversized(limit);
         let refused: Vec<&Job> = p.jobs.iter().filter(|j| matches!(j.op, Operation::Refuse(_))).collect();
@@ -871,7 +859,7 @@ mod tests {
         changes[3].attempts = 2;
         claimed.changes.insert("invoice".into(), changes);
         let mut p = plan(&claimed);
-        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        p.decide(&claimed.tables, &HashMap::new());
         let waves = p.waves(&claimed.tables, NO_BYTE_LIMIT);
         let mut calls: Vec<Vec<i64>> = waves[0]
             .iter()
@@ -896,7 +884,7 @@ mod tests {
             .insert("invoice".into(), vec![insert(2, 7, &[("amount__c", "1"), ("account__r__external_id__c", "A-1")])]);
         claimed.changes.insert("account__c".into(), vec![insert(1, 1, &[("name", "A"), ("external_id__c", "A-1")])]);
         let mut p = plan(&claimed);
-        p.decide(&claimed.tables, &HashMap::new(), MERGED);
+        p.decide(&claimed.tables, &HashMap::new());
         let waves = p.waves(&claimed.tables, NO_BYTE_LIMIT);
         assert_eq!(waves.len(), 2, "parent wave, then child wave");
         assert_eq!(waves[0][0].kind, CallKind::Upsert { object: "Account__c".into(), field: "external_id__c".into() });
@@ -926,12 +914,12 @@ mod tests {
         assert_eq!(p.sfids_wanted(), HashMap::from([("contact".to_string(), vec![9])]));
         let found =
             HashMap::from([("contact".to_string(), HashMap::from([(9, Some("003000000000001AAA".to_string()))]))]);
-        p.decide(&claimed.tables, &found, ORDERED);
+        p.decide(&claimed.tables, &found);
         let Operation::Update(r) = &p.jobs[0].op else { panic!("update by id: {:?}", p.jobs[0].op) };
         assert_eq!(r.get("Id"), Some(&json!("003000000000001AAA")));
         // The row is gone and never had an sfid: the update would create a record of a deleted row.
         let mut p = plan(&claimed);
-        p.decide(&claimed.tables, &HashMap::from([("contact".to_string(), HashMap::new())]), MERGED);
+        p.decide(&claimed.tables, &HashMap::from([("contact".to_string(), HashMap::new())]));
         assert!(matches!(&p.jobs[0].op, Operation::Superseded(m) if m.starts_with("superseded")), "{:?}", p.jobs[0].op);
         // Deleted after this change and inserted again under the same id: the row's sfid now is another record's.
         let mut changes = claimed.changes["contact"].clone();
@@ -941,18 +929,18 @@ mod tests {
         let mut ordered = Claimed { tables: claimed.tables.clone(), ..Claimed::default() };
         ordered.changes.insert("contact".into(), crate::delivery::merge::first_per_record(changes));
         let mut p = plan(&ordered);
-        p.decide(&ordered.tables, &found, ORDERED);
+        p.decide(&ordered.tables, &found);
         assert!(matches!(&p.jobs[0].op, Operation::Superseded(_)), "{:?}", p.jobs[0].op);
         // The same when the delete was not claimed with it (the claim ended before it, or it committed later): the
         // log is asked whether a delete followed, and the answer counts like a claimed delete.
         let mut p = plan(&claimed);
         assert_eq!(p.deletes_wanted(), HashMap::from([("contact".to_string(), vec![(9, 5)])]));
         p.mark_deleted_later(&HashMap::from([("contact".to_string(), [9].into())]));
-        p.decide(&claimed.tables, &found, ORDERED);
+        p.decide(&claimed.tables, &found);
         assert!(matches!(&p.jobs[0].op, Operation::Superseded(_)), "{:?}", p.jobs[0].op);
         // The row is there without an sfid (its insert failed): Merged writes send the whole row.
         let mut p = plan(&claimed);
-        p.decide(&claimed.tables, &HashMap::from([("contact".to_string(), HashMap::from([(9, None)]))]), MERGED);
+        p.decide(&claimed.tables, &HashMap::from([("contact".to_string(), HashMap::from([(9, None)]))]));
         assert!(matches!(&p.jobs[0].op, Operation::Create(_)), "{:?}", p.jobs[0].op);
     }
 
@@ -975,7 +963,7 @@ mod tests {
         let mut p = plan(&claimed);
         p.mark_deleted_later(&HashMap::from([("item".to_string(), [9].into())]));
         let reinserted = HashMap::from([("item".to_string(), HashMap::from([(9, Some("003NEWROW".to_string()))]))]);
-        p.decide(&claimed.tables, &reinserted, ORDERED);
+        p.decide(&claimed.tables, &reinserted);
         assert_eq!(p.jobs[0].write.kind, WriteKind::Delete, "{:?}", p.jobs[0].op);
         assert_eq!(p.jobs[0].write.sfid, None, "never the sfid of the row inserted again");
         let searches = crate::delivery::doubt::searches(&p, &claimed.tables, Some("005U"));
@@ -984,12 +972,12 @@ mod tests {
         assert_eq!(p.jobs[0].op, Operation::Delete("003CREATED".into()));
         // Found nothing: nothing to delete. Not in doubt: superseded by the row's delete, as before.
         let mut p = plan(&claimed);
-        p.decide(&claimed.tables, &HashMap::from([("item".to_string(), HashMap::new())]), ORDERED);
+        p.decide(&claimed.tables, &HashMap::from([("item".to_string(), HashMap::new())]));
         p.settle(0, None);
         assert_eq!(p.jobs[0].op, Operation::Skip);
         claimed.changes.get_mut("item").expect("item")[0].in_doubt_since = None;
         let mut p = plan(&claimed);
-        p.decide(&claimed.tables, &HashMap::from([("item".to_string(), HashMap::new())]), ORDERED);
+        p.decide(&claimed.tables, &HashMap::from([("item".to_string(), HashMap::new())]));
         assert!(matches!(&p.jobs[0].op, Operation::Superseded(_)), "{:?}", p.jobs[0].op);
     }
 }

@@ -1,0 +1,314 @@
+//! Operating pgforce the way a new user and the DBA who watches it do, following the README (issue 27): what they
+//! do on the day something goes wrong must never destroy data or mislead them.
+
+use std::time::Duration;
+
+use pgforce_integration::{open_entries, wait_for, Cluster, Salesforce};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A cluster delivering to `sf` with `settings` added, `public.contact` mapped with an upsert field and
+/// `public.account` without one.
+fn setup(sf: &Salesforce, settings: &[&str]) -> Cluster {
+    let mut all = sf.settings();
+    all.extend(settings.iter().map(|s| s.to_string()));
+    let cluster = Cluster::start_with(true, &all);
+    cluster
+        .admin()
+        .batch_execute(
+            "CREATE EXTENSION pgforce CASCADE;
+             CREATE ROLE ops LOGIN IN ROLE pgforce_operator;
+             CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, email text, external_id__c text);
+             CREATE TABLE public.account (id serial PRIMARY KEY, name text, phone text);
+             SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');
+             SELECT salesforce.map_table('public.account', 'Account');
+             GRANT SELECT ON public.contact, public.account TO ops;",
+        )
+        .expect("setup");
+    cluster
+}
+
+fn text(c: &mut postgres::Client, sql: &str) -> Option<String> {
+    c.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+/// Rolling back what was delivered since a moment deletes only records pgforce created since: a row re-captured
+/// with Heroku Connect's repair function, a row whose insert Salesforce answered "updated" (its record existed), and
+/// a requeued archive entry are inserts in the log, but created nothing.
+fn rollback_deletes_only_what_was_created_since(settings: &[&str]) {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, settings);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Ann', 'A-1'), ('Rex', 'R-1');")
+        .expect("before");
+    wait_for(WAIT, "the first rows delivered", || {
+        (sf.contacts().len() == 2 && open_entries(&mut c) == 0).then_some(())
+    });
+    // Someone else's record, with the key a row inserted later will carry.
+    sf.create("Contact", json!({"LastName": "Existing", "External_Id__c": "X-1"}));
+    wait_for(WAIT, "A-1 archived", || {
+        text(&mut c, "SELECT count(*)::text FROM salesforce._trigger_log_archive WHERE record_id = 2")
+            .filter(|n| n == "1")
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    let mark = text(&mut c, "SELECT now()::text").unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(1100));
+    // Since the mark: a repair re-capture of Ann (as the seed documents advise), an insert onto the existing
+    // record, a requeued archive entry of Rex, and one real new record.
+    c.batch_execute(
+        "SELECT salesforce.hc_capture_insert_from_row(hstore(c.*), 'contact') FROM public.contact c WHERE id = 1;
+         INSERT INTO public.contact (lastname, external_id__c) VALUES ('Xena', 'X-1'), ('New', 'N-1');
+         UPDATE salesforce._trigger_log_archive SET state = 'REQUEUE' WHERE record_id = 2;",
+    )
+    .expect("changes since");
+    wait_for(WAIT, "the changes delivered", || {
+        (open_entries(&mut c) == 0
+            && sf.contacts().contains_key("N-1")
+            && text(
+                &mut c,
+                "SELECT count(*)::text FROM salesforce._trigger_log WHERE record_id = 2 AND state = 'SUCCESS'",
+            )
+            .as_deref()
+                == Some("1"))
+        .then_some(())
+    });
+    let results: Vec<(String, String)> = c
+        .query(
+            "SELECT action, state FROM salesforce._trigger_log WHERE processed_at >= $1::text::timestamptz ORDER BY id",
+            &[&mark],
+        )
+        .expect("log")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(results.iter().all(|r| r.0 == "INSERT" && r.1 == "SUCCESS"), "{results:?}");
+
+    let mut ops = cluster.connect("ops", "postgres");
+    let done: Vec<(i64, String)> = ops
+        .query(
+            "SELECT record_id, action FROM salesforce.rollback($1::text::timestamptz, 'public.contact', dry_run => false)
+              ORDER BY record_id",
+            &[&mark],
+        )
+        .expect("rollback")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        done,
+        [(1, "report".to_string()), (2, "report".to_string()), (3, "report".to_string()), (4, "delete".to_string())],
+        "only N-1 was created since"
+    );
+    wait_for(WAIT, "the rollback delivered", || (open_entries(&mut c) == 0).then_some(()));
+    let left: Vec<String> = sf.contacts().into_keys().collect();
+    assert_eq!(left, ["A-1", "R-1", "X-1"], "records pgforce did not create are kept");
+    let rows: Vec<String> = c
+        .query("SELECT external_id__c FROM public.contact ORDER BY id", &[])
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, ["A-1", "R-1", "X-1"], "and so are their rows");
+}
+
+#[test]
+fn rollback_deletes_only_records_created_since() {
+    rollback_deletes_only_what_was_created_since(&["pgforce.archive_after = '1s'"]);
+}
+
+#[test]
+fn rollback_deletes_only_records_created_since_by_bulk_jobs() {
+    rollback_deletes_only_what_was_created_since(&["pgforce.archive_after = '1s'", "pgforce.bulk_threshold = 1"]);
+}
+
+/// Heroku Connect's documented fix for a failed insert: UPDATE a column of the row, which sends the row to
+/// Salesforce as an insert. The whole row goes (an upsert by the upsert field, else a create), in both algorithms.
+#[test]
+fn updating_a_row_whose_insert_failed_sends_the_whole_row() {
+    for algorithm in ["merged", "ordered"] {
+        let sf = Salesforce::start();
+        let setting = format!("pgforce.write_algorithm = '{algorithm}'");
+        let cluster = setup(&sf, &[setting.as_str()]);
+        sf.admin(
+            "PUT",
+            "/faults",
+            json!([
+                {"object": "Contact", "field": "Email", "contains": "@blocked.", "effect": {"type": "record_error",
+                 "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain"}},
+                {"object": "Account", "field": "Phone", "contains": "bad", "effect": {"type": "record_error",
+                 "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Bad phone"}}
+            ]),
+        );
+        let mut c = cluster.admin();
+        c.batch_execute(
+            "INSERT INTO public.contact (lastname, email, external_id__c) VALUES ('Lee', 'lee@blocked.example', 'F-1');
+             INSERT INTO public.account (name, phone) VALUES ('Acme', 'bad number');",
+        )
+        .expect("inserts");
+        wait_for(WAIT, "both inserts failed", || {
+            (text(&mut c, "SELECT count(*)::text FROM salesforce._trigger_log WHERE state = 'FAILED'").as_deref()
+                == Some("2"))
+            .then_some(())
+        });
+        // The fix, as the seed documents say: update the column that was wrong.
+        c.batch_execute(
+            "UPDATE public.contact SET email = 'lee@fine.example' WHERE external_id__c = 'F-1';
+             UPDATE public.account SET phone = '555-0100' WHERE name = 'Acme';",
+        )
+        .expect("fix");
+        let rows = wait_for(WAIT, &format!("both rows synced ({algorithm})"), || {
+            let r = c
+                .query_one(
+                    "SELECT (SELECT _hc_lastop || ' ' || coalesce(_hc_err, '') FROM public.contact),
+                            (SELECT _hc_lastop || ' ' || coalesce(_hc_err, '') FROM public.account)",
+                    &[],
+                )
+                .ok()?;
+            let (contact, account): (String, String) = (r.get(0), r.get(1));
+            (!contact.starts_with("PENDING") && !account.starts_with("PENDING") && open_entries(&mut c) == 0)
+                .then_some((contact, account))
+        });
+        assert_eq!(rows, ("INSERTED ".to_string(), "INSERTED ".to_string()), "{algorithm}");
+        let contact = &sf.live("Contact")[0];
+        assert_eq!((contact["LastName"].as_str(), contact["Email"].as_str()), (Some("Lee"), Some("lee@fine.example")));
+        let account = &sf.live("Account")[0];
+        assert_eq!((account["Name"].as_str(), account["Phone"].as_str()), (Some("Acme"), Some("555-0100")));
+    }
+}
+
+/// sync_status's connection state and message for `contact`, read as a superuser (a monitor).
+fn connection(c: &mut postgres::Client) -> (String, String) {
+    let r = c
+        .query_one(
+            "SELECT connection_state, coalesce(connection_message, '') FROM salesforce.sync_status
+              WHERE table_name = 'contact'",
+            &[],
+        )
+        .expect("sync_status");
+    (r.get(0), r.get(1))
+}
+
+/// The WARNINGs a statement raised (as the client got them).
+fn warnings_of(cluster: &Cluster, database: &str, sql: &str) -> Vec<String> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let mut config = cluster.config("postgres", database);
+    config.notice_callback(move |n| {
+        sink.lock().expect("notices").push(format!(
+            "{}: {} HINT: {}",
+            n.severity(),
+            n.message(),
+            n.hint().unwrap_or("")
+        ))
+    });
+    let mut c = config.connect(postgres::NoTls).expect("connect");
+    c.batch_execute(sql).expect(sql);
+    let warnings = seen.lock().expect("notices").iter().filter(|n| n.starts_with("WARNING")).cloned().collect();
+    warnings
+}
+
+const MAP_AND_WRITE: &str = "CREATE EXTENSION pgforce CASCADE;
+     CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+     SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');
+     INSERT INTO public.contact (lastname, external_id__c) VALUES ('Nobody', 'N-1');";
+
+#[test]
+fn nothing_delivering_is_never_shown_as_idle() {
+    // Not preloaded (another library is): CREATE EXTENSION warns with a hint that keeps that library.
+    let sf = Salesforce::start();
+    let mut settings = sf.settings();
+    settings.push("shared_preload_libraries = 'hstore'".into());
+    let cluster = Cluster::start_with(false, &settings);
+    let warnings = warnings_of(&cluster, "postgres", MAP_AND_WRITE);
+    assert!(
+        warnings.iter().any(|w| w.contains("not in shared_preload_libraries")
+            && w.contains("shared_preload_libraries = 'hstore, pgforce'")),
+        "{warnings:?}"
+    );
+    let (state, message) = connection(&mut cluster.admin());
+    assert_eq!(state, "NOT_PRELOADED", "{message}");
+    assert!(message.contains("'hstore, pgforce'"), "{message}");
+    drop(cluster);
+
+    // Preloaded, but serving another database: the one where the extension is created warns, and says so.
+    let cluster = Cluster::start_with(true, &sf.settings());
+    cluster.admin().batch_execute("CREATE DATABASE app").expect("database");
+    let warnings = warnings_of(&cluster, "app", MAP_AND_WRITE);
+    assert!(
+        warnings.iter().any(|w| w.contains("serves database \"postgres\"") && w.contains("pgforce.database = 'app'")),
+        "{warnings:?}"
+    );
+    let (state, message) = connection(&mut cluster.connect("postgres", "app"));
+    assert_eq!(state, "OTHER_DATABASE", "{message}");
+    // Everyone sees the state; the message (it names settings) is for monitors.
+    cluster.admin().batch_execute("CREATE ROLE someone LOGIN").expect("role");
+    let r = cluster
+        .connect("someone", "app")
+        .query_one("SELECT connection_state, connection_message FROM salesforce.sync_status", &[])
+        .expect("sync_status as anyone");
+    assert_eq!((r.get::<_, String>(0), r.get::<_, Option<String>>(1)), ("OTHER_DATABASE".to_string(), None));
+
+    // The right database, but the worker is gone (it comes back 5 s after it stops): NO_WORKER meanwhile.
+    let mut c = cluster.admin();
+    c.batch_execute(MAP_AND_WRITE).expect("map in postgres");
+    wait_for(WAIT, "delivery", || (sf.live("Contact").len() == 1).then_some(()));
+    let idle = |s: &str| ["IDLE", "POLLING_DB_CHANGES"].contains(&s);
+    assert!(idle(&connection(&mut c).0));
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'",
+    )
+    .expect("stop the worker");
+    let message = wait_for(Duration::from_secs(4), "NO_WORKER", || {
+        let (state, message) = connection(&mut c);
+        (state == "NO_WORKER").then_some(message)
+    });
+    assert!(message.contains("no pgforce sync worker is running"), "{message}");
+    wait_for(WAIT, "the worker back", || idle(&connection(&mut c).0).then_some(()));
+}
+
+/// errored_writes of `contact`, and the failure checks diagnose() reports.
+fn failures_shown(c: &mut postgres::Client) -> (i64, Vec<String>) {
+    let errored: i64 = c
+        .query_one("SELECT errored_writes FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+        .expect("sync_status")
+        .get(0);
+    let checks = c
+        .query("SELECT detail FROM salesforce.diagnose() WHERE status <> 'ok' AND detail LIKE '%Blocked%'", &[])
+        .expect("diagnose")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (errored, checks)
+}
+
+#[test]
+fn a_failure_counts_until_it_is_resolved_wherever_its_entry_lives() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, &["pgforce.archive_after = '1s'"]);
+    sf.admin(
+        "PUT",
+        "/faults",
+        json!([{"object": "Contact", "field": "Email", "contains": "@blocked.", "effect": {"type": "record_error",
+                "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain"}}]),
+    );
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, email, external_id__c) VALUES ('Lee', 'lee@blocked.example', 'F-1'),
+                                                                          ('Ann', 'ann@fine.example', 'F-2');",
+    )
+    .expect("inserts");
+    wait_for(WAIT, "the failure archived", || {
+        (text(&mut c, "SELECT count(*)::text FROM salesforce._trigger_log_archive WHERE state = 'FAILED'").as_deref()
+            == Some("1")
+            && text(&mut c, "SELECT count(*)::text FROM salesforce._trigger_log").as_deref() == Some("0"))
+        .then_some(())
+    });
+    let (errored, checks) = failures_shown(&mut c);
+    assert_eq!(errored, 1, "an archived failure still counts while its row is not in Salesforce");
+    assert_eq!(checks.len(), 1, "diagnose() still reports it: {checks:?}");
+    // Resolved by a change of the row that gets through.
+    c.batch_execute("UPDATE public.contact SET email = 'lee@fine.example' WHERE external_id__c = 'F-1'").expect("fix");
+    wait_for(WAIT, "the fix delivered", || (sf.contacts().contains_key("F-1")).then_some(()));
+    wait_for(WAIT, "the failure resolved", || (failures_shown(&mut c) == (0, Vec::new())).then_some(()));
+}
