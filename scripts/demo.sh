@@ -127,7 +127,7 @@ soql "SELECT LastName FROM Contact WHERE External_Id__c IN ('C-1', 'C-2')"
 show "What happened to each change (salesforce.sync_audit, the last ten):" -c "
     SELECT log_id, table_name, record_id, action, state, status_code, status_text, sfid
       FROM salesforce.sync_audit ORDER BY log_id DESC LIMIT 10"
-show "What salesforce.diagnose() finds:" -c "SELECT \"check\", status, detail FROM salesforce.diagnose()"
+show "What salesforce.diagnose() finds:" -c "SELECT check_name, status, detail FROM salesforce.diagnose()"
 printf '\n\033[1m%s\033[0m\n' "What the stand-in saw (requests by kind, records by operation):"
 curl -s "$ff/fakeforce/admin/counters" | python3 -c 'import json,sys; c=json.load(sys.stdin); print("  requests:", c["by_kind"], "\n  records:", c["records"], "\n  failed records:", c["records_failed"])'
 

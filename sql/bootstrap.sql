@@ -172,9 +172,31 @@ CREATE TABLE @extschema@._sync_state (
     api_used   bigint,
     api_limit  bigint,
     worker_pid integer,
-    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- when the worker tries Salesforce again (an outage's backoff, a refused login); NULL when it is not waiting
+    next_attempt_at timestamptz
 );
 INSERT INTO @extschema@._sync_state DEFAULT VALUES;
+
+-- API: Public. Every alert the worker sent (NOTIFY pgforce_alerts is lost while nobody listens, and per database):
+-- when, what kind, which mapped tables, the error codes or states, pgforce's message (never a row's value), and
+-- when it was resolved (the failures retried or got through, the connection back, the queue moving, usage below
+-- pgforce.max_api_usage) and acknowledged (salesforce.acknowledge_alerts()). The newest 10,000 are kept. Readable
+-- by pgforce_monitor.
+CREATE TABLE @extschema@.sync_alerts (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    kind            text NOT NULL,
+    tables          text[] NOT NULL DEFAULT '{}',
+    codes           text[] NOT NULL DEFAULT '{}',
+    count           bigint NOT NULL DEFAULT 0,
+    message         text NOT NULL,
+    held_back       bigint NOT NULL DEFAULT 0,
+    resolved_at     timestamptz,
+    acknowledged_at timestamptz,
+    acknowledged_by text
+);
+CREATE INDEX sync_alerts_idx_open ON @extschema@.sync_alerts (kind) WHERE resolved_at IS NULL;
 
 -- API: Private. Delivery counters per mapping since the sync worker started, written by it at most once a second;
 -- read them through salesforce.sync_metrics.

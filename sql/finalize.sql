@@ -56,16 +56,24 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     mapped regclass;
+    bare varchar;
     new_id bigint;
 BEGIN
-    SELECT m.relid INTO mapped FROM @extschema@._mapping m WHERE m.table_name OPERATOR(pg_catalog.=) tbl;
+    -- The table as _trigger_log.table_name names it (contact), or with its schema (salesforce.contact).
+    SELECT m.relid, m.table_name INTO mapped, bare
+      FROM @extschema@._mapping m
+      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) m.relid::pg_catalog.oid
+      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE m.table_name::pg_catalog.text OPERATOR(pg_catalog.=) tbl::pg_catalog.text
+        OR (n.nspname::pg_catalog.text OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) c.relname::pg_catalog.text)
+           OPERATOR(pg_catalog.=) tbl::pg_catalog.text;
     IF mapped IS NULL THEN
         RAISE EXCEPTION 'table "%" is not mapped to Salesforce', tbl
             USING ERRCODE = 'undefined_table',
-                  HINT = 'Pass the table name without its schema, as _trigger_log.table_name shows it; salesforce.map_table() maps a table.';
+                  HINT = 'Name a mapped table as _trigger_log.table_name shows it (contact) or with its schema (salesforce.contact); salesforce.sync_status lists them.';
     END IF;
     INSERT INTO @extschema@._trigger_log (action, table_name, relid, txid, created_at, state, record_id, sfid, "values")
-    VALUES (action, tbl, mapped, pg_catalog.txid_current(), pg_catalog.clock_timestamp(), 'NEW', record_id, sfid, changes)
+    VALUES (action, bare, mapped, pg_catalog.txid_current(), pg_catalog.clock_timestamp(), 'NEW', record_id, sfid, changes)
     RETURNING id INTO new_id;
     RETURN new_id;
 END
@@ -241,7 +249,10 @@ BEGIN
     SELECT pg_catalog.array_agg(r.name ORDER BY r.name) INTO names FROM resumed r;
     said := CASE WHEN names IS NULL THEN 'no mapping was paused'
                  ELSE 'resumed: ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(names, ', ') END;
-    IF tbl IS NULL THEN
+    -- The server identity is forgotten only when the worker is paused because another server delivered the log:
+    -- otherwise it is this server's own, and forgetting it would only alarm.
+    IF tbl IS NULL AND EXISTS (SELECT 1 FROM @extschema@._sync_state s
+                                WHERE s.state OPERATOR(pg_catalog.=) 'PAUSED') THEN
         DELETE FROM @extschema@._deliverer RETURNING identity INTO previous;
         IF previous IS NOT NULL THEN
             said := said OPERATOR(pg_catalog.||) '; this server delivers the log from now on (forgot: '
@@ -254,6 +265,41 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION @extschema@.resume(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.resume(regclass) TO pgforce_operator;
+
+-- API: Public. Marks alerts acknowledged (the given ids, or every one not acknowledged yet) by the calling role;
+-- returns how many. For pgforce_operator (and superusers).
+CREATE FUNCTION @extschema@.acknowledge_alerts(ids bigint[] DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    done bigint;
+BEGIN
+    UPDATE @extschema@.sync_alerts a
+       SET acknowledged_at = pg_catalog.now(), acknowledged_by = session_user
+     WHERE a.acknowledged_at IS NULL AND (ids IS NULL OR a.id OPERATOR(pg_catalog.=) ANY (ids));
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.acknowledge_alerts(bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.acknowledge_alerts(bigint[]) TO pgforce_operator;
+GRANT SELECT ON @extschema@.sync_alerts TO pgforce_monitor;
+
+-- API: Public. Has the sync worker try Salesforce at once when the calling transaction commits: an outage's backoff
+-- (connection_state OUTAGE, next_attempt_at in sync_status), a refused login's wait and a pacing pause end now; the
+-- next failure starts a new backoff. resume() does the same. For pgforce_operator (and superusers).
+CREATE FUNCTION @extschema@.retry_now() RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM @extschema@._wake_worker_at_commit();
+    RETURN 'the sync worker tries Salesforce when this transaction commits: salesforce.sync_status shows how it went';
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.retry_now() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.retry_now() TO pgforce_operator;
 
 -- API: Private. A dropped table stops being mapped (its trigger log rows stay for the record). It runs for every
 -- DROP of every role, so it runs as the extension's owner, with a pinned search_path, and touches nothing unless a
@@ -522,7 +568,9 @@ SELECT m.table_name,
        s.api_used,
        s.api_limit,
        s.updated_at                AS state_updated_at,
-       m.paused_at                 AS paused_since
+       m.paused_at                 AS paused_since,
+       -- when the worker tries Salesforce again after an outage or a refused login (NULL: not waiting)
+       CASE WHEN g.state IS NULL THEN s.next_attempt_at END AS next_attempt_at
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
         SELECT pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS pending,
@@ -577,12 +625,13 @@ GRANT EXECUTE ON FUNCTION @extschema@._audit_status_text(integer) TO pgforce_mon
 GRANT SELECT ON @extschema@.sync_audit TO pgforce_monitor;
 
 -- API: Public. Looks at the set-up the way the troubleshooting checklists do and returns one row per check
--- (check, status ok|warning|error, detail, hint): the library and the worker, the settings, a login with the
+-- (check_name, status ok|warning|error, detail, hint; not "check": a reserved word breaks WHERE check LIKE ...):
+-- the library and the worker, the settings, a login with the
 -- configured credentials (Salesforce's OAuth error verbatim when it fails), the API budget, each mapping against
 -- Salesforce's describe, the oldest change waiting, failures by error code. For pgforce_operator: it logs in and
 -- reads one describe per sObject (a few API calls), as the extension's owner, with the worker's settings.
 CREATE FUNCTION @extschema@.diagnose()
-RETURNS TABLE ("check" text, status text, detail text, hint text)
+RETURNS TABLE (check_name text, status text, detail text, hint text)
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT * FROM @extschema@._diagnose() $fn$;

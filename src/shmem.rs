@@ -17,6 +17,9 @@ static WORKER_DATABASE: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"pgforce_w
 /// Set while the worker connects to its database: still set at the next start means that connecting failed (the
 /// database does not exist, or refused the connection), and the worker waits for it instead of failing again.
 static WORKER_CONNECTING: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"pgforce_worker_connecting") };
+/// An operator asked the worker to try Salesforce now (`resume()`, `retry_now()`): it forgets the outage backoff and
+/// the pacing pause at its next wake-up.
+static RETRY_NOW: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"pgforce_worker_retry_now") };
 /// How many starts in a row failed to connect.
 static CONNECT_FAILURES: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"pgforce_worker_connect_failures") };
 static mut PREVIOUS_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
@@ -33,6 +36,7 @@ pub fn init_shared_memory() {
     pg_shmem_init!(WORKER_DATABASE);
     pg_shmem_init!(WORKER_CONNECTING);
     pg_shmem_init!(CONNECT_FAILURES);
+    pg_shmem_init!(RETRY_NOW);
     // SAFETY: hooks are installed in the postmaster while preloading; backends inherit them.
     unsafe {
         PREVIOUS_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
@@ -131,4 +135,21 @@ pub fn wake_at_commit() {
         set_worker_latch();
     });
     register_xact_callback(PgXactCallbackEvent::Abort, || ARMED.with(|a| a.set(false)));
+}
+
+/// Arms, for when the current transaction commits, a wake-up that also tells the worker to try Salesforce at once,
+/// cutting short an outage's backoff or a pacing pause.
+pub fn retry_at_commit() {
+    if !crate::is_preloaded() {
+        return;
+    }
+    register_xact_callback(PgXactCallbackEvent::Commit, || {
+        RETRY_NOW.get().store(true, Ordering::SeqCst);
+        set_worker_latch();
+    });
+}
+
+/// In the worker: whether an operator asked it to try now since it last looked (and forgets the request).
+pub fn take_retry_now() -> bool {
+    RETRY_NOW.get().swap(false, Ordering::SeqCst)
 }

@@ -493,6 +493,12 @@ mod tests {
             outcome("SELECT salesforce.hc_capture_insert_from_row(hstore(c.*), 'nosuch') FROM salesforce.contact c"),
             "42P01 +hint"
         );
+        // The table with its schema, as the other functions take it, logs under the bare name.
+        let id = one::<i64>(
+            "SELECT salesforce.hc_capture_update_from_row(hstore(c.*), 'salesforce.contact') FROM salesforce.contact c",
+        )
+        .unwrap();
+        assert_eq!(text(&format!("SELECT table_name FROM salesforce._trigger_log WHERE id = {id}")), "contact");
     }
 
     #[pg_test]
@@ -643,12 +649,12 @@ mod tests {
     #[pg_test]
     fn diagnose_reports_incomplete_settings_without_calling_salesforce() {
         // The test cluster has no client id: no login is tried, and the rest is still checked.
-        let settings = text("SELECT status || ' ' || detail FROM salesforce.diagnose() WHERE \"check\" = 'settings'");
+        let settings = text("SELECT status || ' ' || detail FROM salesforce.diagnose() WHERE check_name = 'settings'");
         assert!(settings.starts_with("error the client_credentials flow needs pgforce.client_id"), "{settings}");
-        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.diagnose() WHERE \"check\" = 'login'"), Some(0));
-        assert_eq!(text("SELECT status FROM salesforce.diagnose() WHERE \"check\" = 'preloaded'"), "ok");
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.diagnose() WHERE check_name = 'login'"), Some(0));
+        assert_eq!(text("SELECT status FROM salesforce.diagnose() WHERE check_name = 'preloaded'"), "ok");
         assert_eq!(
-            text("SELECT detail FROM salesforce.diagnose() WHERE \"check\" = 'failures'"),
+            text("SELECT detail FROM salesforce.diagnose() WHERE check_name = 'failures'"),
             "no failed changes in the log"
         );
         sql("CREATE ROLE pgforce_diagnose_caller");

@@ -23,7 +23,7 @@ use crate::{guc, is_preloaded};
 #[pg_extern(volatile, parallel_unsafe)]
 fn _diagnose() -> TableIterator<
     'static,
-    (name!(check, String), name!(status, String), name!(detail, String), name!(hint, Option<String>)),
+    (name!(check_name, String), name!(status, String), name!(detail, String), name!(hint, Option<String>)),
 > {
     let findings = Spi::connect_mut(|client| {
         let schema = super::mapping::extension_schema(client).map_err(|e| e.to_string())?;

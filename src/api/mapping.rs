@@ -15,6 +15,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, SpiClient};
 
 use crate::capture::{NEW_ROWS, OLD_ROWS};
+use crate::engine::owner::as_table_owner;
 use crate::error::PgforceError;
 
 type Result<T> = std::result::Result<T, PgforceError>;
@@ -159,6 +160,9 @@ fn map_table(
         .set_hint("Map it with upsert_field => '<unique external id field>' and fill that column on insert, as Heroku Connect advises (README: \"Inserts in doubt never duplicate\").")
         .report(PgLogLevel::WARNING);
     }
+    if access == Access::ReadWrite {
+        report_unsent_rows(client, tbl, &table)?;
+    }
     pgrx::notice!(
         "pgforce: {} is mapped to {sobject} ({access}, {} field{}{})",
         table.qualified,
@@ -185,6 +189,42 @@ fn unmap_table(client: &mut SpiClient, tbl: pg_sys::Oid) -> Result<()> {
         client.update(&format!("DROP TRIGGER IF EXISTS {trigger} ON {}", table.qualified), None, &[])?;
     }
     pgrx::notice!("pgforce: {} is no longer mapped; its columns and trigger log rows are kept", table.qualified);
+    Ok(())
+}
+
+/// Rows that were there before the mapping are not captured: says how many have no sfid, and how to send them
+/// (Heroku Connect's repair function). Counted as the table's owner, as pgforce reads every user table.
+fn report_unsent_rows(client: &mut SpiClient, tbl: pg_sys::Oid, table: &TableInfo) -> Result<()> {
+    let owner: pg_sys::Oid = client
+        .select(
+            "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            Some(1),
+            &[DatumWithOid::from(tbl)],
+        )?
+        .first()
+        .get(1)?
+        .unwrap_or(pg_sys::Oid::INVALID);
+    let sql = format!("SELECT pg_catalog.count(*) FROM {} WHERE sfid IS NULL", table.qualified);
+    let unsent: i64 =
+        as_table_owner(owner, || client.select(&sql, None, &[]).and_then(|r| r.first().get::<i64>(1)))?.unwrap_or(0);
+    if unsent > 0 {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!(
+                "pgforce: {unsent} row{} of {} {} no sfid: rows already there are sent only when they change",
+                if unsent == 1 { "" } else { "s" },
+                table.qualified,
+                if unsent == 1 { "has" } else { "have" }
+            ),
+            "pgforce",
+        )
+        .set_hint(format!(
+            "To send them now: SELECT salesforce.hc_capture_insert_from_row(hstore(t.*), '{}') FROM {} t WHERE t.sfid IS NULL;",
+            table.relname.replace('\'', "''"),
+            table.qualified
+        ))
+        .report(PgLogLevel::NOTICE);
+    }
     Ok(())
 }
 

@@ -37,8 +37,9 @@ fn _wake_worker<'a>(
     Ok(None)
 }
 
-/// Wakes the sync worker when the calling transaction commits (`salesforce.resume()` calls it: paused work waits).
+/// Wakes the sync worker when the calling transaction commits and has it try Salesforce at once, even during an
+/// outage's backoff or a pacing pause (`salesforce.resume()` and `salesforce.retry_now()` call it).
 #[pg_extern(volatile, parallel_unsafe)]
 fn _wake_worker_at_commit() {
-    wake_at_commit();
+    crate::shmem::retry_at_commit();
 }

@@ -25,7 +25,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgforce_core::alert::{self, Alert, Gate};
+use pgforce_core::alert::{self, Alert, AlertKind, Gate};
 use pgforce_core::config::{self, Config};
 use pgforce_core::delivery::bulk::{self, JobState};
 use pgforce_core::delivery::doubt;
@@ -296,6 +296,11 @@ impl Worker {
         self.alert_interval = config.alert_interval;
         self.check_stalled(config);
         self.send_due_alerts();
+        // An operator's resume() or retry_now(): try Salesforce at once, whatever the backoff or the pacing said.
+        if shmem::take_retry_now() {
+            self.breaker.success();
+            self.paced_until = None;
+        }
         let paused = self.breaker.remaining();
         if !paused.is_zero() {
             return paused.min(poll);
@@ -689,18 +694,57 @@ impl Worker {
         }
     }
 
-    /// Sends the alerts held back whose interval is over.
+    /// Sends the alerts held back whose interval is over, if what they say is still true (a failure fixed, or a
+    /// connection back, meanwhile is not alerted late).
     fn send_due_alerts(&mut self) {
         for (alert, held_back) in self.alerts.due(self.alert_interval, Instant::now()) {
-            self.send_alert(&alert, held_back);
+            if self.still_true(&alert) {
+                self.send_alert(&alert, held_back);
+            }
         }
     }
 
+    /// Whether a held-back alert still describes the present.
+    fn still_true(&mut self, alert: &Alert) -> bool {
+        match alert.kind {
+            AlertKind::Connection => {
+                self.reporter.state().is_some_and(|s| alert.codes.first().is_some_and(|c| c == s.as_str()))
+            }
+            AlertKind::Failed => {
+                let tables = alert.tables.clone();
+                self.with_statements(|c, st| {
+                    Ok(c.select(&st.failures_open, None, &[DatumWithOid::from(tables)])?.first().get::<bool>(1)?)
+                })
+                .ok()
+                .flatten()
+                .unwrap_or(true)
+            }
+            AlertKind::Stalled | AlertKind::Throttled => true,
+        }
+    }
+
+    /// Sends an alert on `NOTIFY pgforce_alerts`, keeps it in `sync_alerts` (NOTIFY is lost while nobody listens)
+    /// and logs it as a WARNING.
     fn send_alert(&mut self, alert: &Alert, held_back: u64) {
         pgrx::warning!("pgforce: {}", alert.message);
         let payload = alert.payload(held_back);
+        // A connection alert that says the trouble is over is resolved from the start, and resolves those before.
+        let recovery = alert.kind == AlertKind::Connection && !self.reporter.in_trouble();
         let sent = self.with_statements(|c, st| {
             c.update(&st.notify, None, &[DatumWithOid::from(alert::CHANNEL), DatumWithOid::from(payload.as_str())])?;
+            c.update(
+                &st.record_alert,
+                None,
+                &[
+                    DatumWithOid::from(alert.kind.as_str()),
+                    DatumWithOid::from(alert.tables.clone()),
+                    DatumWithOid::from(alert.codes.clone()),
+                    DatumWithOid::from(alert.count as i64),
+                    DatumWithOid::from(alert.message.as_str()),
+                    DatumWithOid::from(held_back as i64),
+                    DatumWithOid::from(recovery),
+                ],
+            )?;
             Ok(())
         });
         if let Err(e) = sent {
@@ -771,6 +815,12 @@ impl Worker {
         let result = self.with_statements(|c, st| {
             let mut queued = archive::requeue(c, st)?;
             if due {
+                let stalled_after = config.alert_stalled_after.map(|d| d.as_secs_f64());
+                c.update(
+                    &st.resolve_alerts,
+                    None,
+                    &[DatumWithOid::from(stalled_after), DatumWithOid::from(config.max_api_usage)],
+                )?;
                 archive::archive(c, st, config.archive_after)?;
                 archive::purge(c, st, config.archive_retention)?;
                 if let Some(after) = config.retry_failed_after {
@@ -953,7 +1003,7 @@ impl Worker {
                 let wait = self.breaker.failure(&mut self.rng);
                 let state = match trouble {
                     CallError::Unauthorized(_) => ConnState::Unauthorized,
-                    _ => ConnState::Paused,
+                    _ => ConnState::Outage,
                 };
                 if state == ConnState::Unauthorized {
                     if let Some((_, c)) = &self.client {
@@ -961,6 +1011,9 @@ impl Worker {
                     }
                 }
                 self.report(state, Some(trouble.to_string()));
+                if let Some(st) = &self.statements {
+                    self.reporter.report_next_attempt(st, wait);
+                }
                 Err(wait)
             }
         }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use pgforce_core::alert::AlertKind;
 use pgforce_core::delivery::bulk;
 use pgforce_core::log::{sql_list, Action, LastOp, LogState};
 use pgforce_core::mapping::STATUS_COLUMNS;
@@ -12,6 +13,7 @@ use pgrx::pg_sys::{self, PgOid};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
 use super::error::WorkerError;
+use super::status::ConnState;
 
 /// The log's columns, in Heroku Connect's order, then pgforce's (for moves between the log and the archive).
 const LOG_COLUMNS: &str = "id, txid, created_at, updated_at, processed_at, processed_tx, state, action, table_name, \
@@ -39,6 +41,7 @@ const NE: &str = "OPERATOR(pg_catalog.<>)";
 const PLUS: &str = "OPERATOR(pg_catalog.+)";
 const MINUS: &str = "OPERATOR(pg_catalog.-)";
 const TIMES: &str = "OPERATOR(pg_catalog.*)";
+const DIVIDE: &str = "OPERATOR(pg_catalog./)";
 
 /// Statements on one mapped table.
 pub struct TableStatements {
@@ -91,8 +94,11 @@ pub struct Statements {
     pub record_log: OwnedPreparedStatement,
     /// Seconds until the earliest scheduled retry.
     pub next_retry_in: OwnedPreparedStatement,
-    /// `$1 text` state, `$2 text` message, `$3 bigint` API used, `$4 bigint` API limit.
+    /// `$1 text` state, `$2 text` message, `$3 bigint` API used, `$4 bigint` API limit. A state without a backoff
+    /// clears the next attempt's time.
     pub write_state: OwnedPreparedStatement,
+    /// `$1 float8` seconds until the worker tries Salesforce again (an outage's backoff).
+    pub write_next_attempt: OwnedPreparedStatement,
     /// `$1 float8` age in seconds, `$2 bigint` batch size.
     pub archive: OwnedPreparedStatement,
     /// `$1 float8` retention in seconds, `$2 bigint` limit.
@@ -142,6 +148,15 @@ pub struct Statements {
     pub write_metrics: OwnedPreparedStatement,
     /// `$1 text` channel, `$2 text` payload: an alert, sent at commit.
     pub notify: OwnedPreparedStatement,
+    /// `$1 text` kind, `$2 text[]` tables, `$3 text[]` codes, `$4 bigint` count, `$5 text` message, `$6 bigint` held
+    /// back, `$7 bool` resolved already (a recovery): keeps the alert in `sync_alerts` (the newest 10,000), and a
+    /// recovery resolves the connection alerts before it.
+    pub record_alert: OwnedPreparedStatement,
+    /// `$1 float8` pgforce.alert_stalled_after in seconds (NULL: off), `$2 float8` pgforce.max_api_usage: marks
+    /// resolved the alerts whose cause is gone.
+    pub resolve_alerts: OwnedPreparedStatement,
+    /// `$1 text[]` tables: whether any of their failures is still open (a held-back alert is re-checked).
+    pub failures_open: OwnedPreparedStatement,
     /// The oldest change waiting to be sent, of a mapping not paused → (age in seconds, table).
     pub oldest_waiting: OwnedPreparedStatement,
     /// `$1 text` fingerprint of the configured refresh token → the token Salesforce rotated it to, if any.
@@ -300,6 +315,8 @@ pub fn queue_sql(schema: &str, read: QueueRead) -> String {
 const TEXT: pg_sys::Oid = pg_sys::TEXTOID;
 const TEXT_ARRAY: pg_sys::Oid = pg_sys::TEXTARRAYOID;
 const INT8: pg_sys::Oid = pg_sys::INT8OID;
+const FLOAT8: pg_sys::Oid = pg_sys::FLOAT8OID;
+const BOOL: pg_sys::Oid = pg_sys::BOOLOID;
 const INT8_ARRAY: pg_sys::Oid = pg_sys::INT8ARRAYOID;
 
 fn prepare(client: &SpiClient<'_>, sql: &str, types: &[pg_sys::Oid]) -> Result<OwnedPreparedStatement, WorkerError> {
@@ -406,6 +423,61 @@ impl Statements {
                 ],
             )?,
             notify: prepare(client, "SELECT pg_catalog.pg_notify($1, $2)", &[TEXT, TEXT])?,
+            record_alert: prepare(
+                client,
+                &format!(
+                    "WITH kept AS (
+                         INSERT INTO {schema}.sync_alerts (kind, tables, codes, count, message, held_back, resolved_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN pg_catalog.now() END)
+                         RETURNING id),
+                      recovered AS (
+                         UPDATE {schema}.sync_alerts a SET resolved_at = pg_catalog.now()
+                          WHERE $7 AND a.resolved_at IS NULL AND a.kind {EQ} '{connection}'
+                            AND a.id {LT} (SELECT k.id FROM kept k))
+                     DELETE FROM {schema}.sync_alerts a
+                      WHERE a.id {LT} (SELECT k.id {MINUS} 10000 FROM kept k)",
+                    connection = AlertKind::Connection.as_str(),
+                ),
+                &[TEXT, TEXT_ARRAY, TEXT_ARRAY, INT8, TEXT, INT8, BOOL],
+            )?,
+            resolve_alerts: prepare(
+                client,
+                &format!(
+                    "UPDATE {schema}.sync_alerts a SET resolved_at = pg_catalog.now()
+                      WHERE a.resolved_at IS NULL AND CASE a.kind
+                        WHEN '{failed}' THEN NOT EXISTS (
+                            SELECT 1 FROM {schema}._open_failures o WHERE o.table_name {EQ} ANY (a.tables))
+                        WHEN '{connection}' THEN (SELECT s.state FROM {schema}._sync_state s) {NE} ALL (ARRAY[{trouble}])
+                        WHEN '{stalled}' THEN $1 IS NULL OR NOT EXISTS (
+                            SELECT 1 FROM {log} l
+                             WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}'])
+                               AND l.table_name::pg_catalog.text {EQ} ANY (a.tables)
+                               AND l.created_at {LT} (pg_catalog.now() {MINUS} pg_catalog.make_interval(secs => $1)))
+                        WHEN '{throttled}' THEN coalesce((SELECT s.api_used::pg_catalog.float8
+                                                                 {DIVIDE} NULLIF(s.api_limit, 0)
+                                                            FROM {schema}._sync_state s), 0) {LE} $2
+                        ELSE false END",
+                    failed = AlertKind::Failed.as_str(),
+                    connection = AlertKind::Connection.as_str(),
+                    stalled = AlertKind::Stalled.as_str(),
+                    throttled = AlertKind::Throttled.as_str(),
+                    trouble = [ConnState::Paused, ConnState::Outage, ConnState::Unauthorized, ConnState::SystemError]
+                        .iter()
+                        .map(|s| format!("'{}'", s.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    new = LogState::New.as_str(),
+                    pending = LogState::Pending.as_str(),
+                ),
+                &[FLOAT8, FLOAT8],
+            )?,
+            failures_open: prepare(
+                client,
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {schema}._open_failures o WHERE o.table_name {EQ} ANY ($1))"
+                ),
+                &[TEXT_ARRAY],
+            )?,
             oldest_waiting: prepare(client, &oldest_waiting_sql(schema), &[])?,
             claim: prepare(client, &queue_sql(schema, QueueRead::Claim), &[INT8, INT8])?,
             claim_parents: prepare(
@@ -524,9 +596,21 @@ impl Statements {
                 &format!(
                     "UPDATE {schema}._sync_state SET state = $1, message = $2, api_used = coalesce($3, api_used),
                             api_limit = coalesce($4, api_limit), worker_pid = pg_catalog.pg_backend_pid(),
-                            updated_at = pg_catalog.now()"
+                            updated_at = pg_catalog.now(),
+                            next_attempt_at = CASE WHEN $1 {EQ} ANY (ARRAY['{outage}', '{unauthorized}'])
+                                                   THEN next_attempt_at END",
+                    outage = ConnState::Outage.as_str(),
+                    unauthorized = ConnState::Unauthorized.as_str(),
                 ),
                 &[TEXT, TEXT, INT8, INT8],
+            )?,
+            write_next_attempt: prepare(
+                client,
+                &format!(
+                    "UPDATE {schema}._sync_state
+                        SET next_attempt_at = pg_catalog.clock_timestamp() {PLUS} pg_catalog.make_interval(secs => $1)"
+                ),
+                &[FLOAT8],
             )?,
             archive: prepare(
                 client,

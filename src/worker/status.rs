@@ -16,6 +16,8 @@ pub enum ConnState {
     Idle,
     Polling,
     Paused,
+    /// Salesforce cannot be reached or answers 5xx: changes wait, at no cost, until the next attempt.
+    Outage,
     Unauthorized,
     SystemError,
     Disabled,
@@ -33,6 +35,7 @@ impl ConnState {
             ConnState::Idle => "IDLE",
             ConnState::Polling => "POLLING_DB_CHANGES",
             ConnState::Paused => "PAUSED",
+            ConnState::Outage => "OUTAGE",
             ConnState::Unauthorized => "UNAUTHORIZED",
             ConnState::SystemError => "SYSTEM_ERROR",
             ConnState::Disabled => "DISABLED",
@@ -44,7 +47,7 @@ impl ConnState {
     }
 
     pub fn is_trouble(self) -> bool {
-        matches!(self, ConnState::Paused | ConnState::Unauthorized | ConnState::SystemError)
+        matches!(self, ConnState::Paused | ConnState::Outage | ConnState::Unauthorized | ConnState::SystemError)
     }
 }
 
@@ -111,6 +114,14 @@ impl Reporter {
         }
         let usage = usage.or(self.reported.as_ref().and_then(|r| r.2));
         self.write(st, (state, message, usage));
+    }
+
+    /// Records when the worker tries Salesforce again (after an outage's or a refused login's backoff).
+    pub fn report_next_attempt(&mut self, st: &Statements, wait: Duration) {
+        let _ = as_sync_engine(|c| {
+            c.update(&st.write_next_attempt, None, &[DatumWithOid::from(wait.as_secs_f64())])?;
+            Ok(())
+        });
     }
 
     /// Records API usage alone: it changes on every call, so a busy drain writes it at most once a second.

@@ -229,9 +229,9 @@ fn connection_trouble_pauses_without_costing_attempts_and_loses_nothing() {
             .query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
             .ok()?
             .get(0);
-        (s == "PAUSED").then_some(s)
+        (s == "OUTAGE").then_some(s)
     });
-    assert_eq!(state, "PAUSED");
+    assert_eq!(state, "OUTAGE", "an outage is no operator's pause");
     let pending: i64 = c
         .query_one("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
         .expect("status")

@@ -312,3 +312,158 @@ fn a_failure_counts_until_it_is_resolved_wherever_its_entry_lives() {
     wait_for(WAIT, "the fix delivered", || (sf.contacts().contains_key("F-1")).then_some(()));
     wait_for(WAIT, "the failure resolved", || (failures_shown(&mut c) == (0, Vec::new())).then_some(()));
 }
+
+#[test]
+fn an_outage_has_its_own_state_and_an_operator_can_cut_its_wait_short() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, &[]);
+    let mut c = cluster.admin();
+    sf.admin("POST", "/outage", json!({"mode": "unavailable", "seconds": 600}));
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Waits', 'O-1')").expect("insert");
+    // The backoff grows with each failed attempt: wait until the next attempt is a while away.
+    let (message, next) = wait_for(Duration::from_secs(90), "an outage with its next attempt 5 s away or more", || {
+        let r = c
+            .query_one(
+                "SELECT connection_state, connection_message,
+                        extract(epoch FROM next_attempt_at - clock_timestamp())::float8
+                   FROM salesforce.sync_status WHERE table_name = 'contact'",
+                &[],
+            )
+            .ok()?;
+        let (state, message, next): (String, Option<String>, Option<f64>) = (r.get(0), r.get(1), r.get(2));
+        assert_ne!(state, "PAUSED", "an outage is no operator's pause");
+        (state == "OUTAGE" && next.is_some_and(|n| n >= 5.0)).then(|| (message.unwrap_or_default(), next))
+    });
+    assert!(message.contains("503") || message.contains("SERVER_UNAVAILABLE"), "{message}");
+    let next_attempt: String = c
+        .query_one("SELECT next_attempt_at::text FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+        .expect("next")
+        .get(0);
+    // Salesforce is back; the operator does not wait for the backoff.
+    sf.admin("DELETE", "/outage", serde_json::Value::Null);
+    let mut ops = cluster.connect("ops", "postgres");
+    let said: String = ops.query_one("SELECT salesforce.retry_now()", &[]).expect("retry_now").get(0);
+    assert!(said.contains("tries Salesforce"), "{said}");
+    wait_for(WAIT, "the change delivered", || sf.contacts().contains_key("O-1").then_some(()));
+    let early: bool =
+        c.query_one("SELECT clock_timestamp() < $1::text::timestamptz", &[&next_attempt]).expect("now").get(0);
+    assert!(early, "delivered before the backoff's next attempt ({next:?} s away): retry_now() cut it short");
+    wait_for(WAIT, "the state back to normal", || {
+        let r =
+            c.query_one(
+            "SELECT connection_state, next_attempt_at IS NULL FROM salesforce.sync_status WHERE table_name = 'contact'",
+            &[],
+        )
+        .ok()?;
+        (r.get::<_, String>(0) != "OUTAGE" && r.get::<_, bool>(1)).then_some(())
+    });
+    let attempts: i64 =
+        c.query_one("SELECT sum(attempts)::bigint FROM salesforce._trigger_log", &[]).expect("sum").get(0);
+    assert_eq!(attempts, 0, "the outage cost the change no attempt");
+}
+
+#[test]
+fn alerts_are_kept_resolved_and_never_sent_late_about_what_was_fixed() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, &["pgforce.alert_interval = '10s'"]);
+    sf.admin(
+        "PUT",
+        "/faults",
+        json!([{"object": "Contact", "field": "Email", "contains": "@blocked.", "effect": {"type": "record_error",
+                "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain"}}]),
+    );
+    let mut c = cluster.admin();
+    let failed_alerts = |c: &mut postgres::Client| -> Vec<(Vec<String>, Vec<String>, bool)> {
+        c.query("SELECT tables, codes, resolved_at IS NOT NULL FROM salesforce.sync_alerts WHERE kind = 'failed' ORDER BY id", &[])
+            .expect("sync_alerts")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, email, external_id__c) VALUES ('A', 'a@blocked.example', 'A-1')",
+    )
+    .expect("first failure");
+    wait_for(WAIT, "the first alert kept", || (failed_alerts(&mut c).len() == 1).then_some(()));
+    let started = std::time::Instant::now();
+    // A second failure within the interval is held back; both are fixed before the interval is over.
+    c.batch_execute(
+        "INSERT INTO public.contact (lastname, email, external_id__c) VALUES ('B', 'b@blocked.example', 'B-1')",
+    )
+    .expect("second failure");
+    wait_for(WAIT, "the second failure", || {
+        (text(&mut c, "SELECT count(*)::text FROM salesforce._trigger_log WHERE state = 'FAILED'").as_deref()
+            == Some("2"))
+        .then_some(())
+    });
+    c.batch_execute("UPDATE public.contact SET email = lastname || '@fine.example'").expect("fix both");
+    wait_for(WAIT, "both fixed", || (sf.contacts().len() == 2).then_some(()));
+    assert!(started.elapsed() < Duration::from_secs(10), "the fixes must land within the alert interval to test it");
+    // The held-back alert is due after the interval; it is re-checked then, and not sent.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()) + Duration::from_secs(3));
+    let alerts = failed_alerts(&mut c);
+    assert_eq!(
+        alerts,
+        [(vec!["contact".to_string()], vec!["FIELD_CUSTOM_VALIDATION_EXCEPTION".to_string()], true)],
+        "one alert, resolved; none sent late about failures already fixed"
+    );
+    // An operator acknowledges what is there; monitors read it, others do not.
+    let mut ops = cluster.connect("ops", "postgres");
+    let acknowledged: i64 = ops.query_one("SELECT salesforce.acknowledge_alerts()", &[]).expect("ack").get(0);
+    assert!(acknowledged >= 1);
+    let by: String =
+        ops.query_one("SELECT acknowledged_by FROM salesforce.sync_alerts LIMIT 1", &[]).expect("read").get(0);
+    assert_eq!(by, "ops");
+    c.batch_execute("CREATE ROLE nobody LOGIN").expect("role");
+    let denied = cluster.connect("nobody", "postgres").query("SELECT * FROM salesforce.sync_alerts", &[]);
+    assert_eq!(denied.expect_err("not a monitor").code().map(|s| s.code()), Some("42501"));
+}
+
+#[test]
+fn mapping_a_table_with_rows_says_how_to_send_them() {
+    let sf = Salesforce::start();
+    let cluster = Cluster::start_with(true, &sf.settings());
+    cluster
+        .admin()
+        .batch_execute(
+            "CREATE EXTENSION pgforce CASCADE;
+             CREATE TABLE public.lead (id serial PRIMARY KEY, lastname text, company text, external_id__c text);
+             INSERT INTO public.lead (lastname, company, external_id__c)
+             SELECT 'L' || g, 'Acme', 'L-' || g FROM generate_series(1, 3) g;",
+        )
+        .expect("a table with rows");
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = notices.clone();
+    let mut config = cluster.config("postgres", "postgres");
+    config.notice_callback(move |n| {
+        sink.lock().expect("notices").push((n.message().to_string(), n.hint().map(String::from)))
+    });
+    let mut c = config.connect(postgres::NoTls).expect("connect");
+    c.batch_execute("SELECT salesforce.map_table('public.lead', 'Lead', upsert_field => 'external_id__c')")
+        .expect("map");
+    let seen: Vec<(String, Option<String>)> = notices.lock().expect("notices").clone();
+    let (message, hint) = seen
+        .iter()
+        .find(|n| n.0.contains("no sfid"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no notice about the rows: {seen:?}"));
+    assert!(message.contains("3 rows of public.lead have no sfid"), "{message}");
+    // The hint is the statement to run, and it works.
+    let statement = hint.unwrap_or_default().trim_start_matches("To send them now: ").to_string();
+    c.batch_execute(&statement).expect(&statement);
+    wait_for(WAIT, "the rows sent", || (sf.live("Lead").len() == 3).then_some(()));
+}
+
+#[test]
+fn resume_with_nothing_paused_says_so_and_nothing_alarming() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, &[]);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Calm', 'C-1')").expect("insert");
+    wait_for(WAIT, "delivery", || sf.contacts().contains_key("C-1").then_some(()));
+    let said: String =
+        cluster.connect("ops", "postgres").query_one("SELECT salesforce.resume()", &[]).expect("resume").get(0);
+    assert_eq!(said, "no mapping was paused", "no server identity reset when nothing was paused");
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Calm', 'C-2')").expect("insert");
+    wait_for(WAIT, "delivery goes on", || sf.contacts().contains_key("C-2").then_some(()));
+}

@@ -252,7 +252,7 @@ fn alerts_reach_listeners_without_error_texts() {
     // Salesforce goes away: the connection's trouble, then the queue stalling behind it, then the recovery.
     sf.admin("POST", "/outage", serde_json::json!({"mode": "refuse", "seconds": 6}));
     c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Waiting', 'W-1')").expect("row");
-    let recovered = |a: &serde_json::Value| a["kind"] == "connection" && a["codes"][0] != "PAUSED";
+    let recovered = |a: &serde_json::Value| a["kind"] == "connection" && a["codes"][0] != "OUTAGE";
     let heard = alerts(&mut listener, Duration::from_secs(60), |a| a.iter().any(recovered));
     let kinds: Vec<(String, String)> = heard
         .iter()
@@ -260,9 +260,9 @@ fn alerts_reach_listeners_without_error_texts() {
             (a["kind"].as_str().unwrap_or_default().to_string(), a["codes"][0].as_str().unwrap_or_default().to_string())
         })
         .collect();
-    assert!(kinds.contains(&("connection".into(), "PAUSED".into())), "{heard:?}");
+    assert!(kinds.contains(&("connection".into(), "OUTAGE".into())), "{heard:?}");
     assert!(kinds.iter().any(|k| k.0 == "stalled"), "{heard:?}");
-    assert!(kinds.iter().any(|k| k.0 == "connection" && k.1 != "PAUSED"), "recovered: {heard:?}");
+    assert!(kinds.iter().any(|k| k.0 == "connection" && k.1 != "OUTAGE"), "recovered: {heard:?}");
     let log = cluster.server_log();
     assert!(log.contains("WARNING:  pgforce: the connection to Salesforce went from"), "logged as a WARNING");
 
@@ -279,7 +279,7 @@ fn alerts_reach_listeners_without_error_texts() {
 
 /// diagnose() as an operator: check → (status, detail, hint), in order.
 fn diagnose(c: &mut postgres::Client) -> Vec<(String, String, String, Option<String>)> {
-    c.query("SELECT \"check\", status, detail, hint FROM salesforce.diagnose()", &[])
+    c.query("SELECT check_name, status, detail, hint FROM salesforce.diagnose()", &[])
         .expect("diagnose")
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
