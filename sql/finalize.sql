@@ -44,7 +44,7 @@ GRANT SELECT ON @extschema@._mapping, @extschema@._trigger_log, @extschema@._tri
 -- Any change of a mapping (by map_table, unmap_table, a dropped table, or a superuser's own SQL) is seen at once
 -- by every session's capture triggers. Not the worker's statistics (last_success_at, …): those change every cycle
 -- and would make every session rebuild the table's cache entries and plans.
-CREATE TRIGGER pgforce_mapping_changed AFTER INSERT OR UPDATE OF relid, access OR DELETE ON @extschema@._mapping
+CREATE TRIGGER pgforce_mapping_changed AFTER INSERT OR UPDATE OF relid, access, paused_at OR DELETE ON @extschema@._mapping
     FOR EACH ROW EXECUTE FUNCTION @extschema@._mapping_changed();
 
 -- API: Private. Appends a change to the log for a mapped table, as the repair functions ask (they run with the
@@ -570,7 +570,9 @@ SELECT m.table_name,
        s.updated_at                AS state_updated_at,
        m.paused_at                 AS paused_since,
        -- when the worker tries Salesforce again after an outage or a refused login (NULL: not waiting)
-       CASE WHEN g.state IS NULL THEN s.next_attempt_at END AS next_attempt_at
+       CASE WHEN g.state IS NULL THEN s.next_attempt_at END AS next_attempt_at,
+       -- cycles the sync worker ran since it started (it runs one per wake-up with work, not one per commit)
+       @extschema@._worker_cycles() AS worker_cycles
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
         SELECT pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS pending,
@@ -588,6 +590,8 @@ GRANT SELECT ON @extschema@.sync_status TO PUBLIC;
 -- Everyone may read sync_status, so everyone may ask whether anything delivers (settings only for monitors).
 REVOKE ALL ON FUNCTION @extschema@._delivery_gap() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._delivery_gap() TO PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._worker_cycles() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._worker_cycles() TO PUBLIC;
 
 -- API: Public. The audit: one row per trigger log entry, live or archived, with what happened to it in iSyncSF's
 -- status codes (pgforce_core::log::AuditStatus; the README lists them). has_error, table_name and processed_at

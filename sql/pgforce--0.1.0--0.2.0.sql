@@ -154,7 +154,7 @@ GRANT SELECT (table_name, relid, sobject, access, upsert_field, fields, relation
     ON @extschema@._mapping TO PUBLIC;
 GRANT SELECT ON @extschema@._mapping, @extschema@._trigger_log, @extschema@._trigger_log_archive TO pgforce_monitor;
 
-CREATE TRIGGER pgforce_mapping_changed AFTER INSERT OR UPDATE OF relid, access OR DELETE ON @extschema@._mapping
+CREATE TRIGGER pgforce_mapping_changed AFTER INSERT OR UPDATE OF relid, access, paused_at OR DELETE ON @extschema@._mapping
     FOR EACH ROW EXECUTE FUNCTION @extschema@._mapping_changed();
 
 DROP FUNCTION @extschema@._require_mapped(varchar);
@@ -638,6 +638,10 @@ SELECT f.id, f.table_name::pg_catalog.text AS table_name, f.record_id, f.sf_mess
            AND s.id OPERATOR(pg_catalog.>) f.id
            AND s.state::pg_catalog.text OPERATOR(pg_catalog.=) 'SUCCESS'::pg_catalog.text);
 
+CREATE FUNCTION @extschema@._worker_cycles() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_cycles_wrapper';
 CREATE FUNCTION @extschema@._delivery_gap() RETURNS TABLE (
 	"state" TEXT,  /* String */
 	"message" TEXT,  /* Option < String > */
@@ -665,7 +669,9 @@ SELECT m.table_name,
        s.updated_at                AS state_updated_at,
        m.paused_at                 AS paused_since,
        -- when the worker tries Salesforce again after an outage or a refused login (NULL: not waiting)
-       CASE WHEN g.state IS NULL THEN s.next_attempt_at END AS next_attempt_at
+       CASE WHEN g.state IS NULL THEN s.next_attempt_at END AS next_attempt_at,
+       -- cycles the sync worker ran since it started (it runs one per wake-up with work, not one per commit)
+       @extschema@._worker_cycles() AS worker_cycles
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
         SELECT pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS pending,
@@ -682,6 +688,8 @@ SELECT m.table_name,
 -- Everyone may read sync_status, so everyone may ask whether anything delivers (settings only for monitors).
 REVOKE ALL ON FUNCTION @extschema@._delivery_gap() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._delivery_gap() TO PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._worker_cycles() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._worker_cycles() TO PUBLIC;
 
 CREATE FUNCTION @extschema@._audit_status(state text, action text, sf_result integer) RETURNS integer
 	IMMUTABLE PARALLEL SAFE

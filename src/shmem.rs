@@ -20,6 +20,9 @@ static WORKER_CONNECTING: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"pgforc
 /// An operator asked the worker to try Salesforce now (`resume()`, `retry_now()`): it forgets the outage backoff and
 /// the pacing pause at its next wake-up.
 static RETRY_NOW: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"pgforce_worker_retry_now") };
+/// How many cycles the worker ran since the server started: a cycle runs per wake-up with something to look at,
+/// never per commit of a paused or read-only mapping (`salesforce.sync_status.worker_cycles`).
+static WORKER_CYCLES: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"pgforce_worker_cycles") };
 /// How many starts in a row failed to connect.
 static CONNECT_FAILURES: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"pgforce_worker_connect_failures") };
 static mut PREVIOUS_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
@@ -37,6 +40,7 @@ pub fn init_shared_memory() {
     pg_shmem_init!(WORKER_CONNECTING);
     pg_shmem_init!(CONNECT_FAILURES);
     pg_shmem_init!(RETRY_NOW);
+    pg_shmem_init!(WORKER_CYCLES);
     // SAFETY: hooks are installed in the postmaster while preloading; backends inherit them.
     unsafe {
         PREVIOUS_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
@@ -152,4 +156,18 @@ pub fn retry_at_commit() {
 /// In the worker: whether an operator asked it to try now since it last looked (and forgets the request).
 pub fn take_retry_now() -> bool {
     RETRY_NOW.get().swap(false, Ordering::SeqCst)
+}
+
+/// In the worker: counts one cycle.
+pub fn count_cycle() {
+    WORKER_CYCLES.get().fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many cycles the worker ran since the server started (0 without shared memory: not preloaded).
+pub fn worker_cycles() -> u64 {
+    if crate::is_preloaded() {
+        WORKER_CYCLES.get().load(Ordering::Relaxed)
+    } else {
+        0
+    }
 }

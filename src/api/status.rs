@@ -96,3 +96,9 @@ fn _delivery_gap() -> Result<
     })?;
     Ok(TableIterator::new(rows))
 }
+
+/// How many cycles the sync worker ran since the server started (sync_status.worker_cycles).
+#[pg_extern(volatile, parallel_safe)]
+fn _worker_cycles() -> i64 {
+    crate::shmem::worker_cycles() as i64
+}

@@ -11,9 +11,17 @@ use pgforce_core::mapping::Access;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+/// A mapped relation as capture sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub access: Access,
+    /// Delivery is paused (`salesforce.pause()`): its changes are captured but wake nobody.
+    pub paused: bool,
+}
+
 thread_local! {
-    /// relation → its mapping's access, or `None` when it is not mapped.
-    static MAPPED: RefCell<HashMap<pg_sys::Oid, Option<Access>>> = RefCell::new(HashMap::new());
+    /// relation → its mapping, or `None` when it is not mapped.
+    static MAPPED: RefCell<HashMap<pg_sys::Oid, Option<Mapping>>> = RefCell::new(HashMap::new());
 }
 
 /// Registers the invalidation callback; once per process (from `_PG_init`).
@@ -35,17 +43,17 @@ unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
 }
 
 /// How `relid` is mapped, if it is. `schema` is the extension's schema (where `_mapping` lives). Runs the look-up
-/// with the current user's rights: `_mapping`'s `relid` and `access` columns are readable by everyone.
-pub fn access_of(relid: pg_sys::Oid, schema: pg_sys::Oid) -> Option<Access> {
+/// with the current user's rights: `_mapping`'s `relid`, `access` and `paused_at` columns are readable by everyone.
+pub fn mapping_of(relid: pg_sys::Oid, schema: pg_sys::Oid) -> Option<Mapping> {
     if let Some(known) = MAPPED.with(|m| m.borrow().get(&relid).copied()) {
         return known;
     }
-    let access = look_up(relid, schema);
-    MAPPED.with(|m| m.borrow_mut().insert(relid, access));
-    access
+    let mapping = look_up(relid, schema);
+    MAPPED.with(|m| m.borrow_mut().insert(relid, mapping));
+    mapping
 }
 
-fn look_up(relid: pg_sys::Oid, schema: pg_sys::Oid) -> Option<Access> {
+fn look_up(relid: pg_sys::Oid, schema: pg_sys::Oid) -> Option<Mapping> {
     // SAFETY: a catalog lookup of the extension's own schema.
     let schema_name = unsafe {
         let p = pg_sys::get_namespace_name(schema);
@@ -54,12 +62,24 @@ fn look_up(relid: pg_sys::Oid, schema: pg_sys::Oid) -> Option<Access> {
         }
         std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
     };
-    let sql = format!(
-        "SELECT access FROM {}._mapping WHERE relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
-        pgrx::spi::quote_identifier(&schema_name)
-    );
-    let access: Option<String> = Spi::get_one_with_args(&sql, &[relid.into()]).ok().flatten();
-    access.and_then(|a| a.parse().ok())
+    let schema = pgrx::spi::quote_identifier(&schema_name);
+    // Release 0.1.0's schema, which this library serves until ALTER EXTENSION UPDATE, has no paused_at.
+    let mapping_table = format!("{schema}._mapping");
+    let has_pause: bool = Spi::get_one_with_args(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)::pg_catalog.oid
+                           AND a.attname OPERATOR(pg_catalog.=) 'paused_at' AND NOT a.attisdropped)",
+        &[mapping_table.as_str().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    let paused = if has_pause { "paused_at IS NOT NULL" } else { "false" };
+    let sql =
+        format!("SELECT access, {paused} FROM {schema}._mapping WHERE relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1");
+    let (access, paused): (Option<String>, Option<bool>) =
+        Spi::get_two_with_args(&sql, &[relid.into()]).unwrap_or((None, None));
+    Some(Mapping { access: access?.parse().ok()?, paused: paused.unwrap_or(false) })
 }
 
 /// Row trigger on `_mapping`: a changed mapping invalidates its table's relcache entry, here at once and in every

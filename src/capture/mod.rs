@@ -83,8 +83,8 @@ impl Firing {
     }
 
     /// The mapping of the firing relation; refuses (SQLSTATE 42501) a relation that is not mapped.
-    pub fn mapped(&self, trigger: &PgTrigger, function: &'static str) -> Access {
-        mapped::access_of(self.relid, self.schema).unwrap_or_else(|| {
+    pub fn mapped(&self, trigger: &PgTrigger, function: &'static str) -> mapped::Mapping {
+        mapped::mapping_of(self.relid, self.schema).unwrap_or_else(|| {
             raise(PgforceError::NotMappedForCapture { function, table: trigger.table_name().unwrap_or_default() })
         })
     }
@@ -112,9 +112,12 @@ fn _capture_changes<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple
     if !is_user_write() {
         return Ok(None);
     }
-    let access = firing.mapped(trigger, "capture trigger");
+    let mapping = firing.mapped(trigger, "capture trigger");
+    // Changes nothing will send now (a paused or read-only mapping's) wake nobody: a busy application writing a
+    // paused table costs the worker nothing. resume() wakes it.
+    let _quiet = wake::Quiet::when(mapping.paused || mapping.access == Access::ReadOnly);
     // SAFETY: Postgres hands a statement trigger valid transition tables for the events it declared.
-    unsafe { capture_statement(data, access, action, firing) };
+    unsafe { capture_statement(data, mapping.access, action, firing) };
     Ok(None)
 }
 

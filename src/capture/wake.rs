@@ -2,6 +2,7 @@
 //! user transaction that writes them: captured changes (the capture trigger inserts into the log), and rows users
 //! insert, reset to NEW or set to REQUEUE (the documented retry SQL).
 
+use std::cell::Cell;
 use std::ffi::CStr;
 
 use pgforce_core::log::Action;
@@ -31,10 +32,32 @@ fn _wake_worker<'a>(
     if namespace != firing.schema || !matches!(name.to_bytes(), b"_trigger_log" | b"_trigger_log_archive") {
         firing.misused(trigger, "wake-up trigger", expected);
     }
-    if is_user_write() {
+    if is_user_write() && !QUIET.with(Cell::get) {
         wake_at_commit();
     }
     Ok(None)
+}
+
+thread_local! {
+    /// Set while capture writes changes nothing will send now (`Quiet`).
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, log rows written by capture do not wake the worker. Dropped when the capture statement ends, also
+/// when it fails (an ERROR unwinds through it), so a later user write (the documented retry SQL) wakes it again.
+pub struct Quiet(bool);
+
+impl Quiet {
+    pub fn when(quiet: bool) -> Quiet {
+        let before = QUIET.with(|q| q.replace(quiet));
+        Quiet(before)
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        QUIET.with(|q| q.set(self.0));
+    }
 }
 
 /// Wakes the sync worker when the calling transaction commits and has it try Salesforce at once, even during an

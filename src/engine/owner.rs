@@ -31,8 +31,8 @@ pub fn as_table_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
         let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
         pg_sys::SetUserIdAndSecContext(owner, context | restricted);
         let nest = pg_sys::NewGUCNestLevel();
-        save_setting(c"search_path", SAFE_SEARCH_PATH);
-        save_setting(c"xmlbinary", c"hex");
+        super::set_setting(c"search_path", SAFE_SEARCH_PATH, pg_sys::GucAction::GUC_ACTION_SAVE);
+        super::set_setting(c"xmlbinary", c"hex", pg_sys::GucAction::GUC_ACTION_SAVE);
         nest
     };
     let result = f();
@@ -43,23 +43,4 @@ pub fn as_table_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
         pg_sys::SetUserIdAndSecContext(caller, context);
     }
     result
-}
-
-/// Sets a GUC for the current nest level only (`GUC_ACTION_SAVE`, as a function's `SET` clause does).
-///
-/// # Safety
-/// Inside a transaction, after `NewGUCNestLevel`.
-unsafe fn save_setting(name: &CStr, value: &CStr) {
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-    }
 }

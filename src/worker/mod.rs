@@ -272,6 +272,7 @@ impl Worker {
     }
 
     fn cycle(&mut self, config: &Config) -> Duration {
+        shmem::count_cycle();
         let poll = config.poll_interval;
         match self.prepare(config) {
             Ok(true) => {}

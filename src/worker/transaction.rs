@@ -81,18 +81,7 @@ pub fn set_limits(lock_timeout: Duration, statement_timeout: Duration) {
 /// Inside a transaction, on the worker's main thread.
 unsafe fn set_local(name: &std::ffi::CStr, value: &str) {
     let value = CString::new(value).unwrap_or_default();
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            0,
-            false,
-        );
-    }
+    unsafe { crate::engine::set_setting(name, &value, pg_sys::GucAction::GUC_ACTION_LOCAL) };
 }
 
 /// Runs `f` in a transaction of its own as the sync engine: with `xmlbinary = 'hex'` for that transaction (Heroku

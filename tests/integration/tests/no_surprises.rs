@@ -29,6 +29,15 @@ fn setup(sf: &Salesforce, settings: &[&str]) -> Cluster {
     cluster
 }
 
+/// A validation rule in the org: Salesforce refuses contacts whose e-mail is at a `blocked.` domain.
+const BLOCKED_EMAIL: &str = r#"{"object": "Contact", "field": "Email", "contains": "@blocked.", "effect": {"type":
+    "record_error", "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain"}}"#;
+
+fn block_emails(sf: &Salesforce) {
+    let rule: serde_json::Value = serde_json::from_str(BLOCKED_EMAIL).expect("rule");
+    sf.admin("PUT", "/faults", json!([rule]));
+}
+
 fn text(c: &mut postgres::Client, sql: &str) -> Option<String> {
     c.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
 }
@@ -134,8 +143,7 @@ fn updating_a_row_whose_insert_failed_sends_the_whole_row() {
             "PUT",
             "/faults",
             json!([
-                {"object": "Contact", "field": "Email", "contains": "@blocked.", "effect": {"type": "record_error",
-                 "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain"}},
+                serde_json::from_str::<serde_json::Value>(BLOCKED_EMAIL).expect("rule"),
                 {"object": "Account", "field": "Phone", "contains": "bad", "effect": {"type": "record_error",
                  "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Bad phone"}}
             ]),
@@ -286,12 +294,7 @@ fn failures_shown(c: &mut postgres::Client) -> (i64, Vec<String>) {
 fn a_failure_counts_until_it_is_resolved_wherever_its_entry_lives() {
     let sf = Salesforce::start();
     let cluster = setup(&sf, &["pgforce.archive_after = '1s'"]);
-    sf.admin(
-        "PUT",
-        "/faults",
-        json!([{"object": "Contact", "field": "Email", "contains": "@blocked.", "effect": {"type": "record_error",
-                "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain"}}]),
-    );
+    block_emails(&sf);
     let mut c = cluster.admin();
     c.batch_execute(
         "INSERT INTO public.contact (lastname, email, external_id__c) VALUES ('Lee', 'lee@blocked.example', 'F-1'),
@@ -366,12 +369,7 @@ fn an_outage_has_its_own_state_and_an_operator_can_cut_its_wait_short() {
 fn alerts_are_kept_resolved_and_never_sent_late_about_what_was_fixed() {
     let sf = Salesforce::start();
     let cluster = setup(&sf, &["pgforce.alert_interval = '10s'"]);
-    sf.admin(
-        "PUT",
-        "/faults",
-        json!([{"object": "Contact", "field": "Email", "contains": "@blocked.", "effect": {"type": "record_error",
-                "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain"}}]),
-    );
+    block_emails(&sf);
     let mut c = cluster.admin();
     let failed_alerts = |c: &mut postgres::Client| -> Vec<(Vec<String>, Vec<String>, bool)> {
         c.query("SELECT tables, codes, resolved_at IS NOT NULL FROM salesforce.sync_alerts WHERE kind = 'failed' ORDER BY id", &[])

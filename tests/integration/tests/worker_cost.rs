@@ -1,0 +1,48 @@
+//! The worker costs what it does (issue 28): commits it may not send (a paused or read-only mapping's) do not make
+//! it run cycles, however many there are. Counted (sync_status.worker_cycles), never timed.
+
+use std::time::Duration;
+
+use pgforce_integration::{wait_for, Cluster, Salesforce};
+
+fn cycles(c: &mut postgres::Client) -> i64 {
+    c.query_one("SELECT worker_cycles FROM salesforce.sync_status LIMIT 1", &[]).expect("worker_cycles").get(0)
+}
+
+#[test]
+fn commits_nothing_may_send_do_not_wake_the_worker() {
+    let sf = Salesforce::start();
+    let cluster = Cluster::start_with(true, &sf.settings());
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+         CREATE TABLE public.account (id serial PRIMARY KEY, name text);
+         SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c', paused => true);
+         SELECT salesforce.map_table('public.account', 'Account', mode => 'read_only');",
+    )
+    .expect("a paused mapping and a read-only one");
+    // Let the worker settle into its idle wait (a poll every pgforce.poll_interval, 10 s).
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cycles(&mut c);
+    for i in 0..300 {
+        c.batch_execute(&format!(
+            "INSERT INTO public.contact (lastname, external_id__c) VALUES ('P{i}', 'P-{i}');
+             INSERT INTO public.account (name) VALUES ('R{i}');"
+        ))
+        .expect("commit");
+    }
+    let after = cycles(&mut c);
+    assert!(
+        after - before <= 3,
+        "600 commits of a paused and a read-only mapping ran {} worker cycles (the idle poll allows a few)",
+        after - before
+    );
+    // A resume wakes it, and the backlog goes.
+    c.batch_execute("SELECT salesforce.resume('public.contact')").expect("resume");
+    wait_for(Duration::from_secs(30), "the paused backlog delivered", || {
+        (sf.live("Contact").len() == 300).then_some(())
+    });
+    assert!(cycles(&mut c) > after, "resume woke the worker");
+    assert!(sf.live("Account").is_empty(), "a read-only mapping's changes are never sent");
+}
