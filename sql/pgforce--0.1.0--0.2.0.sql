@@ -387,7 +387,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.acknowledge_alerts(bigint[]) TO pgforce_op
 GRANT SELECT ON @extschema@.sync_alerts TO pgforce_monitor;
 
 -- API: Public. Has the sync worker try Salesforce at once when the calling transaction commits: an outage's backoff
--- (connection_state OUTAGE, next_attempt_at in sync_status), a refused login's wait and a pacing pause end now; the
+-- (connection_state OUTAGE, next_attempt_at in sync_status) and a refused login's wait end now (pacing stays); the
 -- next failure starts a new backoff. resume() does the same. For pgforce_operator (and superusers).
 CREATE FUNCTION @extschema@.retry_now() RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER

@@ -17,8 +17,8 @@ static WORKER_DATABASE: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"pgforce_w
 /// Set while the worker connects to its database: still set at the next start means that connecting failed (the
 /// database does not exist, or refused the connection), and the worker waits for it instead of failing again.
 static WORKER_CONNECTING: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"pgforce_worker_connecting") };
-/// An operator asked the worker to try Salesforce now (`resume()`, `retry_now()`): it forgets the outage backoff and
-/// the pacing pause at its next wake-up.
+/// An operator asked the worker to try Salesforce now (`resume()`, `retry_now()`): it forgets the outage backoff at
+/// its next wake-up.
 static RETRY_NOW: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"pgforce_worker_retry_now") };
 /// How many cycles the worker ran since the server started: a cycle runs per wake-up with something to look at,
 /// never per commit of a paused or read-only mapping (`salesforce.sync_status.worker_cycles`).
@@ -142,7 +142,7 @@ pub fn wake_at_commit() {
 }
 
 /// Arms, for when the current transaction commits, a wake-up that also tells the worker to try Salesforce at once,
-/// cutting short an outage's backoff or a pacing pause.
+/// cutting short an outage's backoff.
 pub fn retry_at_commit() {
     if !crate::is_preloaded() {
         return;

@@ -61,7 +61,7 @@ impl Drop for Quiet {
 }
 
 /// Wakes the sync worker when the calling transaction commits and has it try Salesforce at once, even during an
-/// outage's backoff or a pacing pause (`salesforce.resume()` and `salesforce.retry_now()` call it).
+/// outage's backoff (`salesforce.resume()` and `salesforce.retry_now()` call it).
 #[pg_extern(volatile, parallel_unsafe)]
 fn _wake_worker_at_commit() {
     crate::shmem::retry_at_commit();

@@ -297,10 +297,10 @@ impl Worker {
         self.alert_interval = config.alert_interval;
         self.check_stalled(config);
         self.send_due_alerts();
-        // An operator's resume() or retry_now(): try Salesforce at once, whatever the backoff or the pacing said.
+        // An operator's resume() or retry_now(): try Salesforce at once, whatever an outage's backoff said. (Pacing
+        // is left alone: it spreads the API budget, which an operator's wish does not refill.)
         if shmem::take_retry_now() {
             self.breaker.success();
-            self.paced_until = None;
         }
         let paused = self.breaker.remaining();
         if !paused.is_zero() {
