@@ -461,7 +461,7 @@ impl Statements {
                     connection = AlertKind::Connection.as_str(),
                     stalled = AlertKind::Stalled.as_str(),
                     throttled = AlertKind::Throttled.as_str(),
-                    trouble = [ConnState::Paused, ConnState::Outage, ConnState::Unauthorized, ConnState::SystemError]
+                    trouble = ConnState::TROUBLE
                         .iter()
                         .map(|s| format!("'{}'", s.as_str()))
                         .collect::<Vec<_>>()

@@ -46,8 +46,12 @@ impl ConnState {
         }
     }
 
+    /// The states an operator must hear about: alerted when entered and left, resolved when left.
+    pub const TROUBLE: [ConnState; 4] =
+        [ConnState::Paused, ConnState::Outage, ConnState::Unauthorized, ConnState::SystemError];
+
     pub fn is_trouble(self) -> bool {
-        matches!(self, ConnState::Paused | ConnState::Outage | ConnState::Unauthorized | ConnState::SystemError)
+        Self::TROUBLE.contains(&self)
     }
 }
 
