@@ -31,6 +31,20 @@ mod tests {
         Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[stmt.into()]).unwrap().unwrap()
     }
 
+    /// Runs `stmt` in a subtransaction; returns "<SQLSTATE>: <message> / <hint>" of its error, or "ok".
+    fn error_of(stmt: &str) -> String {
+        if one::<bool>("SELECT to_regprocedure('pg_temp.error_of(text)') IS NULL") == Some(true) {
+            sql("CREATE FUNCTION pg_temp.error_of(stmt text) RETURNS text LANGUAGE plpgsql AS $f$
+                 DECLARE m text; h text;
+                 BEGIN EXECUTE stmt; RETURN 'ok';
+                 EXCEPTION WHEN OTHERS THEN
+                     GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, h = PG_EXCEPTION_HINT;
+                     RETURN SQLSTATE || ': ' || m || ' / ' || coalesce(h, '');
+                 END $f$");
+        }
+        Spi::get_one_with_args::<String>("SELECT pg_temp.error_of($1)", &[stmt.into()]).unwrap().unwrap()
+    }
+
     fn contact_table() {
         sql("CREATE TABLE salesforce.contact (
                  id serial PRIMARY KEY, sfid varchar(18), firstname text, lastname text, email text,
@@ -199,7 +213,7 @@ mod tests {
             outcome("SELECT salesforce.map_table('public.good', 'Contact', upsert_field => 'nope')"),
             "42703 +hint"
         );
-        assert_eq!(outcome("SELECT salesforce.map_table('public.no_such_table', 'Contact')"), "42P01");
+        assert_eq!(outcome("SELECT salesforce.map_table('public.no_such_table', 'Contact')"), "42P01 +hint");
         // A refused call leaves nothing behind.
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.uuid_id'::regclass"), Some(0));
         assert_eq!(
@@ -584,11 +598,103 @@ mod tests {
         sql("CREATE TABLE salesforce.unmapped (id int PRIMARY KEY)");
         assert_eq!(outcome("SELECT salesforce.pause('salesforce.unmapped')"), "42704 +hint");
         assert_eq!(outcome("SELECT salesforce.resume('salesforce.unmapped')"), "42704 +hint");
-        assert_eq!(outcome("SELECT salesforce.pause('salesforce.no_such_table')"), "42P01");
+        assert_eq!(outcome("SELECT salesforce.pause('salesforce.no_such_table')"), "42P01 +hint");
+        assert_eq!(outcome("SELECT salesforce.pause('salesforce.no_such_table'::regclass)"), "42P01");
         // Capture goes on while paused.
         sql("SELECT salesforce.pause()");
         sql("INSERT INTO salesforce.lead (lastname) VALUES ('captured')");
         assert_eq!(one::<i64>("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'lead'"), Some(1));
+    }
+
+    #[pg_test]
+    fn every_function_takes_a_mapped_table_by_its_bare_name() {
+        contact_table();
+        // The application's search_path does not name the schema, as with Heroku Connect's salesforce schema.
+        sql("SET LOCAL search_path = public");
+        assert_eq!(text("SELECT salesforce.pause('contact')"), "paused: salesforce.contact");
+        assert_eq!(text("SELECT salesforce.resume('salesforce.contact')"), "resumed: salesforce.contact");
+        assert_eq!(text("SELECT salesforce.pause('\"contact\"')"), "paused: salesforce.contact");
+        assert_eq!(one::<i64>("SELECT salesforce.retry_failed('contact')"), Some(0));
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce.preview('contact')"), Some(0));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM salesforce.rollback(now() - interval '1 hour', tbl => 'contact')"),
+            Some(0)
+        );
+        sql("SELECT salesforce.alter_mapping('contact', upsert_field => '')");
+        sql("SELECT salesforce.unmap_table('contact')");
+        // map_table finds an unmapped table by the search_path, or in pgforce's schema.
+        sql("SELECT salesforce.map_table('contact', 'Contact')");
+        sql("CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text)");
+        // A table of the search_path that is not mapped does not hide the mapped one of the same name.
+        assert_eq!(text("SELECT salesforce.resume('contact')"), "no mapping was paused");
+        sql("SET LOCAL search_path = public, salesforce");
+        // Unknown names: 42P01 with the mapped tables as the hint; a name that is not a name: its syntax error.
+        assert_eq!(outcome("SELECT salesforce.pause('nothing_here')"), "42P01 +hint");
+        let said = error_of("SELECT salesforce.pause('nothing_here')");
+        assert!(said.contains("The mapped tables: salesforce.contact."), "{said}");
+        assert_eq!(outcome("SELECT salesforce.pause('a.b.c.d')").get(..2), Some("42"));
+        // The regclass form stays, and NULL still means every mapping.
+        assert_eq!(text("SELECT salesforce.pause(NULL)"), "paused: salesforce.contact");
+        assert_eq!(text("SELECT salesforce.resume('salesforce.contact'::regclass)"), "resumed: salesforce.contact");
+    }
+
+    #[pg_test]
+    fn permission_denied_names_the_role_and_the_grant() {
+        contact_table();
+        sql("CREATE ROLE pgforce_test_clerk");
+        sql("SET LOCAL ROLE pgforce_test_clerk");
+        let pause = error_of("SELECT salesforce.pause('contact')");
+        assert!(pause.contains("pgforce_test_clerk") && pause.contains("GRANT pgforce_operator TO pgforce_test_clerk"), "{pause}");
+        let preview = error_of("SELECT salesforce.preview('contact')");
+        assert!(preview.contains("GRANT pgforce_monitor TO pgforce_test_clerk"), "{preview}");
+        let map = error_of("SELECT salesforce.map_table('contact', 'Contact')");
+        assert!(map.contains("GRANT EXECUTE ON FUNCTION salesforce.map_table") && map.contains("TO pgforce_test_clerk"), "{map}");
+        // Granted, the same call goes through.
+        sql("RESET ROLE");
+        sql("GRANT pgforce_operator TO pgforce_test_clerk");
+        sql("SET LOCAL ROLE pgforce_test_clerk");
+        assert_eq!(text("SELECT salesforce.pause('contact')"), "paused: salesforce.contact");
+    }
+
+    #[pg_test]
+    fn alter_mapping_changes_a_mapping_and_keeps_its_pause_and_queue() {
+        contact_table();
+        sql("SELECT salesforce.pause('contact')");
+        sql("INSERT INTO salesforce.contact (lastname, email, external_id__c) VALUES ('Queued', 'q@example.com', 'x1')");
+        let paused_before = text("SELECT paused_at::text FROM salesforce._mapping WHERE table_name = 'contact'");
+        let created_before = text("SELECT created_at::text FROM salesforce._mapping WHERE table_name = 'contact'");
+        sql("SELECT salesforce.alter_mapping('contact', fields => ARRAY['lastname', 'email'])");
+        assert_eq!(
+            text("SELECT fields::text FROM salesforce._mapping WHERE table_name = 'contact'"),
+            "{lastname,email,external_id__c}",
+            "the upsert field stays among the fields"
+        );
+        assert_eq!(text("SELECT paused_at::text FROM salesforce._mapping WHERE table_name = 'contact'"), paused_before);
+        assert_eq!(text("SELECT created_at::text FROM salesforce._mapping WHERE table_name = 'contact'"), created_before);
+        assert_eq!(one::<i64>("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'"), Some(1));
+        // The upsert field goes with '' and stays with NULL.
+        sql("SELECT salesforce.alter_mapping('contact', upsert_field => '')");
+        assert_eq!(one::<String>("SELECT upsert_field FROM salesforce._mapping WHERE table_name = 'contact'"), None);
+        sql("SELECT salesforce.alter_mapping('contact', upsert_field => 'external_id__c')");
+        sql("SELECT salesforce.alter_mapping('contact')");
+        assert_eq!(
+            one::<String>("SELECT upsert_field FROM salesforce._mapping WHERE table_name = 'contact'").as_deref(),
+            Some("external_id__c")
+        );
+        // The mode changes capture at once; the queued change waits, it is not dropped.
+        sql("SELECT salesforce.alter_mapping('contact', mode => 'read_only')");
+        sql("INSERT INTO salesforce.contact (lastname) VALUES ('Read only now')");
+        assert_eq!(
+            text("SELECT string_agg(state, ',' ORDER BY id) FROM salesforce._trigger_log WHERE table_name = 'contact'"),
+            "NEW,READONLY"
+        );
+        assert_eq!(text("SELECT paused_at::text FROM salesforce._mapping WHERE table_name = 'contact'"), paused_before);
+        // Bad input is refused whole, as map_table refuses it; not mapped: 42704.
+        assert_eq!(outcome("SELECT salesforce.alter_mapping('contact', fields => ARRAY['no_such_column'])"), "42703 +hint");
+        assert_eq!(outcome("SELECT salesforce.alter_mapping('contact', mode => 'sideways')"), "22023 +hint");
+        sql("CREATE TABLE salesforce.unmapped (id int PRIMARY KEY)");
+        assert_eq!(outcome("SELECT salesforce.alter_mapping('salesforce.unmapped')"), "42704 +hint");
+        assert_eq!(text("SELECT access FROM salesforce._mapping WHERE table_name = 'contact'"), "read_only");
     }
 
     #[pg_test]

@@ -74,10 +74,75 @@ fn _map_table_with_relationships(
         .map_err(ErrorReport::from)
 }
 
+/// `salesforce.alter_mapping`: NULL arguments keep what the mapping has.
+#[pg_extern]
+fn _alter_mapping(
+    tbl: Option<pg_sys::Oid>,
+    fields: Option<Vec<Option<String>>>,
+    upsert_field: Option<&str>,
+    mode: Option<&str>,
+    relationships: Option<pgrx::JsonB>,
+) -> std::result::Result<(), ErrorReport> {
+    let tbl = tbl.ok_or(PgforceError::NullArgument("tbl"))?;
+    let relationships = relationships.map(|j| j.0);
+    Spi::connect_mut(|client| alter_mapping(client, tbl, fields, upsert_field, mode, relationships))
+        .map_err(ErrorReport::from)
+}
+
 #[pg_extern]
 fn _unmap_table(tbl: Option<pg_sys::Oid>) -> std::result::Result<(), ErrorReport> {
     let tbl = tbl.ok_or(PgforceError::NullArgument("tbl"))?;
     Spi::connect_mut(|client| unmap_table(client, tbl)).map_err(ErrorReport::from)
+}
+
+/// What a mapping is to be, checked against its table: map_table records it, alter_mapping changes to it.
+struct MappingPlan {
+    access: Access,
+    fields: Vec<String>,
+    /// (foreign key column, lookup field)
+    links: Vec<(String, String)>,
+}
+
+impl MappingPlan {
+    fn relationships(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.links.iter().map(|(c, f)| (c.clone(), serde_json::Value::String(f.clone()))).collect(),
+        )
+    }
+}
+
+/// Checks a mapping's mode, fields, upsert field and relationships against the table. `explicit`: the caller named
+/// the fields (a relationship column among them is refused); otherwise relationship columns are left out of them.
+#[allow(clippy::too_many_arguments)]
+fn plan_mapping(
+    client: &SpiClient,
+    schema: &str,
+    tbl: pg_sys::Oid,
+    table: &TableInfo,
+    mode: &str,
+    upsert_field: Option<&str>,
+    fields: Option<Vec<Option<String>>>,
+    explicit: bool,
+    relationships: Option<serde_json::Value>,
+) -> Result<MappingPlan> {
+    let access: Access = mode.parse().map_err(|_| PgforceError::BadMode(mode.to_string()))?;
+    let links = check_relationships(client, schema, tbl, table, relationships)?;
+    let mut fields = choose_fields(table, fields, upsert_field)?;
+    // A foreign key column holds a row id, never sent as itself: it is sent as the parent's sfid in its lookup.
+    if let Some((column, _)) = links.iter().find(|(c, _)| explicit && fields.contains(c)) {
+        return Err(bad_relationship(
+            table,
+            column,
+            "it is in fields too".into(),
+            "A relationship column is sent as its lookup field only: leave it out of fields.".into(),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        ));
+    }
+    fields.retain(|f| !links.iter().any(|(c, _)| c == f));
+    if fields.is_empty() {
+        return Err(PgforceError::NoFields { table: table.qualified.clone() });
+    }
+    Ok(MappingPlan { access, fields, links })
 }
 
 fn map_table(
@@ -89,34 +154,16 @@ fn map_table(
     fields: Option<Vec<Option<String>>>,
     relationships: Option<serde_json::Value>,
 ) -> Result<()> {
-    let access: Access = mode.parse().map_err(|_| PgforceError::BadMode(mode.to_string()))?;
     check_salesforce_name(sobject).map_err(PgforceError::BadSobject)?;
     let table = table_info(client, tbl)?;
     check_owner(client, tbl, &table)?;
     check_kind(&table)?;
     let schema = extension_schema(client)?;
     check_not_mapped(client, &schema, tbl, &table)?;
-
-    let links = check_relationships(client, &schema, tbl, &table, relationships)?;
     let explicit = fields.is_some();
-    let mut fields = choose_fields(&table, fields, upsert_field)?;
-    // A foreign key column holds a row id, never sent as itself: it is sent as the parent's sfid in its lookup.
-    if let Some((column, _)) = links.iter().find(|(c, _)| explicit && fields.contains(c)) {
-        return Err(bad_relationship(
-            &table,
-            column,
-            "it is in fields too".into(),
-            "A relationship column is sent as its lookup field only: leave it out of fields.".into(),
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        ));
-    }
-    fields.retain(|f| !links.iter().any(|(c, _)| c == f));
-    if fields.is_empty() {
-        return Err(PgforceError::NoFields { table: table.qualified.clone() });
-    }
-    let relationships = serde_json::Value::Object(
-        links.iter().map(|(c, f)| (c.clone(), serde_json::Value::String(f.clone()))).collect(),
-    );
+    let plan = plan_mapping(client, &schema, tbl, &table, mode, upsert_field, fields, explicit, relationships)?;
+    let MappingPlan { access, ref fields, ref links } = plan;
+    let relationships = plan.relationships();
     add_system_columns(client, &table)?;
     install_triggers(client, &schema, &table, access)?;
 
@@ -169,6 +216,104 @@ fn map_table(
         fields.len(),
         if fields.len() == 1 { "" } else { "s" },
         upsert_field.map(|f| format!(", upsert field {f}")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Changes a mapping in place: what is not given stays (an empty upsert_field removes it). The mapping's pause, its
+/// queue, its statistics and its creation time stay too: changes already captured go out under the new fields,
+/// and a mode of read_only holds them until the mapping writes again.
+fn alter_mapping(
+    client: &mut SpiClient,
+    tbl: pg_sys::Oid,
+    fields: Option<Vec<Option<String>>>,
+    upsert_field: Option<&str>,
+    mode: Option<&str>,
+    relationships: Option<serde_json::Value>,
+) -> Result<()> {
+    let table = table_info(client, tbl)?;
+    check_owner(client, tbl, &table)?;
+    let schema = extension_schema(client)?;
+    let current = client
+        .select(
+            &format!(
+                "SELECT sobject, access, upsert_field, fields, relationships FROM {schema}._mapping \
+                  WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass"
+            ),
+            Some(1),
+            &[DatumWithOid::from(tbl)],
+        )?
+        .into_iter()
+        .next()
+        .map(|r| -> Result<_> {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?,
+                r.get::<Vec<Option<String>>>(4)?.unwrap_or_default(),
+                r.get::<pgrx::JsonB>(5)?.map(|j| j.0),
+            ))
+        })
+        .transpose()?;
+    let Some((sobject, old_access, old_upsert, old_fields, old_relationships)) = current else {
+        return Err(PgforceError::NotMapped(table.qualified));
+    };
+    let explicit = fields.is_some();
+    let upsert_field = match upsert_field {
+        None => old_upsert.clone(),
+        Some("") => None,
+        Some(field) => Some(field.to_string()),
+    };
+    let mode = mode.unwrap_or(&old_access);
+    let plan = plan_mapping(
+        client,
+        &schema,
+        tbl,
+        &table,
+        mode,
+        upsert_field.as_deref(),
+        Some(fields.unwrap_or(old_fields)),
+        explicit,
+        relationships.or(old_relationships),
+    )?;
+    if plan.access.as_str() != old_access {
+        for trigger in TRIGGERS {
+            client.update(&format!("DROP TRIGGER IF EXISTS {trigger} ON {}", table.qualified), None, &[])?;
+        }
+        install_triggers(client, &schema, &table, plan.access)?;
+    }
+    client.update(
+        &format!(
+            "UPDATE {schema}._mapping SET access = $2, upsert_field = $3, fields = $4, relationships = $5, \
+                    updated_at = pg_catalog.now() \
+              WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass"
+        ),
+        None,
+        &[
+            DatumWithOid::from(tbl),
+            DatumWithOid::from(plan.access.as_str()),
+            DatumWithOid::from(upsert_field.as_deref()),
+            DatumWithOid::from(plan.fields.clone()),
+            DatumWithOid::from(pgrx::JsonB(plan.relationships())),
+        ],
+    )?;
+    if plan.access == Access::ReadWrite && upsert_field.is_none() && old_upsert.is_some() {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!("{} has no upsert field any more: inserts in doubt are looked for in Salesforce, which has limits", table.qualified),
+            "pgforce",
+        )
+        .set_hint("README: \"Inserts in doubt never duplicate\".")
+        .report(PgLogLevel::WARNING);
+    }
+    pgrx::notice!(
+        "pgforce: the mapping of {} to {sobject} is now {}, {} field{}{}{}; its pause and its queue are kept",
+        table.qualified,
+        plan.access,
+        plan.fields.len(),
+        if plan.fields.len() == 1 { "" } else { "s" },
+        upsert_field.as_deref().map(|f| format!(", upsert field {f}")).unwrap_or_default(),
+        if plan.links.is_empty() { String::new() } else { format!(", {} relationship(s)", plan.links.len()) },
     );
     Ok(())
 }
