@@ -904,13 +904,12 @@ AS $fn$ SELECT @extschema@._alter_mapping(tbl::pg_catalog.oid, fields, upsert_fi
 REVOKE ALL ON FUNCTION @extschema@._alter_mapping(oid, text[], text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.alter_mapping(regclass, text[], text, text, jsonb) FROM PUBLIC;
 
--- API: Private. What a table named in text means to pgforce's functions (pause('contact'), ...; Heroku Connect's
--- repair functions take names so): the table the caller's search_path finds (in_path, looked up by the caller) if it
--- is mapped; else the mapped table of that name (their names are unique without the schema: the trigger log names
--- them so); else the table the search_path found; else the table of that name in pgforce's schema, where Heroku
--- Connect keeps its tables. None: 42P01, with the mapped tables as a hint. Everyone may ask (sync_status shows
--- the names to everyone); the function it serves checks who may act.
-CREATE FUNCTION @extschema@._table_named(name text, in_path regclass) RETURNS regclass
+-- API: Private. The mapped table a name in text means to pgforce's functions (pause('contact'), ...; Heroku
+-- Connect's repair functions take names so): with a schema, that table; without, the mapped table of that name
+-- (mapped tables' names are unique without their schema: the trigger log names them so). Never through a
+-- search_path. None: 42P01, with the mapped tables as the hint; a table that is not mapped is refused by the function
+-- it serves (42704). Everyone may ask (sync_status shows the names to everyone); that function checks who may act.
+CREATE FUNCTION @extschema@._table_named(name text) RETURNS regclass
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -922,22 +921,18 @@ BEGIN
     IF name IS NULL THEN
         RETURN NULL;
     END IF;
-    IF EXISTS (SELECT 1 FROM @extschema@._mapping m WHERE m.relid OPERATOR(pg_catalog.=) in_path) THEN
-        RETURN in_path;
-    END IF;
     parts := pg_catalog.parse_ident(name);
     IF pg_catalog.cardinality(parts) OPERATOR(pg_catalog.=) 1 THEN
         SELECT m.relid INTO found FROM @extschema@._mapping m
          WHERE m.table_name::pg_catalog.text OPERATOR(pg_catalog.=) parts[1];
-        IF found IS NULL AND in_path IS NULL THEN
-            found := pg_catalog.to_regclass('@extschema@.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(parts[1]));
-        END IF;
+    ELSIF pg_catalog.cardinality(parts) OPERATOR(pg_catalog.=) 2 THEN
+        found := pg_catalog.to_regclass(pg_catalog.quote_ident(parts[1]) OPERATOR(pg_catalog.||) '.'
+                                        OPERATOR(pg_catalog.||) pg_catalog.quote_ident(parts[2]));
     END IF;
-    found := coalesce(found, in_path);
     IF found IS NULL THEN
         SELECT pg_catalog.string_agg(m.relid::pg_catalog.text, ', ' ORDER BY m.table_name) INTO mapped
           FROM @extschema@._mapping m;
-        RAISE EXCEPTION 'relation "%" does not exist', name
+        RAISE EXCEPTION 'no mapped table is named "%"', name
             USING ERRCODE = 'undefined_table',
                   HINT = CASE WHEN mapped IS NULL THEN 'No table is mapped yet: salesforce.map_table() maps one.'
                               ELSE 'The mapped tables: ' OPERATOR(pg_catalog.||) mapped OPERATOR(pg_catalog.||) '.' END;
@@ -945,8 +940,8 @@ BEGIN
     RETURN found;
 END
 $fn$;
-REVOKE ALL ON FUNCTION @extschema@._table_named(text, regclass) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@._table_named(text, regclass) TO PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._table_named(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._table_named(text) TO PUBLIC;
 
 -- API: Private. Raises 42501 naming the calling role and what to grant it unless it may execute fn: Postgres' own
 -- "permission denied for function" names neither. The text forms below call it first.
@@ -966,43 +961,46 @@ REVOKE ALL ON FUNCTION @extschema@._may_call(regprocedure, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@._may_call(regprocedure, text) TO PUBLIC;
 
 -- API: Public. Every function that takes a mapped table takes its name as text too: pause('contact') as well as
--- pause('salesforce.contact'::regclass) (salesforce._table_named says how a name is found). A literal argument picks
--- these. They run as the caller, without a search_path of their own, so that the name is looked up as the caller
--- would write it (as regclass input does); every other name in them is qualified. Anyone may call them: they
--- only call the regclass form, which keeps its grants, after saying who may if the caller may not.
+-- pause('salesforce.contact'::regclass) (salesforce._table_named says how a name is found); a literal argument
+-- picks these. They run as the caller and only call the regclass form, which keeps its grants, after saying who may
+-- if the caller may not: so anyone may call them.
 CREATE FUNCTION @extschema@.pause(tbl text) RETURNS text
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM @extschema@._may_call('@extschema@.pause(pg_catalog.regclass)', 'GRANT pgforce_operator TO %ROLE%;');
-    RETURN @extschema@.pause(@extschema@._table_named(tbl, pg_catalog.to_regclass(tbl)));
+    RETURN @extschema@.pause(@extschema@._table_named(tbl));
 END
 $fn$;
 CREATE FUNCTION @extschema@.resume(tbl text) RETURNS text
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM @extschema@._may_call('@extschema@.resume(pg_catalog.regclass)', 'GRANT pgforce_operator TO %ROLE%;');
-    RETURN @extschema@.resume(@extschema@._table_named(tbl, pg_catalog.to_regclass(tbl)));
+    RETURN @extschema@.resume(@extschema@._table_named(tbl));
 END
 $fn$;
 CREATE FUNCTION @extschema@.retry_failed(tbl text) RETURNS bigint
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM @extschema@._may_call('@extschema@.retry_failed(pg_catalog.regclass)', 'GRANT pgforce_operator TO %ROLE%;');
-    RETURN @extschema@.retry_failed(@extschema@._table_named(tbl, pg_catalog.to_regclass(tbl)));
+    RETURN @extschema@.retry_failed(@extschema@._table_named(tbl));
 END
 $fn$;
 CREATE FUNCTION @extschema@.preview(tbl text, max_records integer DEFAULT 200)
 RETURNS TABLE (request integer, wave integer, method text, path text, record jsonb, log_ids bigint[],
                table_name text, sobject text)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM @extschema@._may_call('@extschema@.preview(pg_catalog.regclass, pg_catalog.int4)',
                                   'GRANT pgforce_monitor TO %ROLE%;');
-    RETURN QUERY SELECT * FROM @extschema@.preview(@extschema@._table_named(tbl, pg_catalog.to_regclass(tbl)),
+    RETURN QUERY SELECT * FROM @extschema@.preview(@extschema@._table_named(tbl),
                                                    max_records);
 END
 $fn$;
@@ -1014,41 +1012,24 @@ CREATE FUNCTION @extschema@.rollback(
     salesforce_only boolean DEFAULT false
 ) RETURNS TABLE (table_name text, record_id bigint, sfid text, action text, detail text, log_id bigint)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM @extschema@._may_call(
         '@extschema@.rollback(pg_catalog.timestamptz, pg_catalog.regclass, pg_catalog.bool, pg_catalog.bool, pg_catalog.bool)',
         'GRANT pgforce_operator TO %ROLE%;');
-    RETURN QUERY SELECT * FROM @extschema@.rollback(since, @extschema@._table_named(tbl, pg_catalog.to_regclass(tbl)),
+    RETURN QUERY SELECT * FROM @extschema@.rollback(since, @extschema@._table_named(tbl),
                                                     dry_run, force, salesforce_only);
-END
-$fn$;
-CREATE FUNCTION @extschema@.map_table(
-    tbl text,
-    sobject text,
-    mode text DEFAULT 'read_write',
-    upsert_field text DEFAULT NULL,
-    fields text[] DEFAULT NULL,
-    paused boolean DEFAULT false,
-    relationships jsonb DEFAULT NULL
-) RETURNS void
-LANGUAGE plpgsql
-AS $fn$
-BEGIN
-    PERFORM @extschema@._may_call(
-        '@extschema@.map_table(pg_catalog.regclass, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text[], pg_catalog.bool, pg_catalog.jsonb)',
-        'A superuser grants it: GRANT EXECUTE ON FUNCTION salesforce.map_table(regclass, text, text, text, text[], boolean, jsonb), salesforce.unmap_table(regclass), salesforce.alter_mapping(regclass, text[], text, text, jsonb) TO %ROLE%;');
-    PERFORM @extschema@.map_table(@extschema@._table_named(tbl, pg_catalog.to_regclass(tbl)), sobject, mode,
-                                  upsert_field, fields, paused, relationships);
 END
 $fn$;
 CREATE FUNCTION @extschema@.unmap_table(tbl text) RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM @extschema@._may_call('@extschema@.unmap_table(pg_catalog.regclass)',
         'A superuser grants it: GRANT EXECUTE ON FUNCTION salesforce.unmap_table(regclass) TO %ROLE%;');
-    PERFORM @extschema@.unmap_table(@extschema@._table_named(tbl, pg_catalog.to_regclass(tbl)));
+    PERFORM @extschema@.unmap_table(@extschema@._table_named(tbl));
 END
 $fn$;
 CREATE FUNCTION @extschema@.alter_mapping(
@@ -1059,16 +1040,17 @@ CREATE FUNCTION @extschema@.alter_mapping(
     relationships jsonb DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM @extschema@._may_call(
         '@extschema@.alter_mapping(pg_catalog.regclass, pg_catalog.text[], pg_catalog.text, pg_catalog.text, pg_catalog.jsonb)',
         'A superuser grants it: GRANT EXECUTE ON FUNCTION salesforce.alter_mapping(regclass, text[], text, text, jsonb) TO %ROLE%;');
-    PERFORM @extschema@.alter_mapping(@extschema@._table_named(tbl, pg_catalog.to_regclass(tbl)), fields,
+    PERFORM @extschema@.alter_mapping(@extschema@._table_named(tbl), fields,
                                       upsert_field, mode, relationships);
 END
 $fn$;
 GRANT EXECUTE ON FUNCTION @extschema@.pause(text), @extschema@.resume(text), @extschema@.retry_failed(text),
     @extschema@.preview(text, integer), @extschema@.rollback(timestamptz, text, boolean, boolean, boolean),
-    @extschema@.map_table(text, text, text, text, text[], boolean, jsonb), @extschema@.unmap_table(text),
+    @extschema@.unmap_table(text),
     @extschema@.alter_mapping(text, text[], text, text, jsonb) TO PUBLIC;

@@ -213,7 +213,7 @@ mod tests {
             outcome("SELECT salesforce.map_table('public.good', 'Contact', upsert_field => 'nope')"),
             "42703 +hint"
         );
-        assert_eq!(outcome("SELECT salesforce.map_table('public.no_such_table', 'Contact')"), "42P01 +hint");
+        assert_eq!(outcome("SELECT salesforce.map_table('public.no_such_table', 'Contact')"), "42P01");
         // A refused call leaves nothing behind.
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.uuid_id'::regclass"), Some(0));
         assert_eq!(
@@ -622,12 +622,12 @@ mod tests {
         );
         sql("SELECT salesforce.alter_mapping('contact', upsert_field => '')");
         sql("SELECT salesforce.unmap_table('contact')");
-        // map_table finds an unmapped table by the search_path, or in pgforce's schema.
-        sql("SELECT salesforce.map_table('contact', 'Contact')");
+        sql("SELECT salesforce.map_table('salesforce.contact', 'Contact')");
+        // A table of the search_path that is not mapped does not hide the mapped one of that name.
         sql("CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text)");
-        // A table of the search_path that is not mapped does not hide the mapped one of the same name.
-        assert_eq!(text("SELECT salesforce.resume('contact')"), "no mapping was paused");
         sql("SET LOCAL search_path = public, salesforce");
+        assert_eq!(text("SELECT salesforce.resume('contact')"), "no mapping was paused");
+        assert_eq!(outcome("SELECT salesforce.pause('public.contact')"), "42704 +hint");
         // Unknown names: 42P01 with the mapped tables as the hint; a name that is not a name: its syntax error.
         assert_eq!(outcome("SELECT salesforce.pause('nothing_here')"), "42P01 +hint");
         let said = error_of("SELECT salesforce.pause('nothing_here')");
@@ -647,8 +647,8 @@ mod tests {
         assert!(pause.contains("pgforce_test_clerk") && pause.contains("GRANT pgforce_operator TO pgforce_test_clerk"), "{pause}");
         let preview = error_of("SELECT salesforce.preview('contact')");
         assert!(preview.contains("GRANT pgforce_monitor TO pgforce_test_clerk"), "{preview}");
-        let map = error_of("SELECT salesforce.map_table('contact', 'Contact')");
-        assert!(map.contains("GRANT EXECUTE ON FUNCTION salesforce.map_table") && map.contains("TO pgforce_test_clerk"), "{map}");
+        let alter = error_of("SELECT salesforce.alter_mapping('contact', mode => 'read_only')");
+        assert!(alter.contains("GRANT EXECUTE ON FUNCTION salesforce.alter_mapping") && alter.contains("TO pgforce_test_clerk"), "{alter}");
         // Granted, the same call goes through.
         sql("RESET ROLE");
         sql("GRANT pgforce_operator TO pgforce_test_clerk");
