@@ -198,6 +198,22 @@ CREATE TABLE @extschema@.sync_alerts (
 );
 CREATE INDEX sync_alerts_idx_open ON @extschema@.sync_alerts (kind) WHERE resolved_at IS NULL;
 
+-- API: Public. The requests the sync worker made to Salesforce, newest last (pg_net's _http_response, pg_cron's
+-- job_run_details): when, method, path (without its query string: ids and SOQL hold row values), records sent,
+-- the HTTP status (NULL: no answer), how long it took and the error code of a failed one. The newest
+-- pgforce.request_history are kept. Readable by pgforce_monitor.
+CREATE TABLE @extschema@.sync_requests (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    requested_at timestamptz NOT NULL,
+    method       text NOT NULL,
+    path         text NOT NULL,
+    records      integer NOT NULL DEFAULT 0,
+    http_status  integer,
+    milliseconds integer NOT NULL,
+    error_code   text
+);
+CREATE INDEX sync_requests_idx_requested_at ON @extschema@.sync_requests (requested_at);
+
 -- API: Private. Delivery counters per mapping since the sync worker started, written by it at most once a second;
 -- read them through salesforce.sync_metrics.
 CREATE TABLE @extschema@._metrics (

@@ -285,6 +285,7 @@ $fn$;
 REVOKE ALL ON FUNCTION @extschema@.acknowledge_alerts(bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.acknowledge_alerts(bigint[]) TO pgforce_operator;
 GRANT SELECT ON @extschema@.sync_alerts TO pgforce_monitor;
+GRANT SELECT ON @extschema@.sync_requests TO pgforce_monitor;
 
 -- API: Public. Has the sync worker try Salesforce at once when the calling transaction commits: an outage's backoff
 -- (connection_state OUTAGE, next_attempt_at in sync_status) and a refused login's wait end now (pacing stays); the

@@ -87,6 +87,7 @@ static ALERT_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static MAX_API_USAGE: GucSetting<f64> = GucSetting::<f64>::new(0.9);
 static ARCHIVE_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static ARCHIVE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(31 * 24 * 3600);
+static REQUEST_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4000);
 static BULK_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(2000);
 static BULK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50_000);
@@ -379,6 +380,16 @@ pub fn register(preloading: bool) {
         none,
     );
     GucRegistry::define_int_guc(
+        c"pgforce.request_history",
+        c"Requests to Salesforce kept in salesforce.sync_requests (the newest; 0 keeps none).",
+        c"",
+        &REQUEST_HISTORY,
+        0,
+        10_000_000,
+        Sighup,
+        none,
+    );
+    GucRegistry::define_int_guc(
         c"pgforce.max_request_bytes",
         c"Most bytes of JSON in one Salesforce request; a claim takes at most max_concurrency requests' worth.",
         c"",
@@ -572,6 +583,7 @@ pub fn config() -> Config {
         max_api_usage: MAX_API_USAGE.get(),
         archive_after: Duration::from_secs(ARCHIVE_AFTER_S.get().max(0) as u64),
         archive_retention: Duration::from_secs(ARCHIVE_RETENTION_S.get().max(0) as u64),
+        request_history: i64::from(REQUEST_HISTORY.get().max(0)),
         poll_interval: Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64),
         lock_timeout: Duration::from_millis(LOCK_TIMEOUT_MS.get().max(1) as u64),
         statement_timeout: Duration::from_millis(STATEMENT_TIMEOUT_MS.get().max(1) as u64),

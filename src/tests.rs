@@ -644,11 +644,18 @@ mod tests {
         sql("CREATE ROLE pgforce_test_clerk");
         sql("SET LOCAL ROLE pgforce_test_clerk");
         let pause = error_of("SELECT salesforce.pause('contact')");
-        assert!(pause.contains("pgforce_test_clerk") && pause.contains("GRANT pgforce_operator TO pgforce_test_clerk"), "{pause}");
+        assert!(
+            pause.contains("pgforce_test_clerk") && pause.contains("GRANT pgforce_operator TO pgforce_test_clerk"),
+            "{pause}"
+        );
         let preview = error_of("SELECT salesforce.preview('contact')");
         assert!(preview.contains("GRANT pgforce_monitor TO pgforce_test_clerk"), "{preview}");
         let alter = error_of("SELECT salesforce.alter_mapping('contact', mode => 'read_only')");
-        assert!(alter.contains("GRANT EXECUTE ON FUNCTION salesforce.alter_mapping") && alter.contains("TO pgforce_test_clerk"), "{alter}");
+        assert!(
+            alter.contains("GRANT EXECUTE ON FUNCTION salesforce.alter_mapping")
+                && alter.contains("TO pgforce_test_clerk"),
+            "{alter}"
+        );
         // Granted, the same call goes through.
         sql("RESET ROLE");
         sql("GRANT pgforce_operator TO pgforce_test_clerk");
@@ -660,7 +667,9 @@ mod tests {
     fn alter_mapping_changes_a_mapping_and_keeps_its_pause_and_queue() {
         contact_table();
         sql("SELECT salesforce.pause('contact')");
-        sql("INSERT INTO salesforce.contact (lastname, email, external_id__c) VALUES ('Queued', 'q@example.com', 'x1')");
+        sql(
+            "INSERT INTO salesforce.contact (lastname, email, external_id__c) VALUES ('Queued', 'q@example.com', 'x1')",
+        );
         let paused_before = text("SELECT paused_at::text FROM salesforce._mapping WHERE table_name = 'contact'");
         let created_before = text("SELECT created_at::text FROM salesforce._mapping WHERE table_name = 'contact'");
         sql("SELECT salesforce.alter_mapping('contact', fields => ARRAY['lastname', 'email'])");
@@ -670,8 +679,14 @@ mod tests {
             "the upsert field stays among the fields"
         );
         assert_eq!(text("SELECT paused_at::text FROM salesforce._mapping WHERE table_name = 'contact'"), paused_before);
-        assert_eq!(text("SELECT created_at::text FROM salesforce._mapping WHERE table_name = 'contact'"), created_before);
-        assert_eq!(one::<i64>("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'"), Some(1));
+        assert_eq!(
+            text("SELECT created_at::text FROM salesforce._mapping WHERE table_name = 'contact'"),
+            created_before
+        );
+        assert_eq!(
+            one::<i64>("SELECT pending_writes FROM salesforce.sync_status WHERE table_name = 'contact'"),
+            Some(1)
+        );
         // The upsert field goes with '' and stays with NULL.
         sql("SELECT salesforce.alter_mapping('contact', upsert_field => '')");
         assert_eq!(one::<String>("SELECT upsert_field FROM salesforce._mapping WHERE table_name = 'contact'"), None);
@@ -690,7 +705,10 @@ mod tests {
         );
         assert_eq!(text("SELECT paused_at::text FROM salesforce._mapping WHERE table_name = 'contact'"), paused_before);
         // Bad input is refused whole, as map_table refuses it; not mapped: 42704.
-        assert_eq!(outcome("SELECT salesforce.alter_mapping('contact', fields => ARRAY['no_such_column'])"), "42703 +hint");
+        assert_eq!(
+            outcome("SELECT salesforce.alter_mapping('contact', fields => ARRAY['no_such_column'])"),
+            "42703 +hint"
+        );
         assert_eq!(outcome("SELECT salesforce.alter_mapping('contact', mode => 'sideways')"), "22023 +hint");
         sql("CREATE TABLE salesforce.unmapped (id int PRIMARY KEY)");
         assert_eq!(outcome("SELECT salesforce.alter_mapping('salesforce.unmapped')"), "42704 +hint");
@@ -869,6 +887,7 @@ mod tests {
             ("pgforce.max_api_usage", "0.9"),
             ("pgforce.archive_after", "1d"),
             ("pgforce.archive_retention", "31d"),
+            ("pgforce.request_history", "10000"),
             ("pgforce.poll_interval", "10s"),
             ("pgforce.lock_timeout", "1s"),
             ("pgforce.statement_timeout", "1min"),

@@ -300,7 +300,10 @@ fn alter_mapping(
     if plan.access == Access::ReadWrite && upsert_field.is_none() && old_upsert.is_some() {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_WARNING,
-            format!("{} has no upsert field any more: inserts in doubt are looked for in Salesforce, which has limits", table.qualified),
+            format!(
+                "{} has no upsert field any more: inserts in doubt are looked for in Salesforce, which has limits",
+                table.qualified
+            ),
             "pgforce",
         )
         .set_hint("README: \"Inserts in doubt never duplicate\".")

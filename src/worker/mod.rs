@@ -346,17 +346,23 @@ impl Worker {
                 Ok(_) => self.report(ConnState::Idle, None),
                 Err(e) => self.report(ConnState::Unauthorized, Some(CallError::Unauthorized(e).to_string())),
             }
+            self.write_requests(config);
             return if requeued > 0 { Duration::ZERO } else { self.idle_wait(config) };
         }
         if !self.reporter.in_trouble() {
             self.report(ConnState::Polling, None);
         }
-        let used_before = self.usage().map(|(used, _)| used);
+        let calls_before = self.api_calls();
         let records = claimed.count as u64;
         let delivered = self.deliver(config, claimed);
         self.keep_rotated_refresh_token();
+        self.write_requests(config);
         match delivered {
-            Ok(()) if self.throttled(config) => self.pace(used_before, records),
+            // Pacing spends the calls pgforce made, never those of the org's other integrations (which Salesforce's
+            // usage counts too).
+            Ok(()) if self.throttled(config) => {
+                self.pace(config, self.api_calls().saturating_sub(calls_before), records)
+            }
             // More may be waiting (or arrived while sending): look again at once.
             Ok(()) => Duration::ZERO,
             Err(wait) => wait,
@@ -776,16 +782,32 @@ impl Worker {
         }
     }
 
+    /// The API calls this worker's client made so far.
+    fn api_calls(&self) -> u64 {
+        self.client.as_ref().map_or(0, |(_, c)| c.journal().api_calls())
+    }
+
     fn usage(&self) -> Option<(u64, u64)> {
         self.client.as_ref().and_then(|(_, c)| c.usage()).map(|u| (u.used, u.limit))
     }
 
     /// Above `pgforce.max_api_usage`: the pause that spreads the calls left today over Salesforce's 24-hour
     /// window (`pacing`), with how long the backlog takes at that pace in `sync_status`.
-    fn pace(&mut self, used_before: Option<u64>, records: u64) -> Duration {
-        let Some((used, limit)) = self.usage() else { return pacing::MIN_PACE };
-        let spent = used_before.map_or(1, |before| used.saturating_sub(before));
-        let pause = pacing::pace(used, limit, spent);
+    fn pace(&mut self, config: &Config, spent: u64, records: u64) -> Duration {
+        let Some((mut used, mut limit)) = self.usage() else { return pacing::MIN_PACE };
+        let mut pause = pacing::pace(used, limit, spent);
+        if pause >= pacing::RECHECK_ABOVE {
+            // Before a long sleep, the usage now (no transaction is open: this is a network call).
+            if let Some(Ok(now)) = self.client.as_ref().map(|(_, c)| c.refresh_usage()) {
+                (used, limit) = (now.used, now.limit);
+                self.write_requests(config);
+                if !self.throttled(config) {
+                    self.paced_until = None;
+                    return Duration::ZERO;
+                }
+                pause = pacing::pace(used, limit, spent);
+            }
+        }
         let backlog = self
             .with_statements(|c, st| Ok(c.select(&st.queue_size, None, &[])?.first().get::<i64>(1)?.unwrap_or(0)))
             .unwrap_or(0)
@@ -1179,6 +1201,45 @@ impl Worker {
     }
 
     /// Writes the delivery counters when they changed (at most once a second, with archive maintenance).
+    /// Keeps the requests made since the last time in `sync_requests` (a transaction of its own, after the calls).
+    fn write_requests(&mut self, config: &Config) {
+        let Some(journal) = self.client.as_ref().map(|(_, c)| c.journal()) else { return };
+        let (requests, dropped) = journal.take();
+        if requests.is_empty() || config.request_history == 0 {
+            return;
+        }
+        if dropped > 0 {
+            pgrx::warning!("pgforce: {dropped} requests to Salesforce were not kept in sync_requests (the worker could not write them in time)");
+        }
+        let epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let written = self.with_statements(|c, st| {
+            let args = [
+                DatumWithOid::from(requests.iter().map(|r| epoch(r.at)).collect::<Vec<f64>>()),
+                DatumWithOid::from(requests.iter().map(|r| r.method).collect::<Vec<&str>>()),
+                DatumWithOid::from(requests.iter().map(|r| r.path.as_str()).collect::<Vec<&str>>()),
+                DatumWithOid::from(
+                    requests.iter().map(|r| r.records.min(i32::MAX as u32) as i32).collect::<Vec<i32>>(),
+                ),
+                DatumWithOid::from(requests.iter().map(|r| r.status.map(i32::from)).collect::<Vec<Option<i32>>>()),
+                DatumWithOid::from(
+                    requests.iter().map(|r| r.duration.as_millis().min(i32::MAX as u128) as i32).collect::<Vec<i32>>(),
+                ),
+                DatumWithOid::from(requests.iter().map(|r| r.error_code.as_deref()).collect::<Vec<Option<&str>>>()),
+                DatumWithOid::from(config.request_history),
+            ];
+            c.update(&st.write_requests, None, &args)?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            if !self.vanished() {
+                pgrx::warning!("pgforce: cannot keep the requests in sync_requests: {e}");
+            }
+            if let Some((_, c)) = self.client.as_ref() {
+                c.journal().put_back(requests);
+            }
+        }
+    }
+
     fn write_metrics(&mut self) {
         let Some(all) = self.metrics.take_changed() else { return };
         let column = |f: fn(&pgforce_core::metrics::Counters) -> u64| -> Vec<i64> {

@@ -146,6 +146,9 @@ pub struct Statements {
     /// `$1 float8` when the worker started (epoch seconds), then arrays of tables, sent, succeeded, failed, retried,
     /// requests, bytes, API calls: the counters since then.
     pub write_metrics: OwnedPreparedStatement,
+    /// Arrays of when (epoch seconds), method, path, records, HTTP status (NULL: no answer), milliseconds and error
+    /// code, then `$8 bigint` pgforce.request_history: keeps the requests in `sync_requests`, the newest only.
+    pub write_requests: OwnedPreparedStatement,
     /// `$1 text` channel, `$2 text` payload: an alert, sent at commit.
     pub notify: OwnedPreparedStatement,
     /// `$1 text` kind, `$2 text[]` tables, `$3 text[]` codes, `$4 bigint` count, `$5 text` message, `$6 bigint` held
@@ -318,6 +321,8 @@ const INT8: pg_sys::Oid = pg_sys::INT8OID;
 const FLOAT8: pg_sys::Oid = pg_sys::FLOAT8OID;
 const BOOL: pg_sys::Oid = pg_sys::BOOLOID;
 const INT8_ARRAY: pg_sys::Oid = pg_sys::INT8ARRAYOID;
+const INT4_ARRAY: pg_sys::Oid = pg_sys::INT4ARRAYOID;
+const FLOAT8_ARRAY: pg_sys::Oid = pg_sys::FLOAT8ARRAYOID;
 
 fn prepare(client: &SpiClient<'_>, sql: &str, types: &[pg_sys::Oid]) -> Result<OwnedPreparedStatement, WorkerError> {
     let types: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
@@ -421,6 +426,22 @@ impl Statements {
                     INT8_ARRAY,
                     INT8_ARRAY,
                 ],
+            )?,
+            write_requests: prepare(
+                client,
+                &format!(
+                    "WITH kept AS (
+                         INSERT INTO {schema}.sync_requests
+                                (requested_at, method, path, records, http_status, milliseconds, error_code)
+                         SELECT pg_catalog.to_timestamp(u.at), u.method, u.path, u.records, u.status, u.ms, u.code
+                           FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),
+                                           pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),
+                                           pg_catalog.unnest($7)) AS u(at, method, path, records, status, ms, code)
+                         RETURNING id)
+                     DELETE FROM {schema}.sync_requests r
+                      WHERE r.id {LE} (SELECT pg_catalog.max(k.id) {MINUS} $8 FROM kept k)"
+                ),
+                &[FLOAT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, INT4_ARRAY, INT4_ARRAY, INT4_ARRAY, TEXT_ARRAY, INT8],
             )?,
             notify: prepare(client, "SELECT pg_catalog.pg_notify($1, $2)", &[TEXT, TEXT])?,
             record_alert: prepare(

@@ -43,6 +43,8 @@ pub struct Config {
     pub max_api_usage: f64,
     pub archive_after: Duration,
     pub archive_retention: Duration,
+    /// Requests kept in `salesforce.sync_requests` (`pgforce.request_history`; 0: none).
+    pub request_history: i64,
     pub poll_interval: Duration,
     /// How long the worker's statements wait for a lock a user holds (`pgforce.lock_timeout`).
     pub lock_timeout: Duration,

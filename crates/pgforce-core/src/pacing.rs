@@ -10,6 +10,10 @@ pub const MIN_PACE: Duration = Duration::from_secs(5);
 /// The longest: usage is looked at again at least this often (a budget fully spent recovers as the window rolls).
 pub const MAX_PACE: Duration = Duration::from_secs(60 * 60);
 
+/// A pause at least this long is decided again on the org's usage asked of Salesforce (`/limits`) first: the
+/// header of the last answer may be stale, or show a burst since spread.
+pub const RECHECK_ABOVE: Duration = Duration::from_secs(5 * 60);
+
 /// The pause after a cycle that spent `spent` calls, with `used` of `limit` calls used: each call gets its share
 /// of the window, `WINDOW / (limit - used)`.
 pub fn pace(used: u64, limit: u64, spent: u64) -> Duration {

@@ -4,11 +4,13 @@
 
 use serde_json::{json, Value};
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::describe::FieldDescription;
+use crate::journal::{self, Journal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFlow {
@@ -116,6 +118,14 @@ impl Usage {
         Some(Usage { used: used.trim().parse().ok()?, limit: limit.trim().parse().ok()? })
     }
 
+    /// `DailyApiRequests` of the `/limits` resource.
+    pub fn from_limits(body: &Value) -> Option<Usage> {
+        let daily = body.get("DailyApiRequests")?;
+        let limit = daily.get("Max")?.as_u64()?;
+        let remaining = daily.get("Remaining")?.as_u64()?;
+        Some(Usage { used: limit.saturating_sub(remaining), limit })
+    }
+
     pub fn fraction(&self) -> f64 {
         if self.limit == 0 {
             1.0
@@ -164,6 +174,7 @@ pub struct Client {
     refresh_token: Mutex<String>,
     /// A refresh token Salesforce issued in place of the one used, not yet taken by `take_rotated_refresh_token`.
     rotated: Mutex<Option<String>>,
+    journal: Journal,
 }
 
 /// What identifies a configured refresh token without keeping it: its SHA-256, hex.
@@ -246,7 +257,40 @@ impl Client {
             usage: Mutex::new(None),
             refresh_token,
             rotated: Mutex::new(None),
+            journal: Journal::default(),
         }
+    }
+
+    /// The requests this client made (`salesforce.sync_requests`) and its API calls.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Runs one HTTP exchange and notes it in the journal; `run` sets the answer's status when there is one.
+    fn exchange<T>(
+        &self,
+        method: &'static str,
+        path: &str,
+        records: usize,
+        api_call: bool,
+        run: impl FnOnce(&Cell<Option<u16>>) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let status = Cell::new(None);
+        let (at, started) = (SystemTime::now(), Instant::now());
+        let result = run(&status);
+        self.journal.note(
+            journal::Request {
+                at,
+                method,
+                path: journal::path_only(path),
+                records: records.min(u32::MAX as usize) as u32,
+                status: status.get(),
+                duration: started.elapsed(),
+                error_code: result.as_ref().err().map(journal::error_code),
+            },
+            api_call,
+        );
+        result
     }
 
     /// The REST API version calls use (`pgforce.api_version`).
@@ -318,21 +362,25 @@ impl Client {
                 ("assertion", self.assertion()?),
             ],
         };
-        let mut r = self
-            .agent
-            .post(&url)
-            .send_form(form.iter().map(|(k, v)| (*k, v.as_str())))
-            .map_err(|e| CallError::Unavailable(describe_transport(&e)))?;
-        let status = r.status().as_u16();
-        let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
-        if status >= 500 {
-            return Err(CallError::Unavailable(format!("token endpoint answered HTTP {status}")));
-        }
-        if status != 200 {
-            let error = body.get("error").and_then(Value::as_str).unwrap_or("error");
-            let description = body.get("error_description").and_then(Value::as_str).unwrap_or("");
-            return Err(CallError::Unauthorized(format!("{error}: {description} (HTTP {status})")));
-        }
+        let body = self.exchange("POST", "/services/oauth2/token", 0, false, |answered| {
+            let mut r = self
+                .agent
+                .post(&url)
+                .send_form(form.iter().map(|(k, v)| (*k, v.as_str())))
+                .map_err(|e| CallError::Unavailable(describe_transport(&e)))?;
+            let status = r.status().as_u16();
+            answered.set(Some(status));
+            let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+            if status >= 500 {
+                return Err(CallError::Unavailable(format!("token endpoint answered HTTP {status}")));
+            }
+            if status != 200 {
+                let error = body.get("error").and_then(Value::as_str).unwrap_or("error");
+                let description = body.get("error_description").and_then(Value::as_str).unwrap_or("");
+                return Err(CallError::Unauthorized(format!("{error}: {description} (HTTP {status})")));
+            }
+            Ok(body)
+        })?;
         let token = body.get("access_token").and_then(Value::as_str);
         let instance_url = body.get("instance_url").and_then(Value::as_str);
         if let Some(i) = instance_url {
@@ -380,14 +428,24 @@ impl Client {
     /// against no limit) quickly: after a request failed, it tells a failing request from an outage.
     pub fn reachable(&self) -> bool {
         let Some(instance_url) = lock(&self.session).as_ref().map(|s| s.instance_url.clone()) else { return false };
-        let probe = self
-            .agent
-            .get(format!("{instance_url}/services/data/"))
-            .config()
-            .timeout_global(Some(PROBE_TIMEOUT.min(self.settings.request_timeout)))
-            .build()
-            .call();
-        probe.is_ok_and(|r| r.status().as_u16() == 200)
+        self.exchange("GET", "/services/data/", 0, false, |answered| {
+            let r = self
+                .agent
+                .get(format!("{instance_url}/services/data/"))
+                .config()
+                .timeout_global(Some(PROBE_TIMEOUT.min(self.settings.request_timeout)))
+                .build()
+                .call()
+                .map_err(|e| CallError::Unavailable(describe_transport(&e)))?;
+            let status = r.status().as_u16();
+            answered.set(Some(status));
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(CallError::Unavailable(format!("HTTP {status}")))
+            }
+        })
+        .is_ok()
     }
 
     /// The integration user's id, as the last login said (logs in if needed).
@@ -413,6 +471,17 @@ impl Client {
                 _ => return Ok(records),
             }
         }
+    }
+
+    /// Asks Salesforce for the org's API usage now (`/limits`), rather than the last answer's header.
+    pub fn refresh_usage(&self) -> Result<Usage, CallError> {
+        let body = self.get(&format!("/services/data/v{}/limits", self.settings.api_version), None)?;
+        let usage = Usage::from_limits(&body).ok_or_else(|| CallError::Failed {
+            code: "UNEXPECTED_ANSWER".into(),
+            message: "the limits resource has no DailyApiRequests".into(),
+        })?;
+        *lock(&self.usage) = Some(usage);
+        Ok(usage)
     }
 
     /// The fields of an sObject as its describe lists them.
@@ -441,6 +510,16 @@ impl Client {
 
     fn get_once(&self, path: &str, query: Option<(&str, &str)>) -> Result<Value, CallError> {
         let session = self.session()?;
+        self.exchange("GET", path, 0, true, |answered| self.get_with(&session, path, query, answered))
+    }
+
+    fn get_with(
+        &self,
+        session: &Session,
+        path: &str,
+        query: Option<(&str, &str)>,
+        answered: &Cell<Option<u16>>,
+    ) -> Result<Value, CallError> {
         let timeout = self.settings.request_timeout;
         let mut request = self
             .agent
@@ -451,6 +530,7 @@ impl Client {
         }
         let mut r = request.call().map_err(|e| call_failed(&e, timeout))?;
         let status = r.status().as_u16();
+        answered.set(Some(status));
         let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
         if status == 200 {
             return Ok(body);
@@ -475,6 +555,17 @@ impl Client {
 
     fn call_once<R: Borrow<Value>>(&self, kind: &CallKind, records: &[R]) -> Result<Vec<RecordResult>, CallError> {
         let session = self.session()?;
+        let (method, path) = kind.request(&self.settings.api_version, &[]);
+        self.exchange(method, &path, records.len(), true, |answered| self.call_with(&session, kind, records, answered))
+    }
+
+    fn call_with<R: Borrow<Value>>(
+        &self,
+        session: &Session,
+        kind: &CallKind,
+        records: &[R],
+        answered: &Cell<Option<u16>>,
+    ) -> Result<Vec<RecordResult>, CallError> {
         let ids: Vec<&str> = match kind {
             CallKind::Delete => records.iter().filter_map(|r| r.borrow().as_str()).collect(),
             _ => Vec::new(),
@@ -511,6 +602,7 @@ impl Client {
             *lock(&self.usage) = Some(u);
         }
         let status = r.status().as_u16();
+        answered.set(Some(status));
         let text = r.body_mut().read_to_string().map_err(|e| match call_failed(&e, timeout) {
             CallError::Failed { code, message } => {
                 CallError::Failed { code, message: format!("reading the answer: {message}") }
@@ -531,12 +623,23 @@ impl Client {
     /// One REST request on the instance (Bulk API 2.0 uses these), with a body of a content type or none; a 401
     /// logs in again and retries once. Returns the text of a 2xx answer; other answers and transport failures
     /// are `CallError`s as for sObject Collections calls.
-    pub fn rest(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<String, CallError> {
+    pub fn rest(&self, method: &'static str, path: &str, body: Option<(&str, &[u8])>) -> Result<String, CallError> {
         self.renewing_session(|| self.rest_once(method, path, body))
     }
 
-    fn rest_once(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<String, CallError> {
+    fn rest_once(&self, method: &'static str, path: &str, body: Option<(&str, &[u8])>) -> Result<String, CallError> {
         let session = self.session()?;
+        self.exchange(method, path, 0, true, |answered| self.rest_with(&session, method, path, body, answered))
+    }
+
+    fn rest_with(
+        &self,
+        session: &Session,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+        answered: &Cell<Option<u16>>,
+    ) -> Result<String, CallError> {
         let url = format!("{}{path}", session.instance_url);
         let auth = format!("Bearer {}", session.token);
         let sent = match (method, body) {
@@ -558,6 +661,7 @@ impl Client {
             *lock(&self.usage) = Some(u);
         }
         let status = r.status().as_u16();
+        answered.set(Some(status));
         let text = r.body_mut().with_config().limit(u64::MAX).read_to_string().map_err(|e| call_failed(&e, timeout))?;
         if (200..300).contains(&status) {
             return Ok(text);
@@ -619,5 +723,18 @@ fn record_result(v: &Value) -> RecordResult {
         success: v.get("success").and_then(Value::as_bool).unwrap_or(false),
         created: v.get("created").and_then(Value::as_bool),
         errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_read_from_the_limits_resource_and_the_header() {
+        let limits = json!({"DailyApiRequests": {"Max": 15000, "Remaining": 14000}, "DataStorageMB": {"Max": 5}});
+        assert_eq!(Usage::from_limits(&limits), Some(Usage { used: 1000, limit: 15000 }));
+        assert_eq!(Usage::from_limits(&json!({"DataStorageMB": {}})), None);
+        assert_eq!(Usage::parse("api-usage=25/15000"), Some(Usage { used: 25, limit: 15000 }));
     }
 }

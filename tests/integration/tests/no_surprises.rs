@@ -465,3 +465,53 @@ fn resume_with_nothing_paused_says_so_and_nothing_alarming() {
     c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Calm', 'C-2')").expect("insert");
     wait_for(WAIT, "delivery goes on", || sf.contacts().contains_key("C-2").then_some(()));
 }
+
+/// What was sent can be seen without a proxy: every request the worker made is kept in `sync_requests` (method,
+/// path without its query, records, HTTP status or none, milliseconds, error code), the newest
+/// `pgforce.request_history` only, for monitors.
+#[test]
+fn every_request_is_kept_in_sync_requests_newest_first_and_bounded() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, &["pgforce.request_history = 6"]);
+    let mut c = cluster.admin();
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Ann', 'Q-1'), ('Bo', 'Q-2');")
+        .expect("rows");
+    wait_for(WAIT, "delivery", || (open_entries(&mut c) == 0).then_some(()));
+    let sent = text(
+        &mut c,
+        "SELECT string_agg(method || ' ' || path || ' ' || records || ' ' || coalesce(http_status::text, '-')
+                           || ' ' || coalesce(error_code, '-') || ' ' || (milliseconds >= 0)::text, E'\\n' ORDER BY id)
+           FROM salesforce.sync_requests",
+    )
+    .expect("requests kept");
+    assert!(sent.contains("POST /services/oauth2/token 0 200 - true"), "the login: {sent}");
+    assert!(
+        sent.lines().any(|l| l.starts_with("PATCH /services/data/v")
+            && l.ends_with("/composite/sobjects/Contact/external_id__c 2 200 - true")),
+        "the upsert of two records: {sent}"
+    );
+    // Salesforce down for maintenance: the refused requests are kept with their status and code.
+    sf.admin("POST", "/outage", json!({"mode": "unavailable", "seconds": 30}));
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Cy', 'Q-3');").expect("row");
+    wait_for(WAIT, "a refused request kept", || {
+        text(&mut c, "SELECT count(*)::text FROM salesforce.sync_requests WHERE http_status = 503 AND error_code = 'UNAVAILABLE'")
+            .filter(|n| n != "0")
+    });
+    sf.admin("DELETE", "/outage", json!({}));
+    c.batch_execute("SELECT salesforce.retry_now()").expect("retry now");
+    wait_for(WAIT, "delivery after the outage", || (open_entries(&mut c) == 0).then_some(()));
+    for n in 4..=9 {
+        c.batch_execute(&format!("INSERT INTO public.contact (lastname, external_id__c) VALUES ('R{n}', 'Q-{n}')"))
+            .expect("row");
+        wait_for(WAIT, "delivery", || (open_entries(&mut c) == 0).then_some(()));
+    }
+    let kept = text(&mut c, "SELECT count(*)::text FROM salesforce.sync_requests").expect("count");
+    assert_eq!(kept, "6", "only the newest pgforce.request_history are kept");
+    // For monitors: an operator reads it, an application role does not.
+    let mut ops = cluster.connect("ops", "postgres");
+    ops.query_one("SELECT count(*) FROM salesforce.sync_requests", &[]).expect("ops reads the requests");
+    c.batch_execute("CREATE ROLE app LOGIN").expect("app");
+    let mut app = cluster.connect("app", "postgres");
+    let refused = app.query_one("SELECT count(*) FROM salesforce.sync_requests", &[]).expect_err("app may not");
+    assert_eq!(refused.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+}
