@@ -573,7 +573,23 @@ SELECT m.table_name,
        -- when the worker tries Salesforce again after an outage or a refused login (NULL: not waiting)
        CASE WHEN g.state IS NULL THEN s.next_attempt_at END AS next_attempt_at,
        -- cycles the sync worker ran since it started (it runs one per wake-up with work, not one per commit)
-       @extschema@._worker_cycles() AS worker_cycles
+       @extschema@._worker_cycles() AS worker_cycles,
+       -- how this mapping's writes are (pgforce_core::mapping::WriteState, with its lists of error codes): the
+       -- first that holds
+       CASE WHEN m.access OPERATOR(pg_catalog.=) 'read_only' THEN 'READ_ONLY'
+            WHEN m.paused_at IS NOT NULL THEN 'PAUSED'
+            WHEN f.newest_code OPERATOR(pg_catalog.=) ANY (ARRAY['INSUFFICIENT_ACCESS', 'INSUFFICIENT_ACCESS_OR_READONLY',
+                                                               'INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY'])
+                 THEN 'UNAUTHORIZED'
+            WHEN f.newest_code OPERATOR(pg_catalog.=) ANY (ARRAY['INVALID_FIELD', 'INVALID_FIELD_FOR_INSERT_UPDATE',
+                                                               'INVALID_TYPE', 'NOT_FOUND'])
+                 THEN 'BAD_CONFIG'
+            WHEN f.errored OPERATOR(pg_catalog.>) 0 THEN 'FAILING'
+            WHEN l.pending OPERATOR(pg_catalog.>) 0
+                 AND coalesce(g.state, s.state) OPERATOR(pg_catalog.<>) ALL (ARRAY['IDLE', 'POLLING_DB_CHANGES'])
+                 THEN 'WAITING'
+            WHEN l.pending OPERATOR(pg_catalog.>) 0 THEN 'SYNCING'
+            ELSE 'DATA_SYNCED' END AS write_state
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
         SELECT pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS pending,
@@ -581,7 +597,9 @@ SELECT m.table_name,
                    FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS oldest_pending_age
           FROM @extschema@._trigger_log t
          WHERE t.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text) l ON true
-  LEFT JOIN (SELECT o.table_name, pg_catalog.count(*) AS errored FROM @extschema@._open_failures o
+  LEFT JOIN (SELECT o.table_name, pg_catalog.count(*) AS errored,
+                    (pg_catalog.array_agg(pg_catalog.split_part(o.sf_message, ':', 1) ORDER BY o.id DESC))[1] AS newest_code
+               FROM @extschema@._open_failures o
               GROUP BY o.table_name) f ON f.table_name OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
  CROSS JOIN @extschema@._sync_state s
   -- When nothing delivers this database's changes (not preloaded, another database, no worker), the worker's own

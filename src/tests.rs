@@ -716,6 +716,48 @@ mod tests {
     }
 
     #[pg_test]
+    fn sync_status_says_how_each_mappings_writes_are() {
+        use pgforce_core::mapping::WriteState;
+        contact_table();
+        let state = || text("SELECT write_state FROM salesforce.sync_status WHERE table_name = 'contact'");
+        assert_eq!(state(), WriteState::DataSynced.as_str());
+        sql("INSERT INTO salesforce.contact (lastname) VALUES ('Waits')");
+        let delivering = one::<bool>(
+            "SELECT connection_state IN ('IDLE', 'POLLING_DB_CHANGES') FROM salesforce.sync_status WHERE table_name = 'contact'",
+        );
+        let waiting = if delivering == Some(true) { WriteState::Syncing } else { WriteState::Waiting };
+        assert_eq!(state(), waiting.as_str(), "pending, and whether anything delivers it");
+        // The newest open failure decides between a mapping's configuration, its rights and its data.
+        let codes = WriteState::UNAUTHORIZED_CODES.iter().chain(WriteState::BAD_CONFIG_CODES.iter());
+        for code in codes.chain(["FIELD_CUSTOM_VALIDATION_EXCEPTION", "NOT_SENT"].iter()) {
+            sql(&format!(
+                "UPDATE salesforce._trigger_log SET state = 'FAILED', sf_message = '{code}: refused' \
+                  WHERE id = (SELECT max(id) FROM salesforce._trigger_log)"
+            ));
+            assert_eq!(state(), WriteState::of_failure(code).as_str(), "{code}");
+        }
+        sql("SELECT salesforce.pause('contact')");
+        assert_eq!(state(), WriteState::Paused.as_str());
+        sql("SELECT salesforce.alter_mapping('contact', mode => 'read_only')");
+        assert_eq!(state(), WriteState::ReadOnly.as_str());
+        // The view says nothing the vocabulary does not know.
+        let words = quoted_words(&text(
+            "SELECT split_part(split_part(pg_get_viewdef('salesforce.sync_status'::regclass), 'AS worker_cycles', 2), 'AS write_state', 1)",
+        ));
+        let known: std::collections::BTreeSet<String> = WriteState::ALL
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .chain(
+                WriteState::UNAUTHORIZED_CODES.iter().chain(WriteState::BAD_CONFIG_CODES.iter()).map(|c| c.to_string()),
+            )
+            .chain(["read_only", "IDLE", "POLLING_DB_CHANGES"].iter().map(|c| c.to_string()))
+            .collect();
+        assert!(words.contains("BAD_CONFIG") && words.contains("DATA_SYNCED"), "the CASE was found: {words:?}");
+        let unknown: Vec<&String> = words.iter().filter(|w| !known.contains(*w)).collect();
+        assert!(unknown.is_empty(), "write_state words outside the vocabulary: {unknown:?}");
+    }
+
+    #[pg_test]
     fn the_audit_speaks_one_vocabulary_and_filters_through_indexes() {
         use pgforce_core::log::AuditStatus;
         for status in AuditStatus::ALL {

@@ -48,6 +48,78 @@ impl fmt::Display for Access {
     }
 }
 
+/// How a mapping's writes are, as `sync_status.write_state` shows them (Heroku Connect's mapping states where they
+/// fit): the first that holds, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteState {
+    /// The mapping sends nothing (`read_only`).
+    ReadOnly,
+    /// An operator paused it (`salesforce.pause()`).
+    Paused,
+    /// Its newest open failure says the integration user may not write the object or the records.
+    Unauthorized,
+    /// Its newest open failure says the mapping names what Salesforce does not have (or not writable).
+    BadConfig,
+    /// Records failed on their data (they wait for a fix: `errored_writes`).
+    Failing,
+    /// Changes wait while the connection is in trouble or nothing delivers them.
+    Waiting,
+    /// Changes are on their way.
+    Syncing,
+    /// Nothing waits.
+    DataSynced,
+}
+
+impl WriteState {
+    pub const ALL: [WriteState; 8] = [
+        WriteState::ReadOnly,
+        WriteState::Paused,
+        WriteState::Unauthorized,
+        WriteState::BadConfig,
+        WriteState::Failing,
+        WriteState::Waiting,
+        WriteState::Syncing,
+        WriteState::DataSynced,
+    ];
+
+    /// Salesforce's error codes that make a mapping `UNAUTHORIZED` (sync_status reads them in SQL).
+    pub const UNAUTHORIZED_CODES: [&'static str; 3] =
+        ["INSUFFICIENT_ACCESS", "INSUFFICIENT_ACCESS_OR_READONLY", "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY"];
+    /// ... and `BAD_CONFIG`.
+    pub const BAD_CONFIG_CODES: [&'static str; 4] =
+        ["INVALID_FIELD", "INVALID_FIELD_FOR_INSERT_UPDATE", "INVALID_TYPE", "NOT_FOUND"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteState::ReadOnly => "READ_ONLY",
+            WriteState::Paused => "PAUSED",
+            WriteState::Unauthorized => "UNAUTHORIZED",
+            WriteState::BadConfig => "BAD_CONFIG",
+            WriteState::Failing => "FAILING",
+            WriteState::Waiting => "WAITING",
+            WriteState::Syncing => "SYNCING",
+            WriteState::DataSynced => "DATA_SYNCED",
+        }
+    }
+
+    /// The state an open failure with this error code gives a mapping.
+    pub fn of_failure(code: &str) -> WriteState {
+        if Self::UNAUTHORIZED_CODES.contains(&code) {
+            WriteState::Unauthorized
+        } else if Self::BAD_CONFIG_CODES.contains(&code) {
+            WriteState::BadConfig
+        } else {
+            WriteState::Failing
+        }
+    }
+}
+
+impl fmt::Display for WriteState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("unknown mapping mode {0:?}")]
 pub struct UnknownAccess(pub String);

@@ -515,3 +515,30 @@ fn every_request_is_kept_in_sync_requests_newest_first_and_bounded() {
     let refused = app.query_one("SELECT count(*) FROM salesforce.sync_requests", &[]).expect_err("app may not");
     assert_eq!(refused.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
 }
+
+/// A mapping whose field Salesforce does not have says so in sync_status, not only in diagnose().
+#[test]
+fn a_bad_field_shows_as_the_mappings_write_state() {
+    let sf = Salesforce::start();
+    let cluster = setup(&sf, &[]);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "ALTER TABLE public.account ADD COLUMN no_such_field__c text;
+         SELECT salesforce.alter_mapping('public.account', fields => ARRAY['name', 'no_such_field__c']);
+         INSERT INTO public.account (name, no_such_field__c) VALUES ('Acme', 'x');
+         INSERT INTO public.contact (lastname, external_id__c) VALUES ('Fine', 'F-1');",
+    )
+    .expect("a bad field");
+    let state = |c: &mut postgres::Client, t: &str| {
+        text(c, &format!("SELECT write_state FROM salesforce.sync_status WHERE table_name = '{t}'")).expect("state")
+    };
+    wait_for(WAIT, "the bad field's state", || (state(&mut c, "account") == "BAD_CONFIG").then_some(()));
+    wait_for(WAIT, "the other mapping delivered", || (state(&mut c, "contact") == "DATA_SYNCED").then_some(()));
+    // Fixed (the field mapped away) and retried: synced.
+    c.batch_execute(
+        "SELECT salesforce.alter_mapping('account', fields => ARRAY['name']);
+         SELECT salesforce.retry_failed('account');",
+    )
+    .expect("fixed");
+    wait_for(WAIT, "synced after the fix", || (state(&mut c, "account") == "DATA_SYNCED").then_some(()));
+}
