@@ -223,6 +223,7 @@ CREATE TABLE @extschema@._metrics (
     succeeded  bigint NOT NULL DEFAULT 0,
     failed     bigint NOT NULL DEFAULT 0,
     retried    bigint NOT NULL DEFAULT 0,
+    outage_requeued bigint NOT NULL DEFAULT 0,
     requests   bigint NOT NULL DEFAULT 0,
     bytes      bigint NOT NULL DEFAULT 0,
     api_calls  bigint NOT NULL DEFAULT 0,

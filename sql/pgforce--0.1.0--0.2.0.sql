@@ -810,6 +810,7 @@ CREATE TABLE @extschema@._metrics (
     succeeded  bigint NOT NULL DEFAULT 0,
     failed     bigint NOT NULL DEFAULT 0,
     retried    bigint NOT NULL DEFAULT 0,
+    outage_requeued bigint NOT NULL DEFAULT 0,
     requests   bigint NOT NULL DEFAULT 0,
     bytes      bigint NOT NULL DEFAULT 0,
     api_calls  bigint NOT NULL DEFAULT 0,
@@ -827,11 +828,12 @@ SELECT m.table_name,
        coalesce(c.succeeded, 0) AS succeeded,
        coalesce(c.failed, 0)    AS failed,
        coalesce(c.retried, 0)   AS retried,
+       coalesce(c.outage_requeued, 0) AS outage_requeued,
        coalesce(c.requests, 0)  AS requests,
        coalesce(c.bytes, 0)     AS bytes,
        coalesce(c.api_calls, 0) AS api_calls,
-       lat.p50_1m AS latency_ms_p50_1m, lat.p95_1m AS latency_ms_p95_1m, lat.p99_1m AS latency_ms_p99_1m,
-       lat.p50_1h AS latency_ms_p50_1h, lat.p95_1h AS latency_ms_p95_1h, lat.p99_1h AS latency_ms_p99_1h
+       pg_catalog.round(lat.p50_1m)::pg_catalog.int8 AS latency_ms_p50_1m, pg_catalog.round(lat.p95_1m)::pg_catalog.int8 AS latency_ms_p95_1m, pg_catalog.round(lat.p99_1m)::pg_catalog.int8 AS latency_ms_p99_1m,
+       pg_catalog.round(lat.p50_1h)::pg_catalog.int8 AS latency_ms_p50_1h, pg_catalog.round(lat.p95_1h)::pg_catalog.int8 AS latency_ms_p95_1h, pg_catalog.round(lat.p99_1h)::pg_catalog.int8 AS latency_ms_p99_1h
   FROM @extschema@._mapping m
   LEFT JOIN @extschema@._metrics c ON c.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
   LEFT JOIN LATERAL (

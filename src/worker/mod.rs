@@ -1258,6 +1258,7 @@ impl Worker {
                 DatumWithOid::from(column(|c| c.requests)),
                 DatumWithOid::from(column(|c| c.bytes)),
                 DatumWithOid::from(column(|c| c.api_calls)),
+                DatumWithOid::from(column(|c| c.outage_requeued)),
             ];
             c.update(&st.write_metrics, None, &args)?;
             Ok(())

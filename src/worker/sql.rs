@@ -144,7 +144,7 @@ pub struct Statements {
     /// Forgets the counters of an earlier worker (`_metrics`).
     pub clear_metrics: OwnedPreparedStatement,
     /// `$1 float8` when the worker started (epoch seconds), then arrays of tables, sent, succeeded, failed, retried,
-    /// requests, bytes, API calls: the counters since then.
+    /// requests, bytes, API calls, entries an outage put back: the counters since then.
     pub write_metrics: OwnedPreparedStatement,
     /// Arrays of when (epoch seconds), method, path, records, HTTP status (NULL: no answer), milliseconds and error
     /// code, then `$8 bigint` pgforce.request_history: keeps the requests in `sync_requests`, the newest only.
@@ -403,21 +403,24 @@ impl Statements {
                 client,
                 &format!(
                     "INSERT INTO {schema}._metrics AS m
-                            (table_name, since, sent, succeeded, failed, retried, requests, bytes, api_calls, updated_at)
+                            (table_name, since, sent, succeeded, failed, retried, requests, bytes, api_calls, updated_at,
+                             outage_requeued)
                      SELECT u.t, pg_catalog.to_timestamp($1), u.sent, u.succeeded, u.failed, u.retried, u.requests,
-                            u.bytes, u.api_calls, pg_catalog.now()
+                            u.bytes, u.api_calls, pg_catalog.now(), u.outage_requeued
                        FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4),
                                        pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7),
-                                       pg_catalog.unnest($8), pg_catalog.unnest($9))
-                            AS u(t, sent, succeeded, failed, retried, requests, bytes, api_calls)
+                                       pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10))
+                            AS u(t, sent, succeeded, failed, retried, requests, bytes, api_calls, outage_requeued)
                      ON CONFLICT (table_name) DO UPDATE
                         SET since = excluded.since, sent = excluded.sent, succeeded = excluded.succeeded,
                             failed = excluded.failed, retried = excluded.retried, requests = excluded.requests,
-                            bytes = excluded.bytes, api_calls = excluded.api_calls, updated_at = excluded.updated_at"
+                            bytes = excluded.bytes, api_calls = excluded.api_calls, updated_at = excluded.updated_at,
+                            outage_requeued = excluded.outage_requeued"
                 ),
                 &[
                     pg_sys::FLOAT8OID,
                     TEXT_ARRAY,
+                    INT8_ARRAY,
                     INT8_ARRAY,
                     INT8_ARRAY,
                     INT8_ARRAY,

@@ -14,7 +14,10 @@ pub struct Counters {
     /// Log entries that ended `SUCCESS`, `FAILED`, or went back to the queue after a failed attempt.
     pub succeeded: u64,
     pub failed: u64,
+    /// Entries that failed an attempt and went back to the queue to be tried again.
     pub retried: u64,
+    /// Entries an outage put back in the queue at no attempt's cost (sent again after it: not retries).
+    pub outage_requeued: u64,
     /// Calls that carried the mapping's records (as planned: a call Salesforce refuses as a whole is split and sent
     /// again), and their bodies' bytes as JSON.
     pub requests: u64,
@@ -56,6 +59,8 @@ impl Metrics {
                 LogState::Success => c.succeeded += 1,
                 LogState::Failed => c.failed += 1,
                 LogState::New if l.attempts > 0 && l.message.is_some() => c.retried += 1,
+                // Unsent or unanswered in an outage (a child waiting for its parent has a retry time, not doubt).
+                LogState::New if l.in_doubt || l.retry_in.is_none() => c.outage_requeued += 1,
                 _ => continue,
             }
             self.changed = true;
@@ -113,6 +118,7 @@ mod tests {
                 entry(4, LogState::New, 1, Some("UNABLE_TO_LOCK_ROW: busy (attempt 1 of 5, retrying)")),
                 entry(5, LogState::New, 0, None),
                 entry(6, LogState::Success, 0, None),
+                LogOutcome { retry_in: Some(std::time::Duration::from_secs(1)), ..entry(7, LogState::New, 0, None) },
             ],
             ..Outcomes::default()
         };
@@ -127,7 +133,16 @@ mod tests {
                 ),
                 (
                     "contact".to_string(),
-                    Counters { sent: 3, succeeded: 1, failed: 1, retried: 1, requests: 2, bytes: 170, api_calls: 3 }
+                    Counters {
+                        sent: 3,
+                        succeeded: 1,
+                        failed: 1,
+                        retried: 1,
+                        outage_requeued: 1,
+                        requests: 2,
+                        bytes: 170,
+                        api_calls: 3
+                    }
                 )
             ]
         );

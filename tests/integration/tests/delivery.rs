@@ -257,6 +257,15 @@ fn connection_trouble_pauses_without_costing_attempts_and_loses_nothing() {
     let attempts: i32 =
         c.query_one("SELECT attempts FROM salesforce._trigger_log ORDER BY id DESC LIMIT 1", &[]).expect("q").get(0);
     assert_eq!(attempts, 0);
+    // The metrics count what the outages sent back to the queue apart from retries (which cost attempts).
+    let (requeued, retried) = wait_for(WAIT, "the counters written", || {
+        let r = c
+            .query_one("SELECT outage_requeued, retried FROM salesforce.sync_metrics WHERE table_name = 'contact'", &[])
+            .ok()?;
+        let counts: (i64, i64) = (r.get(0), r.get(1));
+        (counts.0 >= 3).then_some(counts)
+    });
+    assert!(requeued >= 3 && retried == 0, "outage re-sends {requeued}, retries {retried}");
     let status: String = c
         .query_one("SELECT connection_state FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
         .expect("q")
