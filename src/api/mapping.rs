@@ -204,7 +204,7 @@ fn map_table(
             ),
             "pgforce",
         )
-        .set_hint("Map it with upsert_field => '<unique external id field>' and fill that column on insert, as Heroku Connect advises (README: \"Inserts in doubt never duplicate\").")
+        .set_hint("Map it with upsert_field => '<unique external id field>' and fill that column on insert, as Heroku Connect advises (docs/internals.md: \"Inserts in doubt never duplicate\").")
         .report(PgLogLevel::WARNING);
     }
     if access == Access::ReadWrite {
@@ -306,7 +306,7 @@ fn alter_mapping(
             ),
             "pgforce",
         )
-        .set_hint("README: \"Inserts in doubt never duplicate\".")
+        .set_hint("docs/internals.md: \"Inserts in doubt never duplicate\".")
         .report(PgLogLevel::WARNING);
     }
     pgrx::notice!(

@@ -79,7 +79,7 @@ pub fn settings(s: &Settings) -> Finding {
         Finding::error(
             "settings",
             format!("the {flow} flow needs {}", missing.join(", ")),
-            "Set them with ALTER SYSTEM SET … and SELECT pg_reload_conf() (README, Configuration).",
+            "Set them with ALTER SYSTEM SET … and SELECT pg_reload_conf() (docs/configuration.md).",
         )
     }
 }

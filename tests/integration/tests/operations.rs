@@ -465,8 +465,8 @@ fn metrics_count_what_was_sent_and_how_long_it_took() {
                 r.get::<_, i64>(3),
                 r.get::<_, i64>(4),
                 r.get::<_, i64>(5),
-                r.get::<_, Option<f64>>(6),
-                r.get::<_, Option<f64>>(7),
+                r.get::<_, Option<i64>>(6),
+                r.get::<_, Option<i64>>(7),
             )
         })
     });
@@ -475,7 +475,7 @@ fn metrics_count_what_was_sent_and_how_long_it_took() {
     assert!(requests >= 1 && api_calls >= requests, "{requests} requests, {api_calls} API calls");
     assert!(bytes > 11 * 30, "{bytes} bytes");
     let (p50, p99) = (p50.expect("a p50 over the last minute"), p99.expect("a p99 over the last hour"));
-    assert!(p50 >= 0.0 && p99 >= p50, "{p50} {p99}");
+    assert!(p50 >= 0 && p99 >= p50, "whole milliseconds: {p50} {p99}");
     // Counters are for monitors; the mapping without traffic shows zeros.
     let idle: i64 = c
         .query_one("SELECT sent FROM salesforce.sync_metrics WHERE table_name = 'account'", &[])
