@@ -8,7 +8,8 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pgforce_core::config::{check_api_version, check_login_url, Config, WriteAlgorithm};
+use pgforce_core::config::{check_api_version, Config, WriteAlgorithm};
+use pgforce_core::salesforce::settings::check_login_url;
 use pgforce_core::salesforce::{AuthFlow, Settings};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::salesforce::settings::read_secret;
 use crate::salesforce::Settings;
 
 /// How a record's claimed changes become writes (`pgforce.write_algorithm`).
@@ -116,62 +117,6 @@ pub fn check_api_version(value: &str) -> Result<(), String> {
     }
 }
 
-/// Where pgforce may send credentials and data: `https://` only; `http://` to a loopback address (a local stand-in
-/// such as fakeforce), or anywhere with `pgforce.allow_insecure_http = on`. Holds for the login URL and for the
-/// instance URL the token endpoint returns.
-pub fn check_transport(value: &str, allow_insecure_http: bool) -> Result<(), String> {
-    parse_for_transport(value, allow_insecure_http).map(|_| ())
-}
-
-fn parse_for_transport(value: &str, allow_insecure_http: bool) -> Result<url::Url, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("\"{value}\" is not a URL ({e})"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return Err(format!("\"{value}\" has no host")),
-    };
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback || allow_insecure_http => Ok(url),
-        "http" => Err(format!(
-            "\"{value}\" is not https; Salesforce is reached over https only (http only to a loopback address, or with pgforce.allow_insecure_http = on)"
-        )),
-        other => Err(format!("\"{value}\" has scheme {other}; use https://")),
-    }
-}
-
-/// `pgforce.login_url`: a URL with a host and nothing after it, since the client appends
-/// `/services/oauth2/token` itself; its transport as `check_transport` says.
-pub fn check_login_url(value: &str, allow_insecure_http: bool) -> Result<(), String> {
-    let url = parse_for_transport(value, allow_insecure_http)?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "\"{value}\" carries credentials; put them in pgforce.client_id and pgforce.client_secret"
-        ));
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("\"{value}\" has a path; give the host only, such as https://login.salesforce.com"));
-    }
-    Ok(())
-}
-
-/// Reads a secret from a file (`setting` names the setting that gives the file). The file must be readable by its
-/// owner only (mode 600 or stricter), like Postgres' own key files. Errors name the setting, never the file or its
-/// content. A trailing newline is not part of the secret.
-pub fn read_secret(path: &Path, setting: &str) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{setting} cannot be read ({})", e.kind()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!("{setting} must be readable by the server's OS user only (chmod 600 it)"));
-    }
-    let mut bytes = std::fs::read(path).map_err(|e| format!("{setting} cannot be read ({})", e.kind()))?;
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,52 +129,5 @@ mod tests {
         for bad in ["62", "v62.0", "62.1", "", ".0", "sixty.0", "62.0 "] {
             assert!(check_api_version(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn login_urls() {
-        for ok in [
-            "https://login.salesforce.com",
-            "https://test.salesforce.com/",
-            "https://acme.my.salesforce.com",
-            "http://127.0.0.1:8443",
-            "http://[::1]:8443",
-            "http://localhost:1234",
-        ] {
-            assert_eq!(check_login_url(ok, false), Ok(()), "{ok}");
-        }
-        for (bad, why) in [
-            ("login.salesforce.com", "not a URL"),
-            ("http://login.salesforce.com", "https only"),
-            ("http://10.0.0.7:8443", "https only"),
-            ("ftp://login.salesforce.com", "scheme ftp"),
-            ("https://login.salesforce.com/services/oauth2/token", "has a path"),
-            ("https://user:pw@login.salesforce.com", "credentials"),
-        ] {
-            let e = check_login_url(bad, false).expect_err(bad);
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-        assert_eq!(check_login_url("http://login.salesforce.com", true), Ok(()), "allowed explicitly");
-        assert!(
-            check_login_url("ftp://login.salesforce.com", true).is_err(),
-            "only http is ever allowed besides https"
-        );
-    }
-
-    #[test]
-    fn secret_files_must_be_private_and_errors_name_no_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("pgforce-core-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("secret");
-        std::fs::write(&file, "s3cret\n").unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_secret(&file, "pgforce.client_secret_file"), Ok(b"s3cret".to_vec()));
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = read_secret(&file, "pgforce.client_secret_file").unwrap_err();
-        assert!(e.contains("chmod 600") && !e.contains(dir.to_str().unwrap()) && !e.contains("s3cret"), "{e}");
-        let e = read_secret(&dir.join("missing"), "pgforce.refresh_token_file").unwrap_err();
-        assert!(e.starts_with("pgforce.refresh_token_file cannot be read") && !e.contains("missing"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //! (`log`) and hstore text (`hstore`), what a mapping may contain (`mapping`), the worker's settings (`config`),
 //! one delivery from claimed rows to recorded outcomes (`delivery`: merge → plan → send → outcome), with values
 //! converted to Salesforce JSON (`convert`) and checked against the fields' describe (`describe`), the Salesforce
-//! client (`salesforce`) with the requests it made (`journal`), the retry rules (`retry`) and the pace of delivery when the API budget runs low (`pacing`),
+//! client (`salesforce`: its settings, the requests it made), the retry rules (`retry`) and the pace of delivery when the API budget runs low (`pacing`),
 //! what operators are alerted of (`alert`), what `salesforce.diagnose()` judges (`diagnose`) and the delivery
 //! counters (`metrics`), and what undoing deliveries takes (`rollback`).
 //! Plain `cargo test` covers it.
@@ -14,7 +14,6 @@ pub mod delivery;
 pub mod describe;
 pub mod diagnose;
 pub mod hstore;
-pub mod journal;
 pub mod log;
 pub mod mapping;
 pub mod metrics;

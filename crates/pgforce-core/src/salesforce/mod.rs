@@ -5,66 +5,16 @@
 use serde_json::{json, Value};
 use std::borrow::Borrow;
 use std::cell::Cell;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::describe::FieldDescription;
-use crate::journal::{self, Journal};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFlow {
-    ClientCredentials,
-    JwtBearer,
-    RefreshToken,
-}
+pub mod journal;
+pub mod settings;
 
-impl AuthFlow {
-    /// The flow's name, as `pgforce.auth_flow` spells it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            AuthFlow::ClientCredentials => "client_credentials",
-            AuthFlow::JwtBearer => "jwt_bearer",
-            AuthFlow::RefreshToken => "refresh_token",
-        }
-    }
-}
-
-/// Everything needed to reach one org (the worker's `pgforce.*` connection settings). Secrets stay in here: `Debug`
-/// does not print them. A change of any of them means a new client.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub login_url: String,
-    pub auth_flow: AuthFlow,
-    pub client_id: String,
-    pub client_secret: String,
-    pub username: String,
-    /// PEM file with the RSA private key of the JWT bearer flow, read at each login (so a rotated key is used).
-    pub jwt_key_file: PathBuf,
-    pub refresh_token: String,
-    /// `pgforce.jwt_audience`: the JWT bearer assertion's `aud` (empty: `jwt_audience` derives it from the login URL).
-    pub jwt_audience: String,
-    pub api_version: String,
-    pub request_timeout: Duration,
-    /// `pgforce.allow_insecure_http`: plain http to hosts that are not loopback addresses.
-    pub allow_insecure_http: bool,
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("login_url", &self.login_url)
-            .field("auth_flow", &self.auth_flow)
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("jwt_key_file", &self.jwt_key_file)
-            .field("jwt_audience", &self.jwt_audience)
-            .field("api_version", &self.api_version)
-            .field("request_timeout", &self.request_timeout)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .finish_non_exhaustive()
-    }
-}
+use journal::Journal;
+pub use settings::{jwt_audience, token_fingerprint, AuthFlow, Settings};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -175,28 +125,6 @@ pub struct Client {
     /// A refresh token Salesforce issued in place of the one used, not yet taken by `take_rotated_refresh_token`.
     rotated: Mutex<Option<String>>,
     journal: Journal,
-}
-
-/// What identifies a configured refresh token without keeping it: its SHA-256, hex.
-pub fn token_fingerprint(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The audience of a JWT bearer assertion. Salesforce expects `https://login.salesforce.com`, or
-/// `https://test.salesforce.com` for a sandbox, whatever URL the token is requested from (a My Domain URL included);
-/// `configured` (`pgforce.jwt_audience`, e.g. an Experience Cloud site URL) overrides it.
-pub fn jwt_audience(login_url: &str, configured: &str) -> String {
-    if !configured.trim().is_empty() {
-        return configured.trim().trim_end_matches('/').to_string();
-    }
-    let host =
-        url::Url::parse(login_url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)).unwrap_or_default();
-    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
-        "https://test.salesforce.com".into()
-    } else {
-        "https://login.salesforce.com".into()
-    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -337,7 +265,7 @@ impl Client {
     /// Runs the configured OAuth flow against `<login_url>/services/oauth2/token`.
     fn login(&self) -> Result<Session, CallError> {
         let s = &self.settings;
-        crate::config::check_transport(&s.login_url, s.allow_insecure_http)
+        settings::check_transport(&s.login_url, s.allow_insecure_http)
             .map_err(|e| CallError::Unauthorized(format!("pgforce.login_url: {e}")))?;
         let url = format!("{}/services/oauth2/token", s.login_url.trim_end_matches('/'));
         let form: Vec<(&str, String)> = match s.auth_flow {
@@ -384,7 +312,7 @@ impl Client {
         let token = body.get("access_token").and_then(Value::as_str);
         let instance_url = body.get("instance_url").and_then(Value::as_str);
         if let Some(i) = instance_url {
-            crate::config::check_transport(i, s.allow_insecure_http).map_err(|e| {
+            settings::check_transport(i, s.allow_insecure_http).map_err(|e| {
                 CallError::Unauthorized(format!("the token endpoint returned an instance_url that cannot be used: {e}"))
             })?;
         }
@@ -413,8 +341,7 @@ impl Client {
 
     fn assertion(&self) -> Result<String, CallError> {
         let s = &self.settings;
-        let pem =
-            crate::config::read_secret(&s.jwt_key_file, "pgforce.jwt_key_file").map_err(CallError::Unauthorized)?;
+        let pem = settings::read_secret(&s.jwt_key_file, "pgforce.jwt_key_file").map_err(CallError::Unauthorized)?;
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|e| {
             CallError::Unauthorized(format!("the JWT private key cannot be read as an RSA PEM key: {e}"))
         })?;
