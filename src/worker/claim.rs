@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use pgforce_core::config::{Config, WriteAlgorithm};
-use pgforce_core::convert::{PgKind, Target};
 use pgforce_core::delivery::links::ForeignKey;
 use pgforce_core::delivery::merge::{first_per_record, through_first_delete};
 use pgforce_core::delivery::{mark_deleted_later, Change, Claimed, Table, Values};
 use pgforce_core::hstore;
 use pgforce_core::log::{Action, LogState};
 use pgforce_core::mapping::is_system_column;
+use pgforce_core::mapping::{PgKind, Target};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::SpiClient;

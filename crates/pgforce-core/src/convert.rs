@@ -2,54 +2,9 @@
 //! the JSON Salesforce expects — booleans, numbers, dates, datetimes in UTC, NULL as null — and relationship columns
 //! become references to the parent by its external id.
 
-use crate::delivery::Values;
-use crate::mapping::relationship_column;
+use crate::log::Values;
+use crate::mapping::{relationship_column, PgKind, Target};
 use serde_json::{Map, Number, Value};
-
-/// How a Postgres column's text is read. Capture prints every value with fixed output settings (`DateStyle` ISO,
-/// `IntervalStyle` postgres, `extra_float_digits` 1), so the text does not depend on the writing session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PgKind {
-    Bool,
-    Integer,
-    /// `numeric`, `float4`, `float8`: sent as exact JSON numbers, digit for digit.
-    Numeric,
-    /// `money`, printed by `lc_monetary`: only the C/English form (`-$1,234.56`) is read.
-    Money,
-    Date,
-    Time,
-    Timestamp,
-    TimestampTz,
-    /// `text[]`/`varchar[]`: a multi-select picklist, the values joined with `;`.
-    TextArray,
-    Text,
-}
-
-impl PgKind {
-    /// From `pg_type.typname`.
-    pub fn from_type_name(typname: &str) -> PgKind {
-        match typname {
-            "bool" => PgKind::Bool,
-            "int2" | "int4" | "int8" => PgKind::Integer,
-            "numeric" | "float4" | "float8" => PgKind::Numeric,
-            "money" => PgKind::Money,
-            "date" => PgKind::Date,
-            "time" => PgKind::Time,
-            "timestamp" => PgKind::Timestamp,
-            "timestamptz" => PgKind::TimestampTz,
-            "_text" | "_varchar" | "_bpchar" => PgKind::TextArray,
-            _ => PgKind::Text,
-        }
-    }
-}
-
-/// A mapping as the worker needs it: the sObject, the upsert key, and the columns sent with their kinds.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub sobject: String,
-    pub upsert_field: Option<String>,
-    pub columns: Vec<(String, PgKind)>,
-}
 
 /// Salesforce numbers hold at most 18 digits.
 const MAX_DIGITS: usize = 18;

@@ -5,6 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A log row's state, with Heroku Connect's meanings.
+/// A row's columns as the trigger log holds them: name → text (NULL as `None`).
+pub type Values = std::collections::BTreeMap<String, Option<String>>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LogState {
     /// Captured, waiting to be sent (or waiting for a scheduled retry).

@@ -27,7 +27,8 @@ use serde_json::{Map, Value};
 use super::merge::WriteKind;
 use super::plan::{Operation, Plan};
 use super::{Table, Values};
-use crate::convert::{record_from, salesforce_datetime, soql_datetime, Target};
+use crate::convert::{record_from, salesforce_datetime, soql_datetime};
+use crate::mapping::Target;
 
 /// Salesforce's clock and the database's may differ: the search starts this much before the first attempt.
 pub const CLOCK_MARGIN_S: i64 = 120;
@@ -213,10 +214,10 @@ fn soql_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::{PgKind, Target};
     use crate::delivery::merge::{InDoubt, Write};
     use crate::delivery::plan::Job;
     use crate::delivery::Values;
+    use crate::mapping::{PgKind, Target};
     use serde_json::json;
 
     fn tables() -> HashMap<String, Table> {

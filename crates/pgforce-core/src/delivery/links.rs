@@ -325,8 +325,8 @@ fn sends_record(op: &Operation) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::{PgKind, Target};
     use crate::delivery::merge::Write;
+    use crate::mapping::{PgKind, Target};
     use serde_json::json;
 
     fn tables() -> HashMap<String, Table> {

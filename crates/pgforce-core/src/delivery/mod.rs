@@ -11,13 +11,12 @@ pub mod outcome;
 pub mod plan;
 pub mod send;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use crate::convert::Target;
 use crate::log::Action;
+use crate::mapping::Target;
 
-/// A row's columns as the trigger log holds them: name → text (NULL as `None`).
-pub type Values = BTreeMap<String, Option<String>>;
+pub use crate::log::Values;
 
 /// One claimed `_trigger_log` row of a mapped table.
 #[derive(Debug, Clone)]

@@ -423,9 +423,9 @@ impl Outcomes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::{PgKind, Target};
     use crate::delivery::merge::Write;
     use crate::delivery::plan::Job;
+    use crate::mapping::{PgKind, Target};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
     use serde_json::Map;

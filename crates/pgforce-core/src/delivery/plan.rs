@@ -10,9 +10,10 @@ use super::links::Link;
 use super::merge::{merge, Planned, Write, WriteKind};
 use super::send::{Batch, CallKind};
 use super::{Claimed, Table, Values};
-use crate::convert::{field_value, record_from, PgKind, Target};
+use crate::convert::{field_value, record_from};
 use crate::describe::Described;
 use crate::mapping::relationship_column;
+use crate::mapping::{PgKind, Target};
 
 /// Batch items (job index, record) with the lookups each waits for (job index, field, parent job index).
 type ItemsWithLinks = Vec<(usize, Value, Vec<(usize, String, usize)>)>;
