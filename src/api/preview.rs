@@ -2,7 +2,7 @@
 //! (`worker::claim::peek`, `worker::plan::plan_claim`, `Plan::waves`) but from a read of the queue that neither
 //! locks nor changes anything, and without calling Salesforce. One row per record, in the order the calls go.
 
-use pgforce_core::delivery::bulk;
+use pgforce_core::delivery::batch;
 use pgforce_core::delivery::plan::{Limits, Operation};
 use pgforce_core::salesforce::CallKind;
 use pgrx::prelude::*;
@@ -61,7 +61,7 @@ fn _preview(
                     CallKind::Delete => batch.items.iter().filter_map(|(_, v)| v.as_str()).collect(),
                     _ => Vec::new(),
                 };
-                let (method, path) = match (&batch.bulk, bulk::operation(&batch.kind)) {
+                let (method, path) = match (&batch.bulk, batch::operation(&batch.kind)) {
                     // One Bulk API 2.0 ingest job (create, upload, close, poll, results) for the whole batch.
                     (Some(object), Some((operation, _))) => (
                         "BULK",

@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 
 use pgforce_core::alert::{self, Alert, AlertKind, Gate};
 use pgforce_core::config::{self, Config};
+use pgforce_core::delivery::batch::{Batch, Verdict};
 use pgforce_core::delivery::bulk::{self, JobState};
 use pgforce_core::delivery::doubt;
 use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, Retry};
 use pgforce_core::delivery::plan::{Limits, Plan};
-use pgforce_core::delivery::send::{Batch, Verdict};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
 use pgforce_core::log::LogState;

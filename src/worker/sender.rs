@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pgforce_core::delivery::send::{send_waves, Batch, Verdict};
+use pgforce_core::delivery::batch::{Batch, Verdict};
+use pgforce_core::delivery::send::send_waves;
 use pgforce_core::salesforce::{CallError, Client};
 
 /// A delivery in flight: verdicts arrive on `verdicts` as requests complete; `abort` stops it from starting more.

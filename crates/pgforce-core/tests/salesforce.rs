@@ -1,7 +1,8 @@
 //! The Salesforce client and sending (`delivery::send`) against fakeforce, in process.
 
 use fakeforce::{Config, FakeForce};
-use pgforce_core::delivery::send::{deliver, Batch, Verdict};
+use pgforce_core::delivery::batch::{Batch, Verdict};
+use pgforce_core::delivery::send::deliver;
 use pgforce_core::salesforce::{jwt_audience, AuthFlow, CallError, CallKind, Client, Settings, Usage};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -343,7 +344,7 @@ fn run_job(client: &Client, batch: Batch) -> Vec<(usize, Verdict)> {
         std::thread::sleep(bulk::FIRST_POLL);
     };
     let results = bulk::results(client, &id).expect("results");
-    let (_, key) = bulk::operation(&batch.kind).expect("a Bulk operation");
+    let (_, key) = pgforce_core::delivery::batch::operation(&batch.kind).expect("a Bulk operation");
     bulk::match_results(&batch, &key, &results.succeeded, &results.failed, &results.unprocessed, error.as_deref())
 }
 

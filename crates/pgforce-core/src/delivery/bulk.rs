@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::batch::{key_of, operation, Batch, Delivery, KeepJob, Verdict};
 use super::plan::Plan;
-use super::send::{Batch, Delivery, KeepJob, Verdict};
 use super::Table;
 use crate::salesforce::{CallError, CallKind, Client};
 
@@ -44,31 +44,6 @@ impl JobState {
 
     pub fn finished(self) -> bool {
         matches!(self, JobState::JobComplete | JobState::Failed | JobState::Aborted)
-    }
-}
-
-/// The Bulk operation of a call kind, and the column whose value identifies each row in the results.
-pub fn operation(kind: &CallKind) -> Option<(&'static str, String)> {
-    match kind {
-        CallKind::Upsert { field, .. } => Some(("upsert", field.clone())),
-        CallKind::Update => Some(("update", "Id".into())),
-        CallKind::Delete => Some(("delete", "Id".into())),
-        CallKind::Create => None,
-    }
-}
-
-/// The key of an item: its upsert field's value, or its Salesforce id (a delete's item is the id itself).
-pub fn key_of(item: &Value, column: &str) -> Option<String> {
-    match item {
-        Value::String(id) => Some(id.clone()),
-        Value::Object(record) => {
-            record.iter().find(|(k, _)| k.eq_ignore_ascii_case(column)).and_then(|(_, v)| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-        }
-        _ => None,
     }
 }
 

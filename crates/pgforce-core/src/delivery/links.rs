@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::merge::WriteKind;
-use super::plan::{Job, Operation, Plan};
+use super::plan::{Job, Link, Operation, Plan};
 use super::Table;
 
 /// A mapped column that holds the `id` of a row of a mapped table (by a foreign key), sent as that row's
@@ -36,16 +36,6 @@ pub struct ParentRow {
     pub queued: Option<Duration>,
     /// Its last change failed for good, with this message.
     pub failed: Option<String>,
-}
-
-/// A lookup filled in once the parent job (by index in `Plan::jobs`) is answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub field: String,
-    pub parent: usize,
-    /// The foreign key column and its value, for the update that sets the lookup when a cycle is broken here.
-    pub column: String,
-    pub value: Option<String>,
 }
 
 /// How long a child waits when its parent is still queued without a retry time.

@@ -3,6 +3,7 @@
 //! turned into what to record for every log row and mapped row (`outcome`). Only claiming and recording need
 //! Postgres; they live in the extension's worker.
 
+pub mod batch;
 pub mod bulk;
 pub mod doubt;
 pub mod links;

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::batch::Verdict;
 use super::links::{parent_failed, parent_row, parent_waiting, PARENT_WAIT};
 use super::merge::WriteKind;
 use super::plan::{Operation, Plan};
-use super::send::Verdict;
 use super::Table;
 use crate::log::{AuditStatus, LastOp, LogState};
 use crate::retry::backoff;

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::links::Link;
+use super::batch::{Batch, CallKind};
 use super::merge::{merge, Planned, Write, WriteKind};
-use super::send::{Batch, CallKind};
 use super::{Claimed, Table, Values};
 use crate::convert::{field_value, record_from};
 use crate::describe::Described;
@@ -41,19 +40,19 @@ impl Limits {
 /// its operation has a key (upsert, update, delete), the items whose key is theirs alone in the group go as jobs of
 /// at most `MAX_BULK_BYTES`; the rest (inserts, keys shared or missing) are returned for collections calls.
 fn bulk_part(kind: &CallKind, sobject: &str, items: ItemsWithLinks, threshold: usize) -> (Vec<Batch>, ItemsWithLinks) {
-    let Some((_, key_column)) = super::bulk::operation(kind) else { return (Vec::new(), items) };
+    let Some((_, key_column)) = super::batch::operation(kind) else { return (Vec::new(), items) };
     if threshold == 0 || items.len() < threshold {
         return (Vec::new(), items);
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (_, item, _) in &items {
-        if let Some(k) = super::bulk::key_of(item, &key_column) {
+        if let Some(k) = super::batch::key_of(item, &key_column) {
             *seen.entry(k).or_default() += 1;
         }
     }
     let (unique, rest): (ItemsWithLinks, ItemsWithLinks) = items
         .into_iter()
-        .partition(|(_, item, _)| super::bulk::key_of(item, &key_column).is_some_and(|k| seen.get(&k) == Some(&1)));
+        .partition(|(_, item, _)| super::batch::key_of(item, &key_column).is_some_and(|k| seen.get(&k) == Some(&1)));
     if unique.len() < threshold {
         let mut all = unique;
         all.extend(rest);
@@ -84,6 +83,16 @@ fn bulk_part(kind: &CallKind, sobject: &str, items: ItemsWithLinks, threshold: u
 }
 
 /// sObject Collections take at most 200 records per call.
+/// A lookup filled in once the parent job (by index in `Plan::jobs`) is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub field: String,
+    pub parent: usize,
+    /// The foreign key column and its value, for the update that sets the lookup when a cycle is broken here.
+    pub column: String,
+    pub value: Option<String>,
+}
+
 pub const MAX_RECORDS_PER_CALL: usize = 200;
 
 /// The bytes of a request body around its records: `{"allOrNone":false,"records":[]}`, with room to spare.
