@@ -5,7 +5,7 @@
 use pgrx::prelude::*;
 
 use crate::guc;
-use crate::worker::status::ConnState;
+use pgforce_core::status::ConnState;
 
 /// Why nothing delivers this database's changes: a state, what it means, and what to do.
 struct Gap {

@@ -13,7 +13,7 @@ use pgrx::pg_sys::{self, PgOid};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
 use super::error::WorkerError;
-use super::status::ConnState;
+use pgforce_core::status::ConnState;
 
 /// The log's columns, in Heroku Connect's order, then pgforce's (for moves between the log and the archive).
 const LOG_COLUMNS: &str = "id, txid, created_at, updated_at, processed_at, processed_tx, state, action, table_name, \

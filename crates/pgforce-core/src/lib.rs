@@ -3,7 +3,7 @@
 //! one delivery from claimed rows to recorded outcomes (`delivery`: merge → plan → send → outcome), with values
 //! converted to Salesforce JSON (`convert`) and checked against the fields' describe (`describe`), the Salesforce
 //! client (`salesforce`: its settings, the requests it made), the retry rules (`retry`) and the pace of delivery when the API budget runs low (`pacing`),
-//! what operators are alerted of (`alert`), what `salesforce.diagnose()` judges (`diagnose`) and the delivery
+//! the worker's connection state (`status`), what operators are alerted of (`alert`), what `salesforce.diagnose()` judges (`diagnose`) and the delivery
 //! counters (`metrics`), and what undoing deliveries takes (`rollback`).
 //! Plain `cargo test` covers it.
 
@@ -21,3 +21,4 @@ pub mod pacing;
 pub mod retry;
 pub mod rollback;
 pub mod salesforce;
+pub mod status;
