@@ -8,6 +8,7 @@
 mod archive;
 pub(crate) mod claim;
 mod database;
+mod db;
 mod deliverer;
 mod error;
 pub(crate) mod plan;
@@ -42,16 +43,17 @@ use pgforce_core::salesforce::{token_fingerprint, AuthFlow, CallError, Client, S
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::spi::SpiClient;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::{guc, shmem};
+use db::{Db, Prepared};
 use deliverer::Deliverer;
 use error::WorkerError;
 use sql::Statements;
 use status::{show, ConnState, Reporter, Step};
-use transaction::{as_sync_engine, in_transaction, report_of};
+use transaction::{as_sync_engine, report_of};
 
 /// How often archive maintenance runs at most.
 const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
@@ -161,14 +163,10 @@ struct Worker {
     rng: StdRng,
     reporter: Reporter,
     last_archive: Option<Instant>,
-    /// The catalog query that finds pgforce's schema; prepared once.
-    find_schema: Option<OwnedPreparedStatement>,
-    /// The worker's statements for the schema pgforce is installed in.
-    statements: Option<Statements>,
+    /// pgforce's schema and the worker's statements for it.
+    db: Db,
     /// What the cycle is doing, for `pg_stat_activity` and for the report of a bug.
     step: Step,
-    /// When the worker last said the extension needs `ALTER EXTENSION pgforce UPDATE`.
-    version_warned: Option<Instant>,
     /// Whether this worker holds the delivery lock of its database.
     delivery_locked: bool,
     /// This server's identity (`deliverer::identity`), read once.
@@ -208,10 +206,8 @@ impl Worker {
             rng: StdRng::from_os_rng(),
             reporter: Reporter::default(),
             last_archive: None,
-            find_schema: None,
-            statements: None,
+            db: Db::default(),
             step: Step::Waiting,
-            version_warned: None,
             delivery_locked: false,
             identity: None,
             unkept_refresh_token: None,
@@ -252,7 +248,7 @@ impl Worker {
                 }
                 let message = panic_message(payload.as_ref());
                 let text = format!("internal error while {}: {message}", self.step);
-                let Some(st) = &self.statements else {
+                let Some(st) = self.db.statements() else {
                     pgrx::warning!("pgforce: {text}");
                     return ERROR_PAUSE;
                 };
@@ -279,10 +275,10 @@ impl Worker {
             Ok(false) => return poll, // the extension is not installed (yet) in this database
             Err(e) => {
                 // An error because the extension was dropped meanwhile is no error of the worker's.
-                if matches!(self.installed_schema(), Ok(Some(_))) {
+                if self.db.installed() {
                     pgrx::warning!("pgforce: cannot prepare the worker's statements: {e}");
                 }
-                self.statements = None;
+                self.db.forget();
                 return poll;
             }
         }
@@ -603,84 +599,36 @@ impl Worker {
         &mut self,
         f: impl FnOnce(&mut SpiClient<'_>, &mut Statements) -> Result<R, WorkerError>,
     ) -> Result<R, WorkerError> {
-        let Some(st) = self.statements.as_mut() else {
-            return Err(WorkerError::NotInstalled);
-        };
-        as_sync_engine(|c| f(c, st))
+        self.db.with_statements(f)
     }
 
-    /// Finds the schema pgforce is installed in and prepares the statements for it when that changed (first cycle,
-    /// or the extension was re-created); rows a crash left `PENDING` are then claimed again. Returns whether pgforce
-    /// is installed.
+    /// Prepares the statements when pgforce's schema changed (first cycle, or the extension was re-created): rows a
+    /// crash left `PENDING` are then claimed again and an earlier worker's counters forgotten. Returns whether
+    /// pgforce is installed.
     fn prepare(&mut self, config: &Config) -> Result<bool, WorkerError> {
-        let Some((schema, version)) = self.installed_schema()? else {
-            self.statements = None;
-            return Ok(false);
-        };
-        if version != LIBRARY_VERSION {
-            // The library was upgraded (or downgraded) but not the extension's objects: wait for the update. Capture
-            // goes on meanwhile, and nothing is lost.
-            if self.version_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                pgrx::warning!(
-                    "pgforce: the library is {LIBRARY_VERSION} but the extension in this database is {version}: nothing is delivered until ALTER EXTENSION pgforce UPDATE"
-                );
-                self.version_warned = Some(Instant::now());
-            }
-            self.statements = None;
-            return Ok(false);
-        }
-        if self.statements.as_ref().is_some_and(|st| st.schema == schema) {
-            return Ok(true);
-        }
-        let st = as_sync_engine(|c| {
-            let st = Statements::prepare(c, &schema)?;
-            reclaim(c, &st, config)?;
+        let prepared = self.db.prepare(|c, st| {
+            reclaim(c, st, config)?;
             c.update(&st.clear_metrics, None, &[])?;
-            Ok(st)
+            Ok(())
         })?;
-        self.metrics.unwritten();
-        self.bulk_jobs_kept = true;
-        self.statements = Some(st);
-        self.reporter.forget();
-        Ok(true)
-    }
-
-    /// The schema pgforce is installed in and the extension's version, if it is installed.
-    fn installed_schema(&mut self) -> Result<Option<(String, String)>, WorkerError> {
-        let find = &mut self.find_schema;
-        in_transaction(|c| {
-            if find.is_none() {
-                *find = Some(c.prepare(sql::INSTALLED_SCHEMA, &[])?.keep());
-            }
-            let mut out = None;
-            if let Some(statement) = find.as_ref() {
-                for row in c.select(statement, None, &[])? {
-                    if let (Some(schema), Some(version)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
-                        out = Some((schema, version));
-                    }
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    /// After an error: whether it came from the extension being dropped (or moved) meanwhile, which is no error of
-    /// the worker's; the next cycle then starts afresh.
-    fn vanished(&mut self) -> bool {
-        let before = self.statements.as_ref().map(|st| st.schema.clone());
-        let now = self.installed_schema().ok().flatten().map(|(schema, _)| schema);
-        let gone = before.is_none() || before != now;
-        if gone {
-            self.statements = None;
+        if prepared == Prepared::Fresh {
+            self.metrics.unwritten();
+            self.bulk_jobs_kept = true;
+            self.reporter.forget();
         }
-        gone
+        Ok(prepared != Prepared::NotInstalled)
+    }
+
+    /// After an error: whether it came from the extension being dropped (or moved) meanwhile (`Db::vanished`).
+    fn vanished(&mut self) -> bool {
+        self.db.vanished()
     }
 
     /// Writes the connection state; going into trouble (or out of it) or into throttling is alerted.
     fn report(&mut self, state: ConnState, message: Option<String>) {
         let usage = self.usage();
         let before = self.reporter.state();
-        if let Some(st) = &self.statements {
+        if let Some(st) = self.db.statements() {
             self.reporter.report(st, state, message, usage);
         }
         let Some(now) = self.reporter.state().filter(|now| Some(*now) != before) else { return };
@@ -1017,7 +965,7 @@ impl Worker {
                     self.report(ConnState::Polling, None);
                 }
                 let usage = self.usage();
-                if let Some(st) = &self.statements {
+                if let Some(st) = self.db.statements() {
                     self.reporter.report_usage(st, usage);
                 }
                 Ok(())
@@ -1034,7 +982,7 @@ impl Worker {
                     }
                 }
                 self.report(state, Some(trouble.to_string()));
-                if let Some(st) = &self.statements {
+                if let Some(st) = self.db.statements() {
                     self.reporter.report_next_attempt(st, wait);
                 }
                 Err(wait)
