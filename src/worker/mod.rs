@@ -5,6 +5,7 @@
 //! (`crate::shmem`); a slow poll is the fallback. Each cycle runs inside a panic boundary: a bug is logged with
 //! what the worker was doing, the cycle's rows go back to the queue, and the worker goes on.
 
+mod alerts;
 mod archive;
 pub(crate) mod claim;
 mod database;
@@ -26,7 +27,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgforce_core::alert::{self, Alert, AlertKind, Gate};
+use pgforce_core::alert::Alert;
 use pgforce_core::config::{self, Config};
 use pgforce_core::delivery::batch::{Batch, Verdict};
 use pgforce_core::delivery::bulk::{self, JobState};
@@ -35,7 +36,6 @@ use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, 
 use pgforce_core::delivery::plan::{Limits, Plan};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
-use pgforce_core::log::LogState;
 use pgforce_core::metrics::Metrics;
 use pgforce_core::pacing;
 use pgforce_core::retry::Breaker;
@@ -48,6 +48,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::{guc, shmem};
+use alerts::Alerts;
 use db::{Db, Prepared};
 use deliverer::Deliverer;
 use error::WorkerError;
@@ -73,8 +74,6 @@ const DELIVERER_CHECK: Duration = Duration::from_secs(1);
 /// How long an sObject's describe is used before it is read again, and how soon one that failed is tried again.
 const DESCRIBE_FOR: Duration = Duration::from_secs(600);
 const DESCRIBE_RETRY: Duration = Duration::from_secs(60);
-/// How often the worker looks for a stalled queue (`pgforce.alert_stalled_after`).
-const STALL_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// While requests are in flight, how often the worker looks for SIGTERM.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
@@ -175,11 +174,8 @@ struct Worker {
     unkept_refresh_token: Option<String>,
     /// Each sObject's describe by lower-case name, and until when it is used before it is read again.
     described: HashMap<String, (Instant, Arc<Described>)>,
-    /// Which alerts may go now (one per kind per `alert_interval`).
-    alerts: Gate,
-    alert_interval: Duration,
-    /// When the worker last looked for a stalled queue.
-    last_stall_check: Option<Instant>,
+    /// Alerts: which may go now, which wait, the stalled-queue check.
+    alerts: Alerts,
     /// Delivery counters since the worker started (epoch seconds), and each claimed log id's mapping.
     metrics: Metrics,
     started: f64,
@@ -212,9 +208,7 @@ impl Worker {
             identity: None,
             unkept_refresh_token: None,
             described: HashMap::new(),
-            alerts: Gate::default(),
-            alert_interval: alert::EVERY,
-            last_stall_check: None,
+            alerts: Alerts::default(),
             metrics: Metrics::default(),
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -290,9 +284,9 @@ impl Worker {
             return wait.min(poll);
         }
         let requeued = self.maintain(config);
-        self.alert_interval = config.alert_interval;
-        self.check_stalled(config);
-        self.send_due_alerts();
+        self.alerts.interval = config.alert_interval;
+        self.alerts.check_stalled(&mut self.db, &self.reporter, config);
+        self.alerts.send_due(&mut self.db, &self.reporter);
         // An operator's resume() or retry_now(): try Salesforce at once, whatever an outage's backoff said. (Pacing
         // is left alone: it spreads the API budget, which an operator's wish does not refill.)
         if shmem::take_retry_now() {
@@ -640,94 +634,9 @@ impl Worker {
         }
     }
 
-    /// Sends an alert (`NOTIFY pgforce_alerts`) and logs it as a WARNING, unless one of its kind went less than
-    /// `pgforce.alert_interval` ago (it is then held, and the latest held goes when the interval is over).
+    /// Alerts now, or when `pgforce.alert_interval` allows (`Alerts::offer`).
     fn alert(&mut self, alert: Alert) {
-        let every = self.alert_interval;
-        if let Some((alert, held_back)) = self.alerts.offer(alert, every, Instant::now()) {
-            self.send_alert(&alert, held_back);
-        }
-    }
-
-    /// Sends the alerts held back whose interval is over, if what they say is still true (a failure fixed, or a
-    /// connection back, meanwhile is not alerted late).
-    fn send_due_alerts(&mut self) {
-        for (alert, held_back) in self.alerts.due(self.alert_interval, Instant::now()) {
-            if self.still_true(&alert) {
-                self.send_alert(&alert, held_back);
-            }
-        }
-    }
-
-    /// Whether a held-back alert still describes the present.
-    fn still_true(&mut self, alert: &Alert) -> bool {
-        match alert.kind {
-            AlertKind::Connection => {
-                self.reporter.state().is_some_and(|s| alert.codes.first().is_some_and(|c| c == s.as_str()))
-            }
-            AlertKind::Failed => {
-                let tables = alert.tables.clone();
-                self.with_statements(|c, st| {
-                    Ok(c.select(&st.failures_open, None, &[DatumWithOid::from(tables)])?.first().get::<bool>(1)?)
-                })
-                .ok()
-                .flatten()
-                .unwrap_or(true)
-            }
-            AlertKind::Stalled | AlertKind::Throttled => true,
-        }
-    }
-
-    /// Sends an alert on `NOTIFY pgforce_alerts`, keeps it in `sync_alerts` (NOTIFY is lost while nobody listens)
-    /// and logs it as a WARNING.
-    fn send_alert(&mut self, alert: &Alert, held_back: u64) {
-        pgrx::warning!("pgforce: {}", alert.message);
-        let payload = alert.payload(held_back);
-        // A connection alert that says the trouble is over is resolved from the start, and resolves those before.
-        let recovery = alert.kind == AlertKind::Connection && !self.reporter.in_trouble();
-        let sent = self.with_statements(|c, st| {
-            c.update(&st.notify, None, &[DatumWithOid::from(alert::CHANNEL), DatumWithOid::from(payload.as_str())])?;
-            c.update(
-                &st.record_alert,
-                None,
-                &[
-                    DatumWithOid::from(alert.kind.as_str()),
-                    DatumWithOid::from(alert.tables.clone()),
-                    DatumWithOid::from(alert.codes.clone()),
-                    DatumWithOid::from(alert.count as i64),
-                    DatumWithOid::from(alert.message.as_str()),
-                    DatumWithOid::from(held_back as i64),
-                    DatumWithOid::from(recovery),
-                ],
-            )?;
-            Ok(())
-        });
-        if let Err(e) = sent {
-            pgrx::warning!("pgforce: cannot send the alert: {e}");
-        }
-    }
-
-    /// Alerts when the oldest change waiting (of a mapping not paused) is older than `pgforce.alert_stalled_after`.
-    fn check_stalled(&mut self, config: &Config) {
-        let Some(limit) = config.alert_stalled_after else { return };
-        if self.last_stall_check.is_some_and(|t| t.elapsed() < STALL_CHECK_EVERY.min(limit)) {
-            return;
-        }
-        self.last_stall_check = Some(Instant::now());
-        let oldest = self.with_statements(|c, st| {
-            let mut oldest = None;
-            for row in c.select(&st.oldest_waiting, None, &[])? {
-                if let (Some(age), Some(table)) = (row.get::<f64>(1)?, row.get::<String>(2)?) {
-                    oldest = Some((Duration::from_secs_f64(age.max(0.0)), table));
-                }
-            }
-            Ok(oldest)
-        });
-        if let Ok(Some((age, table))) = oldest {
-            if age > limit {
-                self.alert(Alert::stalled(table, age, limit));
-            }
-        }
+        self.alerts.offer(&mut self.db, &self.reporter, alert);
     }
 
     /// The API calls this worker's client made so far.
@@ -1221,19 +1130,9 @@ impl Worker {
 
     /// Changes that failed for good are alerted (their error codes, never their texts).
     fn alert_failures(&mut self, outcomes: &Outcomes) {
-        let failed: Vec<&str> = outcomes
-            .log
-            .iter()
-            .filter(|l| l.state == LogState::Failed)
-            .map(|l| l.message.as_deref().unwrap_or_default())
-            .collect();
-        if failed.is_empty() {
-            return;
+        if let Some(alert) = alerts::of_failures(outcomes) {
+            self.alert(alert);
         }
-        let mut tables: Vec<String> =
-            outcomes.stats.iter().filter(|(_, s)| s.last_error.is_some()).map(|(t, _)| t.clone()).collect();
-        tables.sort();
-        self.alert(Alert::failed(tables, failed));
     }
 
     /// After a database error in a delivery: the claim's rows still `PENDING` go back to the queue (in doubt, as
