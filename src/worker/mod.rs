@@ -7,6 +7,7 @@
 
 mod alerts;
 mod archive;
+mod bulk_jobs;
 pub(crate) mod claim;
 mod database;
 mod db;
@@ -49,6 +50,7 @@ use rand::SeedableRng;
 
 use crate::{guc, shmem};
 use alerts::Alerts;
+use bulk_jobs::BulkJobs;
 use db::{Db, Prepared};
 use deliverer::Deliverer;
 use error::WorkerError;
@@ -180,17 +182,10 @@ struct Worker {
     metrics: Metrics,
     started: f64,
     claim_tables: HashMap<i64, String>,
-    /// `_bulk_jobs` may hold ids: an earlier worker's, or ones this worker kept and has not yet seen forgotten.
-    /// While it does, each cycle looks at them first; otherwise the cycle does not query the table at all.
-    bulk_jobs_kept: bool,
-    /// Per Bulk job looked at: when to look again, and the wait before that look (it grows as the job runs).
-    bulk_polls: HashMap<String, (Instant, Duration)>,
-    /// The mapping each Bulk job this worker sent belongs to (its calls are counted there).
-    bulk_tables: HashMap<String, String>,
+    /// The Bulk jobs whose changes are in flight.
+    bulk: BulkJobs,
     /// The end of the pause pacing by budget set after the last delivery.
     paced_until: Option<Instant>,
-    /// Per finished Bulk job: how many times recording its results was begun.
-    bulk_finish_tries: HashMap<String, u32>,
 }
 
 impl Worker {
@@ -214,11 +209,8 @@ impl Worker {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             claim_tables: HashMap::new(),
-            bulk_jobs_kept: true,
-            bulk_polls: HashMap::new(),
-            bulk_tables: HashMap::new(),
+            bulk: BulkJobs::default(),
             paced_until: None,
-            bulk_finish_tries: HashMap::new(),
         }
     }
 
@@ -231,7 +223,7 @@ impl Worker {
     fn run(&mut self, config: &Config) -> Duration {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.cycle(config))) {
             // A running Bulk job is looked at on time, also while idle or paced.
-            Ok(wait) => wait.min(self.next_bulk_poll()),
+            Ok(wait) => wait.min(self.bulk.next_poll()),
             Err(payload) => {
                 // SAFETY: the worker's main thread; leaves no transaction or error state behind the panic.
                 unsafe {
@@ -364,7 +356,7 @@ impl Worker {
     /// other changes go on meanwhile (a record in a running job waits for it, `sql::queue_sql`). A job never closed
     /// (a crash before its upload) is aborted; one Salesforce no longer knows puts its changes back, in doubt.
     fn poll_bulk_jobs(&mut self, config: &Config) {
-        if !self.bulk_jobs_kept {
+        if !self.bulk.kept {
             return;
         }
         let ids = self.with_statements(|c, st| {
@@ -375,15 +367,7 @@ impl Worker {
             Ok(ids)
         });
         let Ok(ids) = ids else { return };
-        self.bulk_polls.retain(|id, _| ids.contains(id));
-        self.bulk_tables.retain(|id, _| ids.contains(id));
-        if ids.is_empty() {
-            self.bulk_jobs_kept = false;
-            return;
-        }
-        let now = Instant::now();
-        let due: Vec<String> =
-            ids.into_iter().filter(|id| self.bulk_polls.get(id).is_none_or(|(at, _)| *at <= now)).collect();
+        let due = self.bulk.due(ids);
         if due.is_empty() {
             return;
         }
@@ -403,21 +387,21 @@ impl Worker {
                     match bulk::abort_job(&client, &id) {
                         // Never closed, it never ran: its changes go again at no cost.
                         Ok(()) => self.release_bulk_job(&id, false),
-                        Err(_) => self.schedule_bulk_poll(&id),
+                        Err(_) => self.bulk.schedule(&id),
                     }
                 }
-                Ok(_) => self.schedule_bulk_poll(&id),
+                Ok(_) => self.bulk.schedule(&id),
                 // Gone (deleted, or of another org): its changes go again, in doubt.
                 Err(CallError::Rejected { status: 404, .. }) => self.release_bulk_job(&id, true),
                 Err(e @ (CallError::Unavailable(_) | CallError::Unauthorized(_))) => {
                     // Looked at again once Salesforce answers; delivery reports the trouble.
                     pgrx::debug1!("pgforce: cannot look at Bulk job {id}: {e}");
-                    self.schedule_bulk_poll(&id);
+                    self.bulk.schedule(&id);
                     return;
                 }
                 Err(e) => {
                     pgrx::warning!("pgforce: cannot look at Bulk job {id} (looking again later): {e}");
-                    self.schedule_bulk_poll(&id);
+                    self.bulk.schedule(&id);
                 }
             }
         }
@@ -431,17 +415,15 @@ impl Worker {
         if let Err(e @ (CallError::Unavailable(_) | CallError::Unauthorized(_))) = &results {
             // Read once Salesforce answers again; delivery reports the trouble.
             pgrx::debug1!("pgforce: cannot read the results of Bulk job {id}: {e}");
-            return self.schedule_bulk_poll(id);
+            return self.bulk.schedule(id);
         }
         // Results that cannot be read or recorded (an error, a bug) are tried a bounded number of times, then the
         // job's changes go again, each at the cost of an attempt: never a loop.
-        let tries = self.bulk_finish_tries.entry(id.to_string()).or_default();
-        *tries += 1;
-        if *tries > MAX_FINISH_TRIES {
+        if self.bulk.finish_try(id) > MAX_FINISH_TRIES {
             pgrx::warning!("pgforce: the results of Bulk job {id} could not be recorded; its changes go again");
             return self.release_bulk_job(id, true);
         }
-        self.schedule_bulk_poll(id);
+        self.bulk.schedule(id);
         let results = match results {
             Ok(results) => results,
             // Salesforce keeps results for days; gone, the changes go again, in doubt.
@@ -463,7 +445,7 @@ impl Worker {
                 if !self.vanished() {
                     pgrx::warning!("pgforce: cannot read the changes of Bulk job {id} (reading again later): {e}");
                 }
-                return self.schedule_bulk_poll(id);
+                return self.bulk.schedule(id);
             }
         };
         self.claim_tables.clear();
@@ -474,63 +456,22 @@ impl Worker {
         let mut outcomes = unsent_outcomes(&plan, &tables, Retry::of(config), &mut self.rng);
         outcomes.append(sent_outcomes(&plan, &verdicts, &tables, Retry::of(config), &mut self.rng));
         if self.record_outcomes(config, &outcomes).is_err() {
-            return self.schedule_bulk_poll(id);
+            return self.bulk.schedule(id);
         }
         // Changes the results could not be matched with (none, normally) go again, in doubt.
         self.release_bulk_job(id, true);
     }
 
-    /// Forgets a Bulk job; its changes still in flight go back to the queue, in doubt (`cost`: each at the cost of
-    /// an attempt).
+    /// Forgets a Bulk job (`BulkJobs::release`).
     fn release_bulk_job(&mut self, id: &str, cost: bool) {
-        let released = self.with_statements(|c, st| {
-            c.update(&st.release_bulk_job, None, &[DatumWithOid::from(id), DatumWithOid::from(cost)])?;
-            Ok(())
-        });
-        match released {
-            Ok(()) => {
-                self.bulk_polls.remove(id);
-                self.bulk_finish_tries.remove(id);
-            }
-            Err(e) => {
-                pgrx::warning!("pgforce: cannot forget Bulk job {id} (trying again later): {e}");
-                self.schedule_bulk_poll(id);
-            }
-        }
+        self.bulk.release(&mut self.db, id, cost);
     }
 
     /// Counts calls made about a Bulk job for its mapping, when known (a job an earlier worker sent is not).
     fn count_bulk_calls(&mut self, id: &str, calls: usize) {
-        if let Some(table) = self.bulk_tables.get(id).cloned() {
+        if let Some(table) = self.bulk.table_of(id) {
             (0..calls).for_each(|_| self.metrics.api_call(&table));
         }
-    }
-
-    /// Schedules the next look at a job, later each time.
-    fn schedule_bulk_poll(&mut self, id: &str) {
-        let every = self.bulk_polls.get(id).map_or(bulk::FIRST_POLL, |(_, every)| bulk::next_poll(*every));
-        self.bulk_polls.insert(id.to_string(), (Instant::now() + every, every));
-    }
-
-    /// How long until a running Bulk job is to be looked at (`Duration::MAX`: none is).
-    fn next_bulk_poll(&self) -> Duration {
-        let now = Instant::now();
-        self.bulk_polls.values().map(|(at, _)| at.saturating_duration_since(now)).min().unwrap_or(Duration::MAX)
-    }
-
-    /// Forgets finished Bulk jobs; returns whether it could (if not, the next cycle looks at them again).
-    fn forget_bulk_jobs(&mut self, ids: Vec<String>) -> bool {
-        if ids.is_empty() {
-            return true;
-        }
-        let forgotten = self.with_statements(|c, st| {
-            c.update(&st.forget_bulk_jobs, None, &[DatumWithOid::from(ids)])?;
-            Ok(())
-        });
-        if let Err(e) = &forgotten {
-            pgrx::warning!("pgforce: cannot forget finished Bulk jobs (looked at again at the next cycle): {e}");
-        }
-        forgotten.is_ok()
     }
 
     /// `Some(how long to wait)` when this worker must not deliver: another worker holds the delivery lock, or the
@@ -607,7 +548,7 @@ impl Worker {
         })?;
         if prepared == Prepared::Fresh {
             self.metrics.unwritten();
-            self.bulk_jobs_kept = true;
+            self.bulk.kept = true;
             self.reporter.forget();
         }
         Ok(prepared != Prepared::NotInstalled)
@@ -963,9 +904,9 @@ impl Worker {
                 if let Err(e) = &kept {
                     pgrx::warning!("pgforce: cannot keep the id of Bulk job {id}: {e}");
                 }
-                self.bulk_jobs_kept |= kept.is_ok();
+                self.bulk.kept |= kept.is_ok();
                 if let Some(job) = keys.first().and_then(|k| plan.jobs.get(*k)) {
-                    self.bulk_tables.insert(id.clone(), job.table.clone());
+                    self.bulk.sent(&id, &job.table);
                     // The job's create and close (its upload is the request counted when it was planned).
                     (0..2).for_each(|_| self.metrics.api_call(&job.table));
                 }
@@ -992,7 +933,7 @@ impl Worker {
             for (_, verdict) in &verdicts {
                 if let Verdict::Queued { job } = verdict {
                     if queued.insert(job.clone()) {
-                        self.schedule_bulk_poll(job);
+                        self.bulk.schedule(job);
                     }
                 }
             }
@@ -1005,7 +946,7 @@ impl Worker {
         let joined = sender.done.join();
         // Jobs that never ran (their upload failed): their changes were recorded as not sent.
         jobs.retain(|id| !queued.contains(id));
-        self.forget_bulk_jobs(jobs);
+        BulkJobs::forget_finished(&mut self.db, jobs);
         let trouble = match joined {
             Ok(trouble) => trouble,
             Err(payload) => {
