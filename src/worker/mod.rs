@@ -9,6 +9,7 @@ mod alerts;
 mod archive;
 mod bulk_jobs;
 pub(crate) mod claim;
+mod connection;
 mod database;
 mod db;
 mod deliverer;
@@ -22,14 +23,13 @@ mod transaction;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgforce_core::alert::Alert;
-use pgforce_core::config::{self, Config};
+use pgforce_core::config::Config;
 use pgforce_core::delivery::batch::{Batch, Verdict};
 use pgforce_core::delivery::bulk::{self, JobState};
 use pgforce_core::delivery::doubt;
@@ -39,8 +39,7 @@ use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
 use pgforce_core::metrics::Metrics;
 use pgforce_core::pacing;
-use pgforce_core::retry::Breaker;
-use pgforce_core::salesforce::{token_fingerprint, AuthFlow, CallError, Client, Settings};
+use pgforce_core::salesforce::{CallError, Client};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -51,6 +50,7 @@ use rand::SeedableRng;
 use crate::{guc, shmem};
 use alerts::Alerts;
 use bulk_jobs::BulkJobs;
+use connection::Connection;
 use db::{Db, Prepared};
 use deliverer::Deliverer;
 use error::WorkerError;
@@ -135,7 +135,7 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
                 pg_sys::ConfigReloadPending = 0;
                 pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
             }
-            worker.secrets = None; // secret files are read again
+            worker.conn.reload(); // secret files are read again
         }
         let config = guc::config();
         transaction::set_limits(config.lock_timeout, config.statement_timeout);
@@ -149,18 +149,9 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
-/// Secrets read from `pgforce.client_secret_file` and `pgforce.refresh_token_file` (client secret, refresh token),
-/// kept until the next reload; or why they cannot be read.
-struct SecretFiles {
-    paths: (PathBuf, PathBuf),
-    read: Result<config::SecretFiles, String>,
-}
-
 struct Worker {
-    /// The client and the connection settings it was built from (a reload that changes them builds a new one).
-    client: Option<(Settings, Arc<Client>)>,
-    secrets: Option<SecretFiles>,
-    breaker: Breaker,
+    /// The connection to Salesforce: settings, client, breaker, budget.
+    conn: Connection,
     rng: StdRng,
     reporter: Reporter,
     last_archive: Option<Instant>,
@@ -172,8 +163,6 @@ struct Worker {
     delivery_locked: bool,
     /// This server's identity (`deliverer::identity`), read once.
     identity: Option<String>,
-    /// A refresh token Salesforce rotated to that could not be written yet.
-    unkept_refresh_token: Option<String>,
     /// Each sObject's describe by lower-case name, and until when it is used before it is read again.
     described: HashMap<String, (Instant, Arc<Described>)>,
     /// Alerts: which may go now, which wait, the stalled-queue check.
@@ -184,16 +173,12 @@ struct Worker {
     claim_tables: HashMap<i64, String>,
     /// The Bulk jobs whose changes are in flight.
     bulk: BulkJobs,
-    /// The end of the pause pacing by budget set after the last delivery.
-    paced_until: Option<Instant>,
 }
 
 impl Worker {
     fn new() -> Worker {
         Worker {
-            client: None,
-            secrets: None,
-            breaker: Breaker::new(Duration::from_millis(250), Duration::from_secs(60)),
+            conn: Connection::default(),
             rng: StdRng::from_os_rng(),
             reporter: Reporter::default(),
             last_archive: None,
@@ -201,7 +186,6 @@ impl Worker {
             step: Step::Waiting,
             delivery_locked: false,
             identity: None,
-            unkept_refresh_token: None,
             described: HashMap::new(),
             alerts: Alerts::default(),
             metrics: Metrics::default(),
@@ -210,7 +194,6 @@ impl Worker {
                 .map_or(0.0, |d| d.as_secs_f64()),
             claim_tables: HashMap::new(),
             bulk: BulkJobs::default(),
-            paced_until: None,
         }
     }
 
@@ -282,22 +265,22 @@ impl Worker {
         // An operator's resume() or retry_now(): try Salesforce at once, whatever an outage's backoff said. (Pacing
         // is left alone: it spreads the API budget, which an operator's wish does not refill.)
         if shmem::take_retry_now() {
-            self.breaker.success();
+            self.conn.breaker.success();
         }
-        let paused = self.breaker.remaining();
+        let paused = self.conn.breaker.remaining();
         if !paused.is_zero() {
             return paused.min(poll);
         }
         self.poll_bulk_jobs(config);
         // Paced: nothing more is claimed before the pause is over (a commit or a job's poll may wake the worker).
-        if let Some(left) = self.paced_until.map(|until| until.saturating_duration_since(Instant::now())) {
-            if !left.is_zero() && self.throttled(config) {
+        if let Some(left) = self.conn.paced_until.map(|until| until.saturating_duration_since(Instant::now())) {
+            if !left.is_zero() && self.conn.throttled(config) {
                 return left;
             }
         }
         // Under pacing a backlog goes as Bulk jobs as soon as a job costs fewer calls than collections would.
         let paced;
-        let config = if self.throttled(config) {
+        let config = if self.conn.throttled(config) {
             paced =
                 Config { bulk_threshold: pacing::bulk_threshold_when_paced(config.bulk_threshold), ..config.clone() };
             &paced
@@ -324,7 +307,7 @@ impl Worker {
             self.write_metrics();
             // Secret files are read again after each reload: one made unreadable shows at once, not at the next
             // change (the files are read only then, so this costs nothing while idle).
-            match self.connection(config) {
+            match self.conn.settings(config) {
                 Ok(_) => self.report(ConnState::Idle, None),
                 Err(e) => self.report(ConnState::Unauthorized, Some(CallError::Unauthorized(e).to_string())),
             }
@@ -334,16 +317,16 @@ impl Worker {
         if !self.reporter.in_trouble() {
             self.report(ConnState::Polling, None);
         }
-        let calls_before = self.api_calls();
+        let calls_before = self.conn.api_calls();
         let records = claimed.count as u64;
         let delivered = self.deliver(config, claimed);
-        self.keep_rotated_refresh_token();
+        self.conn.keep_rotated_refresh_token(&mut self.db);
         self.write_requests(config);
         match delivered {
             // Pacing spends the calls pgforce made, never those of the org's other integrations (which Salesforce's
             // usage counts too).
-            Ok(()) if self.throttled(config) => {
-                self.pace(config, self.api_calls().saturating_sub(calls_before), records)
+            Ok(()) if self.conn.throttled(config) => {
+                self.pace(config, self.conn.api_calls().saturating_sub(calls_before), records)
             }
             // More may be waiting (or arrived while sending): look again at once.
             Ok(()) => Duration::ZERO,
@@ -371,8 +354,8 @@ impl Worker {
         if due.is_empty() {
             return;
         }
-        let client = match self.connection(config) {
-            Ok(settings) => self.client(&settings),
+        let client = match self.conn.settings(config) {
+            Ok(settings) => self.conn.client(&mut self.db, &settings),
             Err(_) => return, // delivery reports the connection's trouble
         };
         for id in due {
@@ -561,7 +544,7 @@ impl Worker {
 
     /// Writes the connection state; going into trouble (or out of it) or into throttling is alerted.
     fn report(&mut self, state: ConnState, message: Option<String>) {
-        let usage = self.usage();
+        let usage = self.conn.usage();
         let before = self.reporter.state();
         if let Some(st) = self.db.statements() {
             self.reporter.report(st, state, message, usage);
@@ -580,27 +563,18 @@ impl Worker {
         self.alerts.offer(&mut self.db, &self.reporter, alert);
     }
 
-    /// The API calls this worker's client made so far.
-    fn api_calls(&self) -> u64 {
-        self.client.as_ref().map_or(0, |(_, c)| c.journal().api_calls())
-    }
-
-    fn usage(&self) -> Option<(u64, u64)> {
-        self.client.as_ref().and_then(|(_, c)| c.usage()).map(|u| (u.used, u.limit))
-    }
-
     /// Above `pgforce.max_api_usage`: the pause that spreads the calls left today over Salesforce's 24-hour
     /// window (`pacing`), with how long the backlog takes at that pace in `sync_status`.
     fn pace(&mut self, config: &Config, spent: u64, records: u64) -> Duration {
-        let Some((mut used, mut limit)) = self.usage() else { return pacing::MIN_PACE };
+        let Some((mut used, mut limit)) = self.conn.usage() else { return pacing::MIN_PACE };
         let mut pause = pacing::pace(used, limit, spent);
         if pause >= pacing::RECHECK_ABOVE {
             // Before a long sleep, the usage now (no transaction is open: this is a network call).
-            if let Some(Ok(now)) = self.client.as_ref().map(|(_, c)| c.refresh_usage()) {
+            if let Some(Ok(now)) = self.conn.current().map(|c| c.refresh_usage()) {
                 (used, limit) = (now.used, now.limit);
                 self.write_requests(config);
-                if !self.throttled(config) {
-                    self.paced_until = None;
+                if !self.conn.throttled(config) {
+                    self.conn.paced_until = None;
                     return Duration::ZERO;
                 }
                 pause = pacing::pace(used, limit, spent);
@@ -618,13 +592,8 @@ impl Worker {
             pacing::human(pacing::backlog_time(backlog, records, pause))
         );
         self.report(ConnState::Throttled, Some(message));
-        self.paced_until = Some(Instant::now() + pause);
+        self.conn.paced_until = Some(Instant::now() + pause);
         pause
-    }
-
-    fn throttled(&self, config: &Config) -> bool {
-        let usage = self.client.as_ref().and_then(|(_, c)| c.usage());
-        usage.is_some_and(|u| u.fraction() > config.max_api_usage)
     }
 
     /// Archive, purge, requeue and failed-row retries. Returns how many rows were put back in the queue.
@@ -660,71 +629,6 @@ impl Worker {
             }
             0
         })
-    }
-
-    /// The connection settings with the secrets given in files read into them (the files are read again after a
-    /// reload, or when their settings change).
-    fn connection(&mut self, config: &Config) -> Result<Settings, String> {
-        let paths = (config.client_secret_file.clone(), config.refresh_token_file.clone());
-        if self.secrets.as_ref().is_none_or(|s| s.paths != paths) {
-            self.secrets = Some(SecretFiles { paths, read: config.read_secret_files() });
-        }
-        match self.secrets.as_ref().map(|s| &s.read) {
-            Some(Ok(secrets)) => Ok(config.connection_with(secrets)),
-            Some(Err(e)) => Err(e.clone()),
-            None => Ok(config.connection.clone()),
-        }
-    }
-
-    /// The client for these settings, built anew when they changed. A new refresh-token client logs in with the
-    /// token Salesforce last rotated the configured one to, if it did.
-    fn client(&mut self, settings: &Settings) -> Arc<Client> {
-        if self.client.as_ref().is_some_and(|(current, _)| current != settings) {
-            self.client = None;
-        }
-        if let Some((_, client)) = &self.client {
-            return client.clone();
-        }
-        let client = Arc::new(Client::new(settings.clone()));
-        if settings.auth_flow == AuthFlow::RefreshToken {
-            let fingerprint = token_fingerprint(&settings.refresh_token);
-            let kept = self.with_statements(|c, st| {
-                let mut kept = None;
-                for row in c.select(&st.kept_refresh_token, None, &[DatumWithOid::from(fingerprint.as_str())])? {
-                    kept = row.get::<String>(1)?;
-                }
-                Ok(kept)
-            });
-            match kept {
-                Ok(Some(token)) => client.use_refresh_token(token),
-                Ok(None) => {}
-                Err(e) => pgrx::warning!("pgforce: cannot read the kept refresh token: {e}"),
-            }
-        }
-        self.client = Some((settings.clone(), client.clone()));
-        client
-    }
-
-    /// Keeps a refresh token Salesforce rotated (it may have revoked the one used), so that a restarted worker logs
-    /// in with it. One that cannot be written now is tried again at the next cycle.
-    fn keep_rotated_refresh_token(&mut self) {
-        let Some((settings, client)) = &self.client else { return };
-        let Some(token) = self.unkept_refresh_token.take().or_else(|| client.take_rotated_refresh_token()) else {
-            return;
-        };
-        let fingerprint = token_fingerprint(&settings.refresh_token);
-        let kept = self.with_statements(|c, st| {
-            c.update(
-                &st.keep_refresh_token,
-                None,
-                &[DatumWithOid::from(fingerprint.as_str()), DatumWithOid::from(token.as_str())],
-            )?;
-            Ok(())
-        });
-        if let Err(e) = kept {
-            pgrx::warning!("pgforce: cannot keep the refresh token Salesforce rotated to (trying again): {e}");
-            self.unkept_refresh_token = Some(token);
-        }
     }
 
     /// Plans, sends and records one claim, recording outcomes as requests complete. `Err` carries how long to wait
@@ -763,8 +667,8 @@ impl Worker {
             self.claim_tables.extend(job.write.log_ids.iter().map(|id| (*id, job.table.clone())));
         }
         let tables = &claimed.tables;
-        let client = match self.connection(config) {
-            Ok(settings) => Ok(self.client(&settings)),
+        let client = match self.conn.settings(config) {
+            Ok(settings) => Ok(self.conn.client(&mut self.db, &settings)),
             Err(e) => Err(CallError::Unauthorized(e)),
         };
         if let Ok(client) = &client {
@@ -810,24 +714,24 @@ impl Worker {
         };
         match trouble {
             None => {
-                self.breaker.success();
+                self.conn.breaker.success();
                 if self.reporter.in_trouble() {
                     self.report(ConnState::Polling, None);
                 }
-                let usage = self.usage();
+                let usage = self.conn.usage();
                 if let Some(st) = self.db.statements() {
                     self.reporter.report_usage(st, usage);
                 }
                 Ok(())
             }
             Some(trouble) => {
-                let wait = self.breaker.failure(&mut self.rng);
+                let wait = self.conn.breaker.failure(&mut self.rng);
                 let state = match trouble {
                     CallError::Unauthorized(_) => ConnState::Unauthorized,
                     _ => ConnState::Outage,
                 };
                 if state == ConnState::Unauthorized {
-                    if let Some((_, c)) = &self.client {
+                    if let Some(c) = self.conn.current() {
                         c.forget_session();
                     }
                 }
@@ -1001,7 +905,7 @@ impl Worker {
     /// Writes the delivery counters when they changed (at most once a second, with archive maintenance).
     /// Keeps the requests made since the last time in `sync_requests` (a transaction of its own, after the calls).
     fn write_requests(&mut self, config: &Config) {
-        let Some(journal) = self.client.as_ref().map(|(_, c)| c.journal()) else { return };
+        let Some(journal) = self.conn.current().map(|c| c.journal()) else { return };
         let (requests, dropped) = journal.take();
         if requests.is_empty() || config.request_history == 0 {
             return;
@@ -1032,7 +936,7 @@ impl Worker {
             if !self.vanished() {
                 pgrx::warning!("pgforce: cannot keep the requests in sync_requests: {e}");
             }
-            if let Some((_, c)) = self.client.as_ref() {
+            if let Some(c) = self.conn.current() {
                 c.journal().put_back(requests);
             }
         }
