@@ -13,6 +13,7 @@ mod connection;
 mod database;
 mod db;
 mod deliverer;
+mod engine;
 mod error;
 pub(crate) mod plan;
 pub(crate) mod record;
@@ -28,7 +29,6 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgforce_core::alert::Alert;
 use pgforce_core::config::Config;
 use pgforce_core::delivery::batch::{Batch, Verdict};
 use pgforce_core::delivery::bulk::{self, JobState};
@@ -37,7 +37,6 @@ use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, 
 use pgforce_core::delivery::plan::{Limits, Plan};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
-use pgforce_core::metrics::Metrics;
 use pgforce_core::pacing;
 use pgforce_core::salesforce::{CallError, Client};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
@@ -48,14 +47,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::{guc, shmem};
-use alerts::Alerts;
 use bulk_jobs::BulkJobs;
-use connection::Connection;
-use db::{Db, Prepared};
+use db::Prepared;
 use deliverer::Deliverer;
+use engine::Engine;
 use error::WorkerError;
 use sql::Statements;
-use status::{show, ConnState, Reporter, Step};
+use status::{show, ConnState, Step};
 use transaction::{as_sync_engine, report_of};
 
 /// How often archive maintenance runs at most.
@@ -135,7 +133,7 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
                 pg_sys::ConfigReloadPending = 0;
                 pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
             }
-            worker.conn.reload(); // secret files are read again
+            worker.engine.conn.reload(); // secret files are read again
         }
         let config = guc::config();
         transaction::set_limits(config.lock_timeout, config.statement_timeout);
@@ -150,26 +148,16 @@ pub extern "C-unwind" fn pgforce_sync_worker_main(_arg: pg_sys::Datum) {
 }
 
 struct Worker {
-    /// The connection to Salesforce: settings, client, breaker, budget.
-    conn: Connection,
-    rng: StdRng,
-    reporter: Reporter,
+    /// What the worker's pipelines share: its database, the connection to Salesforce, status, alerts, counters.
+    engine: Engine,
     last_archive: Option<Instant>,
-    /// pgforce's schema and the worker's statements for it.
-    db: Db,
-    /// What the cycle is doing, for `pg_stat_activity` and for the report of a bug.
-    step: Step,
     /// Whether this worker holds the delivery lock of its database.
     delivery_locked: bool,
     /// This server's identity (`deliverer::identity`), read once.
     identity: Option<String>,
     /// Each sObject's describe by lower-case name, and until when it is used before it is read again.
     described: HashMap<String, (Instant, Arc<Described>)>,
-    /// Alerts: which may go now, which wait, the stalled-queue check.
-    alerts: Alerts,
-    /// Delivery counters since the worker started (epoch seconds), and each claimed log id's mapping.
-    metrics: Metrics,
-    started: f64,
+    /// Each claimed log id's mapping (its outcomes are counted there).
     claim_tables: HashMap<i64, String>,
     /// The Bulk jobs whose changes are in flight.
     bulk: BulkJobs,
@@ -178,28 +166,14 @@ struct Worker {
 impl Worker {
     fn new() -> Worker {
         Worker {
-            conn: Connection::default(),
-            rng: StdRng::from_os_rng(),
-            reporter: Reporter::default(),
+            engine: Engine::new(),
             last_archive: None,
-            db: Db::default(),
-            step: Step::Waiting,
             delivery_locked: false,
             identity: None,
             described: HashMap::new(),
-            alerts: Alerts::default(),
-            metrics: Metrics::default(),
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
             claim_tables: HashMap::new(),
             bulk: BulkJobs::default(),
         }
-    }
-
-    fn set_step(&mut self, step: Step) {
-        show(&step);
-        self.step = step;
     }
 
     /// One cycle inside a panic boundary. Returns how long to sleep unless woken.
@@ -216,8 +190,8 @@ impl Worker {
                     pg_sys::FlushErrorState();
                 }
                 let message = panic_message(payload.as_ref());
-                let text = format!("internal error while {}: {message}", self.step);
-                let Some(st) = self.db.statements() else {
+                let text = format!("internal error while {}: {message}", self.engine.step);
+                let Some(st) = self.engine.db.statements() else {
                     pgrx::warning!("pgforce: {text}");
                     return ERROR_PAUSE;
                 };
@@ -230,7 +204,7 @@ impl Worker {
                     "pgforce: {text}; log ids {ids} of {} cost an attempt and go back to the queue",
                     tables.into_iter().collect::<Vec<_>>().join(", ")
                 );
-                self.report(ConnState::SystemError, Some(text));
+                self.engine.report(ConnState::SystemError, Some(text));
                 ERROR_PAUSE
             }
         }
@@ -244,51 +218,51 @@ impl Worker {
             Ok(false) => return poll, // the extension is not installed (yet) in this database
             Err(e) => {
                 // An error because the extension was dropped meanwhile is no error of the worker's.
-                if self.db.installed() {
+                if self.engine.db.installed() {
                     pgrx::warning!("pgforce: cannot prepare the worker's statements: {e}");
                 }
-                self.db.forget();
+                self.engine.db.forget();
                 return poll;
             }
         }
         if !config.enabled {
-            self.report(ConnState::Disabled, None);
+            self.engine.report(ConnState::Disabled, None);
             return poll;
         }
         if let Some(wait) = self.not_the_deliverer() {
             return wait.min(poll);
         }
         let requeued = self.maintain(config);
-        self.alerts.interval = config.alert_interval;
-        self.alerts.check_stalled(&mut self.db, &self.reporter, config);
-        self.alerts.send_due(&mut self.db, &self.reporter);
+        self.engine.alerts.interval = config.alert_interval;
+        self.engine.alerts.check_stalled(&mut self.engine.db, &self.engine.reporter, config);
+        self.engine.alerts.send_due(&mut self.engine.db, &self.engine.reporter);
         // An operator's resume() or retry_now(): try Salesforce at once, whatever an outage's backoff said. (Pacing
         // is left alone: it spreads the API budget, which an operator's wish does not refill.)
         if shmem::take_retry_now() {
-            self.conn.breaker.success();
+            self.engine.conn.breaker.success();
         }
-        let paused = self.conn.breaker.remaining();
+        let paused = self.engine.conn.breaker.remaining();
         if !paused.is_zero() {
             return paused.min(poll);
         }
         self.poll_bulk_jobs(config);
         // Paced: nothing more is claimed before the pause is over (a commit or a job's poll may wake the worker).
-        if let Some(left) = self.conn.paced_until.map(|until| until.saturating_duration_since(Instant::now())) {
-            if !left.is_zero() && self.conn.throttled(config) {
+        if let Some(left) = self.engine.conn.paced_until.map(|until| until.saturating_duration_since(Instant::now())) {
+            if !left.is_zero() && self.engine.conn.throttled(config) {
                 return left;
             }
         }
         // Under pacing a backlog goes as Bulk jobs as soon as a job costs fewer calls than collections would.
         let paced;
-        let config = if self.conn.throttled(config) {
+        let config = if self.engine.conn.throttled(config) {
             paced =
                 Config { bulk_threshold: pacing::bulk_threshold_when_paced(config.bulk_threshold), ..config.clone() };
             &paced
         } else {
             config
         };
-        self.set_step(Step::Claiming);
-        let claimed = match self.with_statements(|c, st| {
+        self.engine.set_step(Step::Claiming);
+        let claimed = match self.engine.with_statements(|c, st| {
             let claimed = claim::claim(c, st, config)?;
             let names: Vec<&str> = claimed.tables.values().map(|t| t.qualified.as_str()).collect();
             st.keep_tables(&names);
@@ -296,37 +270,37 @@ impl Worker {
         }) {
             Ok(c) => c,
             Err(e) => {
-                if !self.vanished() {
-                    self.report(ConnState::SystemError, Some(format!("claiming changes: {e}")));
+                if !self.engine.vanished() {
+                    self.engine.report(ConnState::SystemError, Some(format!("claiming changes: {e}")));
                 }
                 return poll;
             }
         };
         if claimed.count == 0 {
             // Idle: the last counters are written now, not at the next cycle.
-            self.write_metrics();
+            self.engine.write_metrics();
             // Secret files are read again after each reload: one made unreadable shows at once, not at the next
             // change (the files are read only then, so this costs nothing while idle).
-            match self.conn.settings(config) {
-                Ok(_) => self.report(ConnState::Idle, None),
-                Err(e) => self.report(ConnState::Unauthorized, Some(CallError::Unauthorized(e).to_string())),
+            match self.engine.conn.settings(config) {
+                Ok(_) => self.engine.report(ConnState::Idle, None),
+                Err(e) => self.engine.report(ConnState::Unauthorized, Some(CallError::Unauthorized(e).to_string())),
             }
-            self.write_requests(config);
+            self.engine.write_requests(config);
             return if requeued > 0 { Duration::ZERO } else { self.idle_wait(config) };
         }
-        if !self.reporter.in_trouble() {
-            self.report(ConnState::Polling, None);
+        if !self.engine.reporter.in_trouble() {
+            self.engine.report(ConnState::Polling, None);
         }
-        let calls_before = self.conn.api_calls();
+        let calls_before = self.engine.conn.api_calls();
         let records = claimed.count as u64;
         let delivered = self.deliver(config, claimed);
-        self.conn.keep_rotated_refresh_token(&mut self.db);
-        self.write_requests(config);
+        self.engine.conn.keep_rotated_refresh_token(&mut self.engine.db);
+        self.engine.write_requests(config);
         match delivered {
             // Pacing spends the calls pgforce made, never those of the org's other integrations (which Salesforce's
             // usage counts too).
-            Ok(()) if self.conn.throttled(config) => {
-                self.pace(config, self.conn.api_calls().saturating_sub(calls_before), records)
+            Ok(()) if self.engine.conn.throttled(config) => {
+                self.engine.pace(config, self.engine.conn.api_calls().saturating_sub(calls_before), records)
             }
             // More may be waiting (or arrived while sending): look again at once.
             Ok(()) => Duration::ZERO,
@@ -342,7 +316,7 @@ impl Worker {
         if !self.bulk.kept {
             return;
         }
-        let ids = self.with_statements(|c, st| {
+        let ids = self.engine.with_statements(|c, st| {
             let mut ids = Vec::new();
             for row in c.select(&st.bulk_jobs, None, &[])? {
                 ids.extend(row.get::<String>(1)?);
@@ -354,8 +328,8 @@ impl Worker {
         if due.is_empty() {
             return;
         }
-        let client = match self.conn.settings(config) {
-            Ok(settings) => self.conn.client(&mut self.db, &settings),
+        let client = match self.engine.conn.settings(config) {
+            Ok(settings) => self.engine.conn.client(&mut self.engine.db, &settings),
             Err(_) => return, // delivery reports the connection's trouble
         };
         for id in due {
@@ -416,8 +390,8 @@ impl Worker {
                 return;
             }
         };
-        self.set_step(Step::Recording);
-        let read = self.with_statements(|c, st| {
+        self.engine.set_step(Step::Recording);
+        let read = self.engine.with_statements(|c, st| {
             let claimed = claim::job_entries(c, st, config, id)?;
             let plan = plan::plan_claim(c, st, &claimed)?;
             Ok((claimed.tables, plan))
@@ -425,7 +399,7 @@ impl Worker {
         let (tables, mut plan) = match read {
             Ok(read) => read,
             Err(e) => {
-                if !self.vanished() {
+                if !self.engine.vanished() {
                     pgrx::warning!("pgforce: cannot read the changes of Bulk job {id} (reading again later): {e}");
                 }
                 return self.bulk.schedule(id);
@@ -436,8 +410,8 @@ impl Worker {
             self.claim_tables.extend(job.write.log_ids.iter().map(|log_id| (*log_id, job.table.clone())));
         }
         let verdicts = bulk::verdicts_for(&mut plan, &tables, &results, job_error.as_deref());
-        let mut outcomes = unsent_outcomes(&plan, &tables, Retry::of(config), &mut self.rng);
-        outcomes.append(sent_outcomes(&plan, &verdicts, &tables, Retry::of(config), &mut self.rng));
+        let mut outcomes = unsent_outcomes(&plan, &tables, Retry::of(config), &mut self.engine.rng);
+        outcomes.append(sent_outcomes(&plan, &verdicts, &tables, Retry::of(config), &mut self.engine.rng));
         if self.record_outcomes(config, &outcomes).is_err() {
             return self.bulk.schedule(id);
         }
@@ -447,13 +421,13 @@ impl Worker {
 
     /// Forgets a Bulk job (`BulkJobs::release`).
     fn release_bulk_job(&mut self, id: &str, cost: bool) {
-        self.bulk.release(&mut self.db, id, cost);
+        self.bulk.release(&mut self.engine.db, id, cost);
     }
 
     /// Counts calls made about a Bulk job for its mapping, when known (a job an earlier worker sent is not).
     fn count_bulk_calls(&mut self, id: &str, calls: usize) {
         if let Some(table) = self.bulk.table_of(id) {
-            (0..calls).for_each(|_| self.metrics.api_call(&table));
+            (0..calls).for_each(|_| self.engine.metrics.api_call(&table));
         }
     }
 
@@ -462,7 +436,7 @@ impl Worker {
     fn not_the_deliverer(&mut self) -> Option<Duration> {
         let mut locked = self.delivery_locked;
         let known = self.identity.clone();
-        let checked = self.with_statements(|c, st| {
+        let checked = self.engine.with_statements(|c, st| {
             let me = match known {
                 Some(me) => me,
                 None => deliverer::identity(c, st)?,
@@ -473,8 +447,8 @@ impl Worker {
         let (found, me) = match checked {
             Ok(x) => x,
             Err(e) => {
-                if !self.vanished() {
-                    self.report(ConnState::SystemError, Some(format!("checking which server delivers: {e}")));
+                if !self.engine.vanished() {
+                    self.engine.report(ConnState::SystemError, Some(format!("checking which server delivers: {e}")));
                 }
                 return Some(ERROR_PAUSE);
             }
@@ -490,7 +464,7 @@ impl Worker {
                 "delivery paused: this log was last delivered by another server ({other}); this is {me}. A restored backup, a promoted replica or a copy must not send the log again. If this server now delivers to Salesforce and the other no longer does, run SELECT salesforce.resume()"
             ),
         };
-        self.report(ConnState::Paused, Some(message));
+        self.engine.report(ConnState::Paused, Some(message));
         Some(DELIVERER_CHECK)
     }
 
@@ -499,6 +473,7 @@ impl Worker {
     fn idle_wait(&mut self, config: &Config) -> Duration {
         let poll = config.poll_interval;
         let next_retry = self
+            .engine
             .with_statements(|c, st| {
                 let mut next = None;
                 for row in c.select(&st.next_retry_in, None, &[])? {
@@ -512,97 +487,30 @@ impl Worker {
         next_retry.map_or(poll, |d| d.min(poll)).min(timed.max(ARCHIVE_EVERY))
     }
 
-    /// Runs `f` as the sync engine with the prepared statements.
-    fn with_statements<R>(
-        &mut self,
-        f: impl FnOnce(&mut SpiClient<'_>, &mut Statements) -> Result<R, WorkerError>,
-    ) -> Result<R, WorkerError> {
-        self.db.with_statements(f)
-    }
-
     /// Prepares the statements when pgforce's schema changed (first cycle, or the extension was re-created): rows a
     /// crash left `PENDING` are then claimed again and an earlier worker's counters forgotten. Returns whether
     /// pgforce is installed.
     fn prepare(&mut self, config: &Config) -> Result<bool, WorkerError> {
-        let prepared = self.db.prepare(|c, st| {
+        let prepared = self.engine.db.prepare(|c, st| {
             reclaim(c, st, config)?;
             c.update(&st.clear_metrics, None, &[])?;
             Ok(())
         })?;
         if prepared == Prepared::Fresh {
-            self.metrics.unwritten();
+            self.engine.metrics.unwritten();
             self.bulk.kept = true;
-            self.reporter.forget();
+            self.engine.reporter.forget();
         }
         Ok(prepared != Prepared::NotInstalled)
-    }
-
-    /// After an error: whether it came from the extension being dropped (or moved) meanwhile (`Db::vanished`).
-    fn vanished(&mut self) -> bool {
-        self.db.vanished()
-    }
-
-    /// Writes the connection state; going into trouble (or out of it) or into throttling is alerted.
-    fn report(&mut self, state: ConnState, message: Option<String>) {
-        let usage = self.conn.usage();
-        let before = self.reporter.state();
-        if let Some(st) = self.db.statements() {
-            self.reporter.report(st, state, message, usage);
-        }
-        let Some(now) = self.reporter.state().filter(|now| Some(*now) != before) else { return };
-        if now == ConnState::Throttled {
-            self.alert(Alert::throttled(usage));
-        } else if now.is_trouble() || before.is_some_and(ConnState::is_trouble) {
-            let from = before.map_or("(starting)", ConnState::as_str);
-            self.alert(Alert::connection(from, now.as_str()));
-        }
-    }
-
-    /// Alerts now, or when `pgforce.alert_interval` allows (`Alerts::offer`).
-    fn alert(&mut self, alert: Alert) {
-        self.alerts.offer(&mut self.db, &self.reporter, alert);
-    }
-
-    /// Above `pgforce.max_api_usage`: the pause that spreads the calls left today over Salesforce's 24-hour
-    /// window (`pacing`), with how long the backlog takes at that pace in `sync_status`.
-    fn pace(&mut self, config: &Config, spent: u64, records: u64) -> Duration {
-        let Some((mut used, mut limit)) = self.conn.usage() else { return pacing::MIN_PACE };
-        let mut pause = pacing::pace(used, limit, spent);
-        if pause >= pacing::RECHECK_ABOVE {
-            // Before a long sleep, the usage now (no transaction is open: this is a network call).
-            if let Some(Ok(now)) = self.conn.current().map(|c| c.refresh_usage()) {
-                (used, limit) = (now.used, now.limit);
-                self.write_requests(config);
-                if !self.conn.throttled(config) {
-                    self.conn.paced_until = None;
-                    return Duration::ZERO;
-                }
-                pause = pacing::pace(used, limit, spent);
-            }
-        }
-        let backlog = self
-            .with_statements(|c, st| Ok(c.select(&st.queue_size, None, &[])?.first().get::<i64>(1)?.unwrap_or(0)))
-            .unwrap_or(0)
-            .max(0) as u64;
-        let message = format!(
-            "API usage {used} of {limit} is above pgforce.max_api_usage: the {} calls left are spread over 24 hours, \
-             one cycle every {}; the {backlog} changes waiting take about {} at this pace",
-            limit.saturating_sub(used),
-            pacing::human(pause),
-            pacing::human(pacing::backlog_time(backlog, records, pause))
-        );
-        self.report(ConnState::Throttled, Some(message));
-        self.conn.paced_until = Some(Instant::now() + pause);
-        pause
     }
 
     /// Archive, purge, requeue and failed-row retries. Returns how many rows were put back in the queue.
     fn maintain(&mut self, config: &Config) -> u64 {
         let due = self.last_archive.is_none_or(|t| t.elapsed() >= ARCHIVE_EVERY);
         if due {
-            self.set_step(Step::Maintaining);
+            self.engine.set_step(Step::Maintaining);
         }
-        let result = self.with_statements(|c, st| {
+        let result = self.engine.with_statements(|c, st| {
             let mut queued = archive::requeue(c, st)?;
             if due {
                 let stalled_after = config.alert_stalled_after.map(|d| d.as_secs_f64());
@@ -621,10 +529,10 @@ impl Worker {
         });
         if due {
             self.last_archive = Some(Instant::now());
-            self.write_metrics();
+            self.engine.write_metrics();
         }
         result.unwrap_or_else(|e| {
-            if !self.vanished() {
+            if !self.engine.vanished() {
                 pgrx::warning!("pgforce: archive maintenance failed: {e}");
             }
             0
@@ -634,7 +542,7 @@ impl Worker {
     /// Plans, sends and records one claim, recording outcomes as requests complete. `Err` carries how long to wait
     /// (the connection is paused, recording failed, or the worker is asked to stop).
     fn deliver(&mut self, config: &Config, mut claimed: Claimed) -> Result<(), Duration> {
-        let mut plan = match self.with_statements(|c, st| plan::plan_claim(c, st, &claimed)) {
+        let mut plan = match self.engine.with_statements(|c, st| plan::plan_claim(c, st, &claimed)) {
             Ok(plan) => plan,
             Err(e) => return self.recording_failed(config, e),
         };
@@ -646,7 +554,7 @@ impl Worker {
                 break;
             }
             let wanted = std::mem::take(&mut plan.parents_due);
-            let pulled = self.with_statements(|c, st| {
+            let pulled = self.engine.with_statements(|c, st| {
                 let more = claim::claim_records(c, st, config, &wanted)?;
                 if more.count == 0 {
                     return Ok(None);
@@ -667,8 +575,8 @@ impl Worker {
             self.claim_tables.extend(job.write.log_ids.iter().map(|id| (*id, job.table.clone())));
         }
         let tables = &claimed.tables;
-        let client = match self.conn.settings(config) {
-            Ok(settings) => Ok(self.conn.client(&mut self.db, &settings)),
+        let client = match self.engine.conn.settings(config) {
+            Ok(settings) => Ok(self.engine.conn.client(&mut self.engine.db, &settings)),
             Err(e) => Err(CallError::Unauthorized(e)),
         };
         if let Ok(client) = &client {
@@ -679,7 +587,7 @@ impl Worker {
         plan.refuse_oversized(config.max_request_bytes);
         plan.order(tables);
         // What needs no call is settled at once.
-        let settled = unsent_outcomes(&plan, tables, Retry::of(config), &mut self.rng);
+        let settled = unsent_outcomes(&plan, tables, Retry::of(config), &mut self.engine.rng);
         if !settled.is_empty() {
             self.record_outcomes(config, &settled)?;
         }
@@ -689,7 +597,7 @@ impl Worker {
         }
         for batch in waves.iter().flatten() {
             if let Some(job) = batch.items.first().and_then(|(j, _)| plan.jobs.get(*j)) {
-                self.metrics.request(&job.table, batch.items.len(), batch.bytes);
+                self.engine.metrics.request(&job.table, batch.items.len(), batch.bytes);
             }
         }
         let records = waves.iter().flatten().map(|b| b.items.len()).sum();
@@ -699,14 +607,14 @@ impl Worker {
             .flat_map(|b| b.items.iter())
             .filter_map(|(i, _)| tables.get(&plan.jobs[*i].table).map(|t| t.target.sobject.as_str()))
             .collect();
-        self.set_step(Step::Sending { records, objects: objects.into_iter().map(str::to_string).collect() });
+        self.engine.set_step(Step::Sending { records, objects: objects.into_iter().map(str::to_string).collect() });
         guc::inject_fault_while_sending();
         let trouble = match client {
             // Nothing is sent: the records keep their place and their attempts.
             Err(e) => {
                 let unsent: Vec<(usize, Verdict)> =
                     waves.iter().flatten().flat_map(|b| b.items.iter().map(|(k, _)| (*k, Verdict::Unsent))).collect();
-                let outcomes = sent_outcomes(&plan, &unsent, tables, Retry::of(config), &mut self.rng);
+                let outcomes = sent_outcomes(&plan, &unsent, tables, Retry::of(config), &mut self.engine.rng);
                 self.record_outcomes(config, &outcomes)?;
                 Some(e)
             }
@@ -714,30 +622,30 @@ impl Worker {
         };
         match trouble {
             None => {
-                self.conn.breaker.success();
-                if self.reporter.in_trouble() {
-                    self.report(ConnState::Polling, None);
+                self.engine.conn.breaker.success();
+                if self.engine.reporter.in_trouble() {
+                    self.engine.report(ConnState::Polling, None);
                 }
-                let usage = self.conn.usage();
-                if let Some(st) = self.db.statements() {
-                    self.reporter.report_usage(st, usage);
+                let usage = self.engine.conn.usage();
+                if let Some(st) = self.engine.db.statements() {
+                    self.engine.reporter.report_usage(st, usage);
                 }
                 Ok(())
             }
             Some(trouble) => {
-                let wait = self.conn.breaker.failure(&mut self.rng);
+                let wait = self.engine.conn.breaker.failure(&mut self.engine.rng);
                 let state = match trouble {
                     CallError::Unauthorized(_) => ConnState::Unauthorized,
                     _ => ConnState::Outage,
                 };
                 if state == ConnState::Unauthorized {
-                    if let Some(c) = self.conn.current() {
+                    if let Some(c) = self.engine.conn.current() {
                         c.forget_session();
                     }
                 }
-                self.report(state, Some(trouble.to_string()));
-                if let Some(st) = self.db.statements() {
-                    self.reporter.report_next_attempt(st, wait);
+                self.engine.report(state, Some(trouble.to_string()));
+                if let Some(st) = self.engine.db.statements() {
+                    self.engine.reporter.report_next_attempt(st, wait);
                 }
                 Err(wait)
             }
@@ -801,7 +709,7 @@ impl Worker {
                     .filter_map(|k| plan.jobs.get(*k))
                     .flat_map(|j| j.write.log_ids.iter().copied())
                     .collect();
-                let kept = self.with_statements(|c, st| {
+                let kept = self.engine.with_statements(|c, st| {
                     c.update(&st.keep_bulk_job, None, &[DatumWithOid::from(id.as_str()), DatumWithOid::from(log_ids)])?;
                     Ok(())
                 });
@@ -812,7 +720,7 @@ impl Worker {
                 if let Some(job) = keys.first().and_then(|k| plan.jobs.get(*k)) {
                     self.bulk.sent(&id, &job.table);
                     // The job's create and close (its upload is the request counted when it was planned).
-                    (0..2).for_each(|_| self.metrics.api_call(&job.table));
+                    (0..2).for_each(|_| self.engine.metrics.api_call(&job.table));
                 }
                 let _ = ack.send(kept.is_ok());
                 jobs.push(id);
@@ -841,16 +749,16 @@ impl Worker {
                     }
                 }
             }
-            let sending = std::mem::replace(&mut self.step, Step::Recording);
-            show(&self.step);
-            let outcomes = sent_outcomes(plan, &verdicts, tables, Retry::of(config), &mut self.rng);
+            let sending = std::mem::replace(&mut self.engine.step, Step::Recording);
+            show(&self.engine.step);
+            let outcomes = sent_outcomes(plan, &verdicts, tables, Retry::of(config), &mut self.engine.rng);
             self.record_outcomes(config, &outcomes)?;
-            self.set_step(sending);
+            self.engine.set_step(sending);
         }
         let joined = sender.done.join();
         // Jobs that never ran (their upload failed): their changes were recorded as not sent.
         jobs.retain(|id| !queued.contains(id));
-        BulkJobs::forget_finished(&mut self.db, jobs);
+        BulkJobs::forget_finished(&mut self.engine.db, jobs);
         let trouble = match joined {
             Ok(trouble) => trouble,
             Err(payload) => {
@@ -867,7 +775,7 @@ impl Worker {
                 };
                 let verdicts: Vec<(usize, Verdict)> = lost.iter().map(|k| (*k, verdict.clone())).collect();
                 answered.extend(lost);
-                let outcomes = sent_outcomes(plan, &verdicts, tables, Retry::of(config), &mut self.rng);
+                let outcomes = sent_outcomes(plan, &verdicts, tables, Retry::of(config), &mut self.engine.rng);
                 self.record_outcomes(config, &outcomes)?;
                 None
             }
@@ -875,7 +783,7 @@ impl Worker {
         // Every request reports its verdicts; a job without one was not sent.
         let missing: Vec<(usize, Verdict)> = expected.difference(&answered).map(|k| (*k, Verdict::Unsent)).collect();
         if !missing.is_empty() {
-            let outcomes = sent_outcomes(plan, &missing, tables, Retry::of(config), &mut self.rng);
+            let outcomes = sent_outcomes(plan, &missing, tables, Retry::of(config), &mut self.engine.rng);
             self.record_outcomes(config, &outcomes)?;
         }
         Ok(trouble)
@@ -884,110 +792,34 @@ impl Worker {
     /// Records outcomes in one transaction; when that fails, each write's alone, so only those that cannot be
     /// recorded fail.
     fn record_outcomes(&mut self, config: &Config, outcomes: &Outcomes) -> Result<(), Duration> {
-        let mut recorded = self.with_statements(|c, st| record::record(c, st, outcomes));
-        if recorded.is_err() && !self.vanished() {
-            let mut rng = StdRng::from_rng(&mut self.rng);
+        let mut recorded = self.engine.with_statements(|c, st| record::record(c, st, outcomes));
+        if recorded.is_err() && !self.engine.vanished() {
+            let mut rng = StdRng::from_rng(&mut self.engine.rng);
             let max_attempts = config.max_attempts;
-            recorded =
-                self.with_statements(|c, st| record::record_each(c, st, outcomes, max_attempts, &mut rng)).map(|_| ());
+            recorded = self
+                .engine
+                .with_statements(|c, st| record::record_each(c, st, outcomes, max_attempts, &mut rng))
+                .map(|_| ());
         }
         match recorded {
             Ok(()) => {
                 let tables = &self.claim_tables;
-                self.metrics.outcomes(outcomes, |id| tables.get(&id).cloned());
-                self.alert_failures(outcomes);
+                self.engine.metrics.outcomes(outcomes, |id| tables.get(&id).cloned());
+                self.engine.alert_failures(outcomes);
                 Ok(())
             }
             Err(e) => self.recording_failed(config, e),
         }
     }
 
-    /// Writes the delivery counters when they changed (at most once a second, with archive maintenance).
-    /// Keeps the requests made since the last time in `sync_requests` (a transaction of its own, after the calls).
-    fn write_requests(&mut self, config: &Config) {
-        let Some(journal) = self.conn.current().map(|c| c.journal()) else { return };
-        let (requests, dropped) = journal.take();
-        if requests.is_empty() || config.request_history == 0 {
-            return;
-        }
-        if dropped > 0 {
-            pgrx::warning!("pgforce: {dropped} requests to Salesforce were not kept in sync_requests (the worker could not write them in time)");
-        }
-        let epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        let written = self.with_statements(|c, st| {
-            let args = [
-                DatumWithOid::from(requests.iter().map(|r| epoch(r.at)).collect::<Vec<f64>>()),
-                DatumWithOid::from(requests.iter().map(|r| r.method).collect::<Vec<&str>>()),
-                DatumWithOid::from(requests.iter().map(|r| r.path.as_str()).collect::<Vec<&str>>()),
-                DatumWithOid::from(
-                    requests.iter().map(|r| r.records.min(i32::MAX as u32) as i32).collect::<Vec<i32>>(),
-                ),
-                DatumWithOid::from(requests.iter().map(|r| r.status.map(i32::from)).collect::<Vec<Option<i32>>>()),
-                DatumWithOid::from(
-                    requests.iter().map(|r| r.duration.as_millis().min(i32::MAX as u128) as i32).collect::<Vec<i32>>(),
-                ),
-                DatumWithOid::from(requests.iter().map(|r| r.error_code.as_deref()).collect::<Vec<Option<&str>>>()),
-                DatumWithOid::from(config.request_history),
-            ];
-            c.update(&st.write_requests, None, &args)?;
-            Ok(())
-        });
-        if let Err(e) = written {
-            if !self.vanished() {
-                pgrx::warning!("pgforce: cannot keep the requests in sync_requests: {e}");
-            }
-            if let Some(c) = self.conn.current() {
-                c.journal().put_back(requests);
-            }
-        }
-    }
-
-    fn write_metrics(&mut self) {
-        let Some(all) = self.metrics.take_changed() else { return };
-        let column = |f: fn(&pgforce_core::metrics::Counters) -> u64| -> Vec<i64> {
-            all.iter().map(|(_, c)| f(c).min(i64::MAX as u64) as i64).collect()
-        };
-        let started = self.started;
-        let written = self.with_statements(|c, st| {
-            // Datums are made inside the transaction: its memory holds them.
-            let args = [
-                DatumWithOid::from(started),
-                DatumWithOid::from(all.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>()),
-                DatumWithOid::from(column(|c| c.sent)),
-                DatumWithOid::from(column(|c| c.succeeded)),
-                DatumWithOid::from(column(|c| c.failed)),
-                DatumWithOid::from(column(|c| c.retried)),
-                DatumWithOid::from(column(|c| c.requests)),
-                DatumWithOid::from(column(|c| c.bytes)),
-                DatumWithOid::from(column(|c| c.api_calls)),
-                DatumWithOid::from(column(|c| c.outage_requeued)),
-            ];
-            c.update(&st.write_metrics, None, &args)?;
-            Ok(())
-        });
-        if let Err(e) = written {
-            if !self.vanished() {
-                pgrx::warning!("pgforce: cannot write the delivery counters: {e}");
-            }
-            self.metrics.unwritten();
-        }
-    }
-
-    /// Changes that failed for good are alerted (their error codes, never their texts).
-    fn alert_failures(&mut self, outcomes: &Outcomes) {
-        if let Some(alert) = alerts::of_failures(outcomes) {
-            self.alert(alert);
-        }
-    }
-
     /// After a database error in a delivery: the claim's rows still `PENDING` go back to the queue (in doubt, as
     /// they may have been sent), and the worker pauses.
     fn recording_failed<R>(&mut self, config: &Config, e: WorkerError) -> Result<R, Duration> {
-        if self.vanished() {
+        if self.engine.vanished() {
             return Err(Duration::ZERO);
         }
-        self.report(ConnState::SystemError, Some(format!("recording outcomes: {e}")));
-        let _ = self.with_statements(|c, st| reclaim(c, st, config));
+        self.engine.report(ConnState::SystemError, Some(format!("recording outcomes: {e}")));
+        let _ = self.engine.with_statements(|c, st| reclaim(c, st, config));
         Err(ERROR_PAUSE)
     }
 
@@ -1006,7 +838,7 @@ impl Worker {
         };
         for search in doubt::searches(plan, tables, user.as_deref()) {
             if let Some(job) = search.jobs.first().and_then(|(j, _)| plan.jobs.get(*j)) {
-                self.metrics.api_call(&job.table);
+                self.engine.metrics.api_call(&job.table);
             }
             let found = match client.query(&search.soql, doubt::MAX_CANDIDATES) {
                 Ok(found) => found,
@@ -1027,7 +859,7 @@ impl Worker {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let taken = self.with_statements(|c, st| record::owned_sfids(c, st, &names, &ids));
+            let taken = self.engine.with_statements(|c, st| record::owned_sfids(c, st, &names, &ids));
             let taken = match taken {
                 Ok(t) => t,
                 Err(e) => {
