@@ -1,9 +1,9 @@
-//! The sync worker: a background worker that drains `_trigger_log` to Salesforce. Each cycle reads the settings
-//! once (`guc::config`), then follows the data: `claim` due rows (one short transaction) → plan them
-//! (`pgforce_core::delivery::plan`) → send them with no transaction open (`delivery::send`) → turn the answers into
-//! outcomes (`delivery::outcome`) → `record` them (another short transaction) → `archive`. Commits wake it
-//! (`crate::shmem`); a slow poll is the fallback. Each cycle runs inside a panic boundary: a bug is logged with
-//! what the worker was doing, the cycle's rows go back to the queue, and the worker goes on.
+//! The sync worker process: it starts, waits for its database, and loops. Each cycle reads the settings once
+//! (`guc::config`), makes sure pgforce is installed and this server is the one that delivers, lets the engine do its
+//! housekeeping (alerts, the outage breaker), then gives each pipeline its turn: today the write pipeline
+//! (`write`: Postgres → Salesforce). Commits wake it (`crate::shmem`); a slow poll is the fallback. Each cycle runs
+//! inside a panic boundary: a bug is logged with what the worker was doing, the cycle's rows go back to the queue,
+//! and the worker goes on.
 
 mod alerts;
 mod archive;
@@ -25,12 +25,10 @@ mod write;
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgforce_core::config::Config;
 use pgforce_core::delivery::plan::Plan;
-use pgforce_core::pacing;
-use pgforce_core::salesforce::CallError;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -221,67 +219,7 @@ impl Worker {
         if !paused.is_zero() {
             return paused.min(poll);
         }
-        self.write.poll_bulk_jobs(&mut self.engine, config);
-        // Paced: nothing more is claimed before the pause is over (a commit or a job's poll may wake the worker).
-        if let Some(left) = self.engine.conn.paced_until.map(|until| until.saturating_duration_since(Instant::now())) {
-            if !left.is_zero() && self.engine.conn.throttled(config) {
-                return left;
-            }
-        }
-        // Under pacing a backlog goes as Bulk jobs as soon as a job costs fewer calls than collections would.
-        let paced;
-        let config = if self.engine.conn.throttled(config) {
-            paced =
-                Config { bulk_threshold: pacing::bulk_threshold_when_paced(config.bulk_threshold), ..config.clone() };
-            &paced
-        } else {
-            config
-        };
-        self.engine.set_step(Step::Claiming);
-        let claimed = match self.engine.with_statements(|c, st| {
-            let claimed = claim::claim(c, st, config)?;
-            let names: Vec<&str> = claimed.tables.values().map(|t| t.qualified.as_str()).collect();
-            st.keep_tables(&names);
-            Ok(claimed)
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                if !self.engine.vanished() {
-                    self.engine.report(ConnState::SystemError, Some(format!("claiming changes: {e}")));
-                }
-                return poll;
-            }
-        };
-        if claimed.count == 0 {
-            // Idle: the last counters are written now, not at the next cycle.
-            self.engine.write_metrics();
-            // Secret files are read again after each reload: one made unreadable shows at once, not at the next
-            // change (the files are read only then, so this costs nothing while idle).
-            match self.engine.conn.settings(config) {
-                Ok(_) => self.engine.report(ConnState::Idle, None),
-                Err(e) => self.engine.report(ConnState::Unauthorized, Some(CallError::Unauthorized(e).to_string())),
-            }
-            self.engine.write_requests(config);
-            return if requeued > 0 { Duration::ZERO } else { self.write.idle_wait(&mut self.engine, config) };
-        }
-        if !self.engine.reporter.in_trouble() {
-            self.engine.report(ConnState::Polling, None);
-        }
-        let calls_before = self.engine.conn.api_calls();
-        let records = claimed.count as u64;
-        let delivered = self.write.deliver(&mut self.engine, config, claimed);
-        self.engine.conn.keep_rotated_refresh_token(&mut self.engine.db);
-        self.engine.write_requests(config);
-        match delivered {
-            // Pacing spends the calls pgforce made, never those of the org's other integrations (which Salesforce's
-            // usage counts too).
-            Ok(()) if self.engine.conn.throttled(config) => {
-                self.engine.pace(config, self.engine.conn.api_calls().saturating_sub(calls_before), records)
-            }
-            // More may be waiting (or arrived while sending): look again at once.
-            Ok(()) => Duration::ZERO,
-            Err(wait) => wait,
-        }
+        self.write.step(&mut self.engine, config, requeued)
     }
 
     /// `Some(how long to wait)` when this worker must not deliver: another worker holds the delivery lock, or the

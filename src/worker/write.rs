@@ -17,6 +17,7 @@ use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Outcomes, 
 use pgforce_core::delivery::plan::{Limits, Plan};
 use pgforce_core::delivery::{Claimed, Table};
 use pgforce_core::describe::Described;
+use pgforce_core::pacing;
 use pgforce_core::salesforce::{CallError, Client};
 use pgrx::datum::DatumWithOid;
 use rand::rngs::StdRng;
@@ -48,6 +49,74 @@ pub(super) struct Write {
 }
 
 impl Write {
+    /// The write pipeline's turn in a cycle: Bulk jobs due a look, then (unless paced) one claim delivered, or the
+    /// idle wait when nothing is claimable. `requeued`: rows maintenance put back in the queue. Returns how long to
+    /// sleep unless woken.
+    pub(super) fn step(&mut self, engine: &mut Engine, config: &Config, requeued: u64) -> Duration {
+        let poll = config.poll_interval;
+        self.poll_bulk_jobs(engine, config);
+        // Paced: nothing more is claimed before the pause is over (a commit or a job's poll may wake the worker).
+        if let Some(left) = engine.conn.paced_until.map(|until| until.saturating_duration_since(Instant::now())) {
+            if !left.is_zero() && engine.conn.throttled(config) {
+                return left;
+            }
+        }
+        // Under pacing a backlog goes as Bulk jobs as soon as a job costs fewer calls than collections would.
+        let paced;
+        let config = if engine.conn.throttled(config) {
+            paced =
+                Config { bulk_threshold: pacing::bulk_threshold_when_paced(config.bulk_threshold), ..config.clone() };
+            &paced
+        } else {
+            config
+        };
+        engine.set_step(Step::Claiming);
+        let claimed = match engine.with_statements(|c, st| {
+            let claimed = claim::claim(c, st, config)?;
+            let names: Vec<&str> = claimed.tables.values().map(|t| t.qualified.as_str()).collect();
+            st.keep_tables(&names);
+            Ok(claimed)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                if !engine.vanished() {
+                    engine.report(ConnState::SystemError, Some(format!("claiming changes: {e}")));
+                }
+                return poll;
+            }
+        };
+        if claimed.count == 0 {
+            // Idle: the last counters are written now, not at the next cycle.
+            engine.write_metrics();
+            // Secret files are read again after each reload: one made unreadable shows at once, not at the next
+            // change (the files are read only then, so this costs nothing while idle).
+            match engine.conn.settings(config) {
+                Ok(_) => engine.report(ConnState::Idle, None),
+                Err(e) => engine.report(ConnState::Unauthorized, Some(CallError::Unauthorized(e).to_string())),
+            }
+            engine.write_requests(config);
+            return if requeued > 0 { Duration::ZERO } else { self.idle_wait(engine, config) };
+        }
+        if !engine.reporter.in_trouble() {
+            engine.report(ConnState::Polling, None);
+        }
+        let calls_before = engine.conn.api_calls();
+        let records = claimed.count as u64;
+        let delivered = self.deliver(engine, config, claimed);
+        engine.conn.keep_rotated_refresh_token(&mut engine.db);
+        engine.write_requests(config);
+        match delivered {
+            // Pacing spends the calls pgforce made, never those of the org's other integrations (which Salesforce's
+            // usage counts too).
+            Ok(()) if engine.conn.throttled(config) => {
+                engine.pace(config, engine.conn.api_calls().saturating_sub(calls_before), records)
+            }
+            // More may be waiting (or arrived while sending): look again at once.
+            Ok(()) => Duration::ZERO,
+            Err(wait) => wait,
+        }
+    }
+
     /// Looks at the Bulk jobs whose changes are in flight (this worker's, or an earlier one's, after a restart)
     /// when their next look is due, and records the results of those that are over. It never waits for a job:
     /// other changes go on meanwhile (a record in a running job waits for it, `sql::queue_sql`). A job never closed
