@@ -243,7 +243,6 @@ fn alter_mapping(
             Some(1),
             &[DatumWithOid::from(tbl)],
         )?
-        .into_iter()
         .next()
         .map(|r| -> Result<_> {
             Ok((

@@ -76,12 +76,13 @@ fn gap(client: &pgrx::spi::SpiClient<'_>) -> Result<Option<Gap>, pgrx::spi::Erro
 /// One row when nothing delivers this database's changes (sync_status shows it as the connection state), none
 /// otherwise. The message and hint name settings, so only members of pgforce_monitor get them.
 #[pg_extern(stable, parallel_restricted)]
+#[allow(clippy::type_complexity)] // pgrx reads the columns from the literal tuple
 fn _delivery_gap() -> Result<
     TableIterator<'static, (name!(state, String), name!(message, Option<String>), name!(hint, Option<String>))>,
     pgrx::spi::Error,
 > {
     let rows = Spi::connect(|client| -> Result<Vec<_>, pgrx::spi::Error> {
-        let Some(g) = gap(&client)? else { return Ok(Vec::new()) };
+        let Some(g) = gap(client)? else { return Ok(Vec::new()) };
         let monitor: bool = client
             .select(
                 // Superusers are members of every role, as sync_status's own CASE relies on.
