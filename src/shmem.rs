@@ -23,6 +23,10 @@ static RETRY_NOW: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"pgforce_worker
 /// How many cycles the worker ran since the server started: a cycle runs per wake-up with something to look at,
 /// never per commit of a paused or read-only mapping (`salesforce.sync_status.worker_cycles`).
 static WORKER_CYCLES: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"pgforce_worker_cycles") };
+/// Until when (milliseconds since the Unix epoch) commits need not wake the worker: it sleeps through an outage's
+/// backoff, a pacing pause or another server's delivery, which no new change can shorten (0: every commit wakes
+/// it). An operator's `resume()` or `retry_now()` wakes it all the same, and so does a reload.
+static WORKER_DEAF_UNTIL: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"pgforce_worker_deaf_until") };
 /// How many starts in a row failed to connect.
 static CONNECT_FAILURES: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"pgforce_worker_connect_failures") };
 static mut PREVIOUS_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
@@ -41,6 +45,7 @@ pub fn init_shared_memory() {
     pg_shmem_init!(CONNECT_FAILURES);
     pg_shmem_init!(RETRY_NOW);
     pg_shmem_init!(WORKER_CYCLES);
+    pg_shmem_init!(WORKER_DEAF_UNTIL);
     // SAFETY: hooks are installed in the postmaster while preloading; backends inherit them.
     unsafe {
         PREVIOUS_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
@@ -136,7 +141,9 @@ pub fn wake_at_commit() {
     ARMED.with(|a| a.set(true));
     register_xact_callback(PgXactCallbackEvent::Commit, || {
         ARMED.with(|a| a.set(false));
-        set_worker_latch();
+        if now_ms() >= WORKER_DEAF_UNTIL.get().load(Ordering::Relaxed) {
+            set_worker_latch();
+        }
     });
     register_xact_callback(PgXactCallbackEvent::Abort, || ARMED.with(|a| a.set(false)));
 }
@@ -156,6 +163,16 @@ pub fn retry_at_commit() {
 /// In the worker: whether an operator asked it to try now since it last looked (and forgets the request).
 pub fn take_retry_now() -> bool {
     RETRY_NOW.get().swap(false, Ordering::SeqCst)
+}
+
+/// In the worker: commits need not wake it for this long (`None`: every commit wakes it).
+pub fn sleep_through_commits(wait: Option<std::time::Duration>) {
+    let until = wait.map_or(0, |w| now_ms().saturating_add(w.as_millis().min(u64::MAX as u128) as u64));
+    WORKER_DEAF_UNTIL.get().store(until, Ordering::Relaxed);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// In the worker: counts one cycle.

@@ -35,6 +35,9 @@ pub(super) struct Engine {
     pub(super) metrics: Metrics,
     pub(super) started: f64,
     pub(super) rng: StdRng,
+    /// The cycle chose a wait no new change can shorten (an outage's backoff, pacing, another deliverer, delivery
+    /// switched off): commits need not wake the worker until it is over (`shmem::sleep_through_commits`).
+    pub(super) deaf: bool,
 }
 
 impl Engine {
@@ -50,6 +53,7 @@ impl Engine {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             rng: StdRng::from_os_rng(),
+            deaf: false,
         }
     }
 
@@ -122,6 +126,7 @@ impl Engine {
         );
         self.report(ConnState::Throttled, Some(message));
         self.conn.paced_until = Some(Instant::now() + pause);
+        self.deaf = true;
         pause
     }
 

@@ -152,10 +152,16 @@ impl Worker {
 
     /// One cycle inside a panic boundary. Returns how long to sleep unless woken.
     fn run(&mut self, config: &Config) -> Duration {
+        self.engine.deaf = false;
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.cycle(config))) {
             // A running Bulk job is looked at on time, also while idle or paced.
-            Ok(wait) => wait.min(self.write.bulk.next_poll()),
+            Ok(wait) => {
+                let wait = wait.min(self.write.bulk.next_poll());
+                shmem::sleep_through_commits(self.engine.deaf.then_some(wait));
+                wait
+            }
             Err(payload) => {
+                shmem::sleep_through_commits(None);
                 // SAFETY: the worker's main thread; leaves no transaction or error state behind the panic.
                 unsafe {
                     if pg_sys::IsTransactionState() {
@@ -201,9 +207,11 @@ impl Worker {
         }
         if !config.enabled {
             self.engine.report(ConnState::Disabled, None);
+            self.engine.deaf = true; // turning delivery on is a reload, which wakes the worker
             return poll;
         }
         if let Some(wait) = self.not_the_deliverer() {
+            self.engine.deaf = true;
             return wait.min(poll);
         }
         let requeued = self.write.maintain(&mut self.engine, config);
@@ -217,6 +225,8 @@ impl Worker {
         }
         let paused = self.engine.conn.breaker.remaining();
         if !paused.is_zero() {
+            // An outage's backoff: new changes wait with the others; retry_now() and resume() wake the worker.
+            self.engine.deaf = true;
             return paused.min(poll);
         }
         self.write.step(&mut self.engine, config, requeued)

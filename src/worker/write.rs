@@ -58,6 +58,7 @@ impl Write {
         // Paced: nothing more is claimed before the pause is over (a commit or a job's poll may wake the worker).
         if let Some(left) = engine.conn.paced_until.map(|until| until.saturating_duration_since(Instant::now())) {
             if !left.is_zero() && engine.conn.throttled(config) {
+                engine.deaf = true;
                 return left;
             }
         }
@@ -400,6 +401,7 @@ impl Write {
             }
             Some(trouble) => {
                 let wait = engine.conn.breaker.failure(&mut engine.rng);
+                engine.deaf = true; // the backoff's wait: new changes wait with the others
                 let state = match trouble {
                     CallError::Unauthorized(_) => ConnState::Unauthorized,
                     _ => ConnState::Outage,

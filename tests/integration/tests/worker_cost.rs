@@ -46,3 +46,39 @@ fn commits_nothing_may_send_do_not_wake_the_worker() {
     assert!(cycles(&mut c) > after, "resume woke the worker");
     assert!(sf.live("Account").is_empty(), "a read-only mapping's changes are never sent");
 }
+
+/// During an outage the worker sleeps through its backoff: a stream of commits does not make it run a cycle per
+/// commit (each would only find the backoff not over), and retry_now() still wakes it at once.
+#[test]
+fn an_outage_under_a_stream_of_commits_costs_no_cycles() {
+    let sf = Salesforce::start();
+    let cluster = Cluster::start_with(true, &sf.settings());
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+         SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');
+         INSERT INTO public.contact (lastname, external_id__c) VALUES ('First', 'O-0');",
+    )
+    .expect("a mapping");
+    wait_for(Duration::from_secs(20), "the first row delivered", || (sf.live("Contact").len() == 1).then_some(()));
+    sf.admin("POST", "/outage", serde_json::json!({"mode": "refuse", "seconds": 60}));
+    c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('During', 'O-1')").expect("row");
+    wait_for(Duration::from_secs(20), "the outage seen", || {
+        let state: String = c.query_one("SELECT connection_state FROM salesforce.sync_status", &[]).ok()?.get(0);
+        (state == "OUTAGE").then_some(())
+    });
+    let before = cycles(&mut c);
+    for i in 2..302 {
+        c.batch_execute(&format!("INSERT INTO public.contact (lastname, external_id__c) VALUES ('D{i}', 'O-{i}')"))
+            .expect("commit");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = cycles(&mut c);
+    // The backoff's own attempts (250 ms, doubling, with jitter) allow a few in the time the commits take.
+    assert!(after - before <= 15, "300 commits during an outage ran {} worker cycles", after - before);
+    // The outage over, an operator's retry_now() wakes the worker at once, and everything goes.
+    sf.admin("DELETE", "/outage", serde_json::json!({}));
+    c.batch_execute("SELECT salesforce.retry_now()").expect("retry now");
+    wait_for(Duration::from_secs(30), "the backlog delivered", || (sf.live("Contact").len() == 302).then_some(()));
+}
