@@ -79,12 +79,14 @@ impl Engine {
     pub(super) fn report(&mut self, state: ConnState, message: Option<String>) {
         let usage = self.conn.usage();
         let before = self.reporter.state();
+        // Pacing's alert says what sync_status says: one message.
+        let pacing = (state == ConnState::Throttled).then(|| message.clone()).flatten();
         if let Some(st) = self.db.statements() {
             self.reporter.report(st, state, message, usage);
         }
         let Some(now) = self.reporter.state().filter(|now| Some(*now) != before) else { return };
         if now == ConnState::Throttled {
-            self.alert(Alert::throttled(usage));
+            self.alert(Alert::throttled(usage, pacing));
         } else if now.is_trouble() || before.is_some_and(ConnState::is_trouble) {
             let from = before.map_or("(starting)", ConnState::as_str);
             self.alert(Alert::connection(from, now.as_str()));

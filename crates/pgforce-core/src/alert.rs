@@ -92,15 +92,13 @@ impl Alert {
         }
     }
 
-    pub fn throttled(used: Option<(u64, u64)>) -> Alert {
-        let usage = used.map(|(u, l)| format!(" ({u} of {l} API calls used today)")).unwrap_or_default();
-        Alert {
-            kind: AlertKind::Throttled,
-            tables: Vec::new(),
-            count: 0,
-            codes: vec!["THROTTLED".into()],
-            message: format!("API usage is above pgforce.max_api_usage{usage}: the worker sends one batch every 5 s"),
-        }
+    /// Pacing began; `how`: what sync_status.connection_message says of it (the pace, the backlog's time).
+    pub fn throttled(used: Option<(u64, u64)>, how: Option<String>) -> Alert {
+        let message = how.unwrap_or_else(|| {
+            let usage = used.map(|(u, l)| format!(" ({u} of {l} API calls used today)")).unwrap_or_default();
+            format!("API usage is above pgforce.max_api_usage{usage}: delivery is paced")
+        });
+        Alert { kind: AlertKind::Throttled, tables: Vec::new(), count: 0, codes: vec!["THROTTLED".into()], message }
     }
 
     pub fn stalled(table: String, age: Duration, limit: Duration) -> Alert {
@@ -197,6 +195,13 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_is_alerted_in_the_words_sync_status_uses() {
+        let said = "API usage 95 of 100 is above pgforce.max_api_usage: the 5 calls left are spread over 24 hours";
+        assert_eq!(Alert::throttled(Some((95, 100)), Some(said.into())).message, said);
+        assert!(Alert::throttled(Some((95, 100)), None).message.contains("95 of 100"));
+    }
 
     #[test]
     fn one_alert_per_kind_per_interval_and_the_latest_held_back_goes_after_it() {
