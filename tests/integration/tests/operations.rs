@@ -271,9 +271,19 @@ fn alerts_reach_listeners_without_error_texts() {
     c.batch_execute("INSERT INTO public.contact (lastname, external_id__c) VALUES ('Budget', 'T-1')").expect("row");
     let heard = alerts(&mut listener, Duration::from_secs(20), |a| a.iter().any(|a| a["kind"] == "throttled"));
     let throttled = heard.iter().find(|a| a["kind"] == "throttled").unwrap_or_else(|| panic!("throttled: {heard:?}"));
+    // One message: the alert says what sync_status says of the pace.
+    let message = throttled["message"].as_str().unwrap_or_default();
     assert!(
-        throttled["message"].as_str().unwrap_or_default().contains("of 100000 API calls used today"),
+        message.contains("of 100000 is above pgforce.max_api_usage") && message.contains("spread over 24 hours"),
         "{throttled}"
+    );
+    let status: Option<String> = c
+        .query_one("SELECT connection_message FROM salesforce.sync_status WHERE table_name = 'contact'", &[])
+        .expect("status")
+        .get(0);
+    assert!(
+        status.as_deref().is_some_and(|s| s.starts_with(message.split(';').next().unwrap_or(message))),
+        "{status:?} / {message}"
     );
 }
 
