@@ -12,6 +12,8 @@
 # during the run (from /proc; "-" where no worker runs). Variants are interleaved in rounds; the median is reported.
 #   bench/concurrency.sh [seconds-per-run (default 10)] [rounds (default 2)]
 #   PGFORCE_BENCH_CLIENTS="8 32" bench/concurrency.sh     other client counts
+#   PGFORCE_BENCH_PG_CONFIG=/path/to/pg_config           another PostgreSQL (default: 15, installed by setup)
+#   PGFORCE_BENCH_PROFILE=debug                          a quick check of the script itself (numbers meaningless)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,19 +22,27 @@ ROUNDS=${2:-2}
 PG=${PGFORCE_BENCH_PG:-15}
 read -r -a clients <<<"${PGFORCE_BENCH_CLIENTS:-1 8 32}"
 
-bash scripts/setup.sh
-pg_config=$(pg_config_for "$PG")
+PROFILE=${PGFORCE_BENCH_PROFILE:-release}
+if [ -n "${PGFORCE_BENCH_PG_CONFIG:-}" ]; then
+    pg_config=$PGFORCE_BENCH_PG_CONFIG
+    PG=$("$pg_config" --version | sed -E 's/[^0-9]*([0-9]+).*/\1/')
+else
+    bash scripts/setup.sh
+    pg_config=$(pg_config_for "$PG")
+fi
 bindir=$("$pg_config" --bindir)
-say "building pgforce and fakeforce (release) for PostgreSQL $PG"
-cargo pgrx install --release -p pgforce --pg-config "$pg_config" --no-default-features --features "pg$PG" >/dev/null
-cargo build -q --release -p fakeforce --bin fakeforce
+say "building pgforce and fakeforce ($PROFILE) for PostgreSQL $PG"
+release=$([ "$PROFILE" = release ] && echo --release || true)
+cargo pgrx install $release -p pgforce --pg-config "$pg_config" --no-default-features --features "pg$PG" >/dev/null
+cargo build -q $release -p fakeforce --bin fakeforce
+fakeforce="${CARGO_TARGET_DIR:-target}/$([ "$PROFILE" = release ] && echo release || echo debug)/fakeforce"
 
 work="$PWD/target/bench/concurrency"
 data="$work/pgdata"
 port=${PGFORCE_BENCH_PORT:-54341}
+rm -rf "$data" "$work/fakeforce.url"
 mkdir -p "$work"
-rm -f "$work/fakeforce.url"
-target/release/fakeforce --daily-api-requests 1000000000 --port 0 --url-file "$work/fakeforce.url" >/dev/null 2>&1 &
+"$fakeforce" --daily-api-requests 1000000000 --port 0 --url-file "$work/fakeforce.url" >/dev/null 2>&1 &
 ff_pid=$!
 for _ in $(seq 200); do [ -s "$work/fakeforce.url" ] && break; sleep 0.05; done
 ff=$(cat "$work/fakeforce.url")
@@ -100,7 +110,7 @@ run() { # variant clients -> "tps cpu"
         -f "$work/$v.sql" postgres 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')
     after=$(worker_cpu)
     if [ "$before" = - ] || [ "$after" = - ]; then echo "$tps -"; else
-        awk -v a="$after" -v b="$before" -v t="$tps" 'BEGIN {printf "%s %.2f", t, a - b}'
+        awk -v a="$after" -v b="$before" -v t="$tps" 'BEGIN {printf "%s %.2f\n", t, a - b}'
     fi
 }
 
