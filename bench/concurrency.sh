@@ -52,7 +52,7 @@ psql() { "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ER
 
 settings=("shared_buffers = '512MB'" "max_wal_size = '4GB'" "checkpoint_timeout = '30min'" "autovacuum = off"
     "max_connections = 100" "pgforce.login_url = '$ff'" "pgforce.client_id = 'pgforce-demo-client'"
-    "pgforce.client_secret = 'pgforce-demo-secret'" "pgforce.poll_interval = '1s'")
+    "pgforce.client_secret = 'pgforce-demo-secret'")
 # serve DATABASE: (re)start the cluster with the sync worker serving that database.
 serve() {
     stop_cluster "$bindir" "$data"

@@ -129,9 +129,16 @@ fn set_worker_latch() {
     }
 }
 
-/// Arms one wake-up for when the current transaction commits (never in the worker itself).
+/// Whether the worker serves this backend's database: a commit elsewhere has nothing for it.
+fn serves_this_database() -> bool {
+    // SAFETY: reading this backend's database id.
+    WORKER_DATABASE.get().load(Ordering::SeqCst) == unsafe { pg_sys::MyDatabaseId.to_u32() }
+}
+
+/// Arms one wake-up for when the current transaction commits (never in the worker itself, nor for a database the
+/// worker does not serve).
 pub fn wake_at_commit() {
-    if !crate::is_preloaded() || ARMED.with(Cell::get) {
+    if !crate::is_preloaded() || ARMED.with(Cell::get) || !serves_this_database() {
         return;
     }
     // SAFETY: reading this process's pid.
@@ -151,7 +158,7 @@ pub fn wake_at_commit() {
 /// Arms, for when the current transaction commits, a wake-up that also tells the worker to try Salesforce at once,
 /// cutting short an outage's backoff.
 pub fn retry_at_commit() {
-    if !crate::is_preloaded() {
+    if !crate::is_preloaded() || !serves_this_database() {
         return;
     }
     register_xact_callback(PgXactCallbackEvent::Commit, || {

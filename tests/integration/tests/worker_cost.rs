@@ -6,7 +6,7 @@ use std::time::Duration;
 use pgforce_integration::{wait_for, Cluster, Salesforce};
 
 fn cycles(c: &mut postgres::Client) -> i64 {
-    c.query_one("SELECT worker_cycles FROM salesforce.sync_status LIMIT 1", &[]).expect("worker_cycles").get(0)
+    c.query_one("SELECT salesforce._worker_cycles()", &[]).expect("worker_cycles").get(0)
 }
 
 #[test]
@@ -81,4 +81,33 @@ fn an_outage_under_a_stream_of_commits_costs_no_cycles() {
     sf.admin("DELETE", "/outage", serde_json::json!({}));
     c.batch_execute("SELECT salesforce.retry_now()").expect("retry now");
     wait_for(Duration::from_secs(30), "the backlog delivered", || (sf.live("Contact").len() == 302).then_some(()));
+}
+
+/// The worker serves one database: commits in another (pgforce installed there too, but no worker serving it) do
+/// not wake it. (They did: every commit of a mapped table in any database set its latch and cost it a cycle.)
+#[test]
+fn commits_in_a_database_the_worker_does_not_serve_do_not_wake_it() {
+    let sf = Salesforce::start();
+    let cluster = Cluster::start_with(true, &sf.settings());
+    let mut admin = cluster.admin();
+    admin.batch_execute("CREATE EXTENSION pgforce CASCADE").expect("the worker's database");
+    admin.batch_execute("CREATE DATABASE other").expect("another");
+    let mut other = cluster.connect("postgres", "other");
+    other
+        .batch_execute(
+            "CREATE EXTENSION pgforce CASCADE;
+             CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, external_id__c text);
+             SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');",
+        )
+        .expect("a mapping in a database no worker serves");
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cycles(&mut admin);
+    for i in 0..300 {
+        other
+            .batch_execute(&format!("INSERT INTO public.contact (lastname, external_id__c) VALUES ('X{i}', 'X-{i}')"))
+            .expect("commit");
+    }
+    let after = cycles(&mut admin);
+    assert!(after - before <= 3, "300 commits in another database ran {} worker cycles", after - before);
+    assert!(sf.live("Contact").is_empty(), "nothing of the other database is sent");
 }
