@@ -16,33 +16,39 @@ mod tests {
         one::<String>(query).unwrap_or_else(|| panic!("{query}: returned NULL"))
     }
 
-    /// Runs `stmt` in a subtransaction; returns "ok" or "<SQLSTATE>" plus " +hint" when the error carried a hint.
-    fn outcome(stmt: &str) -> String {
+    /// Runs `stmt` in a subtransaction; returns its error's SQLSTATE, message and hint (empty when none), or None.
+    fn error_parts(stmt: &str) -> Option<(String, String, String)> {
         // Created once per session (by whichever role first needs it); callable by every role after.
-        if one::<bool>("SELECT to_regprocedure('pg_temp.outcome(text)') IS NULL") == Some(true) {
-            sql("CREATE FUNCTION pg_temp.outcome(stmt text) RETURNS text LANGUAGE plpgsql AS $f$
-                 DECLARE h text;
-                 BEGIN EXECUTE stmt; RETURN 'ok';
+        if one::<bool>("SELECT to_regprocedure('pg_temp.error_parts(text)') IS NULL") == Some(true) {
+            sql("CREATE FUNCTION pg_temp.error_parts(stmt text) RETURNS text[] LANGUAGE plpgsql AS $f$
+                 DECLARE m text; h text;
+                 BEGIN EXECUTE stmt; RETURN NULL;
                  EXCEPTION WHEN OTHERS THEN
-                     GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
-                     RETURN SQLSTATE || CASE WHEN coalesce(h, '') <> '' THEN ' +hint' ELSE '' END;
+                     GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, h = PG_EXCEPTION_HINT;
+                     RETURN ARRAY[SQLSTATE, m, coalesce(h, '')];
                  END $f$");
         }
-        Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[stmt.into()]).unwrap().unwrap()
+        let parts = Spi::get_one_with_args::<Vec<String>>("SELECT pg_temp.error_parts($1)", &[stmt.into()]).unwrap();
+        parts.map(|p| (p[0].clone(), p[1].clone(), p[2].clone()))
+    }
+
+    /// Runs `stmt` in a subtransaction; returns "ok" or "<SQLSTATE>" plus " +hint" when the error carried a hint.
+    fn outcome(stmt: &str) -> String {
+        error_parts(stmt).map_or(
+            "ok".into(),
+            |(state, _, hint)| {
+                if hint.is_empty() {
+                    state
+                } else {
+                    format!("{state} +hint")
+                }
+            },
+        )
     }
 
     /// Runs `stmt` in a subtransaction; returns "<SQLSTATE>: <message> / <hint>" of its error, or "ok".
     fn error_of(stmt: &str) -> String {
-        if one::<bool>("SELECT to_regprocedure('pg_temp.error_of(text)') IS NULL") == Some(true) {
-            sql("CREATE FUNCTION pg_temp.error_of(stmt text) RETURNS text LANGUAGE plpgsql AS $f$
-                 DECLARE m text; h text;
-                 BEGIN EXECUTE stmt; RETURN 'ok';
-                 EXCEPTION WHEN OTHERS THEN
-                     GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, h = PG_EXCEPTION_HINT;
-                     RETURN SQLSTATE || ': ' || m || ' / ' || coalesce(h, '');
-                 END $f$");
-        }
-        Spi::get_one_with_args::<String>("SELECT pg_temp.error_of($1)", &[stmt.into()]).unwrap().unwrap()
+        error_parts(stmt).map_or("ok".into(), |(state, message, hint)| format!("{state}: {message} / {hint}"))
     }
 
     fn contact_table() {

@@ -276,9 +276,7 @@ fn alter_mapping(
         relationships.or(old_relationships),
     )?;
     if plan.access.as_str() != old_access {
-        for trigger in TRIGGERS {
-            client.update(&format!("DROP TRIGGER IF EXISTS {trigger} ON {}", table.qualified), None, &[])?;
-        }
+        drop_triggers(client, &table)?;
         install_triggers(client, &schema, &table, plan.access)?;
     }
     client.update(
@@ -332,9 +330,7 @@ fn unmap_table(client: &mut SpiClient, tbl: pg_sys::Oid) -> Result<()> {
     if removed.is_empty() {
         return Err(PgforceError::NotMapped(table.qualified));
     }
-    for trigger in TRIGGERS {
-        client.update(&format!("DROP TRIGGER IF EXISTS {trigger} ON {}", table.qualified), None, &[])?;
-    }
+    drop_triggers(client, &table)?;
     pgrx::notice!("pgforce: {} is no longer mapped; its columns and trigger log rows are kept", table.qualified);
     Ok(())
 }
@@ -783,6 +779,13 @@ fn has_unique_index_on(client: &SpiClient, qualified: &str, column: &str) -> Res
 /// The triggers `map_table` installs, in the order of `install_triggers`; `unmap_table` drops the same set.
 const TRIGGERS: [&str; 4] =
     ["pgforce_status", "pgforce_capture_insert", "pgforce_capture_update", "pgforce_capture_delete"];
+
+fn drop_triggers(client: &mut SpiClient, table: &TableInfo) -> Result<()> {
+    for trigger in TRIGGERS {
+        client.update(&format!("DROP TRIGGER IF EXISTS {trigger} ON {}", table.qualified), None, &[])?;
+    }
+    Ok(())
+}
 
 fn install_triggers(client: &mut SpiClient, schema: &str, table: &TableInfo, access: Access) -> Result<()> {
     let t = &table.qualified;

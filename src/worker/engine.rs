@@ -2,7 +2,7 @@
 //! connection to Salesforce (client, breaker, budget), the status operators see, alerts, and the counters of
 //! `sync_metrics` and `sync_requests`. A pipeline's step takes the engine; the engine knows no pipeline.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgforce_core::alert::Alert;
 use pgforce_core::config::Config;
@@ -49,9 +49,7 @@ impl Engine {
             step: Step::Waiting,
             alerts: Alerts::default(),
             metrics: Metrics::default(),
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            started: epoch_seconds(SystemTime::now()),
             rng: StdRng::from_os_rng(),
             deaf: false,
         }
@@ -132,7 +130,6 @@ impl Engine {
         pause
     }
 
-    /// Writes the delivery counters when they changed (at most once a second, with archive maintenance).
     /// Keeps the requests made since the last time in `sync_requests` (a transaction of its own, after the calls).
     pub(super) fn write_requests(&mut self, config: &Config) {
         let Some(journal) = self.conn.current().map(|c| c.journal()) else { return };
@@ -143,10 +140,9 @@ impl Engine {
         if dropped > 0 {
             pgrx::warning!("pgforce: {dropped} requests to Salesforce were not kept in sync_requests (the worker could not write them in time)");
         }
-        let epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let written = self.with_statements(|c, st| {
             let args = [
-                DatumWithOid::from(requests.iter().map(|r| epoch(r.at)).collect::<Vec<f64>>()),
+                DatumWithOid::from(requests.iter().map(|r| epoch_seconds(r.at)).collect::<Vec<f64>>()),
                 DatumWithOid::from(requests.iter().map(|r| r.method).collect::<Vec<&str>>()),
                 DatumWithOid::from(requests.iter().map(|r| r.path.as_str()).collect::<Vec<&str>>()),
                 DatumWithOid::from(
@@ -172,6 +168,7 @@ impl Engine {
         }
     }
 
+    /// Writes the delivery counters when they changed (at most once a second, with archive maintenance).
     pub(super) fn write_metrics(&mut self) {
         let Some(all) = self.metrics.take_changed() else { return };
         let column = |f: fn(&pgforce_core::metrics::Counters) -> u64| -> Vec<i64> {
@@ -209,4 +206,9 @@ impl Engine {
             self.alert(alert);
         }
     }
+}
+
+/// Seconds since the Unix epoch, as `pg_catalog.to_timestamp` takes them.
+fn epoch_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
