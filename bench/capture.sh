@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source bench/lib.sh
 SECONDS_PER_RUN=${1:-5}
 ROUNDS=${2:-3}
 PG=${PGFORCE_BENCH_PG:-15}
@@ -110,8 +111,6 @@ for shape in "${shapes[@]}"; do
 done
 echo >&2
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", (b > 0 ? a / b : 0)}'; }
 out="$work/results.md"
 {
     echo "Capture benchmark, PostgreSQL $PG, $(nproc) cores, ${SECONDS_PER_RUN}s x $ROUNDS rounds per cell, median rows/s ($(date -u +%Y-%m-%d))"

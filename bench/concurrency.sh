@@ -17,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source bench/lib.sh
 SECONDS_PER_RUN=${1:-10}
 ROUNDS=${2:-2}
 PG=${PGFORCE_BENCH_PG:-15}
@@ -132,8 +133,6 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo >&2
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "-")}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", (b > 0 ? a / b : 0)}'; }
 out="$work/results.md"
 {
     echo "Concurrent capture, PostgreSQL $PG, $(nproc) cores, single-row INSERT transactions, ${SECONDS_PER_RUN}s x $ROUNDS rounds per cell, median ($(date -u +%Y-%m-%d))"
