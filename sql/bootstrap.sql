@@ -49,10 +49,10 @@ CREATE TABLE @extschema@._trigger_log (
 ALTER SEQUENCE @extschema@._trigger_log_id_seq OWNED BY @extschema@._trigger_log.id;
 
 -- Every index here is paid by every captured row, so the live log carries only two that capture writes to:
--- the primary key and the work queue the worker drains in id order. The others are partial indexes whose rows
+-- the primary key and the work queue the worker drains in id order, by table (a paused mapping's queue is never read). The others are partial indexes whose rows
 -- only the worker creates (or, for deletes, capture): FAILED rows, rows waiting for a scheduled retry, and finished rows by age (what the
 -- archiver moves), so no worker query scans the whole log.
-CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (id)
+CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (relid, id)
     WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING', 'IGNORE']::pg_catalog.text[]);
 CREATE INDEX _trigger_log_idx_failed ON @extschema@._trigger_log (table_name, id)
     WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text;

@@ -37,7 +37,7 @@ ALTER TABLE @extschema@._sync_state ALTER COLUMN updated_at SET DEFAULT pg_catal
     ADD COLUMN next_attempt_at timestamptz;
 DROP INDEX @extschema@._trigger_log_idx_queue, @extschema@._trigger_log_idx_failed, @extschema@._trigger_log_idx_retry,
            @extschema@._trigger_log_idx_finished, @extschema@._trigger_log_archive_idx_state_table_name;
-CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (id)
+CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (relid, id)
     WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING', 'IGNORE']::pg_catalog.text[]);
 CREATE INDEX _trigger_log_idx_failed ON @extschema@._trigger_log (table_name, id)
     WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text;
@@ -690,11 +690,14 @@ SELECT m.table_name,
             ELSE 'DATA_SYNCED' END AS write_state
   FROM @extschema@._mapping m
   LEFT JOIN LATERAL (
-        SELECT pg_catalog.count(*) FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS pending,
-               pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(t.created_at)
-                   FILTER (WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])) AS oldest_pending_age
+        -- through the queue's (relid, id) index; entries put in by hand name their table only
+        SELECT pg_catalog.count(*) AS pending,
+               pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(t.created_at) AS oldest_pending_age
           FROM @extschema@._trigger_log t
-         WHERE t.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text) l ON true
+         WHERE t.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING']::pg_catalog.text[])
+           AND (t.relid OPERATOR(pg_catalog.=) m.relid
+                OR (t.relid IS NULL
+                    AND t.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text))) l ON true
   LEFT JOIN (SELECT o.table_name, pg_catalog.count(*) AS errored,
                     (pg_catalog.array_agg(pg_catalog.split_part(o.sf_message, ':', 1) ORDER BY o.id DESC))[1] AS newest_code
                FROM @extschema@._open_failures o

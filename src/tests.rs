@@ -1004,4 +1004,79 @@ mod tests {
                 .unwrap();
         assert_eq!(claim_ids(16 * 1024, 2), vec![wide]);
     }
+
+    /// Rows of `_trigger_log` a statement reads (returned, or filtered out after reading), run with `args`.
+    /// Returns them with the plan, to show where they were read.
+    fn log_rows_read(statement: &str, types: &str, args: &str) -> (i64, String) {
+        let (types, args) =
+            if types.is_empty() { (String::new(), String::new()) } else { (format!("({types})"), format!("({args})")) };
+        sql(&format!("PREPARE queue_read{types} AS {statement}"));
+        let plan = one::<pgrx::Json>(&format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE queue_read{args}")).unwrap();
+        sql("DEALLOCATE queue_read");
+        fn read(node: &serde_json::Value) -> i64 {
+            let n = |k: &str| node.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            let own = if node.get("Relation Name").and_then(|v| v.as_str()) == Some("_trigger_log") {
+                ((n("Actual Rows") + n("Rows Removed by Filter") + n("Rows Removed by Index Recheck"))
+                    * n("Actual Loops")) as i64
+            } else {
+                0
+            };
+            own + node.get("Plans").and_then(|p| p.as_array()).map_or(0, |p| p.iter().map(read).sum())
+        }
+        (read(&plan.0[0]["Plan"]), serde_json::to_string_pretty(&plan.0[0]["Plan"]).unwrap_or_default())
+    }
+
+    #[pg_test]
+    fn deciding_what_to_claim_reads_no_entry_of_a_paused_mapping() {
+        contact_table();
+        sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, sfid varchar(18), lastname text, _hc_lastop varchar(32), _hc_err text)");
+        sql("SELECT salesforce.map_table('salesforce.lead', 'Lead')");
+        sql("SELECT salesforce.pause('salesforce.contact'::regclass)");
+        sql("INSERT INTO salesforce.contact (lastname, external_id__c) SELECT 'n' || g, 'x' || g FROM generate_series(1, 5000) g");
+        sql("INSERT INTO salesforce.lead (lastname) VALUES ('a'), ('b')");
+        sql("ANALYZE salesforce._trigger_log");
+        use crate::worker::sql::{due_count_sql, oldest_waiting_sql, queue_sql, QueueRead};
+        // The claim, the Bulk decision and the stalled check, each with 5,000 paused entries and 2 due ones. (The
+        // Bulk decision counts up to the threshold: while the whole log is about that small the planner reads it
+        // all, which costs what a threshold's worth would.)
+        for (what, statement, types, args) in [
+            ("claim", queue_sql("salesforce", QueueRead::Claim), "int8, int8", "100, 1000000"),
+            ("bulk backlog", due_count_sql("salesforce"), "int8", "100"),
+            ("oldest waiting", oldest_waiting_sql("salesforce"), "", ""),
+        ] {
+            let (read, plan) = log_rows_read(&statement, types, args);
+            assert!(read <= 10, "{what} read {read} log rows:\n{plan}");
+        }
+        // A preview of the paused mapping shows its changes; the claim takes the other mapping's only.
+        assert_eq!(claim_ids(1 << 20, 4).len(), 2);
+        assert_eq!(one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'NEW'"), Some(5000));
+    }
+
+    #[pg_test]
+    fn queued_entries_of_a_table_no_longer_mapped_end_failed() {
+        contact_table();
+        sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, sfid varchar(18), lastname text, _hc_lastop varchar(32), _hc_err text)");
+        sql("SELECT salesforce.map_table('salesforce.lead', 'Lead')");
+        sql("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('a', 'x1'), ('b', 'x2'), ('c', 'x3')");
+        sql("INSERT INTO salesforce.lead (lastname) SELECT 'n' || g FROM generate_series(1, 5000) g");
+        sql("SELECT salesforce.unmap_table('salesforce.contact'::regclass)");
+        sql("ANALYZE salesforce._trigger_log");
+        // The claim reads mapped tables only: the worker's maintenance ends the others' entries, finding the queue's
+        // tables one index probe each (not reading the 5,000 entries of the table still mapped).
+        let (read, plan) = log_rows_read(&crate::worker::sql::unmapped_queued_sql("salesforce"), "", "");
+        assert!(read <= 10, "read {read} log rows:\n{plan}");
+        let ended = Spi::connect_mut(|client| {
+            let st = crate::worker::sql::Statements::prepare(client, "salesforce").expect("statements");
+            crate::worker::archive::end_unmapped(client, &st).expect("end_unmapped")
+        });
+        assert_eq!(ended, 3);
+        assert_eq!(
+            text("SELECT string_agg(DISTINCT state || ': ' || coalesce(sf_message, ''), ', ') FROM salesforce._trigger_log WHERE table_name = 'contact'"),
+            "FAILED: table is not mapped (salesforce.map_table)"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM salesforce._trigger_log WHERE table_name = 'lead' AND state = 'NEW'"),
+            Some(5000)
+        );
+    }
 }

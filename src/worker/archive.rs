@@ -42,6 +42,14 @@ pub fn requeue(client: &mut SpiClient<'_>, st: &Statements) -> Result<u64, Worke
     Ok(client.update(&st.requeue, None, &[])?.len() as u64)
 }
 
+/// Ends the queued entries of tables that are no longer mapped; returns how many.
+pub fn end_unmapped(client: &mut SpiClient<'_>, st: &Statements) -> Result<u64, WorkerError> {
+    let Some(tables) = client.select(&st.unmapped_queued, None, &[])?.first().get::<Vec<pgrx::pg_sys::Oid>>(1)? else {
+        return Ok(0);
+    };
+    Ok(client.update(&st.end_unmapped, None, &[DatumWithOid::from(tables)])?.len() as u64)
+}
+
 /// With `pgforce.retry_failed_after`: FAILED rows processed longer ago than that are tried again.
 pub fn retry_failed(client: &mut SpiClient<'_>, st: &Statements, after: Duration) -> Result<u64, WorkerError> {
     Ok(client

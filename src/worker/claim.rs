@@ -188,7 +188,7 @@ fn gather(
 fn take(client: &mut SpiClient<'_>, st: &Statements, states: &NewStates) -> Result<(), WorkerError> {
     set_state(client, st, &states.pending, LogState::Pending, None)?;
     set_state(client, st, &states.ignored, LogState::Ignored, None)?;
-    set_state(client, st, &states.orphans, LogState::Failed, Some("table is not mapped (salesforce.map_table)"))
+    set_state(client, st, &states.orphans, LogState::Failed, Some(super::sql::UNMAPPED))
 }
 
 /// Moves claimed rows to `state`; finished states get their processing time, transaction and message. A row

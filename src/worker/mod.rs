@@ -6,7 +6,7 @@
 //! and the worker goes on.
 
 mod alerts;
-mod archive;
+pub(crate) mod archive;
 mod bulk_jobs;
 pub(crate) mod claim;
 mod connection;

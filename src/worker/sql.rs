@@ -106,6 +106,10 @@ pub struct Statements {
     pub requeue: OwnedPreparedStatement,
     /// `$1 float8` seconds since failing, `$2 bigint` limit.
     pub retry_failed: OwnedPreparedStatement,
+    /// → the tables with queued entries that are no longer mapped (`oid[]`; no row: none).
+    pub unmapped_queued: OwnedPreparedStatement,
+    /// `$1 oid[]`: ends the queued entries of these tables: `FAILED`, or `IGNORED` for a no-op.
+    pub end_unmapped: OwnedPreparedStatement,
     /// This server's WAL timeline (hex), part of its identity.
     pub timeline: OwnedPreparedStatement,
     /// Tries to take the session-level delivery lock → whether it got it.
@@ -187,18 +191,96 @@ pub fn keep_refresh_token_sql(schema: &str) -> String {
     )
 }
 
+/// The tables with queued entries that are no longer mapped (unmapped, dropped), found by skipping through the
+/// queue's (relid, id) index, one probe per table: the claim reads mapped tables only, so entries of a table unmapped
+/// meanwhile would otherwise wait forever (`end_unmapped`).
+pub fn unmapped_queued_sql(schema: &str) -> String {
+    let log = format!("{schema}._trigger_log");
+    let (new, pending, ignore) = (LogState::New.as_str(), LogState::Pending.as_str(), LogState::Ignore.as_str());
+    let queued =
+        format!("l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}', '{ignore}']::pg_catalog.text[])");
+    format!(
+        "WITH RECURSIVE queued AS (
+             (SELECT l.relid::pg_catalog.oid AS relid FROM {log} l
+               WHERE {queued} AND l.relid IS NOT NULL ORDER BY l.relid LIMIT 1)
+             UNION ALL
+             SELECT (SELECT l.relid::pg_catalog.oid FROM {log} l
+                      WHERE {queued} AND l.relid::pg_catalog.oid {GT} q.relid
+                      ORDER BY l.relid LIMIT 1)
+               FROM queued q WHERE q.relid IS NOT NULL)
+         SELECT pg_catalog.array_agg(q.relid) FROM queued q
+          WHERE q.relid IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM {schema}._mapping m WHERE m.relid::pg_catalog.oid {EQ} q.relid)
+         HAVING pg_catalog.count(*) {GT} 0"
+    )
+}
+
+/// `$1 oid[]` tables no longer mapped: their queued entries end `FAILED`, or `IGNORED` for a no-op.
+fn end_unmapped_sql(schema: &str) -> String {
+    let log = format!("{schema}._trigger_log");
+    let (new, ignore, ignored, failed) =
+        (LogState::New.as_str(), LogState::Ignore.as_str(), LogState::Ignored.as_str(), LogState::Failed.as_str());
+    let delete = Action::Delete.as_str();
+    let no_op = format!("(l.state {EQ} '{ignore}' AND l.action::pg_catalog.text {NE} '{delete}')");
+    format!(
+        "UPDATE {log} l
+            SET state = CASE WHEN {no_op} THEN '{ignored}' ELSE '{failed}' END,
+                sf_message = CASE WHEN {no_op} THEN NULL ELSE '{UNMAPPED}' END,
+                updated_at = pg_catalog.now(), processed_at = pg_catalog.now(), processed_tx = pg_catalog.txid_current()
+          WHERE l.relid::pg_catalog.oid {EQ} ANY ($1::pg_catalog.oid[])
+            AND l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])"
+    )
+}
+
+/// Why the queued entries of a table that is no longer mapped failed.
+pub const UNMAPPED: &str = "table is not mapped (salesforce.map_table)";
+
+/// `$1 bigint` threshold → how many due changes the queue holds, counted up to `$1` (`claim::bulk_backlog`).
+/// Per mapping not paused, a short index scan each (the queue is indexed by relid): a paused backlog costs nothing.
+/// Entries put in by hand name their table only.
+pub fn due_count_sql(schema: &str) -> String {
+    let log = format!("{schema}._trigger_log");
+    let (new, insert) = (LogState::New.as_str(), Action::Insert.as_str());
+    let due = format!(
+        "l.state::pg_catalog.text {EQ} '{new}'
+         AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
+         AND (m.upsert_field IS NOT NULL OR (l.action::pg_catalog.text {NE} '{insert}' AND l.sfid IS NOT NULL))"
+    );
+    format!(
+        "SELECT pg_catalog.count(*) FROM (
+             (SELECT 1 FROM {schema}._mapping m
+               CROSS JOIN LATERAL (SELECT 1 FROM {log} l WHERE {THIS_MAPPING} AND {due}
+                                    ORDER BY l.relid, l.id LIMIT $1) x
+               WHERE m.paused_at IS NULL
+               LIMIT $1)
+             UNION ALL
+             (SELECT 1 FROM {log} l JOIN {schema}._mapping m ON m.table_name {EQ} l.table_name
+               WHERE l.relid IS NULL AND m.paused_at IS NULL AND {due}
+               LIMIT $1)) s"
+    )
+}
+
 /// The oldest change waiting to be sent, of a mapping not paused → (age in seconds, table).
 pub fn oldest_waiting_sql(schema: &str) -> String {
     let (new, pending) = (LogState::New.as_str(), LogState::Pending.as_str());
+    let waiting = format!("l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}']::pg_catalog.text[])");
+    // The oldest of each mapping not paused (one index probe each: the queue is indexed by relid), and of the
+    // entries put in by hand, which name their table only.
     format!(
-        "SELECT EXTRACT(epoch FROM (pg_catalog.now() {MINUS} l.created_at))::pg_catalog.float8, l.table_name::pg_catalog.text
-           FROM {schema}._trigger_log l
-          WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{pending}']::pg_catalog.text[])
-            AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
-                             WHERE p.paused_at IS NOT NULL
-                               AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
-                                        ELSE p.relid {EQ} l.relid END)
-          ORDER BY l.id
+        "SELECT EXTRACT(epoch FROM (pg_catalog.now() {MINUS} o.created_at))::pg_catalog.float8, o.table_name::pg_catalog.text
+           FROM ((SELECT w.id, w.created_at, w.table_name
+                    FROM {schema}._mapping m
+                   CROSS JOIN LATERAL (SELECT l.id, l.created_at, l.table_name FROM {schema}._trigger_log l
+                                        WHERE {THIS_MAPPING} AND {waiting}
+                                        ORDER BY l.relid, l.id LIMIT 1) w
+                   WHERE m.paused_at IS NULL)
+                 UNION ALL
+                 (SELECT l.id, l.created_at, l.table_name FROM {schema}._trigger_log l
+                   WHERE l.relid IS NULL AND {waiting}
+                     AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
+                                      WHERE p.paused_at IS NOT NULL AND p.table_name {EQ} l.table_name)
+                   ORDER BY l.id LIMIT 1)) o
+          ORDER BY o.id
           LIMIT 1"
     )
 }
@@ -231,8 +313,6 @@ pub enum QueueRead {
     Parents,
 }
 
-/// Due queue rows, oldest first: held back are rows of a record that waits for a scheduled retry; at most `$1` rows
-/// and `$2` bytes of log text (always at least one row).
 /// Log entries as a claim reads them (`claim::gather`), each with its mapping's table name; `retried`: the SQL
 /// of whether the entry was tried before (its writes then go with the row's current values).
 fn entries_sql(schema: &str, retried: &str) -> String {
@@ -254,35 +334,46 @@ fn job_entries_sql(schema: &str) -> String {
     format!("{entries} WHERE l.bulk_job::pg_catalog.text {EQ} $1 AND l.state {EQ} '{pending}' ORDER BY l.id FOR UPDATE OF l")
 }
 
+/// The entries of mapping `m` (in a lateral subquery ordered by `l.relid, l.id`). Written as `= ANY` so that the
+/// planner cannot treat relid as a constant and walk the whole log in id order by its primary key, filtering (it
+/// does, when most entries belong to one table: 5,000 entries of a paused mapping read to find 2); only the queue's
+/// (relid, id) index then gives that order.
+const THIS_MAPPING: &str =
+    "l.relid::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY[m.relid::pg_catalog.oid]::pg_catalog.oid[])";
+
+/// Due queue rows, oldest first: held back are rows of a record that waits for a scheduled retry; at most `$1` rows
+/// and `$2` bytes of log text (always at least one row).
 pub fn queue_sql(schema: &str, read: QueueRead) -> String {
     let log = format!("{schema}._trigger_log");
     // tried before, or put back by hand or from the archive (capture leaves updated_at NULL)
     let entries =
         entries_sql(schema, &format!("(l.attempts {GT} 0 OR l.processed_at IS NOT NULL OR l.updated_at IS NOT NULL)"));
     let (new, ignore, pending) = (LogState::New.as_str(), LogState::Ignore.as_str(), LogState::Pending.as_str());
-    let which = match read {
-        // salesforce.pause(): their changes wait in the queue
-        QueueRead::Claim => format!(
-            "AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
-                              WHERE p.paused_at IS NOT NULL
-                                AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
-                                         ELSE p.relid {EQ} l.relid END)"
+    // Which mappings' entries are read (`m`), which entries put in by hand (`l`, naming their table only), and
+    // which of either.
+    let not_paused = format!(
+        "NOT EXISTS (SELECT 1 FROM {schema}._mapping p WHERE p.paused_at IS NOT NULL AND p.table_name {EQ} l.table_name)"
+    );
+    let (mappings, by_name, only) = match read {
+        // salesforce.pause(): their changes wait in the queue, at no cost (their entries are never read)
+        QueueRead::Claim => ("m.paused_at IS NULL".to_string(), not_paused, String::new()),
+        QueueRead::Parents => (
+            format!("m.paused_at IS NULL AND m.table_name::pg_catalog.text {EQ} ANY ($3::pg_catalog.text[])"),
+            not_paused,
+            format!(
+                "AND EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]),
+                                                     pg_catalog.unnest($4::pg_catalog.int8[])) AS w(t, r)
+                             WHERE w.t {EQ} l.table_name::pg_catalog.text AND w.r {EQ} l.record_id)"
+            ),
         ),
-        QueueRead::Parents => format!(
-            "AND NOT EXISTS (SELECT 1 FROM {schema}._mapping p
-                              WHERE p.paused_at IS NOT NULL
-                                AND CASE WHEN l.relid IS NULL THEN p.table_name {EQ} l.table_name
-                                         ELSE p.relid {EQ} l.relid END)
-             AND EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]),
-                                                  pg_catalog.unnest($4::pg_catalog.int8[])) AS w(t, r)
-                          WHERE w.t {EQ} l.table_name::pg_catalog.text AND w.r {EQ} l.record_id)"
-        ),
-        QueueRead::Preview => format!(
-            "AND ($3::pg_catalog.oid IS NULL
-                  OR CASE WHEN l.relid IS NULL
-                          THEN l.table_name {EQ} (SELECT p.table_name FROM {schema}._mapping p
-                                                   WHERE p.relid::pg_catalog.oid {EQ} $3::pg_catalog.oid)
-                          ELSE l.relid::pg_catalog.oid {EQ} $3::pg_catalog.oid END)"
+        QueueRead::Preview => (
+            format!("($3::pg_catalog.oid IS NULL OR m.relid::pg_catalog.oid {EQ} $3::pg_catalog.oid)"),
+            format!(
+                "($3::pg_catalog.oid IS NULL
+                  OR l.table_name {EQ} (SELECT p.table_name FROM {schema}._mapping p
+                                         WHERE p.relid::pg_catalog.oid {EQ} $3::pg_catalog.oid))"
+            ),
+            String::new(),
         ),
     };
     let lock = if read == QueueRead::Preview { "" } else { "FOR UPDATE OF l SKIP LOCKED" };
@@ -290,23 +381,35 @@ pub fn queue_sql(schema: &str, read: QueueRead) -> String {
     // without decompressing or fetching it.
     let size = "(COALESCE(pg_catalog.octet_length(l.\"values\"), 0) \
                 OPERATOR(pg_catalog.+) COALESCE(pg_catalog.octet_length(l.old), 0))::pg_catalog.int8";
+    let claimable = format!(
+        "l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
+         AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
+         AND NOT EXISTS (SELECT 1 FROM held h WHERE h.table_name {EQ} l.table_name AND h.record_id {EQ} l.record_id)
+         {only}"
+    );
+    // The queue is indexed by (relid, id): each mapping read is its own short index scan in id order, and a mapping
+    // that is not read (paused) costs nothing however long its queue (`THIS_MAPPING` says why it is written so). Entries put in by hand (the documented SQL)
+    // name their table only; a name no mapping has is claimed too, to fail as unmapped (`claim::gather`).
     format!(
         "WITH held AS (
              SELECT DISTINCT table_name, record_id FROM {log}
               WHERE (state {EQ} '{new}' AND next_attempt_at IS NOT NULL AND next_attempt_at {GT} pg_catalog.now())
                  -- a change in flight in a Bulk job: the record's later changes wait for its outcome
                  OR (state {EQ} '{pending}' AND bulk_job IS NOT NULL)),
+         candidates AS (
+             SELECT c.id, c.size
+               FROM {schema}._mapping m
+              CROSS JOIN LATERAL (SELECT l.id, {size} AS size FROM {log} l
+                                   WHERE {THIS_MAPPING} AND {claimable}
+                                   ORDER BY l.relid, l.id LIMIT $1) c
+              WHERE {mappings}
+             UNION ALL
+             (SELECT l.id, {size} AS size FROM {log} l
+               WHERE l.relid IS NULL AND {claimable} AND {by_name}
+               ORDER BY l.id LIMIT $1)),
          due AS (
-             SELECT l.id, {size} AS size,
-                    (pg_catalog.sum({size}) OVER (ORDER BY l.id))::pg_catalog.int8 AS running
-               FROM {log} l
-              WHERE l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
-                AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
-                AND NOT EXISTS (SELECT 1 FROM held h
-                                 WHERE h.table_name {EQ} l.table_name AND h.record_id {EQ} l.record_id)
-                {which}
-              ORDER BY l.id
-              LIMIT $1)
+             SELECT c.id, c.size, (pg_catalog.sum(c.size) OVER (ORDER BY c.id))::pg_catalog.int8 AS running
+               FROM (SELECT * FROM candidates ORDER BY id LIMIT $1) c)
          {entries}
           WHERE l.id {EQ} ANY (ARRAY(SELECT d.id FROM due d WHERE (d.running {MINUS} d.size) {LT} $2))
             AND l.state::pg_catalog.text {EQ} ANY (ARRAY['{new}', '{ignore}']::pg_catalog.text[])
@@ -322,6 +425,7 @@ const FLOAT8: pg_sys::Oid = pg_sys::FLOAT8OID;
 const BOOL: pg_sys::Oid = pg_sys::BOOLOID;
 const INT8_ARRAY: pg_sys::Oid = pg_sys::INT8ARRAYOID;
 const INT4_ARRAY: pg_sys::Oid = pg_sys::INT4ARRAYOID;
+const OID_ARRAY: pg_sys::Oid = pg_sys::OIDARRAYOID;
 const FLOAT8_ARRAY: pg_sys::Oid = pg_sys::FLOAT8ARRAYOID;
 
 fn prepare(client: &SpiClient<'_>, sql: &str, types: &[pg_sys::Oid]) -> Result<OwnedPreparedStatement, WorkerError> {
@@ -676,6 +780,8 @@ impl Statements {
                 ),
                 &[],
             )?,
+            unmapped_queued: prepare(client, &unmapped_queued_sql(schema), &[])?,
+            end_unmapped: prepare(client, &end_unmapped_sql(schema), &[OID_ARRAY])?,
             retry_failed: prepare(
                 client,
                 &format!(
@@ -799,24 +905,7 @@ impl Statements {
                 ),
                 &[],
             )?,
-            due_count: prepare(
-                client,
-                &format!(
-                    "SELECT pg_catalog.count(*) FROM (
-                         SELECT 1 FROM {log} l
-                           JOIN {schema}._mapping m
-                             ON CASE WHEN l.relid IS NULL THEN m.table_name {EQ} l.table_name
-                                     ELSE m.relid {EQ} l.relid END
-                          WHERE l.state::pg_catalog.text {EQ} '{new}'
-                            AND (l.next_attempt_at IS NULL OR l.next_attempt_at {LE} pg_catalog.now())
-                            AND (m.upsert_field IS NOT NULL
-                                 OR (l.action::pg_catalog.text {NE} '{insert}' AND l.sfid IS NOT NULL))
-                          LIMIT $1) s",
-                    new = LogState::New.as_str(),
-                    insert = Action::Insert.as_str(),
-                ),
-                &[INT8],
-            )?,
+            due_count: prepare(client, &due_count_sql(schema), &[INT8])?,
             log_follow_ups: prepare(
                 client,
                 &format!(

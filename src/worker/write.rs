@@ -281,6 +281,7 @@ impl Write {
                     None,
                     &[DatumWithOid::from(stalled_after), DatumWithOid::from(config.max_api_usage)],
                 )?;
+                archive::end_unmapped(c, st)?;
                 archive::archive(c, st, config.archive_after)?;
                 archive::purge(c, st, config.archive_retention)?;
                 if let Some(after) = config.retry_failed_after {
