@@ -59,7 +59,7 @@ impl Alerts {
         self.last_stall_check = Some(Instant::now());
         let oldest = db.with_statements(|c, st| {
             let mut oldest = None;
-            for row in c.select(&st.oldest_waiting, None, &[])? {
+            for row in c.select(&st.engine.oldest_waiting, None, &[])? {
                 if let (Some(age), Some(table)) = (row.get::<f64>(1)?, row.get::<String>(2)?) {
                     oldest = Some((Duration::from_secs_f64(age.max(0.0)), table));
                 }
@@ -98,7 +98,7 @@ fn still_true(db: &mut Db, reporter: &Reporter, alert: &Alert) -> bool {
         AlertKind::Failed => {
             let tables = alert.tables.clone();
             db.with_statements(|c, st| {
-                Ok(c.select(&st.failures_open, None, &[DatumWithOid::from(tables)])?.first().get::<bool>(1)?)
+                Ok(c.select(&st.engine.failures_open, None, &[DatumWithOid::from(tables)])?.first().get::<bool>(1)?)
             })
             .ok()
             .flatten()
@@ -116,9 +116,9 @@ fn send(db: &mut Db, reporter: &Reporter, alert: &Alert, held_back: u64) {
     // A connection alert that says the trouble is over is resolved from the start, and resolves those before.
     let recovery = alert.kind == AlertKind::Connection && !reporter.in_trouble();
     let sent = db.with_statements(|c, st| {
-        c.update(&st.notify, None, &[DatumWithOid::from(alert::CHANNEL), DatumWithOid::from(payload.as_str())])?;
+        c.update(&st.engine.notify, None, &[DatumWithOid::from(alert::CHANNEL), DatumWithOid::from(payload.as_str())])?;
         c.update(
-            &st.record_alert,
+            &st.engine.record_alert,
             None,
             &[
                 DatumWithOid::from(alert.kind.as_str()),

@@ -20,7 +20,7 @@ pub fn archive(client: &mut SpiClient<'_>, st: &Statements, after: Duration) -> 
     let mut moved = 0;
     for _ in 0..MAX_BATCHES {
         let n = client
-            .update(&st.archive, None, &[DatumWithOid::from(after.as_secs_f64()), DatumWithOid::from(BATCH)])?
+            .update(&st.upkeep.archive, None, &[DatumWithOid::from(after.as_secs_f64()), DatumWithOid::from(BATCH)])?
             .len() as u64;
         moved += n;
         if n < BATCH as u64 {
@@ -33,26 +33,29 @@ pub fn archive(client: &mut SpiClient<'_>, st: &Statements, after: Duration) -> 
 /// Deletes archive rows past retention; returns how many.
 pub fn purge(client: &mut SpiClient<'_>, st: &Statements, retention: Duration) -> Result<u64, WorkerError> {
     let limit = BATCH * MAX_BATCHES as i64;
-    Ok(client.update(&st.purge, None, &[DatumWithOid::from(retention.as_secs_f64()), DatumWithOid::from(limit)])?.len()
-        as u64)
+    Ok(client
+        .update(&st.upkeep.purge, None, &[DatumWithOid::from(retention.as_secs_f64()), DatumWithOid::from(limit)])?
+        .len() as u64)
 }
 
 /// Copies `REQUEUE` archive rows back into the log as NEW changes; returns how many.
 pub fn requeue(client: &mut SpiClient<'_>, st: &Statements) -> Result<u64, WorkerError> {
-    Ok(client.update(&st.requeue, None, &[])?.len() as u64)
+    Ok(client.update(&st.upkeep.requeue, None, &[])?.len() as u64)
 }
 
 /// Ends the queued entries of tables that are no longer mapped; returns how many.
 pub fn end_unmapped(client: &mut SpiClient<'_>, st: &Statements) -> Result<u64, WorkerError> {
-    let Some(tables) = client.select(&st.unmapped_queued, None, &[])?.first().get::<Vec<pgrx::pg_sys::Oid>>(1)? else {
+    let Some(tables) =
+        client.select(&st.upkeep.unmapped_queued, None, &[])?.first().get::<Vec<pgrx::pg_sys::Oid>>(1)?
+    else {
         return Ok(0);
     };
-    Ok(client.update(&st.end_unmapped, None, &[DatumWithOid::from(tables)])?.len() as u64)
+    Ok(client.update(&st.upkeep.end_unmapped, None, &[DatumWithOid::from(tables)])?.len() as u64)
 }
 
 /// With `pgforce.retry_failed_after`: FAILED rows processed longer ago than that are tried again.
 pub fn retry_failed(client: &mut SpiClient<'_>, st: &Statements, after: Duration) -> Result<u64, WorkerError> {
     Ok(client
-        .update(&st.retry_failed, None, &[DatumWithOid::from(after.as_secs_f64()), DatumWithOid::from(BATCH)])?
+        .update(&st.upkeep.retry_failed, None, &[DatumWithOid::from(after.as_secs_f64()), DatumWithOid::from(BATCH)])?
         .len() as u64)
 }

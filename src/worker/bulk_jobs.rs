@@ -74,7 +74,7 @@ impl BulkJobs {
     /// attempt).
     pub(super) fn release(&mut self, db: &mut Db, id: &str, cost: bool) {
         let released = db.with_statements(|c, st| {
-            c.update(&st.release_bulk_job, None, &[DatumWithOid::from(id), DatumWithOid::from(cost)])?;
+            c.update(&st.upkeep.release_bulk_job, None, &[DatumWithOid::from(id), DatumWithOid::from(cost)])?;
             Ok(())
         });
         match released {
@@ -95,7 +95,7 @@ impl BulkJobs {
             return true;
         }
         let forgotten = db.with_statements(|c, st| {
-            c.update(&st.forget_bulk_jobs, None, &[DatumWithOid::from(ids)])?;
+            c.update(&st.upkeep.forget_bulk_jobs, None, &[DatumWithOid::from(ids)])?;
             Ok(())
         });
         if let Err(e) = &forgotten {

@@ -28,7 +28,7 @@ fn values(text: Option<String>) -> Values {
 pub fn claim(client: &mut SpiClient<'_>, st: &mut Statements, config: &Config) -> Result<Claimed, WorkerError> {
     let (rows, bytes) =
         if bulk_backlog(client, st, config)? { config.bulk_claim() } else { (config.batch_size, config.claim_bytes()) };
-    let rows = client.update(&st.claim, None, &[DatumWithOid::from(rows), DatumWithOid::from(bytes)])?;
+    let rows = client.update(&st.queue.claim, None, &[DatumWithOid::from(rows), DatumWithOid::from(bytes)])?;
     let (mut claimed, states) = gather(client, st, config, rows)?;
     take(client, st, &states)?;
     // A record whose earlier attempt is in doubt goes with all its due changes: the record that attempt may have
@@ -62,7 +62,7 @@ pub fn claim_records(
     let (tables, ids): (Vec<&str>, Vec<i64>) =
         wanted.iter().flat_map(|(t, ids)| ids.iter().map(move |id| (t.as_str(), *id))).unzip();
     let rows = client.update(
-        &st.claim_parents,
+        &st.queue.claim_parents,
         None,
         &[
             DatumWithOid::from(config.batch_size),
@@ -83,7 +83,7 @@ fn bulk_backlog(client: &mut SpiClient<'_>, st: &Statements, config: &Config) ->
         return Ok(false);
     }
     let threshold = config.bulk_threshold as i64;
-    let due = client.select(&st.due_count, None, &[DatumWithOid::from(threshold)])?.first().get::<i64>(1)?;
+    let due = client.select(&st.queue.due_count, None, &[DatumWithOid::from(threshold)])?.first().get::<i64>(1)?;
     Ok(due.unwrap_or(0) >= threshold)
 }
 
@@ -94,7 +94,7 @@ pub fn job_entries(
     config: &Config,
     id: &str,
 ) -> Result<Claimed, WorkerError> {
-    let rows = client.update(&st.job_entries, None, &[DatumWithOid::from(id)])?;
+    let rows = client.update(&st.queue.job_entries, None, &[DatumWithOid::from(id)])?;
     Ok(gather(client, st, config, rows)?.0)
 }
 
@@ -204,7 +204,7 @@ fn set_state(
         return Ok(());
     }
     client.update(
-        &st.set_state,
+        &st.queue.set_state,
         None,
         &[DatumWithOid::from(ids.to_vec()), DatumWithOid::from(state.as_str()), DatumWithOid::from(message)],
     )?;
@@ -214,7 +214,7 @@ fn set_state(
 /// The read-write mappings with the columns they send and how each column's text is read; their owners go into
 /// `st.owners`.
 fn load_tables(client: &mut SpiClient<'_>, st: &mut Statements) -> Result<HashMap<String, Table>, WorkerError> {
-    let rows = client.select(&st.load_tables, None, &[])?;
+    let rows = client.select(&st.queue.load_tables, None, &[])?;
     let mut out = HashMap::new();
     st.owners.clear();
     for row in rows {
@@ -243,7 +243,7 @@ fn load_tables(client: &mut SpiClient<'_>, st: &mut Statements) -> Result<HashMa
         }
         out.insert(name, Table { qualified, target, links: Vec::new() });
     }
-    for row in client.select(&st.load_links, None, &[])? {
+    for row in client.select(&st.queue.load_links, None, &[])? {
         let name: String = row.get(1)?.unwrap_or_default();
         let link = ForeignKey {
             column: row.get(2)?.unwrap_or_default(),

@@ -73,7 +73,7 @@ impl Connection {
             let fingerprint = token_fingerprint(&settings.refresh_token);
             let kept = db.with_statements(|c, st| {
                 let mut kept = None;
-                for row in c.select(&st.kept_refresh_token, None, &[DatumWithOid::from(fingerprint.as_str())])? {
+                for row in c.select(&st.engine.kept_refresh_token, None, &[DatumWithOid::from(fingerprint.as_str())])? {
                     kept = row.get::<String>(1)?;
                 }
                 Ok(kept)
@@ -108,7 +108,7 @@ impl Connection {
         let fingerprint = token_fingerprint(&settings.refresh_token);
         let kept = db.with_statements(|c, st| {
             c.update(
-                &st.keep_refresh_token,
+                &st.engine.keep_refresh_token,
                 None,
                 &[DatumWithOid::from(fingerprint.as_str()), DatumWithOid::from(token.as_str())],
             )?;

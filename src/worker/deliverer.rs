@@ -27,7 +27,7 @@ pub enum Deliverer {
 /// This server's identity: what a copy of it (or a promoted replica) does not share.
 pub fn identity(client: &mut SpiClient<'_>, st: &Statements) -> Result<String, WorkerError> {
     let mut timeline = String::from("?");
-    for row in client.select(&st.timeline, None, &[])? {
+    for row in client.select(&st.engine.timeline, None, &[])? {
         timeline = row.get::<String>(1)?.unwrap_or(timeline);
     }
     // SAFETY: reads postmaster-set globals and this host's name.
@@ -64,12 +64,12 @@ pub fn check(
 ) -> Result<Deliverer, WorkerError> {
     if !*locked {
         let mut got = false;
-        for row in client.select(&st.delivery_lock, None, &[])? {
+        for row in client.select(&st.engine.delivery_lock, None, &[])? {
             got = row.get::<bool>(1)?.unwrap_or(false);
         }
         if !got {
             let mut holder = None;
-            for row in client.select(&st.delivery_lock_holder, None, &[])? {
+            for row in client.select(&st.engine.delivery_lock_holder, None, &[])? {
                 holder = row.get::<i32>(1)?;
             }
             return Ok(Deliverer::AnotherWorker(holder));
@@ -77,14 +77,14 @@ pub fn check(
         *locked = true;
     }
     let mut recorded = None;
-    for row in client.select(&st.deliverer, None, &[])? {
+    for row in client.select(&st.engine.deliverer, None, &[])? {
         recorded = row.get::<String>(1)?;
     }
     match recorded {
         Some(identity) if identity != me => Ok(Deliverer::AnotherServer(identity)),
         Some(_) => Ok(Deliverer::ThisServer),
         None => {
-            client.update(&st.record_deliverer, None, &[DatumWithOid::from(me)])?;
+            client.update(&st.engine.record_deliverer, None, &[DatumWithOid::from(me)])?;
             Ok(Deliverer::ThisServer)
         }
     }

@@ -114,7 +114,9 @@ impl Engine {
             }
         }
         let backlog = self
-            .with_statements(|c, st| Ok(c.select(&st.queue_size, None, &[])?.first().get::<i64>(1)?.unwrap_or(0)))
+            .with_statements(|c, st| {
+                Ok(c.select(&st.engine.queue_size, None, &[])?.first().get::<i64>(1)?.unwrap_or(0))
+            })
             .unwrap_or(0)
             .max(0) as u64;
         let message = format!(
@@ -155,7 +157,7 @@ impl Engine {
                 DatumWithOid::from(requests.iter().map(|r| r.error_code.as_deref()).collect::<Vec<Option<&str>>>()),
                 DatumWithOid::from(config.request_history),
             ];
-            c.update(&st.write_requests, None, &args)?;
+            c.update(&st.engine.write_requests, None, &args)?;
             Ok(())
         });
         if let Err(e) = written {
@@ -189,7 +191,7 @@ impl Engine {
                 DatumWithOid::from(column(|c| c.api_calls)),
                 DatumWithOid::from(column(|c| c.outage_requeued)),
             ];
-            c.update(&st.write_metrics, None, &args)?;
+            c.update(&st.engine.write_metrics, None, &args)?;
             Ok(())
         });
         if let Err(e) = written {

@@ -275,7 +275,7 @@ impl Worker {
     fn prepare(&mut self, config: &Config) -> Result<bool, WorkerError> {
         let prepared = self.engine.db.prepare(|c, st| {
             reclaim(c, st, config)?;
-            c.update(&st.clear_metrics, None, &[])?;
+            c.update(&st.engine.clear_metrics, None, &[])?;
             Ok(())
         })?;
         if prepared == Prepared::Fresh {
@@ -298,7 +298,7 @@ fn stop_requested() -> bool {
 /// sent. They wait `request_timeout`, as Salesforce may still be working on a request the worker no longer waits for.
 fn reclaim(client: &mut SpiClient<'_>, st: &Statements, config: &Config) -> Result<usize, WorkerError> {
     let wait = config.connection.request_timeout.as_secs_f64();
-    Ok(client.update(&st.reclaim_pending, None, &[DatumWithOid::from(wait)])?.len())
+    Ok(client.update(&st.queue.reclaim_pending, None, &[DatumWithOid::from(wait)])?.len())
 }
 
 /// After a bug in a cycle: its rows still `PENDING` cost an attempt; returns their ids and tables.
@@ -315,7 +315,7 @@ fn reclaim_after_bug(
         DatumWithOid::from(config.max_attempts),
         DatumWithOid::from(format!("INTERNAL_ERROR: {text}")),
     ];
-    for row in client.update(&st.reclaim_after_bug, None, &args)? {
+    for row in client.update(&st.queue.reclaim_after_bug, None, &args)? {
         out.push((row.get::<i64>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
     }
     Ok(out)

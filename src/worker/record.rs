@@ -61,7 +61,7 @@ fn log_follow_ups<'a>(
     let changes: Vec<String> =
         rows.iter().map(|o| String::from_utf8_lossy(&hstore::render(&o.follow_up)).into_owned()).collect();
     client.update(
-        &st.log_follow_ups,
+        &st.record.log_follow_ups,
         None,
         &[
             DatumWithOid::from(table),
@@ -90,7 +90,7 @@ pub fn parent_rows(
         let unsent: Vec<i64> = rows.iter().filter(|(_, r)| r.sfid.is_none()).map(|(id, _)| *id).collect();
         if !unsent.is_empty() {
             let args = [DatumWithOid::from(name.as_str()), DatumWithOid::from(unsent)];
-            for row in client.select(&st.parent_states, None, &args)? {
+            for row in client.select(&st.record.parent_states, None, &args)? {
                 let Some(id) = row.get::<i64>(1)? else { continue };
                 if let Some(r) = rows.get_mut(&id) {
                     r.queued = row.get::<f64>(2)?.map(|s| Duration::from_secs_f64(s.clamp(0.0, 86_400.0)));
@@ -115,7 +115,7 @@ pub fn deleted_later(
         let Some(name) = tables.get(&table).map(|t| t.qualified.clone()) else { continue };
         let mut found = HashSet::new();
         for row in client.select(
-            &st.deleted_later,
+            &st.record.deleted_later,
             None,
             &[
                 DatumWithOid::from(name.as_str()),
@@ -246,7 +246,7 @@ fn record_stats(
 ) -> Result<(), WorkerError> {
     for (table, stats) in stats {
         client.update(
-            &st.mapping_stats,
+            &st.record.mapping_stats,
             None,
             &[
                 DatumWithOid::from(table.as_str()),
@@ -263,7 +263,7 @@ fn record_log(client: &mut SpiClient<'_>, st: &Statements, log: &[LogOutcome]) -
         return Ok(());
     }
     client.update(
-        &st.record_log,
+        &st.record.record_log,
         None,
         &[
             DatumWithOid::from(log.iter().map(|o| o.id).collect::<Vec<_>>()),
@@ -310,7 +310,7 @@ fn write_back(
     let mut replaced = HashSet::new();
     if !rows.is_empty() {
         for row in client.select(
-            &st.deleted_later,
+            &st.record.deleted_later,
             None,
             &[
                 DatumWithOid::from(table),
@@ -380,7 +380,7 @@ fn revive_deletes(
         return Ok(revived);
     }
     for row in client.update(
-        &st.revive_deletes,
+        &st.queue.revive_deletes,
         None,
         &[
             DatumWithOid::from(table),

@@ -80,7 +80,7 @@ impl Reporter {
     /// Records when the worker tries Salesforce again (after an outage's or a refused login's backoff).
     pub fn report_next_attempt(&mut self, st: &Statements, wait: Duration) {
         let _ = as_sync_engine(|c| {
-            c.update(&st.write_next_attempt, None, &[DatumWithOid::from(wait.as_secs_f64())])?;
+            c.update(&st.engine.write_next_attempt, None, &[DatumWithOid::from(wait.as_secs_f64())])?;
             Ok(())
         });
     }
@@ -117,7 +117,7 @@ impl Reporter {
         let (state, message, usage) = current.clone();
         let written = as_sync_engine(|c| {
             c.update(
-                &st.write_state,
+                &st.engine.write_state,
                 None,
                 &[
                     DatumWithOid::from(state.as_str()),

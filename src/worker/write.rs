@@ -128,7 +128,7 @@ impl Write {
         }
         let ids = engine.with_statements(|c, st| {
             let mut ids = Vec::new();
-            for row in c.select(&st.bulk_jobs, None, &[])? {
+            for row in c.select(&st.upkeep.bulk_jobs, None, &[])? {
                 ids.extend(row.get::<String>(1)?);
             }
             Ok(ids)
@@ -255,7 +255,7 @@ impl Write {
         let next_retry = engine
             .with_statements(|c, st| {
                 let mut next = None;
-                for row in c.select(&st.next_retry_in, None, &[])? {
+                for row in c.select(&st.queue.next_retry_in, None, &[])? {
                     next = row.get::<f64>(1)?.map(|s| Duration::from_secs_f64(s.max(0.0)));
                 }
                 Ok(next)
@@ -277,7 +277,7 @@ impl Write {
             if due {
                 let stalled_after = config.alert_stalled_after.map(|d| d.as_secs_f64());
                 c.update(
-                    &st.resolve_alerts,
+                    &st.engine.resolve_alerts,
                     None,
                     &[DatumWithOid::from(stalled_after), DatumWithOid::from(config.max_api_usage)],
                 )?;
@@ -488,7 +488,11 @@ impl Write {
                     .flat_map(|j| j.write.log_ids.iter().copied())
                     .collect();
                 let kept = engine.with_statements(|c, st| {
-                    c.update(&st.keep_bulk_job, None, &[DatumWithOid::from(id.as_str()), DatumWithOid::from(log_ids)])?;
+                    c.update(
+                        &st.upkeep.keep_bulk_job,
+                        None,
+                        &[DatumWithOid::from(id.as_str()), DatumWithOid::from(log_ids)],
+                    )?;
                     Ok(())
                 });
                 if let Err(e) = &kept {
