@@ -1059,17 +1059,20 @@ mod tests {
         sql("SELECT salesforce.map_table('salesforce.lead', 'Lead')");
         sql("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('a', 'x1'), ('b', 'x2'), ('c', 'x3')");
         sql("INSERT INTO salesforce.lead (lastname) SELECT 'n' || g FROM generate_series(1, 5000) g");
+        let end_unmapped = || {
+            Spi::connect_mut(|client| {
+                let st = crate::worker::sql::Statements::prepare(client, "salesforce").expect("statements");
+                crate::worker::archive::end_unmapped(client, &st).expect("end_unmapped")
+            })
+        };
+        assert_eq!(end_unmapped(), 0, "every queued table is mapped");
         sql("SELECT salesforce.unmap_table('salesforce.contact'::regclass)");
         sql("ANALYZE salesforce._trigger_log");
         // The claim reads mapped tables only: the worker's maintenance ends the others' entries, finding the queue's
         // tables one index probe each (not reading the 5,000 entries of the table still mapped).
         let (read, plan) = log_rows_read(&crate::worker::sql::unmapped_queued_sql("salesforce"), "", "");
         assert!(read <= 10, "read {read} log rows:\n{plan}");
-        let ended = Spi::connect_mut(|client| {
-            let st = crate::worker::sql::Statements::prepare(client, "salesforce").expect("statements");
-            crate::worker::archive::end_unmapped(client, &st).expect("end_unmapped")
-        });
-        assert_eq!(ended, 3);
+        assert_eq!(end_unmapped(), 3);
         assert_eq!(
             text("SELECT string_agg(DISTINCT state || ': ' || coalesce(sf_message, ''), ', ') FROM salesforce._trigger_log WHERE table_name = 'contact'"),
             "FAILED: table is not mapped (salesforce.map_table)"

@@ -13,7 +13,7 @@ pub struct UpkeepStatements {
     pub requeue: OwnedPreparedStatement,
     /// `$1 float8` seconds since failing, `$2 bigint` limit.
     pub retry_failed: OwnedPreparedStatement,
-    /// → the tables with queued entries that are no longer mapped (`oid[]`; no row: none).
+    /// → the tables with queued entries that are no longer mapped (`oid[]`; NULL: none).
     pub unmapped_queued: OwnedPreparedStatement,
     /// `$1 oid[]`: ends the queued entries of these tables: `FAILED`, or `IGNORED` for a no-op.
     pub end_unmapped: OwnedPreparedStatement,
@@ -143,8 +143,7 @@ pub fn unmapped_queued_sql(schema: &str) -> String {
                FROM queued q WHERE q.relid IS NOT NULL)
          SELECT pg_catalog.array_agg(q.relid) FROM queued q
           WHERE q.relid IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM {schema}._mapping m WHERE m.relid::pg_catalog.oid {EQ} q.relid)
-         HAVING pg_catalog.count(*) {GT} 0"
+            AND NOT EXISTS (SELECT 1 FROM {schema}._mapping m WHERE m.relid::pg_catalog.oid {EQ} q.relid)"
     )
 }
 
