@@ -22,6 +22,7 @@ pub(crate) mod sql;
 pub(crate) mod status;
 mod transaction;
 mod write;
+mod write_bulk;
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
