@@ -964,7 +964,7 @@ mod tests {
         config.max_concurrency = max_concurrency;
         let claimed = Spi::connect_mut(|client| {
             let mut st = crate::worker::sql::Statements::prepare(client, "salesforce").expect("statements");
-            crate::worker::claim::claim(client, &mut st, &config).expect("claim")
+            crate::worker::write::claim::claim(client, &mut st, &config).expect("claim")
         });
         let mut ids: Vec<i64> = claimed.changes.values().flatten().map(|c| c.log_id).collect();
         ids.sort();
@@ -1062,7 +1062,7 @@ mod tests {
         let end_unmapped = || {
             Spi::connect_mut(|client| {
                 let st = crate::worker::sql::Statements::prepare(client, "salesforce").expect("statements");
-                crate::worker::archive::end_unmapped(client, &st).expect("end_unmapped")
+                crate::worker::write::archive::end_unmapped(client, &st).expect("end_unmapped")
             })
         };
         assert_eq!(end_unmapped(), 0, "every queued table is mapped");

@@ -1,5 +1,5 @@
 //! `salesforce.preview()`: the requests the worker would send next, planned exactly as the worker plans them
-//! (`worker::claim::peek`, `worker::plan::plan_claim`, `Plan::waves`) but from a read of the queue that neither
+//! (`worker::write::claim::peek`, `worker::write::plan::plan_claim`, `Plan::waves`) but from a read of the queue that neither
 //! locks nor changes anything, and without calling Salesforce. One row per record, in the order the calls go.
 
 use pgforce_core::delivery::batch;
@@ -11,7 +11,7 @@ use pgrx::JsonB;
 use crate::error::PgforceError;
 use crate::guc;
 use crate::worker::sql::Statements;
-use crate::worker::{claim, plan};
+use crate::worker::write::{claim, plan};
 
 /// Wrapped by `salesforce.preview(tbl, max_records)` (sql/finalize.sql).
 #[pg_extern(volatile, parallel_unsafe)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 
-use super::status::{show, Step};
+use super::engine::status::{show, Step};
 use crate::shmem;
 
 /// How often a missing database is looked for.

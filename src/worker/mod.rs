@@ -5,24 +5,13 @@
 //! inside a panic boundary: a bug is logged with what the worker was doing, the cycle's rows go back to the queue,
 //! and the worker goes on.
 
-mod alerts;
-pub(crate) mod archive;
-mod bulk_jobs;
-pub(crate) mod claim;
-mod connection;
 mod database;
-mod db;
 mod deliverer;
-mod engine;
+pub(crate) mod engine;
 mod error;
-pub(crate) mod plan;
-pub(crate) mod record;
-mod sender;
 pub(crate) mod sql;
-pub(crate) mod status;
 mod transaction;
-mod write;
-mod write_bulk;
+pub(crate) mod write;
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -36,12 +25,12 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::{guc, shmem};
-use db::Prepared;
 use deliverer::Deliverer;
+use engine::db::Prepared;
+use engine::status::{show, ConnState, Step};
 use engine::Engine;
 use error::WorkerError;
 use sql::Statements;
-use status::{show, ConnState, Step};
 use transaction::{as_sync_engine, report_of};
 use write::Write;
 

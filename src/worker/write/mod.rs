@@ -22,33 +22,42 @@ use pgrx::datum::DatumWithOid;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::bulk_jobs::BulkJobs;
-use super::engine::Engine;
-use super::error::WorkerError;
-use super::status::show;
-use super::status::{ConnState, Step};
-use super::{archive, claim, plan, record, sender};
-use super::{log_ids, panic_message, reclaim, stop_requested};
-use super::{ARCHIVE_EVERY, DESCRIBE_FOR, DESCRIBE_RETRY, ERROR_PAUSE, MAX_PARENT_ROUNDS, PARENT_CLAIMS, SIGNAL_CHECK};
+use self::bulk_jobs::BulkJobs;
 use crate::guc;
+use crate::worker::engine::status::show;
+use crate::worker::engine::status::{ConnState, Step};
+use crate::worker::engine::Engine;
+use crate::worker::error::WorkerError;
+use crate::worker::{log_ids, panic_message, reclaim, stop_requested};
+use crate::worker::{
+    ARCHIVE_EVERY, DESCRIBE_FOR, DESCRIBE_RETRY, ERROR_PAUSE, MAX_PARENT_ROUNDS, PARENT_CLAIMS, SIGNAL_CHECK,
+};
+
+pub(crate) mod archive;
+mod bulk;
+mod bulk_jobs;
+pub(crate) mod claim;
+pub(crate) mod plan;
+pub(crate) mod record;
+mod sender;
 
 #[derive(Default)]
-pub(super) struct Write {
+pub(crate) struct Write {
     /// When the log was last archived (at most once every `ARCHIVE_EVERY`).
     last_archive: Option<Instant>,
     /// Each sObject's describe by lower-case name, and until when it is used before it is read again.
     described: HashMap<String, (Instant, Arc<Described>)>,
     /// Each claimed log id's mapping (its outcomes are counted there).
-    pub(super) claim_tables: HashMap<i64, String>,
+    pub(crate) claim_tables: HashMap<i64, String>,
     /// The Bulk jobs whose changes are in flight.
-    pub(super) bulk: BulkJobs,
+    pub(crate) bulk: BulkJobs,
 }
 
 impl Write {
     /// The write pipeline's turn in a cycle: Bulk jobs due a look, then (unless paced) one claim delivered, or the
     /// idle wait when nothing is claimable. `requeued`: rows maintenance put back in the queue. Returns how long to
     /// sleep unless woken.
-    pub(super) fn step(&mut self, engine: &mut Engine, config: &Config, requeued: u64) -> Duration {
+    pub(crate) fn step(&mut self, engine: &mut Engine, config: &Config, requeued: u64) -> Duration {
         let poll = config.poll_interval;
         self.poll_bulk_jobs(engine, config);
         // Paced: nothing more is claimed before the pause is over (a commit or a job's poll may wake the worker).
@@ -116,7 +125,7 @@ impl Write {
 
     /// How long to sleep with nothing to do: until the next scheduled retry, the fallback poll, or time-based work
     /// (archiving, retrying failed rows), whichever comes first.
-    pub(super) fn idle_wait(&mut self, engine: &mut Engine, config: &Config) -> Duration {
+    pub(crate) fn idle_wait(&mut self, engine: &mut Engine, config: &Config) -> Duration {
         let poll = config.poll_interval;
         let next_retry = engine
             .with_statements(|c, st| {
@@ -133,7 +142,7 @@ impl Write {
     }
 
     /// Archive, purge, requeue and failed-row retries. Returns how many rows were put back in the queue.
-    pub(super) fn maintain(&mut self, engine: &mut Engine, config: &Config) -> u64 {
+    pub(crate) fn maintain(&mut self, engine: &mut Engine, config: &Config) -> u64 {
         let due = self.last_archive.is_none_or(|t| t.elapsed() >= ARCHIVE_EVERY);
         if due {
             engine.set_step(Step::Maintaining);
@@ -170,7 +179,7 @@ impl Write {
 
     /// Plans, sends and records one claim, recording outcomes as requests complete. `Err` carries how long to wait
     /// (the connection is paused, recording failed, or the worker is asked to stop).
-    pub(super) fn deliver(
+    pub(crate) fn deliver(
         &mut self,
         engine: &mut Engine,
         config: &Config,
@@ -290,7 +299,7 @@ impl Write {
     /// The describe of each sObject of the claim, read again after `DESCRIBE_FOR` (one API call each). One that
     /// cannot be read is left out (Salesforce alone checks those records) and tried again after `DESCRIBE_RETRY`;
     /// when Salesforce cannot be reached at all, at the next claim.
-    pub(super) fn describe(
+    pub(crate) fn describe(
         &mut self,
         client: &Client,
         tables: &HashMap<String, Table>,
@@ -321,7 +330,7 @@ impl Write {
     /// Sends on a thread of its own and records each request's outcomes as it completes, so a crash leaves at most
     /// the requests in flight in doubt. At SIGTERM it stops waiting: what was answered is recorded, the rest stays
     /// `PENDING` and is checked (or sent) after the restart. Returns the connection trouble that stopped sending.
-    pub(super) fn send_and_record(
+    pub(crate) fn send_and_record(
         &mut self,
         engine: &mut Engine,
         config: &Config,
@@ -439,7 +448,7 @@ impl Write {
 
     /// Records outcomes in one transaction; when that fails, each write's alone, so only those that cannot be
     /// recorded fail.
-    pub(super) fn record_outcomes(
+    pub(crate) fn record_outcomes(
         &mut self,
         engine: &mut Engine,
         config: &Config,
@@ -466,7 +475,7 @@ impl Write {
 
     /// After a database error in a delivery: the claim's rows still `PENDING` go back to the queue (in doubt, as
     /// they may have been sent), and the worker pauses.
-    pub(super) fn recording_failed<R>(
+    pub(crate) fn recording_failed<R>(
         &mut self,
         engine: &mut Engine,
         config: &Config,
@@ -483,7 +492,7 @@ impl Write {
     /// Looks for the records that earlier, unanswered attempts may have created (`delivery::doubt`), so that they
     /// are updated (or deleted) rather than created a second time. A write that cannot be checked waits for
     /// another attempt.
-    pub(super) fn settle_doubts(
+    pub(crate) fn settle_doubts(
         &mut self,
         engine: &mut Engine,
         client: &Client,

@@ -2,6 +2,11 @@
 //! connection to Salesforce (client, breaker, budget), the status operators see, alerts, and the counters of
 //! `sync_metrics` and `sync_requests`. A pipeline's step takes the engine; the engine knows no pipeline.
 
+pub(crate) mod alerts;
+pub(crate) mod connection;
+pub(crate) mod db;
+pub(crate) mod status;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgforce_core::alert::Alert;
@@ -14,34 +19,34 @@ use pgrx::spi::SpiClient;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::alerts::{self, Alerts};
-use super::connection::Connection;
-use super::db::Db;
-use super::error::WorkerError;
-use super::sql::Statements;
-use super::status::{show, ConnState, Reporter, Step};
+use self::alerts::Alerts;
+use self::connection::Connection;
+use self::db::Db;
+use self::status::{show, ConnState, Reporter, Step};
+use crate::worker::error::WorkerError;
+use crate::worker::sql::Statements;
 
-pub(super) struct Engine {
+pub(crate) struct Engine {
     /// pgforce's schema and the worker's statements for it.
-    pub(super) db: Db,
+    pub(crate) db: Db,
     /// The connection to Salesforce: settings, client, breaker, budget.
-    pub(super) conn: Connection,
-    pub(super) reporter: Reporter,
+    pub(crate) conn: Connection,
+    pub(crate) reporter: Reporter,
     /// What the cycle is doing, for `pg_stat_activity` and for the report of a bug.
-    pub(super) step: Step,
+    pub(crate) step: Step,
     /// Alerts: which may go now, which wait, the stalled-queue check.
-    pub(super) alerts: Alerts,
+    pub(crate) alerts: Alerts,
     /// Delivery counters since the worker started (epoch seconds).
-    pub(super) metrics: Metrics,
-    pub(super) started: f64,
-    pub(super) rng: StdRng,
+    pub(crate) metrics: Metrics,
+    pub(crate) started: f64,
+    pub(crate) rng: StdRng,
     /// The cycle chose a wait no new change can shorten (an outage's backoff, pacing, another deliverer, delivery
     /// switched off): commits need not wake the worker until it is over (`shmem::sleep_through_commits`).
-    pub(super) deaf: bool,
+    pub(crate) deaf: bool,
 }
 
 impl Engine {
-    pub(super) fn new() -> Engine {
+    pub(crate) fn new() -> Engine {
         Engine {
             db: Db::default(),
             conn: Connection::default(),
@@ -55,13 +60,13 @@ impl Engine {
         }
     }
 
-    pub(super) fn set_step(&mut self, step: Step) {
+    pub(crate) fn set_step(&mut self, step: Step) {
         show(&step);
         self.step = step;
     }
 
     /// Runs `f` as the sync engine with the prepared statements.
-    pub(super) fn with_statements<R>(
+    pub(crate) fn with_statements<R>(
         &mut self,
         f: impl FnOnce(&mut SpiClient<'_>, &mut Statements) -> Result<R, WorkerError>,
     ) -> Result<R, WorkerError> {
@@ -69,12 +74,12 @@ impl Engine {
     }
 
     /// After an error: whether it came from the extension being dropped (or moved) meanwhile (`Db::vanished`).
-    pub(super) fn vanished(&mut self) -> bool {
+    pub(crate) fn vanished(&mut self) -> bool {
         self.db.vanished()
     }
 
     /// Writes the connection state; going into trouble (or out of it) or into throttling is alerted.
-    pub(super) fn report(&mut self, state: ConnState, message: Option<String>) {
+    pub(crate) fn report(&mut self, state: ConnState, message: Option<String>) {
         let usage = self.conn.usage();
         let before = self.reporter.state();
         // Pacing's alert says what sync_status says: one message.
@@ -92,13 +97,13 @@ impl Engine {
     }
 
     /// Alerts now, or when `pgforce.alert_interval` allows (`Alerts::offer`).
-    pub(super) fn alert(&mut self, alert: Alert) {
+    pub(crate) fn alert(&mut self, alert: Alert) {
         self.alerts.offer(&mut self.db, &self.reporter, alert);
     }
 
     /// Above `pgforce.max_api_usage`: the pause that spreads the calls left today over Salesforce's 24-hour
     /// window (`pacing`), with how long the backlog takes at that pace in `sync_status`.
-    pub(super) fn pace(&mut self, config: &Config, spent: u64, records: u64) -> Duration {
+    pub(crate) fn pace(&mut self, config: &Config, spent: u64, records: u64) -> Duration {
         let Some((mut used, mut limit)) = self.conn.usage() else { return pacing::MIN_PACE };
         let mut pause = pacing::pace(used, limit, spent);
         if pause >= pacing::RECHECK_ABOVE {
@@ -133,7 +138,7 @@ impl Engine {
     }
 
     /// Keeps the requests made since the last time in `sync_requests` (a transaction of its own, after the calls).
-    pub(super) fn write_requests(&mut self, config: &Config) {
+    pub(crate) fn write_requests(&mut self, config: &Config) {
         let Some(journal) = self.conn.current().map(|c| c.journal()) else { return };
         let (requests, dropped) = journal.take();
         if requests.is_empty() || config.request_history == 0 {
@@ -171,7 +176,7 @@ impl Engine {
     }
 
     /// Writes the delivery counters when they changed (at most once a second, with archive maintenance).
-    pub(super) fn write_metrics(&mut self) {
+    pub(crate) fn write_metrics(&mut self) {
         let Some(all) = self.metrics.take_changed() else { return };
         let column = |f: fn(&pgforce_core::metrics::Counters) -> u64| -> Vec<i64> {
             all.iter().map(|(_, c)| f(c).min(i64::MAX as u64) as i64).collect()
@@ -203,7 +208,7 @@ impl Engine {
     }
 
     /// Changes that failed for good are alerted (their error codes, never their texts).
-    pub(super) fn alert_failures(&mut self, outcomes: &Outcomes) {
+    pub(crate) fn alert_failures(&mut self, outcomes: &Outcomes) {
         if let Some(alert) = alerts::of_failures(outcomes) {
             self.alert(alert);
         }

@@ -21,16 +21,16 @@ struct SecretFiles {
     read: Result<config::SecretFiles, String>,
 }
 
-pub(super) struct Connection {
+pub(crate) struct Connection {
     /// The client and the connection settings it was built from (a reload that changes them builds a new one).
     client: Option<(Settings, Arc<Client>)>,
     secrets: Option<SecretFiles>,
     /// A refresh token Salesforce rotated to that could not be written yet.
     unkept_refresh_token: Option<String>,
     /// Spaces the attempts while Salesforce cannot be reached.
-    pub(super) breaker: Breaker,
+    pub(crate) breaker: Breaker,
     /// The end of the pause pacing by budget set after the last delivery.
-    pub(super) paced_until: Option<Instant>,
+    pub(crate) paced_until: Option<Instant>,
 }
 
 impl Default for Connection {
@@ -47,7 +47,7 @@ impl Default for Connection {
 
 impl Connection {
     /// The connection settings, with the secrets given in files.
-    pub(super) fn settings(&mut self, config: &Config) -> Result<Settings, String> {
+    pub(crate) fn settings(&mut self, config: &Config) -> Result<Settings, String> {
         let paths = (config.client_secret_file.clone(), config.refresh_token_file.clone());
         if self.secrets.as_ref().is_none_or(|s| s.paths != paths) {
             self.secrets = Some(SecretFiles { paths, read: config.read_secret_files() });
@@ -61,7 +61,7 @@ impl Connection {
 
     /// The client for these settings, built anew when they changed. A new refresh-token client logs in with the
     /// token Salesforce last rotated the configured one to, if it did.
-    pub(super) fn client(&mut self, db: &mut Db, settings: &Settings) -> Arc<Client> {
+    pub(crate) fn client(&mut self, db: &mut Db, settings: &Settings) -> Arc<Client> {
         if self.client.as_ref().is_some_and(|(current, _)| current != settings) {
             self.client = None;
         }
@@ -89,18 +89,18 @@ impl Connection {
     }
 
     /// After a reload: the secret files are read again.
-    pub(super) fn reload(&mut self) {
+    pub(crate) fn reload(&mut self) {
         self.secrets = None;
     }
 
     /// The client built last, if any.
-    pub(super) fn current(&self) -> Option<&Arc<Client>> {
+    pub(crate) fn current(&self) -> Option<&Arc<Client>> {
         self.client.as_ref().map(|(_, c)| c)
     }
 
     /// Keeps a refresh token Salesforce rotated (it may have revoked the one used), so that a restarted worker logs
     /// in with it. One that cannot be written now is tried again at the next cycle.
-    pub(super) fn keep_rotated_refresh_token(&mut self, db: &mut Db) {
+    pub(crate) fn keep_rotated_refresh_token(&mut self, db: &mut Db) {
         let Some((settings, client)) = &self.client else { return };
         let Some(token) = self.unkept_refresh_token.take().or_else(|| client.take_rotated_refresh_token()) else {
             return;
@@ -121,17 +121,17 @@ impl Connection {
     }
 
     /// The API calls this worker's client made so far.
-    pub(super) fn api_calls(&self) -> u64 {
+    pub(crate) fn api_calls(&self) -> u64 {
         self.current().map_or(0, |c| c.journal().api_calls())
     }
 
     /// The org's API usage as Salesforce last said: (used, limit).
-    pub(super) fn usage(&self) -> Option<(u64, u64)> {
+    pub(crate) fn usage(&self) -> Option<(u64, u64)> {
         self.current().and_then(|c| c.usage()).map(|u| (u.used, u.limit))
     }
 
     /// Whether usage is above `pgforce.max_api_usage` (delivery is paced).
-    pub(super) fn throttled(&self, config: &Config) -> bool {
+    pub(crate) fn throttled(&self, config: &Config) -> bool {
         let usage = self.current().and_then(|c| c.usage());
         usage.is_some_and(|u| u.fraction() > config.max_api_usage)
     }

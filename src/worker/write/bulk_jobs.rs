@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use pgforce_core::delivery::bulk;
 use pgrx::datum::DatumWithOid;
 
-use super::db::Db;
+use crate::worker::engine::db::Db;
 
-pub(super) struct BulkJobs {
+pub(crate) struct BulkJobs {
     /// `_bulk_jobs` may hold ids: an earlier worker's, or ones this worker kept and has not yet seen forgotten.
-    pub(super) kept: bool,
+    pub(crate) kept: bool,
     /// Per job looked at: when to look again, and the wait before that look (it grows as the job runs).
     polls: HashMap<String, (Instant, Duration)>,
     /// The mapping each job this worker sent belongs to.
@@ -30,7 +30,7 @@ impl Default for BulkJobs {
 
 impl BulkJobs {
     /// Of the jobs `_bulk_jobs` holds, those due for a look; the others' bookkeeping is dropped.
-    pub(super) fn due(&mut self, ids: Vec<String>) -> Vec<String> {
+    pub(crate) fn due(&mut self, ids: Vec<String>) -> Vec<String> {
         self.polls.retain(|id, _| ids.contains(id));
         self.tables.retain(|id, _| ids.contains(id));
         if ids.is_empty() {
@@ -42,29 +42,29 @@ impl BulkJobs {
     }
 
     /// A job this worker sent, of this mapping.
-    pub(super) fn sent(&mut self, id: &str, table: &str) {
+    pub(crate) fn sent(&mut self, id: &str, table: &str) {
         self.tables.insert(id.to_string(), table.to_string());
     }
 
     /// The mapping of a job this worker sent (a job an earlier worker sent is not known).
-    pub(super) fn table_of(&self, id: &str) -> Option<String> {
+    pub(crate) fn table_of(&self, id: &str) -> Option<String> {
         self.tables.get(id).cloned()
     }
 
     /// Schedules the next look at a job, later each time.
-    pub(super) fn schedule(&mut self, id: &str) {
+    pub(crate) fn schedule(&mut self, id: &str) {
         let every = self.polls.get(id).map_or(bulk::FIRST_POLL, |(_, every)| bulk::next_poll(*every));
         self.polls.insert(id.to_string(), (Instant::now() + every, every));
     }
 
     /// How long until a running job is to be looked at (`Duration::MAX`: none is).
-    pub(super) fn next_poll(&self) -> Duration {
+    pub(crate) fn next_poll(&self) -> Duration {
         let now = Instant::now();
         self.polls.values().map(|(at, _)| at.saturating_duration_since(now)).min().unwrap_or(Duration::MAX)
     }
 
     /// Counts one more try at recording a finished job's results; returns how many there were.
-    pub(super) fn finish_try(&mut self, id: &str) -> u32 {
+    pub(crate) fn finish_try(&mut self, id: &str) -> u32 {
         let tries = self.finish_tries.entry(id.to_string()).or_default();
         *tries += 1;
         *tries
@@ -72,7 +72,7 @@ impl BulkJobs {
 
     /// Forgets a job; its changes still in flight go back to the queue, in doubt (`cost`: each at the cost of an
     /// attempt).
-    pub(super) fn release(&mut self, db: &mut Db, id: &str, cost: bool) {
+    pub(crate) fn release(&mut self, db: &mut Db, id: &str, cost: bool) {
         let released = db.with_statements(|c, st| {
             c.update(&st.upkeep.release_bulk_job, None, &[DatumWithOid::from(id), DatumWithOid::from(cost)])?;
             Ok(())
@@ -90,7 +90,7 @@ impl BulkJobs {
     }
 
     /// Forgets finished jobs; returns whether it could (if not, the next cycle looks at them again).
-    pub(super) fn forget_finished(db: &mut Db, ids: Vec<String>) -> bool {
+    pub(crate) fn forget_finished(db: &mut Db, ids: Vec<String>) -> bool {
         if ids.is_empty() {
             return true;
         }

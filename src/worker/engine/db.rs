@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
-use super::error::WorkerError;
-use super::sql::{self, Statements};
-use super::transaction::{as_sync_engine, in_transaction};
-use super::LIBRARY_VERSION;
+use crate::worker::error::WorkerError;
+use crate::worker::sql::{self, Statements};
+use crate::worker::transaction::{as_sync_engine, in_transaction};
+use crate::worker::LIBRARY_VERSION;
 
 /// What `Db::prepare` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Prepared {
+pub(crate) enum Prepared {
     /// pgforce is not installed in this database (yet), or its objects are of another release than the library.
     NotInstalled,
     /// The statements were prepared before, for this schema.
@@ -23,7 +23,7 @@ pub(super) enum Prepared {
 }
 
 #[derive(Default)]
-pub(super) struct Db {
+pub(crate) struct Db {
     /// The catalog query that finds pgforce's schema; prepared once.
     find_schema: Option<OwnedPreparedStatement>,
     /// The worker's statements for the schema pgforce is installed in.
@@ -33,17 +33,17 @@ pub(super) struct Db {
 }
 
 impl Db {
-    pub(super) fn statements(&self) -> Option<&Statements> {
+    pub(crate) fn statements(&self) -> Option<&Statements> {
         self.statements.as_ref()
     }
 
     /// Drops the statements: the next cycle prepares them again.
-    pub(super) fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         self.statements = None;
     }
 
     /// Runs `f` as the sync engine with the prepared statements.
-    pub(super) fn with_statements<R>(
+    pub(crate) fn with_statements<R>(
         &mut self,
         f: impl FnOnce(&mut SpiClient<'_>, &mut Statements) -> Result<R, WorkerError>,
     ) -> Result<R, WorkerError> {
@@ -55,7 +55,7 @@ impl Db {
 
     /// Finds the schema pgforce is installed in and prepares the statements for it when that changed; `fresh` runs
     /// in the same transaction right after (what a new set of statements starts with).
-    pub(super) fn prepare(
+    pub(crate) fn prepare(
         &mut self,
         fresh: impl FnOnce(&mut SpiClient<'_>, &Statements) -> Result<(), WorkerError>,
     ) -> Result<Prepared, WorkerError> {
@@ -88,7 +88,7 @@ impl Db {
     }
 
     /// Whether pgforce is installed in this database now.
-    pub(super) fn installed(&mut self) -> bool {
+    pub(crate) fn installed(&mut self) -> bool {
         matches!(self.installed_schema(), Ok(Some(_)))
     }
 
@@ -113,7 +113,7 @@ impl Db {
 
     /// After an error: whether it came from the extension being dropped (or moved) meanwhile, which is no error of
     /// the worker's; the next cycle then starts afresh.
-    pub(super) fn vanished(&mut self) -> bool {
+    pub(crate) fn vanished(&mut self) -> bool {
         let before = self.statements.as_ref().map(|st| st.schema.clone());
         let now = self.installed_schema().ok().flatten().map(|(schema, _)| schema);
         let gone = before.is_none() || before != now;

@@ -9,9 +9,9 @@ use pgforce_core::delivery::plan::{plan, Plan};
 use pgforce_core::delivery::Claimed;
 use pgrx::spi::SpiClient;
 
-use super::error::WorkerError;
 use super::record;
-use super::sql::Statements;
+use crate::worker::error::WorkerError;
+use crate::worker::sql::Statements;
 
 pub fn plan_claim(client: &mut SpiClient<'_>, st: &mut Statements, claimed: &Claimed) -> Result<Plan, WorkerError> {
     let mut plan = plan(claimed);

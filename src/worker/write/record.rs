@@ -13,11 +13,11 @@ use pgforce_core::hstore;
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
 
-use super::error::WorkerError;
-use super::sql::{Statements, TableStatements};
-use super::transaction::in_subtransaction;
 use crate::capture::WRITING_OUTCOMES;
 use crate::engine::owner::as_table_owner;
+use crate::worker::error::WorkerError;
+use crate::worker::sql::{Statements, TableStatements};
+use crate::worker::transaction::in_subtransaction;
 
 /// The current `sfid` of rows whose log entries carry none (an earlier insert's write-back arrived after they were
 /// captured), per table: record id → sfid.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
 
-use super::error::WorkerError;
-use super::sql::Statements;
+use crate::worker::error::WorkerError;
+use crate::worker::sql::Statements;
 
 /// Rows per archive batch.
 const BATCH: i64 = 5000;

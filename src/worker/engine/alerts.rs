@@ -16,11 +16,11 @@ use super::status::Reporter;
 /// How often the worker looks for a stalled queue (`pgforce.alert_stalled_after`).
 const STALL_CHECK_EVERY: Duration = Duration::from_secs(30);
 
-pub(super) struct Alerts {
+pub(crate) struct Alerts {
     /// Which alerts may go now (one per kind per `interval`).
     gate: Gate,
     /// `pgforce.alert_interval`, as of the last cycle.
-    pub(super) interval: Duration,
+    pub(crate) interval: Duration,
     /// When the worker last looked for a stalled queue.
     last_stall_check: Option<Instant>,
 }
@@ -34,7 +34,7 @@ impl Default for Alerts {
 impl Alerts {
     /// Sends an alert (`NOTIFY pgforce_alerts`) and logs it as a WARNING, unless one of its kind went less than
     /// `pgforce.alert_interval` ago (it is then held, and the latest held goes when the interval is over).
-    pub(super) fn offer(&mut self, db: &mut Db, reporter: &Reporter, alert: Alert) {
+    pub(crate) fn offer(&mut self, db: &mut Db, reporter: &Reporter, alert: Alert) {
         if let Some((alert, held_back)) = self.gate.offer(alert, self.interval, Instant::now()) {
             send(db, reporter, &alert, held_back);
         }
@@ -42,7 +42,7 @@ impl Alerts {
 
     /// Sends the alerts held back whose interval is over, if what they say is still true (a failure fixed, or a
     /// connection back, meanwhile is not alerted late).
-    pub(super) fn send_due(&mut self, db: &mut Db, reporter: &Reporter) {
+    pub(crate) fn send_due(&mut self, db: &mut Db, reporter: &Reporter) {
         for (alert, held_back) in self.gate.due(self.interval, Instant::now()) {
             if still_true(db, reporter, &alert) {
                 send(db, reporter, &alert, held_back);
@@ -51,7 +51,7 @@ impl Alerts {
     }
 
     /// Alerts when the oldest change waiting (of a mapping not paused) is older than `pgforce.alert_stalled_after`.
-    pub(super) fn check_stalled(&mut self, db: &mut Db, reporter: &Reporter, config: &Config) {
+    pub(crate) fn check_stalled(&mut self, db: &mut Db, reporter: &Reporter, config: &Config) {
         let Some(limit) = config.alert_stalled_after else { return };
         if self.last_stall_check.is_some_and(|t| t.elapsed() < STALL_CHECK_EVERY.min(limit)) {
             return;
@@ -75,7 +75,7 @@ impl Alerts {
 }
 
 /// The alert for changes that failed for good (their error codes, never their texts), if any did.
-pub(super) fn of_failures(outcomes: &Outcomes) -> Option<Alert> {
+pub(crate) fn of_failures(outcomes: &Outcomes) -> Option<Alert> {
     let failed: Vec<&str> = outcomes
         .log
         .iter()

@@ -7,17 +7,18 @@ use pgforce_core::delivery::bulk::{self, JobState};
 use pgforce_core::delivery::outcome::{sent_outcomes, unsent_outcomes, Retry};
 use pgforce_core::salesforce::{CallError, Client};
 
-use super::engine::Engine;
-use super::status::Step;
-use super::write::Write;
-use super::{claim, plan, stop_requested, MAX_FINISH_TRIES};
+use super::Write;
+use super::{claim, plan};
+use crate::worker::engine::status::Step;
+use crate::worker::engine::Engine;
+use crate::worker::{stop_requested, MAX_FINISH_TRIES};
 
 impl Write {
     /// Looks at the Bulk jobs whose changes are in flight (this worker's, or an earlier one's, after a restart)
     /// when their next look is due, and records the results of those that are over. It never waits for a job:
     /// other changes go on meanwhile (a record in a running job waits for it, `sql::queue_sql`). A job never closed
     /// (a crash before its upload) is aborted; one Salesforce no longer knows puts its changes back, in doubt.
-    pub(super) fn poll_bulk_jobs(&mut self, engine: &mut Engine, config: &Config) {
+    pub(crate) fn poll_bulk_jobs(&mut self, engine: &mut Engine, config: &Config) {
         if !self.bulk.kept {
             return;
         }
@@ -71,7 +72,7 @@ impl Write {
 
     /// Records the outcome of each change a finished Bulk job carried, from its results, as a collections call's
     /// would be recorded (the changes are read back and planned again to match them by key), then forgets it.
-    pub(super) fn finish_bulk_job(
+    pub(crate) fn finish_bulk_job(
         &mut self,
         engine: &mut Engine,
         config: &Config,
@@ -132,12 +133,12 @@ impl Write {
     }
 
     /// Forgets a Bulk job (`BulkJobs::release`).
-    pub(super) fn release_bulk_job(&mut self, engine: &mut Engine, id: &str, cost: bool) {
+    pub(crate) fn release_bulk_job(&mut self, engine: &mut Engine, id: &str, cost: bool) {
         self.bulk.release(&mut engine.db, id, cost);
     }
 
     /// Counts calls made about a Bulk job for its mapping, when known (a job an earlier worker sent is not).
-    pub(super) fn count_bulk_calls(&mut self, engine: &mut Engine, id: &str, calls: usize) {
+    pub(crate) fn count_bulk_calls(&mut self, engine: &mut Engine, id: &str, calls: usize) {
         if let Some(table) = self.bulk.table_of(id) {
             (0..calls).for_each(|_| engine.metrics.api_call(&table));
         }

@@ -15,8 +15,8 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
 
-use super::error::WorkerError;
-use super::sql::Statements;
+use crate::worker::error::WorkerError;
+use crate::worker::sql::Statements;
 
 fn values(text: Option<String>) -> Values {
     text.and_then(|t| hstore::parse(&t).ok()).map(|pairs| pairs.into_iter().collect()).unwrap_or_default()
@@ -106,7 +106,7 @@ pub fn peek(
     config: &Config,
     table: Option<pg_sys::Oid>,
 ) -> Result<Claimed, WorkerError> {
-    let sql = super::sql::queue_sql(&st.schema, super::sql::QueueRead::Preview);
+    let sql = crate::worker::sql::queue_sql(&st.schema, crate::worker::sql::QueueRead::Preview);
     let rows = client.select(
         &sql,
         None,
@@ -188,7 +188,7 @@ fn gather(
 fn take(client: &mut SpiClient<'_>, st: &Statements, states: &NewStates) -> Result<(), WorkerError> {
     set_state(client, st, &states.pending, LogState::Pending, None)?;
     set_state(client, st, &states.ignored, LogState::Ignored, None)?;
-    set_state(client, st, &states.orphans, LogState::Failed, Some(super::sql::UNMAPPED))
+    set_state(client, st, &states.orphans, LogState::Failed, Some(crate::worker::sql::UNMAPPED))
 }
 
 /// Moves claimed rows to `state`; finished states get their processing time, transaction and message. A row

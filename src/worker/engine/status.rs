@@ -9,8 +9,8 @@ use pgrx::pg_sys;
 
 pub use pgforce_core::status::ConnState;
 
-use super::sql::Statements;
-use super::transaction::as_sync_engine;
+use crate::worker::sql::Statements;
+use crate::worker::transaction::as_sync_engine;
 
 /// What the worker is doing, as `pg_stat_activity` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
