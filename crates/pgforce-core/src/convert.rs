@@ -226,7 +226,7 @@ pub fn salesforce_datetime(text: &str) -> Option<String> {
 }
 
 /// Days from 1970-01-01 (proleptic Gregorian), by counting from March so leap days come last.
-fn epoch_days(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn epoch_days(y: i64, m: i64, d: i64) -> i64 {
     let (y, m) = if m <= 2 { (y - 1, m + 12) } else { (y, m) };
     365 * y + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400) + (153 * (m - 3) + 2) / 5 + d - 719_469
 }

@@ -18,6 +18,7 @@ pub mod log;
 pub mod mapping;
 pub mod metrics;
 pub mod pacing;
+pub mod read;
 pub mod retry;
 pub mod rollback;
 pub mod salesforce;

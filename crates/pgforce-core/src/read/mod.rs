@@ -1,0 +1,50 @@
+//! Salesforce → Postgres, the decisions the read pipeline makes without a database: which SOQL reads the next page of
+//! changes (`soql`, keyset on `(SystemModstamp, Id)`), what a page of records says (`page`), how each value becomes
+//! the text of its column (`values`), and what a record does to its row (`apply`).
+
+pub mod apply;
+pub mod page;
+pub mod soql;
+pub mod values;
+
+/// Where a mapping's read stands: the last record applied, by `(SystemModstamp, Id)`, the order every read pages in.
+/// `None` fields: nothing read yet (the next read is the initial load).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The record's `SystemModstamp`, seconds since 1970-01-01 UTC (Salesforce keeps whole seconds).
+    pub stamp: Option<i64>,
+    /// The record's `Id` (18 characters).
+    pub id: Option<String>,
+}
+
+impl Position {
+    /// The position after `record`, if it comes later than this one (pages are ordered, but a read that starts
+    /// earlier than the position, to look back for late commits, must not move it back).
+    pub fn advance(&mut self, stamp: i64, id: &str) {
+        let later = match (self.stamp, self.id.as_deref()) {
+            (Some(s), Some(i)) => (stamp, id) > (s, i),
+            _ => true,
+        };
+        if later {
+            self.stamp = Some(stamp);
+            self.id = Some(id.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_only_moves_forward() {
+        let mut p = Position::default();
+        p.advance(100, "001A");
+        p.advance(100, "001C");
+        p.advance(100, "001B");
+        p.advance(99, "001Z");
+        assert_eq!(p, Position { stamp: Some(100), id: Some("001C".into()) });
+        p.advance(101, "0010");
+        assert_eq!(p, Position { stamp: Some(101), id: Some("0010".into()) });
+    }
+}
