@@ -229,7 +229,7 @@ fn classify(method: &hyper::Method, rest: &[&str]) -> (&'static str, Operation, 
     let obj = |s: &str| Some(s.to_string());
     match (method, rest) {
         (_, ["limits"]) => ("limits", Operation::Limits, None),
-        (_, ["query", ..]) => ("query", Operation::Query, None),
+        (_, ["query" | "queryAll", ..]) => ("query", Operation::Query, None),
         (&M::POST, ["composite", "sobjects"]) => ("create", Operation::Create, None),
         (&M::PATCH, ["composite", "sobjects"]) => ("update", Operation::Update, None),
         (&M::DELETE, ["composite", "sobjects"]) => ("delete", Operation::Delete, None),
@@ -356,10 +356,12 @@ fn route(org: &Org, st: &mut crate::org::State, call: &Call, version: &str, rest
     };
     let r = match (&call.method, rest) {
         (&M::GET, ["limits"]) => Ok(limits(st)),
-        (&M::GET, ["query"]) => {
-            query(st, version, call.query.iter().find(|(k, _)| k == "q").map(|(_, v)| v.as_str()).unwrap_or_default())
+        (&M::GET, [resource @ ("query" | "queryAll")]) => {
+            let q = call.query.iter().find(|(k, _)| k == "q").map(|(_, v)| v.as_str()).unwrap_or_default();
+            // queryAll: deleted records too, with IsDeleted = true (while they are in the recycle bin).
+            query(st, version, q, *resource == "queryAll")
         }
-        (&M::GET, ["query", cursor]) => query_more(st, version, cursor),
+        (&M::GET, ["query" | "queryAll", cursor]) => query_more(st, version, cursor),
         (&M::GET, ["sobjects"]) => Ok(describe_global(org, version)),
         (&M::GET, ["sobjects", o, "describe"]) => object(o).map(|i| describe(org, version, i)),
         (&M::POST, ["sobjects", o]) => object(o).and_then(|i| writes::single_create(st, version, i, body)),
@@ -424,7 +426,7 @@ fn route(org: &Org, st: &mut crate::org::State, call: &Call, version: &str, rest
             let which = if which.eq_ignore_ascii_case("unprocessedrecords") { "unprocessedrecords" } else { which };
             bulk::results(st, id, which)
         }
-        (_, ["limits" | "query" | "sobjects" | "composite" | "jobs", ..]) => Err(ApiError::new(
+        (_, ["limits" | "query" | "queryAll" | "sobjects" | "composite" | "jobs", ..]) => Err(ApiError::new(
             405,
             "METHOD_NOT_ALLOWED",
             format!("HTTP Method '{}' not allowed. Allowed are GET,PATCH,POST,DELETE", call.method),
@@ -451,9 +453,9 @@ fn limits(st: &crate::org::State) -> Reply {
 
 const QUERY_BATCH: usize = 2000;
 
-fn query(st: &mut crate::org::State, version: &str, q: &str) -> Result<Reply, ApiError> {
+fn query(st: &mut crate::org::State, version: &str, q: &str, deleted_too: bool) -> Result<Reply, ApiError> {
     let parsed = soql::parse(q)?;
-    let result = soql::run(&st.store, version, &parsed)?;
+    let result = soql::run(&st.store, version, &parsed, deleted_too)?;
     let mut records = result.records;
     if records.len() <= QUERY_BATCH {
         return Ok(Reply::json(200, &json!({"totalSize": result.total_size, "done": true, "records": records})));

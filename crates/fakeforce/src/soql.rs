@@ -1,5 +1,5 @@
-//! Read-back: a SOQL subset (`SELECT fields | COUNT() FROM object [WHERE a op v AND …] [ORDER BY …] [LIMIT n]
-//! [OFFSET n]`, with `=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`, `LIKE`, `IN`, `NOT IN`, one level of parent fields such
+//! Read-back: a SOQL subset (`SELECT fields | COUNT() FROM object [WHERE conditions joined by AND, OR and
+//! parentheses] [ORDER BY …] [LIMIT n] [OFFSET n]`, with `=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`, `LIKE`, `IN`, `NOT IN`, one level of parent fields such
 //! as `Account.Name`) and the record JSON shape the query and sObject GET endpoints return.
 
 use crate::errors::ApiError;
@@ -107,6 +107,44 @@ enum Test {
     In(Vec<Literal>, bool),
 }
 
+/// A WHERE clause.
+#[derive(Debug)]
+enum Filter {
+    Test(Condition),
+    All(Vec<Filter>),
+    Any(Vec<Filter>),
+}
+
+impl Filter {
+    fn conditions(&self) -> Vec<&Condition> {
+        match self {
+            Filter::Test(c) => vec![c],
+            Filter::All(fs) | Filter::Any(fs) => fs.iter().flat_map(Filter::conditions).collect(),
+        }
+    }
+
+    fn holds(&self, store: &Store, record: &Record) -> bool {
+        match self {
+            Filter::Test(c) => {
+                let v = value_at(store, record, &c.field);
+                match &c.test {
+                    // Ids compare exactly (their case is significant), as Salesforce orders them.
+                    Test::Cmp(op, Literal::Str(id)) if c.field.eq_ignore_ascii_case("id") => {
+                        op_holds(op, v.as_ref().and_then(Value::as_str).map(|x| x.cmp(id.as_str())))
+                    }
+                    Test::Cmp(op, lit) => op_holds(op, compare(&v, lit)),
+                    Test::Like(p) => like(&v, p),
+                    Test::In(list, negated) => {
+                        list.iter().any(|l| compare(&v, l) == Some(Ordering::Equal)) != *negated
+                    }
+                }
+            }
+            Filter::All(fs) => fs.iter().all(|f| f.holds(store, record)),
+            Filter::Any(fs) => fs.iter().any(|f| f.holds(store, record)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Condition {
     field: String,
@@ -118,7 +156,7 @@ pub struct Query {
     count: bool,
     fields: Vec<String>,
     object: String,
-    conditions: Vec<Condition>,
+    filter: Option<Filter>,
     order: Vec<(String, bool)>,
     limit: Option<usize>,
     offset: usize,
@@ -219,37 +257,7 @@ pub fn parse(q: &str) -> Result<Query, ApiError> {
     }
     p.expect_keyword("FROM")?;
     let object = p.ident()?;
-    let mut conditions = Vec::new();
-    if p.keyword("WHERE") {
-        loop {
-            let field = p.ident()?;
-            let test = if p.keyword("LIKE") {
-                match p.literal()? {
-                    Literal::Str(s) => Test::Like(s),
-                    _ => return Err(malformed("LIKE needs a string")),
-                }
-            } else if p.keyword("NOT") {
-                p.expect_keyword("IN")?;
-                Test::In(list(&mut p)?, true)
-            } else if p.keyword("IN") {
-                Test::In(list(&mut p)?, false)
-            } else {
-                let op = match p.next() {
-                    Some(Token::Sym(s)) if ["=", "!=", "<>", "<", "<=", ">", ">="].contains(&s.as_str()) => s,
-                    _ => {
-                        p.pos -= 1;
-                        return Err(p.unexpected());
-                    }
-                };
-                let lit = p.literal()?;
-                Test::Cmp(op, lit)
-            };
-            conditions.push(Condition { field, test });
-            if !p.keyword("AND") {
-                break;
-            }
-        }
-    }
+    let filter = if p.keyword("WHERE") { Some(filter(&mut p)?) } else { None };
     let mut order = Vec::new();
     if p.keyword("ORDER") {
         p.expect_keyword("BY")?;
@@ -282,7 +290,56 @@ pub fn parse(q: &str) -> Result<Query, ApiError> {
     if p.peek().is_some() {
         return Err(p.unexpected());
     }
-    Ok(Query { count, fields, object, conditions, order, limit, offset })
+    Ok(Query { count, fields, object, filter, order, limit, offset })
+}
+
+/// `a OR b OR …`, each `x AND y AND …`, each a condition or a parenthesised filter (AND binds tighter, as in SOQL).
+fn filter(p: &mut Parser) -> Result<Filter, ApiError> {
+    let mut any = vec![all_of(p)?];
+    while p.keyword("OR") {
+        any.push(all_of(p)?);
+    }
+    Ok(if any.len() == 1 { any.remove(0) } else { Filter::Any(any) })
+}
+
+fn all_of(p: &mut Parser) -> Result<Filter, ApiError> {
+    let mut all = vec![primary(p)?];
+    while p.keyword("AND") {
+        all.push(primary(p)?);
+    }
+    Ok(if all.len() == 1 { all.remove(0) } else { Filter::All(all) })
+}
+
+fn primary(p: &mut Parser) -> Result<Filter, ApiError> {
+    if p.sym("(") {
+        let inner = filter(p)?;
+        if !p.sym(")") {
+            return Err(p.unexpected());
+        }
+        return Ok(inner);
+    }
+    let field = p.ident()?;
+    let test = if p.keyword("LIKE") {
+        match p.literal()? {
+            Literal::Str(s) => Test::Like(s),
+            _ => return Err(malformed("LIKE needs a string")),
+        }
+    } else if p.keyword("NOT") {
+        p.expect_keyword("IN")?;
+        Test::In(list(p)?, true)
+    } else if p.keyword("IN") {
+        Test::In(list(p)?, false)
+    } else {
+        let op = match p.next() {
+            Some(Token::Sym(s)) if ["=", "!=", "<>", "<", "<=", ">", ">="].contains(&s.as_str()) => s,
+            _ => {
+                p.pos -= 1;
+                return Err(p.unexpected());
+            }
+        };
+        Test::Cmp(op, p.literal()?)
+    };
+    Ok(Filter::Test(Condition { field, test }))
 }
 
 fn list(p: &mut Parser) -> Result<Vec<Literal>, ApiError> {
@@ -457,30 +514,28 @@ pub struct QueryResult {
 }
 
 /// Runs a query against the store.
-pub fn run(store: &Store, version: &str, q: &Query) -> Result<QueryResult, ApiError> {
+pub fn run(store: &Store, version: &str, q: &Query, deleted_too: bool) -> Result<QueryResult, ApiError> {
     let object = store
         .model
         .object(&q.object)
         .ok_or_else(|| ApiError::new(400, "INVALID_TYPE", format!("sObject type '{}' is not supported.", q.object)))?
         .index;
-    for path in q.fields.iter().chain(q.conditions.iter().map(|c| &c.field)).chain(q.order.iter().map(|(f, _)| f)) {
+    let conditions = q.filter.as_ref().map(Filter::conditions).unwrap_or_default();
+    for path in q.fields.iter().chain(conditions.iter().map(|c| &c.field)).chain(q.order.iter().map(|(f, _)| f)) {
         check_path(store, object, path)?;
     }
-    let mut rows: Vec<&Record> = store
-        .live(object)
-        .filter(|r| {
-            q.conditions.iter().all(|c| {
-                let v = value_at(store, r, &c.field);
-                match &c.test {
-                    Test::Cmp(op, lit) => op_holds(op, compare(&v, lit)),
-                    Test::Like(p) => like(&v, p),
-                    Test::In(list, negated) => list.iter().any(|l| compare(&v, l) == Some(Ordering::Equal)) != *negated,
-                }
-            })
-        })
-        .collect();
+    let records: Box<dyn Iterator<Item = &Record>> =
+        if deleted_too { Box::new(store.all(object)) } else { Box::new(store.live(object)) };
+    let mut rows: Vec<&Record> =
+        records.filter(|r| q.filter.as_ref().is_none_or(|f| f.holds(store, r))).collect();
     if !q.order.is_empty() {
-        let field_kind = |path: &str| store.model.field(object, path).map(|f| f.kind);
+        let field_kind = |path: &str| {
+            if path.eq_ignore_ascii_case("id") {
+                Some(FieldType::Id)
+            } else {
+                store.model.field(object, path).map(|f| f.kind)
+            }
+        };
         rows.sort_by(|a, b| {
             for (path, asc) in &q.order {
                 let (va, vb) = (value_at(store, a, path), value_at(store, b, path));
@@ -515,6 +570,7 @@ fn order_values(a: Option<&Value>, b: Option<&Value>, kind: Option<FieldType>) -
         (Some(Value::String(x)), Some(Value::String(y))) if kind == Some(FieldType::Datetime) => {
             values::parse_datetime(x).cmp(&values::parse_datetime(y))
         }
+        (Some(Value::String(x)), Some(Value::String(y))) if kind == Some(FieldType::Id) => x.cmp(y),
         (Some(Value::String(x)), Some(Value::String(y))) => x.to_lowercase().cmp(&y.to_lowercase()),
         _ => Ordering::Equal,
     }
@@ -528,13 +584,18 @@ mod tests {
     fn parses_the_supported_subset() {
         let q = parse("SELECT Id, LastName, Account.Name FROM Contact WHERE LastName != null AND Email LIKE '%@x.com' AND Id IN ('a', 'b') AND CreatedDate > 2024-01-01T00:00:00Z ORDER BY LastName DESC, Id LIMIT 5 OFFSET 1").expect("parses");
         assert_eq!(q.fields, vec!["Id", "LastName", "Account.Name"]);
-        assert_eq!(q.conditions.len(), 4);
+        assert_eq!(q.filter.as_ref().map(|f| f.conditions().len()), Some(4));
         assert_eq!(q.order, vec![("LastName".to_string(), false), ("Id".to_string(), true)]);
         assert_eq!((q.limit, q.offset), (Some(5), 1));
         assert!(parse("SELECT COUNT() FROM Account").expect("count").count);
         assert_eq!(parse("SELECT Id FROM").expect_err("incomplete").error_code, "MALFORMED_QUERY");
+        // OR and parentheses, AND binding tighter: the keyset condition the read path sends.
+        let q = parse("SELECT Id FROM Contact WHERE SystemModstamp >= 2024-01-01T00:00:00Z AND (SystemModstamp > 2024-01-01T00:00:00Z OR Id > '003A') ORDER BY SystemModstamp, Id").expect("keyset");
+        assert!(matches!(&q.filter, Some(Filter::All(parts)) if matches!(parts[1], Filter::Any(_))));
+        let q = parse("SELECT Id FROM Account WHERE Name = 'x' OR Name = 'y' AND Phone = '1'").expect("OR");
+        assert!(matches!(&q.filter, Some(Filter::Any(parts)) if matches!(parts[1], Filter::All(_))));
         assert_eq!(
-            parse("SELECT Id FROM Account WHERE Name = 'x' OR Name = 'y'").expect_err("OR").error_code,
+            parse("SELECT Id FROM Account WHERE (Name = 'x' OR Name = 'y'").expect_err("unclosed").error_code,
             "MALFORMED_QUERY"
         );
     }

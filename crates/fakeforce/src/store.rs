@@ -32,13 +32,23 @@ impl Record {
             "id" => Some(Value::String(self.id.clone())),
             "isdeleted" => Some(Value::Bool(self.deleted)),
             "createddate" => Some(Value::String(self.created_date.clone())),
-            "lastmodifieddate" | "systemmodstamp" => Some(Value::String(self.modified_date.clone())),
+            "lastmodifieddate" => Some(Value::String(self.modified_date.clone())),
+            // Whole seconds, as Salesforce keeps it: records changed within a second share a stamp.
+            "systemmodstamp" => Some(Value::String(whole_seconds(&self.modified_date))),
             "createdbyid" => Some(Value::String(crate::ids::integration_user())),
             "lastmodifiedbyid" => {
                 Some(Value::String(self.modified_by.clone().unwrap_or_else(crate::ids::integration_user)))
             }
             _ => self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()),
         }
+    }
+}
+
+/// `2024-01-02T03:04:05.678+0000` → `2024-01-02T03:04:05.000+0000`.
+fn whole_seconds(datetime: &str) -> String {
+    match (datetime.get(..20), datetime.get(23..)) {
+        (Some(head), Some(zone)) if datetime.as_bytes().get(19) == Some(&b'.') => format!("{head}000{zone}"),
+        _ => datetime.to_string(),
     }
 }
 

@@ -400,6 +400,12 @@ impl Client {
         }
     }
 
+    /// One page of a `queryAll` (deleted records too, with `IsDeleted`): the answer as Salesforce gives it. The read
+    /// path asks for a page at a time (`read::soql::page`), so it never follows `nextRecordsUrl` here.
+    pub fn query_all_page(&self, soql: &str) -> Result<Value, CallError> {
+        self.get(&format!("/services/data/v{}/queryAll", self.settings.api_version), Some(("q", soql)))
+    }
+
     /// Asks Salesforce for the org's API usage now (`/limits`), rather than the last answer's header.
     pub fn refresh_usage(&self) -> Result<Usage, CallError> {
         let body = self.get(&format!("/services/data/v{}/limits", self.settings.api_version), None)?;
