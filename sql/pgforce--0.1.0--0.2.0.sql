@@ -37,8 +37,6 @@ ALTER TABLE @extschema@._sync_state ALTER COLUMN updated_at SET DEFAULT pg_catal
     ADD COLUMN next_attempt_at timestamptz;
 DROP INDEX @extschema@._trigger_log_idx_queue, @extschema@._trigger_log_idx_failed, @extschema@._trigger_log_idx_retry,
            @extschema@._trigger_log_idx_finished, @extschema@._trigger_log_archive_idx_state_table_name;
-CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (relid, id)
-    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING', 'IGNORE']::pg_catalog.text[]);
 CREATE INDEX _trigger_log_idx_failed ON @extschema@._trigger_log (table_name, id)
     WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) 'FAILED'::pg_catalog.text;
 CREATE INDEX _trigger_log_idx_retry ON @extschema@._trigger_log (next_attempt_at)
@@ -70,6 +68,9 @@ CREATE TABLE @extschema@.sync_alerts (
 CREATE INDEX sync_alerts_idx_open ON @extschema@.sync_alerts (kind) WHERE resolved_at IS NULL;
 
 ALTER TABLE @extschema@._trigger_log ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
+-- The queue is indexed by table (relid) once the log records it.
+CREATE INDEX _trigger_log_idx_queue ON @extschema@._trigger_log (relid, id)
+    WHERE state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['NEW', 'PENDING', 'IGNORE']::pg_catalog.text[]);
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN relid regclass, ADD COLUMN in_doubt_since timestamptz;
 -- API: Private. Bulk API 2.0 jobs whose results the worker has not recorded (see bootstrap.sql).
 CREATE TABLE @extschema@._bulk_jobs (
