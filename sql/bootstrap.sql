@@ -155,6 +155,21 @@ CREATE TABLE @extschema@._bulk_jobs (
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+-- API: Private. Where each read-only mapping's read from Salesforce stands (pgforce_core::read): the last record
+-- applied, by (SystemModstamp, Id), written in the transaction that applies its page, so a crash re-reads a page and
+-- never loses or duplicates a row; and how the reads go. Superusers only; sync_status shows it.
+CREATE TABLE @extschema@._read_state (
+    relid          regclass PRIMARY KEY,
+    state          text NOT NULL DEFAULT 'RELOAD_TABLE',
+    position_stamp timestamp,               -- UTC
+    position_id    varchar(18),
+    read_at        timestamptz,             -- when a read last reached the end of Salesforce's changes
+    rows_read      bigint NOT NULL DEFAULT 0,
+    rows_failed    bigint NOT NULL DEFAULT 0,
+    last_error     text
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');
+
 -- API: Private. The refresh token Salesforce rotated the configured one to (refresh_token flow). Logins use it for as
 -- long as pgforce.refresh_token (or its file) still holds the token it was rotated from (configured_sha256); a new
 -- configured token starts over. Superusers only, never dumped, never shown by a view: it is a secret.

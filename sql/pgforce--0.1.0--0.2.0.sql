@@ -1095,3 +1095,18 @@ CREATE TABLE @extschema@.sync_requests (
 );
 CREATE INDEX sync_requests_idx_requested_at ON @extschema@.sync_requests (requested_at);
 GRANT SELECT ON @extschema@.sync_requests TO pgforce_monitor;
+
+-- API: Private. Where each read-only mapping's read from Salesforce stands (pgforce_core::read): the last record
+-- applied, by (SystemModstamp, Id), written in the transaction that applies its page, so a crash re-reads a page and
+-- never loses or duplicates a row; and how the reads go. Superusers only; sync_status shows it.
+CREATE TABLE @extschema@._read_state (
+    relid          regclass PRIMARY KEY,
+    state          text NOT NULL DEFAULT 'RELOAD_TABLE',
+    position_stamp timestamp,               -- UTC
+    position_id    varchar(18),
+    read_at        timestamptz,             -- when a read last reached the end of Salesforce's changes
+    rows_read      bigint NOT NULL DEFAULT 0,
+    rows_failed    bigint NOT NULL DEFAULT 0,
+    last_error     text
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');

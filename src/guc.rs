@@ -94,6 +94,7 @@ static BULK_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(2000);
 static BULK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 static MAX_REQUEST_BYTES: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 1024);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static READ_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static DEBUG_FAULT: GucSetting<DebugFault> = GucSetting::<DebugFault>::new(DebugFault::None);
@@ -411,6 +412,16 @@ pub fn register(preloading: bool) {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"pgforce.read_interval",
+        c"How often each read-only mapping asks Salesforce for changes.",
+        c"",
+        &READ_INTERVAL_MS,
+        1_000,
+        3_600_000,
+        Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
         c"pgforce.lock_timeout",
         c"How long the worker waits for a row a user has locked before it tries that entry again later.",
         c"",
@@ -586,6 +597,7 @@ pub fn config() -> Config {
         archive_retention: Duration::from_secs(ARCHIVE_RETENTION_S.get().max(0) as u64),
         request_history: i64::from(REQUEST_HISTORY.get().max(0)),
         poll_interval: Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64),
+        read_interval: Duration::from_millis(READ_INTERVAL_MS.get().max(1_000) as u64),
         lock_timeout: Duration::from_millis(LOCK_TIMEOUT_MS.get().max(1) as u64),
         statement_timeout: Duration::from_millis(STATEMENT_TIMEOUT_MS.get().max(1) as u64),
         alert_stalled_after: (alert_stalled_after >= 0).then(|| Duration::from_secs(alert_stalled_after as u64)),

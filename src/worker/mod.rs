@@ -9,6 +9,7 @@ mod database;
 mod deliverer;
 pub(crate) mod engine;
 mod error;
+mod read;
 pub(crate) mod sql;
 mod transaction;
 pub(crate) mod write;
@@ -30,6 +31,7 @@ use engine::db::Prepared;
 use engine::status::{show, ConnState, Step};
 use engine::Engine;
 use error::WorkerError;
+use read::Read;
 use sql::Statements;
 use transaction::{as_sync_engine, report_of};
 use write::Write;
@@ -129,6 +131,9 @@ struct Worker {
     engine: Engine,
     /// Postgres → Salesforce: the write pipeline's own state.
     write: Write,
+    read: Read,
+    /// When the read pipeline wants its next turn (it has one in every cycle the writes leave idle, too).
+    read_due: std::time::Instant,
     /// Whether this worker holds the delivery lock of its database.
     delivery_locked: bool,
     /// This server's identity (`deliverer::identity`), read once.
@@ -137,7 +142,14 @@ struct Worker {
 
 impl Worker {
     fn new() -> Worker {
-        Worker { engine: Engine::new(), write: Write::default(), delivery_locked: false, identity: None }
+        Worker {
+            engine: Engine::new(),
+            write: Write::default(),
+            read: Read::default(),
+            read_due: std::time::Instant::now(),
+            delivery_locked: false,
+            identity: None,
+        }
     }
 
     /// One cycle inside a panic boundary. Returns how long to sleep unless woken.
@@ -219,7 +231,14 @@ impl Worker {
             self.engine.deaf = true;
             return paused.min(poll);
         }
-        self.write.step(&mut self.engine, config, requeued)
+        // Writes first; then the reads that are due, in one bounded step.
+        let write_wait = self.write.step(&mut self.engine, config, requeued);
+        if write_wait.is_zero() && std::time::Instant::now() < self.read_due {
+            return write_wait;
+        }
+        let read_wait = self.read.step(&mut self.engine, config);
+        self.read_due = std::time::Instant::now() + read_wait;
+        write_wait.min(read_wait)
     }
 
     /// `Some(how long to wait)` when this worker must not deliver: another worker holds the delivery lock, or the

@@ -134,9 +134,7 @@ impl Filter {
                     }
                     Test::Cmp(op, lit) => op_holds(op, compare(&v, lit)),
                     Test::Like(p) => like(&v, p),
-                    Test::In(list, negated) => {
-                        list.iter().any(|l| compare(&v, l) == Some(Ordering::Equal)) != *negated
-                    }
+                    Test::In(list, negated) => list.iter().any(|l| compare(&v, l) == Some(Ordering::Equal)) != *negated,
                 }
             }
             Filter::All(fs) => fs.iter().all(|f| f.holds(store, record)),
@@ -526,8 +524,7 @@ pub fn run(store: &Store, version: &str, q: &Query, deleted_too: bool) -> Result
     }
     let records: Box<dyn Iterator<Item = &Record>> =
         if deleted_too { Box::new(store.all(object)) } else { Box::new(store.live(object)) };
-    let mut rows: Vec<&Record> =
-        records.filter(|r| q.filter.as_ref().is_none_or(|f| f.holds(store, r))).collect();
+    let mut rows: Vec<&Record> = records.filter(|r| q.filter.as_ref().is_none_or(|f| f.holds(store, r))).collect();
     if !q.order.is_empty() {
         let field_kind = |path: &str| {
             if path.eq_ignore_ascii_case("id") {

@@ -47,6 +47,8 @@ pub struct Config {
     /// Requests kept in `salesforce.sync_requests` (`pgforce.request_history`; 0: none).
     pub request_history: i64,
     pub poll_interval: Duration,
+    /// How often each reading mapping asks Salesforce for changes (`pgforce.read_interval`).
+    pub read_interval: Duration,
     /// How long the worker's statements wait for a lock a user holds (`pgforce.lock_timeout`).
     pub lock_timeout: Duration,
     /// How long any statement of the worker may run (`pgforce.statement_timeout`).

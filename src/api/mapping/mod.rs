@@ -22,7 +22,8 @@ mod relationships;
 mod table;
 
 use relationships::{bad_relationship, check_relationships};
-use table::{add_system_columns, check_kind, drop_triggers, install_triggers, table_info, TableInfo, INTEGER_TYPES};
+use table::{add_read_columns, add_system_columns, check_kind, drop_triggers, install_triggers, start_reading};
+use table::{table_info, TableInfo, INTEGER_TYPES};
 
 type Result<T> = std::result::Result<T, PgforceError>;
 
@@ -147,6 +148,10 @@ fn map_table(
     let MappingPlan { access, ref fields, ref links } = plan;
     let relationships = plan.relationships();
     add_system_columns(client, &table)?;
+    if access == Access::ReadOnly {
+        add_read_columns(client, &table)?;
+        start_reading(client, &schema, tbl)?;
+    }
     install_triggers(client, &schema, &table, access)?;
 
     client.update(
@@ -260,6 +265,10 @@ fn alter_mapping(
     if plan.access.as_str() != old_access {
         drop_triggers(client, &table)?;
         install_triggers(client, &schema, &table, plan.access)?;
+        if plan.access == Access::ReadOnly {
+            add_read_columns(client, &table)?;
+            start_reading(client, &schema, tbl)?;
+        }
     }
     client.update(
         &format!(

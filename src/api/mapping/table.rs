@@ -206,3 +206,58 @@ pub(super) fn install_triggers(client: &mut SpiClient, schema: &str, table: &Tab
     }
     Ok(())
 }
+
+/// A read-only mapping's Salesforce system columns (Heroku Connect's), added when missing: `systemmodstamp`
+/// (UTC, indexed: the read compares it), `isdeleted`, `createddate`.
+pub(super) fn add_read_columns(client: &mut SpiClient, table: &TableInfo) -> Result<()> {
+    let t = &table.qualified;
+    for (column, type_name) in [("systemmodstamp", "timestamp"), ("isdeleted", "boolean"), ("createddate", "timestamp")]
+    {
+        if table.column(column).is_none() {
+            client.update(&format!("ALTER TABLE {t} ADD COLUMN {column} {type_name}"), None, &[])?;
+        }
+    }
+    let indexed: bool = client
+        .select(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                              JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                                                            AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0]
+                             WHERE i.indrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+                               AND a.attname OPERATOR(pg_catalog.=) 'systemmodstamp')",
+            Some(1),
+            &[DatumWithOid::from(t.as_str())],
+        )?
+        .first()
+        .get(1)?
+        .unwrap_or(false);
+    if !indexed {
+        let name = format!("hc_idx_{}_systemmodstamp", table.relname);
+        let index = if name.len() <= 63 { quote_identifier(&name) } else { String::new() };
+        client.update(&format!("CREATE INDEX {index} ON {t} (systemmodstamp)"), None, &[])?;
+    }
+    Ok(())
+}
+
+/// Starts (or starts over) reading `tbl` from Salesforce: its read state, with no position yet (the first read is
+/// the initial load). Release 0.1.0's schema, which this library serves until the update, has no read state: then
+/// nothing is read until `ALTER EXTENSION pgforce UPDATE`.
+pub(super) fn start_reading(client: &mut SpiClient, schema: &str, tbl: pg_sys::Oid) -> Result<()> {
+    let has_state: bool = client
+        .select(&format!("SELECT pg_catalog.to_regclass('{schema}._read_state') IS NOT NULL"), Some(1), &[])?
+        .first()
+        .get(1)?
+        .unwrap_or(false);
+    if has_state {
+        client.update(
+            &format!(
+                "INSERT INTO {schema}._read_state (relid) VALUES ($1::pg_catalog.oid::pg_catalog.regclass)
+                 ON CONFLICT (relid) DO UPDATE
+                    SET state = DEFAULT, position_stamp = NULL, position_id = NULL, read_at = NULL, rows_read = 0,
+                        rows_failed = 0, last_error = NULL"
+            ),
+            None,
+            &[DatumWithOid::from(tbl)],
+        )?;
+    }
+    Ok(())
+}

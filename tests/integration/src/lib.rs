@@ -296,6 +296,17 @@ impl Salesforce {
     /// Creates a record through the REST API as the integration user (as another client, or an earlier attempt
     /// of the worker's, would); returns its id.
     pub fn create(&self, object: &str, fields: serde_json::Value) -> String {
+        let created = self.rest("POST", &format!("sobjects/{object}"), Some(fields));
+        created["id"].as_str().unwrap_or_else(|| panic!("create {object}: {created}")).to_string()
+    }
+
+    /// Deletes a record through the REST API (to the recycle bin: `queryAll` still shows it, `IsDeleted`).
+    pub fn delete(&self, object: &str, id: &str) {
+        self.rest("DELETE", &format!("sobjects/{object}/{id}"), None);
+    }
+
+    /// A REST call (`path` under `/services/data/v62.0/`) as the integration user; its JSON answer (null if none).
+    pub fn rest(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
         let mut token = self
             .agent
             .post(format!("{}/services/oauth2/token", self.ff.url()))
@@ -306,15 +317,16 @@ impl Salesforce {
             ])
             .expect("token");
         let token: serde_json::Value = token.body_mut().read_json().expect("token json");
-        let url =
-            format!("{}/services/data/v62.0/sobjects/{object}", token["instance_url"].as_str().unwrap_or_default());
-        let mut r = self
-            .agent
-            .post(url)
-            .header("Authorization", &format!("Bearer {}", token["access_token"].as_str().unwrap_or_default()))
-            .send_json(fields)
-            .expect("create");
-        let created: serde_json::Value = r.body_mut().read_json().expect("create json");
-        created["id"].as_str().unwrap_or_else(|| panic!("create {object}: {created}")).to_string()
+        let url = format!("{}/services/data/v62.0/{path}", token["instance_url"].as_str().unwrap_or_default());
+        let auth = format!("Bearer {}", token["access_token"].as_str().unwrap_or_default());
+        let r = match (method, body) {
+            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &auth).call(),
+            ("PATCH", Some(b)) => self.agent.patch(&url).header("Authorization", &auth).send_json(b),
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+            (_, b) => self.agent.post(&url).header("Authorization", &auth).send_json(b.unwrap_or_default()),
+        };
+        let mut r = r.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 }

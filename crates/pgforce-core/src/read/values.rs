@@ -16,13 +16,13 @@ pub fn epoch_seconds(text: &str) -> Option<i64> {
 }
 
 /// The text of a column of `kind` for a field's value; `None` for NULL. An error says why the value cannot be that
-/// column's (it fails the record, never the read).
+/// column's (it fails the record, never the read), without the value itself: it goes to the log.
 pub fn column_text(kind: PgKind, value: &Value) -> Result<Option<String>, String> {
     let text = match value {
         Value::Null => return Ok(None),
         Value::Bool(b) => match kind {
             PgKind::Bool | PgKind::Text => b.to_string(),
-            _ => return Err(format!("a checkbox ({b}) cannot be a {kind:?} column")),
+            _ => return Err(format!("a checkbox cannot be a {kind:?} column")),
         },
         Value::Number(n) => number(kind, &n.to_string())?,
         Value::String(s) => string(kind, s)?,
@@ -43,16 +43,16 @@ fn number(kind: PgKind, digits: &str) -> Result<String, String> {
         PgKind::Integer => match digits.split_once('.') {
             None if !digits.contains(['e', 'E']) => Ok(digits.to_string()),
             Some((whole, fraction)) if fraction.bytes().all(|b| b == b'0') && !whole.is_empty() => Ok(whole.into()),
-            _ => Err(format!("{digits} is not a whole number")),
+            _ => Err("the number is not a whole number".to_string()),
         },
-        _ => Err(format!("a number ({digits}) cannot be a {kind:?} column")),
+        _ => Err(format!("a number cannot be a {kind:?} column")),
     }
 }
 
 fn string(kind: PgKind, s: &str) -> Result<String, String> {
     match kind {
         PgKind::Timestamp | PgKind::TimestampTz => {
-            let utc = salesforce_datetime(s).ok_or_else(|| format!("{s:?} is not a datetime"))?;
+            let utc = salesforce_datetime(s).ok_or("the value is not a datetime")?;
             // 2024-01-02T03:04:05.000Z → 2024-01-02 03:04:05.000 (UTC), with +00 where the column keeps a zone.
             let plain = format!("{} {}", &utc[..10], &utc[11..23]);
             Ok(if kind == PgKind::TimestampTz { format!("{plain}+00") } else { plain })
@@ -61,7 +61,7 @@ fn string(kind: PgKind, s: &str) -> Result<String, String> {
             // 03:04:05.000Z
             let clock = s.strip_suffix('Z').unwrap_or(s);
             let ok = clock.len() >= 8 && clock.as_bytes()[2] == b':' && clock.as_bytes()[5] == b':';
-            ok.then(|| clock.to_string()).ok_or_else(|| format!("{s:?} is not a time"))
+            ok.then(|| clock.to_string()).ok_or_else(|| "the value is not a time".to_string())
         }
         // A multi-select picklist: values joined with `;`, as an array literal (each element quoted).
         PgKind::TextArray => {

@@ -1,0 +1,292 @@
+//! Applying a page of records to its table, as the table's owner (`engine::owner::as_table_owner`: its triggers
+//! run as the owner, never as the sync engine, and nothing it sets outlives the write), in one transaction that
+//! also records the position reached. Rows are written set-based; when a value does not fit its column, the page
+//! is written again record by record, and only the records that do not fit fail (counted in the read state).
+
+use std::collections::HashMap;
+
+use pgforce_core::log::LastOp;
+use pgforce_core::mapping::PgKind;
+use pgforce_core::read::apply::{decide, Apply, Local, OnDelete};
+use pgforce_core::read::page::{Page, SfRecord};
+use pgforce_core::read::values::column_text;
+use pgforce_core::read::Position;
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
+use pgrx::spi::{quote_identifier, SpiClient};
+
+use super::{Column, Reading};
+use crate::engine::owner::as_table_owner;
+use crate::worker::error::WorkerError;
+use crate::worker::transaction::in_subtransaction;
+
+const EQ: &str = "OPERATOR(pg_catalog.=)";
+
+/// The read-only mappings, with their positions and the columns they read (system columns are read apart).
+pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<Reading>, WorkerError> {
+    let rows = client.select(
+        &format!(
+            "SELECT m.relid::pg_catalog.oid, m.relid::pg_catalog.regclass::pg_catalog.text, m.sobject, c.relowner,
+                    m.paused_at IS NOT NULL, (EXTRACT(epoch FROM r.position_stamp))::pg_catalog.int8,
+                    r.position_id::pg_catalog.text,
+                    pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum),
+                    pg_catalog.array_agg(CASE WHEN t.typtype {EQ} 'd' THEN bt.typname ELSE t.typname END::pg_catalog.text
+                                         ORDER BY a.attnum),
+                    pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum)
+               FROM {schema}._mapping m
+               JOIN {schema}._read_state r ON r.relid {EQ} m.relid
+               JOIN pg_catalog.pg_class c ON c.oid {EQ} m.relid
+               JOIN pg_catalog.pg_attribute a ON a.attrelid {EQ} m.relid AND a.attnum OPERATOR(pg_catalog.>) 0
+                                              AND NOT a.attisdropped
+                                              AND a.attname::pg_catalog.text {EQ} ANY (m.fields)
+               JOIN pg_catalog.pg_type t ON t.oid {EQ} a.atttypid
+               LEFT JOIN pg_catalog.pg_type bt ON bt.oid {EQ} t.typbasetype
+              WHERE m.access {EQ} 'read_only'
+              GROUP BY m.relid, m.sobject, c.relowner, m.paused_at, r.position_stamp, r.position_id
+              ORDER BY m.relid"
+        ),
+        None,
+        &[],
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let names: Vec<String> = row.get(8)?.unwrap_or_default();
+        let kinds: Vec<String> = row.get(9)?.unwrap_or_default();
+        let types: Vec<String> = row.get(10)?.unwrap_or_default();
+        let columns = names
+            .into_iter()
+            .zip(kinds)
+            .zip(types)
+            .filter(|((name, _), _)| !pgforce_core::mapping::is_system_column(name))
+            .map(|((name, kind), type_sql)| Column { name, kind: PgKind::from_type_name(&kind), type_sql })
+            .collect();
+        out.push(Reading {
+            relid: row.get(1)?.unwrap_or(pg_sys::Oid::INVALID),
+            qualified: row.get(2)?.unwrap_or_default(),
+            sobject: row.get(3)?.unwrap_or_default(),
+            owner: row.get(4)?.unwrap_or(pg_sys::Oid::INVALID),
+            paused: row.get(5)?.unwrap_or(false),
+            position: Position { stamp: row.get(6)?, id: row.get(7)? },
+            columns,
+        });
+    }
+    Ok(out)
+}
+
+/// Records why a read failed, for `sync_status`.
+pub(super) fn record_error(
+    client: &mut SpiClient<'_>,
+    schema: &str,
+    relid: pg_sys::Oid,
+    message: &str,
+) -> Result<(), WorkerError> {
+    client.update(
+        &format!(
+            "UPDATE {schema}._read_state SET last_error = $2 WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"
+        ),
+        None,
+        &[DatumWithOid::from(relid), DatumWithOid::from(message)],
+    )?;
+    Ok(())
+}
+
+/// One record's row values as text, in the order of `Reading::columns` (system fields first).
+struct RowText {
+    sfid: String,
+    stamp: i64,
+    created: Option<String>,
+    values: Vec<Option<String>>,
+}
+
+/// Applies `page` to `mapping`'s table and records the position reached (`position`, moved forward past every
+/// record of the page); `caught_up`: the read reached the end of Salesforce's changes.
+pub(super) fn page(
+    client: &mut SpiClient<'_>,
+    schema: &str,
+    mapping: &Reading,
+    page: &Page,
+    position: &mut Position,
+    caught_up: bool,
+) -> Result<(), WorkerError> {
+    let t = &mapping.qualified;
+    let sfids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
+    let (mut inserts, mut updates, mut deletes, mut failed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut applied = 0i64;
+    as_table_owner(mapping.owner, || -> Result<(), WorkerError> {
+        let mut local: HashMap<String, Local> = HashMap::new();
+        let rows = client.select(
+            &format!(
+                "SELECT t.sfid::pg_catalog.text, (EXTRACT(epoch FROM t.systemmodstamp))::pg_catalog.int8,
+                        COALESCE(t.isdeleted, false)
+                   FROM {t} t WHERE t.sfid::pg_catalog.text {EQ} ANY ($1)"
+            ),
+            None,
+            &[DatumWithOid::from(sfids.clone())],
+        )?;
+        for row in rows {
+            let sfid: String = row.get(1)?.unwrap_or_default();
+            let local_row =
+                Local { exists: true, stamp: row.get(2)?, flagged: row.get(3)?.unwrap_or(false), pending: false };
+            local.insert(sfid, local_row);
+        }
+        for record in &page.records {
+            let here = local.get(&record.id).copied().unwrap_or_default();
+            match decide(record.stamp, record.deleted, here, OnDelete::Delete) {
+                Apply::Insert | Apply::Update => match row_text(mapping, record) {
+                    Ok(row) if here.exists => updates.push(row),
+                    Ok(row) => inserts.push(row),
+                    Err(e) => failed.push((record.id.clone(), e)),
+                },
+                Apply::Delete | Apply::Flag => deletes.push(record.id.clone()),
+                Apply::Unchanged | Apply::KeepLocal => {}
+            }
+        }
+        applied = write(client, mapping, &inserts, true, &mut failed)?
+            + write(client, mapping, &updates, false, &mut failed)?;
+        if !deletes.is_empty() {
+            applied += client
+                .update(
+                    &format!("DELETE FROM {t} WHERE sfid::pg_catalog.text {EQ} ANY ($1)"),
+                    None,
+                    &[DatumWithOid::from(deletes.clone())],
+                )?
+                .len() as i64;
+        }
+        Ok(())
+    })?;
+    for record in &page.records {
+        position.advance(record.stamp, &record.id);
+    }
+    for (sfid, why) in &failed {
+        pgrx::warning!("pgforce: record {sfid} of {} was not read into {t}: {why}", mapping.sobject);
+    }
+    let last_error = failed.last().map(|(sfid, why)| format!("record {sfid}: {why}"));
+    client.update(
+        &format!(
+            "UPDATE {schema}._read_state
+                SET position_stamp = pg_catalog.to_timestamp($2::pg_catalog.float8) AT TIME ZONE 'UTC',
+                    position_id = $3, rows_read = rows_read OPERATOR(pg_catalog.+) $4,
+                    rows_failed = rows_failed OPERATOR(pg_catalog.+) $5,
+                    last_error = CASE WHEN $5 OPERATOR(pg_catalog.>) 0 THEN $6 ELSE last_error END,
+                    state = CASE WHEN $7 THEN 'DATA_SYNCED' ELSE 'POLLING_SF_CHANGES' END,
+                    read_at = CASE WHEN $7 THEN pg_catalog.now() ELSE read_at END
+              WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"
+        ),
+        None,
+        &[
+            DatumWithOid::from(mapping.relid),
+            DatumWithOid::from(position.stamp.map(|s| s as f64)),
+            DatumWithOid::from(position.id.clone()),
+            DatumWithOid::from(applied),
+            DatumWithOid::from(failed.len() as i64),
+            DatumWithOid::from(last_error),
+            DatumWithOid::from(caught_up),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A record's values as its columns' text; an error names the field that does not fit.
+fn row_text(mapping: &Reading, record: &SfRecord) -> Result<RowText, String> {
+    let mut values = Vec::with_capacity(mapping.columns.len());
+    for column in &mapping.columns {
+        let value = record.fields.get(&column.name.to_ascii_lowercase()).cloned().unwrap_or_default();
+        values.push(column_text(column.kind, &value).map_err(|e| format!("{}: {e}", column.name))?);
+    }
+    let created = record.fields.get("createddate").map(|v| column_text(PgKind::Timestamp, v)).transpose()?.flatten();
+    Ok(RowText { sfid: record.id.clone(), stamp: record.stamp, created, values })
+}
+
+/// Inserts or updates `rows` in one statement; if it fails (a value does not fit its column), row by row, each in
+/// a subtransaction, the rows that fail going to `failed`. Returns the rows written.
+fn write(
+    client: &mut SpiClient<'_>,
+    mapping: &Reading,
+    rows: &[RowText],
+    insert: bool,
+    failed: &mut Vec<(String, String)>,
+) -> Result<i64, WorkerError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sql = statement(mapping, insert);
+    let all = in_subtransaction(|| run(client, &sql, rows));
+    if let Ok(n) = all {
+        return Ok(n);
+    }
+    let mut written = 0;
+    for row in rows {
+        match in_subtransaction(|| run(client, &sql, std::slice::from_ref(row))) {
+            Ok(n) => written += n,
+            Err(e) => failed.push((row.sfid.clone(), e.message)),
+        }
+    }
+    Ok(written)
+}
+
+fn run(client: &mut SpiClient<'_>, sql: &str, rows: &[RowText]) -> Result<i64, WorkerError> {
+    let width = rows.first().map_or(0, |r| r.values.len());
+    let mut args = vec![
+        DatumWithOid::from(rows.iter().map(|r| r.sfid.clone()).collect::<Vec<_>>()),
+        DatumWithOid::from(rows.iter().map(|r| r.stamp as f64).collect::<Vec<_>>()),
+        DatumWithOid::from(rows.iter().map(|r| r.created.clone()).collect::<Vec<_>>()),
+    ];
+    for i in 0..width {
+        args.push(DatumWithOid::from(rows.iter().map(|r| r.values[i].clone()).collect::<Vec<Option<String>>>()));
+    }
+    Ok(client.update(sql, None, &args)?.len() as i64)
+}
+
+/// The set-based insert or update of a mapping's rows: `$1` sfids, `$2` stamps (epoch seconds), `$3` created
+/// dates, then one text array per column, each value cast to its column's type and assigned.
+fn statement(mapping: &Reading, insert: bool) -> String {
+    let t = &mapping.qualified;
+    let synced = LastOp::Synced.as_str();
+    let names: Vec<String> = mapping.columns.iter().map(|c| quote_identifier(&c.name)).collect();
+    let casts: Vec<String> =
+        mapping.columns.iter().enumerate().map(|(i, c)| format!("u.c{i}::{}", c.type_sql)).collect();
+    let unnest: Vec<String> = (1..=mapping.columns.len() + 3)
+        .map(|n| {
+            let array = match n {
+                1 | 3 => "pg_catalog.text[]",
+                2 => "pg_catalog.float8[]",
+                _ => "pg_catalog.text[]",
+            };
+            format!("pg_catalog.unnest(${n}::{array})")
+        })
+        .collect();
+    let aliases: Vec<String> = ["sfid".to_string(), "stamp".into(), "created".into()]
+        .into_iter()
+        .chain((0..mapping.columns.len()).map(|i| format!("c{i}")))
+        .collect();
+    let from = format!("ROWS FROM ({}) AS u({})", unnest.join(", "), aliases.join(", "));
+    let stamp = "(pg_catalog.to_timestamp(u.stamp) AT TIME ZONE 'UTC')";
+    let created = "u.created::pg_catalog.timestamp";
+    if insert {
+        let columns: Vec<String> = ["sfid", "systemmodstamp", "isdeleted", "createddate", "_hc_lastop", "_hc_err"]
+            .iter()
+            .map(|c| c.to_string())
+            .chain(names)
+            .collect();
+        let values: Vec<String> =
+            ["u.sfid".to_string(), stamp.into(), "false".into(), created.into(), format!("'{synced}'"), "NULL".into()]
+                .into_iter()
+                .chain(casts)
+                .collect();
+        format!("INSERT INTO {t} ({}) SELECT {} FROM {from}", columns.join(", "), values.join(", "))
+    } else {
+        let sets: Vec<String> = names.iter().zip(&casts).map(|(n, c)| format!("{n} = {c}")).collect();
+        let sets = [
+            format!("systemmodstamp = {stamp}"),
+            "isdeleted = false".into(),
+            format!("createddate = {created}"),
+            format!("_hc_lastop = '{synced}'"),
+            "_hc_err = NULL".into(),
+        ]
+        .into_iter()
+        .chain(sets)
+        .collect::<Vec<_>>()
+        .join(", ");
+        format!("UPDATE {t} AS t SET {sets} FROM {from} WHERE t.sfid::pg_catalog.text {EQ} u.sfid")
+    }
+}

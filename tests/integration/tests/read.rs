@@ -1,0 +1,71 @@
+//! Salesforce → Postgres (issue 29): a read-only mapping loads every record of its object, follows changes and
+//! deletes within its read interval, and a record whose value does not fit its column fails alone.
+
+use std::time::Duration;
+
+use pgforce_integration::{wait_for, Cluster, Salesforce};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn rows(c: &mut postgres::Client) -> Vec<(String, Option<String>, Option<String>, String)> {
+    c.query(
+        "SELECT sfid, lastname, email, _hc_lastop FROM salesforce.contact WHERE sfid IS NOT NULL ORDER BY lastname",
+        &[],
+    )
+    .expect("rows")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+#[test]
+fn a_read_only_mapping_loads_every_record_then_follows_changes_and_deletes() {
+    let sf = Salesforce::start();
+    let ada = sf.create("Contact", json!({"LastName": "Ada", "Email": "ada@example.com"}));
+    let bob = sf.create("Contact", json!({"LastName": "Bob"}));
+    let long = sf.create("Contact", json!({"LastName": "Longer than ten"}));
+    let mut settings = sf.settings();
+    settings.push("pgforce.read_interval = '1s'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(10), email text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    )
+    .expect("a read-only mapping");
+    // The initial load: every record, written as the sync engine writes (SYNCED, never captured).
+    wait_for(WAIT, "the initial load", || (rows(&mut c).len() == 2).then_some(()));
+    assert_eq!(
+        rows(&mut c),
+        vec![
+            (ada.clone(), Some("Ada".into()), Some("ada@example.com".into()), "SYNCED".into()),
+            (bob.clone(), Some("Bob".into()), None, "SYNCED".into()),
+        ]
+    );
+    let stamped: i64 = c
+        .query_one("SELECT count(*) FROM salesforce.contact WHERE systemmodstamp IS NOT NULL AND NOT isdeleted", &[])
+        .expect("system columns")
+        .get(0);
+    assert_eq!(stamped, 2);
+    let captured: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log", &[]).expect("log").get(0);
+    assert_eq!(captured, 0, "writes from Salesforce are not captured");
+    // The record whose LastName does not fit varchar(10) failed alone, visibly.
+    let (failed, error): (i64, Option<String>) = c
+        .query_one("SELECT rows_failed, last_error FROM salesforce._read_state", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("read state");
+    assert_eq!(failed, 1);
+    assert!(error.as_deref().is_some_and(|e| e.contains(&long) && e.contains("too long")), "{error:?}");
+
+    // A change in Salesforce arrives within the interval; a delete deletes the row.
+    std::thread::sleep(Duration::from_millis(1100)); // a new SystemModstamp second
+    sf.admin("PATCH", &format!("/records/Contact/{ada}"), json!({"fields": {"LastName": "Ada L."}}));
+    wait_for(WAIT, "the change", || {
+        rows(&mut c).iter().any(|r| r.0 == ada && r.1.as_deref() == Some("Ada L.")).then_some(())
+    });
+    sf.delete("Contact", &bob);
+    wait_for(WAIT, "the delete", || (!rows(&mut c).iter().any(|r| r.0 == bob)).then_some(()));
+    assert_eq!(rows(&mut c).len(), 1);
+}
