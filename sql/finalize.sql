@@ -589,8 +589,20 @@ SELECT m.table_name,
                  AND coalesce(g.state, s.state) OPERATOR(pg_catalog.<>) ALL (ARRAY['IDLE', 'POLLING_DB_CHANGES'])
                  THEN 'WAITING'
             WHEN l.pending OPERATOR(pg_catalog.>) 0 THEN 'SYNCING'
-            ELSE 'DATA_SYNCED' END AS write_state
+            ELSE 'DATA_SYNCED' END AS write_state,
+       -- how a read_only mapping's reads are (pgforce_core::read::ReadState; NULL for mappings that do not read),
+       -- when a read last reached the end of Salesforce's changes, and how long ago that was
+       CASE WHEN m.access OPERATOR(pg_catalog.<>) 'read_only' THEN NULL
+            WHEN m.paused_at IS NOT NULL THEN 'PAUSED'
+            ELSE r.state END AS read_state,
+       r.read_at                   AS last_read_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at AS read_lag,
+       r.rows_read,
+       r.rows_failed,
+       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN r.last_error END AS read_error
   FROM @extschema@._mapping m
+  LEFT JOIN @extschema@._read_state r
+         ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.=) 'read_only'
   LEFT JOIN LATERAL (
         -- through the queue's (relid, id) index; entries put in by hand name their table only
         SELECT pg_catalog.count(*) AS pending,

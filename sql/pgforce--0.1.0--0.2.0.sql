@@ -77,6 +77,20 @@ CREATE TABLE @extschema@._bulk_jobs (
     id          varchar(18) PRIMARY KEY,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+-- API: Private. Where each read-only mapping's read from Salesforce stands (pgforce_core::read): the last record
+-- applied, by (SystemModstamp, Id), written in the transaction that applies its page, so a crash re-reads a page and
+-- never loses or duplicates a row; and how the reads go. Superusers only; sync_status shows it.
+CREATE TABLE @extschema@._read_state (
+    relid          regclass PRIMARY KEY,
+    state          text NOT NULL DEFAULT 'RELOAD_TABLE',
+    position_stamp timestamp,               -- UTC
+    position_id    varchar(18),
+    read_at        timestamptz,             -- when a read last reached the end of Salesforce's changes
+    rows_read      bigint NOT NULL DEFAULT 0,
+    rows_failed    bigint NOT NULL DEFAULT 0,
+    last_error     text
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');
 ALTER TABLE @extschema@._trigger_log ADD COLUMN depth integer, ADD COLUMN bulk_job text;
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN depth integer, ADD COLUMN bulk_job text;
 ALTER TABLE @extschema@._mapping ADD COLUMN paused_at timestamptz;
@@ -688,8 +702,20 @@ SELECT m.table_name,
                  AND coalesce(g.state, s.state) OPERATOR(pg_catalog.<>) ALL (ARRAY['IDLE', 'POLLING_DB_CHANGES'])
                  THEN 'WAITING'
             WHEN l.pending OPERATOR(pg_catalog.>) 0 THEN 'SYNCING'
-            ELSE 'DATA_SYNCED' END AS write_state
+            ELSE 'DATA_SYNCED' END AS write_state,
+       -- how a read_only mapping's reads are (pgforce_core::read::ReadState; NULL for mappings that do not read),
+       -- when a read last reached the end of Salesforce's changes, and how long ago that was
+       CASE WHEN m.access OPERATOR(pg_catalog.<>) 'read_only' THEN NULL
+            WHEN m.paused_at IS NOT NULL THEN 'PAUSED'
+            ELSE r.state END AS read_state,
+       r.read_at                   AS last_read_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at AS read_lag,
+       r.rows_read,
+       r.rows_failed,
+       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN r.last_error END AS read_error
   FROM @extschema@._mapping m
+  LEFT JOIN @extschema@._read_state r
+         ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.=) 'read_only'
   LEFT JOIN LATERAL (
         -- through the queue's (relid, id) index; entries put in by hand name their table only
         SELECT pg_catalog.count(*) AS pending,
@@ -1095,18 +1121,3 @@ CREATE TABLE @extschema@.sync_requests (
 );
 CREATE INDEX sync_requests_idx_requested_at ON @extschema@.sync_requests (requested_at);
 GRANT SELECT ON @extschema@.sync_requests TO pgforce_monitor;
-
--- API: Private. Where each read-only mapping's read from Salesforce stands (pgforce_core::read): the last record
--- applied, by (SystemModstamp, Id), written in the transaction that applies its page, so a crash re-reads a page and
--- never loses or duplicates a row; and how the reads go. Superusers only; sync_status shows it.
-CREATE TABLE @extschema@._read_state (
-    relid          regclass PRIMARY KEY,
-    state          text NOT NULL DEFAULT 'RELOAD_TABLE',
-    position_stamp timestamp,               -- UTC
-    position_id    varchar(18),
-    read_at        timestamptz,             -- when a read last reached the end of Salesforce's changes
-    rows_read      bigint NOT NULL DEFAULT 0,
-    rows_failed    bigint NOT NULL DEFAULT 0,
-    last_error     text
-);
-SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');

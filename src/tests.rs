@@ -1082,4 +1082,23 @@ mod tests {
             Some(5000)
         );
     }
+
+    #[pg_test]
+    fn a_read_only_mapping_gets_its_system_columns_and_starts_with_a_load() {
+        use pgforce_core::read::ReadState;
+        sql("CREATE TABLE salesforce.account (id serial PRIMARY KEY, name text)");
+        sql("SELECT salesforce.map_table('salesforce.account', 'Account', mode => 'read_only')");
+        assert_eq!(
+            text("SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'salesforce.account'::regclass AND attnum > 2 AND NOT attisdropped"),
+            "sfid character varying(18), _hc_lastop character varying(32), _hc_err text, systemmodstamp timestamp without time zone, isdeleted boolean, createddate timestamp without time zone"
+        );
+        assert_eq!(one::<bool>("SELECT to_regclass('salesforce.hc_idx_account_systemmodstamp') IS NOT NULL"), Some(true));
+        // The vocabulary: the first read is the load; a paused mapping reads nothing.
+        assert_eq!(text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"), ReadState::ReloadTable.as_str());
+        sql("SELECT salesforce.pause('salesforce.account'::regclass)");
+        assert_eq!(text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"), ReadState::Paused.as_str());
+        // A mapping that does not read has no read state.
+        contact_table();
+        assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'contact'"), None);
+    }
 }

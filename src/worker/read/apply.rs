@@ -10,7 +10,7 @@ use pgforce_core::mapping::PgKind;
 use pgforce_core::read::apply::{decide, Apply, Local, OnDelete};
 use pgforce_core::read::page::{Page, SfRecord};
 use pgforce_core::read::values::column_text;
-use pgforce_core::read::Position;
+use pgforce_core::read::{Position, ReadState};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::{quote_identifier, SpiClient};
@@ -168,9 +168,11 @@ pub(super) fn page(
                     position_id = $3, rows_read = rows_read OPERATOR(pg_catalog.+) $4,
                     rows_failed = rows_failed OPERATOR(pg_catalog.+) $5,
                     last_error = CASE WHEN $5 OPERATOR(pg_catalog.>) 0 THEN $6 ELSE last_error END,
-                    state = CASE WHEN $7 THEN 'DATA_SYNCED' ELSE 'POLLING_SF_CHANGES' END,
+                    state = CASE WHEN $7 THEN '{synced}' ELSE '{polling}' END,
                     read_at = CASE WHEN $7 THEN pg_catalog.now() ELSE read_at END
-              WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"
+              WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass",
+            synced = ReadState::DataSynced.as_str(),
+            polling = ReadState::PollingSfChanges.as_str(),
         ),
         None,
         &[

@@ -51,9 +51,14 @@ fn a_read_only_mapping_loads_every_record_then_follows_changes_and_deletes() {
     assert_eq!(stamped, 2);
     let captured: i64 = c.query_one("SELECT count(*) FROM salesforce._trigger_log", &[]).expect("log").get(0);
     assert_eq!(captured, 0, "writes from Salesforce are not captured");
+    let (state, lag_known): (String, bool) = c
+        .query_one("SELECT read_state, read_lag IS NOT NULL FROM salesforce.sync_status", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("sync_status");
+    assert_eq!((state.as_str(), lag_known), ("DATA_SYNCED", true));
     // The record whose LastName does not fit varchar(10) failed alone, visibly.
     let (failed, error): (i64, Option<String>) = c
-        .query_one("SELECT rows_failed, last_error FROM salesforce._read_state", &[])
+        .query_one("SELECT rows_failed, read_error FROM salesforce.sync_status", &[])
         .map(|r| (r.get(0), r.get(1)))
         .expect("read state");
     assert_eq!(failed, 1);

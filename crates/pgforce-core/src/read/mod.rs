@@ -7,6 +7,34 @@ pub mod page;
 pub mod soql;
 pub mod values;
 
+/// How a mapping's reads are (Heroku Connect's mapping states where they fit), as `_read_state.state` and
+/// `sync_status.read_state` show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadState {
+    /// Nothing read yet, or the initial load under way (Heroku Connect: "doing an initial load or a reload").
+    ReloadTable,
+    /// Pages of changes are being read.
+    PollingSfChanges,
+    /// The last read reached the end of Salesforce's changes.
+    DataSynced,
+    /// `salesforce.pause()`: nothing is read until `resume()`.
+    Paused,
+}
+
+impl ReadState {
+    pub const ALL: [ReadState; 4] =
+        [ReadState::ReloadTable, ReadState::PollingSfChanges, ReadState::DataSynced, ReadState::Paused];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReadState::ReloadTable => "RELOAD_TABLE",
+            ReadState::PollingSfChanges => "POLLING_SF_CHANGES",
+            ReadState::DataSynced => "DATA_SYNCED",
+            ReadState::Paused => "PAUSED",
+        }
+    }
+}
+
 /// Where a mapping's read stands: the last record applied, by `(SystemModstamp, Id)`, the order every read pages in.
 /// `None` fields: nothing read yet (the next read is the initial load).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
