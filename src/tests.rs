@@ -1092,11 +1092,29 @@ mod tests {
             text("SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'salesforce.account'::regclass AND attnum > 2 AND NOT attisdropped"),
             "sfid character varying(18), _hc_lastop character varying(32), _hc_err text, systemmodstamp timestamp without time zone, isdeleted boolean, createddate timestamp without time zone"
         );
-        assert_eq!(one::<bool>("SELECT to_regclass('salesforce.hc_idx_account_systemmodstamp') IS NOT NULL"), Some(true));
+        assert_eq!(
+            one::<bool>("SELECT to_regclass('salesforce.hc_idx_account_systemmodstamp') IS NOT NULL"),
+            Some(true)
+        );
         // The vocabulary: the first read is the load; a paused mapping reads nothing.
-        assert_eq!(text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"), ReadState::ReloadTable.as_str());
+        assert_eq!(
+            text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"),
+            ReadState::ReloadTable.as_str()
+        );
         sql("SELECT salesforce.pause('salesforce.account'::regclass)");
-        assert_eq!(text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"), ReadState::Paused.as_str());
+        assert_eq!(
+            text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"),
+            ReadState::Paused.as_str()
+        );
+        // A read-only mapping made before reading existed (no read state) starts reading when altered to read_only.
+        sql("SELECT salesforce.resume('salesforce.account'::regclass)");
+        sql("DELETE FROM salesforce._read_state");
+        assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"), None);
+        sql("SELECT salesforce.alter_mapping('salesforce.account'::regclass, mode => 'read_only')");
+        assert_eq!(
+            text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"),
+            ReadState::ReloadTable.as_str()
+        );
         // A mapping that does not read has no read state.
         contact_table();
         assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'contact'"), None);

@@ -23,7 +23,7 @@ mod table;
 
 use relationships::{bad_relationship, check_relationships};
 use table::{add_read_columns, add_system_columns, check_kind, drop_triggers, install_triggers, start_reading};
-use table::{table_info, TableInfo, INTEGER_TYPES};
+use table::{reading, table_info, TableInfo, INTEGER_TYPES};
 
 type Result<T> = std::result::Result<T, PgforceError>;
 
@@ -265,10 +265,12 @@ fn alter_mapping(
     if plan.access.as_str() != old_access {
         drop_triggers(client, &table)?;
         install_triggers(client, &schema, &table, plan.access)?;
-        if plan.access == Access::ReadOnly {
-            add_read_columns(client, &table)?;
-            start_reading(client, &schema, tbl)?;
-        }
+    }
+    // A mapping made read_only starts reading; so does a read_only one that does not read yet (mapped before
+    // reading existed: alter_mapping(tbl, mode => 'read_only') is how it starts).
+    if plan.access == Access::ReadOnly && (plan.access.as_str() != old_access || !reading(client, &schema, tbl)?) {
+        add_read_columns(client, &table)?;
+        start_reading(client, &schema, tbl)?;
     }
     client.update(
         &format!(

@@ -261,3 +261,20 @@ pub(super) fn start_reading(client: &mut SpiClient, schema: &str, tbl: pg_sys::O
     }
     Ok(())
 }
+
+/// Whether `tbl` has a read state (it reads, or will at the worker's next turn).
+pub(super) fn reading(client: &SpiClient, schema: &str, tbl: pg_sys::Oid) -> Result<bool> {
+    Ok(client
+        .select(
+            &format!(
+                "SELECT pg_catalog.to_regclass('{schema}._read_state') IS NOT NULL
+                        AND EXISTS (SELECT 1 FROM {schema}._read_state r
+                                     WHERE r.relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass)"
+            ),
+            Some(1),
+            &[DatumWithOid::from(tbl)],
+        )?
+        .first()
+        .get(1)?
+        .unwrap_or(false))
+}
