@@ -1,6 +1,8 @@
 //! The read path's queries against fakeforce, in process: a keyset read sees every record once, however many share
 //! one SystemModstamp, deleted ones included with IsDeleted.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -8,23 +10,11 @@ use fakeforce::{Config, FakeForce};
 use pgforce_core::delivery::batch::Batch;
 use pgforce_core::delivery::send::deliver;
 use pgforce_core::read::{page, soql, Position};
-use pgforce_core::salesforce::{AuthFlow, CallKind, Client, Settings};
+use pgforce_core::salesforce::{CallKind, Client};
 use serde_json::{json, Value};
 
 fn client(ff: &FakeForce) -> Client {
-    Client::new(Settings {
-        login_url: ff.url().to_string(),
-        auth_flow: AuthFlow::ClientCredentials,
-        client_id: "pgforce-demo-client".into(),
-        client_secret: "pgforce-demo-secret".into(),
-        username: "integration@pgforce.example".into(),
-        jwt_key_file: Default::default(),
-        refresh_token: "pgforce-demo-refresh-token".into(),
-        jwt_audience: String::new(),
-        api_version: "62.0".into(),
-        request_timeout: Duration::from_secs(10),
-        allow_insecure_http: false,
-    })
+    Client::new(common::settings(ff))
 }
 
 fn create_contacts(client: &Client, n: usize) -> Vec<String> {

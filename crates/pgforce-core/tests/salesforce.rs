@@ -1,27 +1,14 @@
 //! The Salesforce client and sending (`delivery::send`) against fakeforce, in process.
 
+mod common;
+
+use common::settings;
 use fakeforce::{Config, FakeForce};
 use pgforce_core::delivery::batch::{Batch, Verdict};
 use pgforce_core::delivery::send::deliver;
-use pgforce_core::salesforce::{jwt_audience, AuthFlow, CallError, CallKind, Client, Settings, Usage};
+use pgforce_core::salesforce::{jwt_audience, AuthFlow, CallError, CallKind, Client, Usage};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-fn settings(ff: &FakeForce) -> Settings {
-    Settings {
-        login_url: ff.url().to_string(),
-        auth_flow: AuthFlow::ClientCredentials,
-        client_id: "pgforce-demo-client".into(),
-        client_secret: "pgforce-demo-secret".into(),
-        username: "integration@pgforce.example".into(),
-        jwt_key_file: Default::default(),
-        refresh_token: "pgforce-demo-refresh-token".into(),
-        jwt_audience: String::new(),
-        api_version: "62.0".into(),
-        request_timeout: Duration::from_secs(5),
-        allow_insecure_http: false,
-    }
-}
 
 /// A copy of a key file only its owner can read, as pgforce requires of secret files.
 fn private_copy(source: &std::path::Path) -> std::path::PathBuf {
