@@ -124,9 +124,14 @@ CREATE TABLE @extschema@._mapping (
     paused_at       timestamptz,         -- delivery paused (salesforce.pause) since; capture goes on
     -- foreign key column → Salesforce lookup field: the column holds the parent row's id, sent as its sfid
     relationships   jsonb NOT NULL DEFAULT '{}',
+    -- read_only mappings: how often they read (NULL: pgforce.read_interval), and what a record deleted in
+    -- Salesforce does to its row ('delete', as Heroku Connect does, or 'flag': isdeleted = true)
+    read_interval   interval,
+    on_delete       text NOT NULL DEFAULT 'delete',
     CONSTRAINT _mapping_pkey PRIMARY KEY (table_name),
     CONSTRAINT _mapping_relid_key UNIQUE (relid),
-    CONSTRAINT _mapping_access_check CHECK (access OPERATOR(pg_catalog.=) ANY (ARRAY['read_write', 'read_only']::pg_catalog.text[]))
+    CONSTRAINT _mapping_access_check CHECK (access OPERATOR(pg_catalog.=) ANY (ARRAY['read_write', 'read_only']::pg_catalog.text[])),
+    CONSTRAINT _mapping_on_delete_check CHECK (on_delete OPERATOR(pg_catalog.=) ANY (ARRAY['delete', 'flag']::pg_catalog.text[]))
 );
 
 -- pg_dump keeps the queue, the archive and the mappings (they are data, not extension code).

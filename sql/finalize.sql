@@ -413,7 +413,7 @@ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                             WHERE c.oid OPERATOR(pg_catalog.=) m.relid
                               AND pg_catalog.has_function_privilege(c.relowner,
-                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean, jsonb)'::pg_catalog.regprocedure,
+                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean, jsonb, pg_catalog.interval, text)'::pg_catalog.regprocedure,
                                     'EXECUTE')) THEN
                 RAISE EXCEPTION 'column "%" of % is mapped to Salesforce: renaming it to "%" would send it to another field',
                         missing[1], m.relid, renamed[1]
@@ -493,17 +493,32 @@ CREATE FUNCTION @extschema@.map_table(
     upsert_field text DEFAULT NULL,
     fields text[] DEFAULT NULL,
     paused boolean DEFAULT false,
-    relationships jsonb DEFAULT NULL
+    relationships jsonb DEFAULT NULL,
+    read_interval interval DEFAULT NULL,
+    on_delete text DEFAULT 'delete'
 ) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    IF map_table.on_delete IS NULL
+       OR map_table.on_delete OPERATOR(pg_catalog.<>) ALL (ARRAY['delete', 'flag']::pg_catalog.text[]) THEN
+        RAISE EXCEPTION 'on_delete must be ''delete'' or ''flag'', not %',
+                coalesce(pg_catalog.quote_literal(map_table.on_delete), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'on_delete => ''delete'' deletes the row of a record deleted in Salesforce (as Heroku Connect does); ''flag'' keeps it with isdeleted = true.';
+    END IF;
+    IF map_table.read_interval OPERATOR(pg_catalog.<) '1 second'::pg_catalog.interval THEN
+        RAISE EXCEPTION 'read_interval must be at least 1 second, not %', map_table.read_interval
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it NULL for pgforce.read_interval (30 s by default).';
+    END IF;
     PERFORM @extschema@._map_table_with_relationships(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields,
                                                       relationships);
-    IF paused THEN
-        UPDATE @extschema@._mapping SET paused_at = pg_catalog.now() WHERE relid OPERATOR(pg_catalog.=) tbl;
-    END IF;
+    UPDATE @extschema@._mapping
+       SET paused_at = CASE WHEN paused THEN pg_catalog.now() END,
+           read_interval = map_table.read_interval, on_delete = map_table.on_delete
+     WHERE relid OPERATOR(pg_catalog.=) tbl;
 END
 $fn$;
 
@@ -512,7 +527,7 @@ CREATE FUNCTION @extschema@.unmap_table(tbl regclass) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT @extschema@._unmap_table(tbl::pg_catalog.oid) $fn$;
-REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb, interval, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.unmap_table(regclass) FROM PUBLIC;
 
 -- Rows inserted into the log, reset to NEW, or set to REQUEUE in the archive by users (the documented retry SQL)

@@ -95,6 +95,8 @@ ALTER TABLE @extschema@._trigger_log ADD COLUMN depth integer, ADD COLUMN bulk_j
 ALTER TABLE @extschema@._trigger_log_archive ADD COLUMN depth integer, ADD COLUMN bulk_job text;
 ALTER TABLE @extschema@._mapping ADD COLUMN paused_at timestamptz;
 ALTER TABLE @extschema@._mapping ADD COLUMN relationships jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE @extschema@._mapping ADD COLUMN read_interval interval, ADD COLUMN on_delete text NOT NULL DEFAULT 'delete',
+    ADD CONSTRAINT _mapping_on_delete_check CHECK (on_delete OPERATOR(pg_catalog.=) ANY (ARRAY['delete', 'flag']::pg_catalog.text[]));
 CREATE INDEX _trigger_log_idx_delete ON @extschema@._trigger_log (record_id)
     WHERE action::pg_catalog.text OPERATOR(pg_catalog.=) 'DELETE'::pg_catalog.text;
 CREATE INDEX _trigger_log_idx_bulk_job ON @extschema@._trigger_log (bulk_job)
@@ -522,7 +524,7 @@ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                             WHERE c.oid OPERATOR(pg_catalog.=) m.relid
                               AND pg_catalog.has_function_privilege(c.relowner,
-                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean, jsonb)'::pg_catalog.regprocedure,
+                                    '@extschema@.map_table(pg_catalog.regclass, text, text, text, text[], boolean, jsonb, pg_catalog.interval, text)'::pg_catalog.regprocedure,
                                     'EXECUTE')) THEN
                 RAISE EXCEPTION 'column "%" of % is mapped to Salesforce: renaming it to "%" would send it to another field',
                         missing[1], m.relid, renamed[1]
@@ -578,7 +580,8 @@ REVOKE ALL ON FUNCTION @extschema@._follow_table_ddl() FROM PUBLIC;
 CREATE EVENT TRIGGER pgforce_follow_table_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION @extschema@._follow_table_ddl();
 
--- map_table gains `paused`: the roles a superuser granted the old one to keep their grant.
+-- map_table gains `paused`, `relationships`, `read_interval` and `on_delete`: the roles a superuser granted the old
+-- one to keep their grant.
 SELECT pg_catalog.set_config('pgforce_upgrade.map_table_grantees',
            coalesce(pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(r.rolname), ','), ''), true)
   FROM pg_catalog.pg_proc p
@@ -594,17 +597,32 @@ CREATE FUNCTION @extschema@.map_table(
     upsert_field text DEFAULT NULL,
     fields text[] DEFAULT NULL,
     paused boolean DEFAULT false,
-    relationships jsonb DEFAULT NULL
+    relationships jsonb DEFAULT NULL,
+    read_interval interval DEFAULT NULL,
+    on_delete text DEFAULT 'delete'
 ) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    IF map_table.on_delete IS NULL
+       OR map_table.on_delete OPERATOR(pg_catalog.<>) ALL (ARRAY['delete', 'flag']::pg_catalog.text[]) THEN
+        RAISE EXCEPTION 'on_delete must be ''delete'' or ''flag'', not %',
+                coalesce(pg_catalog.quote_literal(map_table.on_delete), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'on_delete => ''delete'' deletes the row of a record deleted in Salesforce (as Heroku Connect does); ''flag'' keeps it with isdeleted = true.';
+    END IF;
+    IF map_table.read_interval OPERATOR(pg_catalog.<) '1 second'::pg_catalog.interval THEN
+        RAISE EXCEPTION 'read_interval must be at least 1 second, not %', map_table.read_interval
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it NULL for pgforce.read_interval (30 s by default).';
+    END IF;
     PERFORM @extschema@._map_table_with_relationships(tbl::pg_catalog.oid, sobject, mode, upsert_field, fields,
                                                       relationships);
-    IF paused THEN
-        UPDATE @extschema@._mapping SET paused_at = pg_catalog.now() WHERE relid OPERATOR(pg_catalog.=) tbl;
-    END IF;
+    UPDATE @extschema@._mapping
+       SET paused_at = CASE WHEN paused THEN pg_catalog.now() END,
+           read_interval = map_table.read_interval, on_delete = map_table.on_delete
+     WHERE relid OPERATOR(pg_catalog.=) tbl;
 END
 $fn$;
 
@@ -612,13 +630,13 @@ CREATE OR REPLACE FUNCTION @extschema@.unmap_table(tbl regclass) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT @extschema@._unmap_table(tbl::pg_catalog.oid) $fn$;
-REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb, interval, text) FROM PUBLIC;
 DO $do$
 DECLARE
     grantees text := pg_catalog.current_setting('pgforce_upgrade.map_table_grantees', true);
 BEGIN
     IF grantees OPERATOR(pg_catalog.<>) '' THEN
-        EXECUTE 'GRANT EXECUTE ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb) TO '
+        EXECUTE 'GRANT EXECUTE ON FUNCTION @extschema@.map_table(regclass, text, text, text, text[], boolean, jsonb, interval, text) TO '
                 OPERATOR(pg_catalog.||) grantees;
     END IF;
 END

@@ -1115,6 +1115,26 @@ mod tests {
             text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"),
             ReadState::ReloadTable.as_str()
         );
+        // on_delete and read_interval: checked, kept with the mapping.
+        sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");
+        assert_eq!(
+            outcome(
+                "SELECT salesforce.map_table('salesforce.lead', 'Lead', mode => 'read_only', on_delete => 'purge')"
+            ),
+            "22023 +hint"
+        );
+        assert_eq!(
+            outcome(
+                "SELECT salesforce.map_table('salesforce.lead', 'Lead', mode => 'read_only', read_interval => '500ms')"
+            ),
+            "22023 +hint"
+        );
+        sql("SELECT salesforce.map_table('salesforce.lead', 'Lead', mode => 'read_only', read_interval => '5s', on_delete => 'flag')");
+        assert_eq!(
+            text("SELECT read_interval::text || ' ' || on_delete FROM salesforce._mapping WHERE table_name = 'lead'"),
+            "00:00:05 flag"
+        );
+        assert_eq!(one::<bool>("SELECT read_interval IS NULL AND on_delete = 'delete' FROM salesforce._mapping WHERE table_name = 'account'"), Some(true));
         // A mapping that does not read has no read state.
         contact_table();
         assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'contact'"), None);

@@ -32,7 +32,8 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                     pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum),
                     pg_catalog.array_agg(CASE WHEN t.typtype {EQ} 'd' THEN bt.typname ELSE t.typname END::pg_catalog.text
                                          ORDER BY a.attnum),
-                    pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum)
+                    pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum),
+                    (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8, m.on_delete
                FROM {schema}._mapping m
                JOIN {schema}._read_state r ON r.relid {EQ} m.relid
                JOIN pg_catalog.pg_class c ON c.oid {EQ} m.relid
@@ -42,7 +43,8 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                JOIN pg_catalog.pg_type t ON t.oid {EQ} a.atttypid
                LEFT JOIN pg_catalog.pg_type bt ON bt.oid {EQ} t.typbasetype
               WHERE m.access {EQ} 'read_only'
-              GROUP BY m.relid, m.sobject, c.relowner, m.paused_at, r.position_stamp, r.position_id
+              GROUP BY m.relid, m.sobject, c.relowner, m.paused_at, r.position_stamp, r.position_id,
+                       m.read_interval, m.on_delete
               ORDER BY m.relid"
         ),
         None,
@@ -68,6 +70,8 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
             paused: row.get(5)?.unwrap_or(false),
             position: Position { stamp: row.get(6)?, id: row.get(7)? },
             columns,
+            interval: row.get::<f64>(11)?.map(|s| std::time::Duration::from_secs_f64(s.max(1.0))),
+            on_delete: row.get::<String>(12)?.and_then(|o| OnDelete::parse(&o)).unwrap_or(OnDelete::Delete),
         });
     }
     Ok(out)
@@ -111,6 +115,7 @@ pub(super) fn page(
     let t = &mapping.qualified;
     let sfids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
     let (mut inserts, mut updates, mut deletes, mut failed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut flags: Vec<(String, f64)> = Vec::new();
     let mut applied = 0i64;
     as_table_owner(mapping.owner, || -> Result<(), WorkerError> {
         let mut local: HashMap<String, Local> = HashMap::new();
@@ -131,13 +136,14 @@ pub(super) fn page(
         }
         for record in &page.records {
             let here = local.get(&record.id).copied().unwrap_or_default();
-            match decide(record.stamp, record.deleted, here, OnDelete::Delete) {
+            match decide(record.stamp, record.deleted, here, mapping.on_delete) {
                 Apply::Insert | Apply::Update => match row_text(mapping, record) {
                     Ok(row) if here.exists => updates.push(row),
                     Ok(row) => inserts.push(row),
                     Err(e) => failed.push((record.id.clone(), e)),
                 },
-                Apply::Delete | Apply::Flag => deletes.push(record.id.clone()),
+                Apply::Delete => deletes.push(record.id.clone()),
+                Apply::Flag => flags.push((record.id.clone(), record.stamp as f64)),
                 Apply::Unchanged | Apply::KeepLocal => {}
             }
         }
@@ -149,6 +155,25 @@ pub(super) fn page(
                     &format!("DELETE FROM {t} WHERE sfid::pg_catalog.text {EQ} ANY ($1)"),
                     None,
                     &[DatumWithOid::from(deletes.clone())],
+                )?
+                .len() as i64;
+        }
+        if !flags.is_empty() {
+            // on_delete => 'flag': the row stays, marked deleted, with the stamp of the delete.
+            let (ids, stamps): (Vec<String>, Vec<f64>) = flags.iter().cloned().unzip();
+            applied += client
+                .update(
+                    &format!(
+                        "UPDATE {t} AS t
+                            SET isdeleted = true, systemmodstamp = pg_catalog.to_timestamp(u.stamp) AT TIME ZONE 'UTC',
+                                _hc_lastop = '{synced}', _hc_err = NULL
+                           FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]),
+                                           pg_catalog.unnest($2::pg_catalog.float8[])) AS u(sfid, stamp)
+                          WHERE t.sfid::pg_catalog.text {EQ} u.sfid",
+                        synced = LastOp::Synced.as_str(),
+                    ),
+                    None,
+                    &[DatumWithOid::from(ids), DatumWithOid::from(stamps)],
                 )?
                 .len() as i64;
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use pgforce_core::config::Config;
 use pgforce_core::mapping::PgKind;
+use pgforce_core::read::apply::OnDelete;
 use pgforce_core::read::{page, soql, Position};
 use pgrx::pg_sys;
 
@@ -41,6 +42,9 @@ pub(crate) struct Reading {
     pub position: Position,
     /// The columns read: each reads the Salesforce field its name spells.
     pub columns: Vec<Column>,
+    /// `map_table(..., read_interval => …)`; `None`: `pgforce.read_interval`.
+    pub interval: Option<Duration>,
+    pub on_delete: OnDelete,
 }
 
 pub(crate) struct Column {
@@ -55,15 +59,17 @@ impl Read {
     /// The read pipeline's turn in a cycle: reads each mapping that is due, up to `PAGES_PER_STEP` pages. Returns
     /// how long until a mapping is due again (zero: more pages are waiting).
     pub(crate) fn step(&mut self, engine: &mut Engine, config: &Config) -> Duration {
-        let interval = config.read_interval;
+        let default_interval = config.read_interval;
         let mappings = match engine.with_statements(|c, st| apply::readings(c, &st.schema)) {
             Ok(m) => m,
-            Err(_) => return interval,
+            Err(_) => return default_interval,
         };
         self.next_read.retain(|relid, _| mappings.iter().any(|m| m.relid == *relid));
-        let mut wait = interval;
+        let mut wait = default_interval;
         let mut pages = 0;
         for mapping in mappings.iter().filter(|m| !m.paused) {
+            let interval = mapping.interval.unwrap_or(default_interval);
+            wait = wait.min(interval);
             let now = Instant::now();
             if let Some(due) = self.next_read.get(&mapping.relid).filter(|due| **due > now) {
                 wait = wait.min(*due - now);

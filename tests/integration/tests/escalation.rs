@@ -209,7 +209,7 @@ fn a_relationship_reveals_nothing_of_a_parent_the_role_may_not_read() {
             "CREATE TABLE app.account (id serial PRIMARY KEY, name text);
              SELECT salesforce.map_table('app.account', 'Account');
              GRANT REFERENCES ON app.account TO app_owner;
-             GRANT EXECUTE ON FUNCTION salesforce.map_table(regclass, text, text, text, text[], boolean, jsonb)
+             GRANT EXECUTE ON FUNCTION salesforce.map_table(regclass, text, text, text, text[], boolean, jsonb, interval, text)
                 TO app_owner;",
         )
         .expect("a parent the owner may reference but not read");

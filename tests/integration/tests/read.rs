@@ -74,3 +74,33 @@ fn a_read_only_mapping_loads_every_record_then_follows_changes_and_deletes() {
     wait_for(WAIT, "the delete", || (!rows(&mut c).iter().any(|r| r.0 == bob)).then_some(()));
     assert_eq!(rows(&mut c).len(), 1);
 }
+
+#[test]
+fn on_delete_flag_keeps_the_row_and_read_interval_is_per_mapping() {
+    let sf = Salesforce::start();
+    let kept = sf.create("Lead", json!({"LastName": "Kept", "Company": "Acme"}));
+    // The default interval is long: only the mapping's own read_interval can bring the delete in time.
+    let mut settings = sf.settings();
+    settings.push("pgforce.read_interval = '1h'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text, company text);
+         SELECT salesforce.map_table('salesforce.lead', 'Lead', mode => 'read_only', read_interval => '1s',
+                                     on_delete => 'flag');",
+    )
+    .expect("a read-only mapping that flags deletes");
+    let flagged = |c: &mut postgres::Client| -> Option<bool> {
+        c.query_opt("SELECT isdeleted FROM salesforce.lead WHERE sfid = $1", &[&kept]).ok().flatten().map(|r| r.get(0))
+    };
+    wait_for(WAIT, "the initial load", || flagged(&mut c).filter(|d| !d).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(1100));
+    sf.delete("Lead", &kept);
+    wait_for(WAIT, "the delete, flagged", || flagged(&mut c).filter(|d| *d).map(|_| ()));
+    let (lastname, lastop): (String, String) = c
+        .query_one("SELECT lastname, _hc_lastop FROM salesforce.lead WHERE sfid = $1", &[&kept])
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("the row is kept");
+    assert_eq!((lastname.as_str(), lastop.as_str()), ("Kept", "SYNCED"));
+}
