@@ -171,9 +171,17 @@ CREATE TABLE @extschema@._read_state (
     read_at        timestamptz,             -- when a read last reached the end of Salesforce's changes
     rows_read      bigint NOT NULL DEFAULT 0,
     rows_failed    bigint NOT NULL DEFAULT 0,
-    last_error     text
+    last_error     text,
+    reloading_since timestamptz             -- salesforce.reload(): every record is read again since
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');
+-- API: Private. During salesforce.reload(): the records read so far (with the position, in the same transaction), so
+-- that at its end the rows whose records are gone are deleted. Superusers only, never dumped.
+CREATE TABLE @extschema@._read_seen (
+    relid regclass NOT NULL,
+    sfid  varchar(18) NOT NULL,
+    CONSTRAINT _read_seen_pkey PRIMARY KEY (relid, sfid)
+);
 
 -- API: Private. The refresh token Salesforce rotated the configured one to (refresh_token flow). Logins use it for as
 -- long as pgforce.refresh_token (or its file) still holds the token it was rotated from (configured_sha256); a new

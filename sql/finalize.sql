@@ -952,3 +952,45 @@ GRANT EXECUTE ON FUNCTION @extschema@.pause(text), @extschema@.resume(text), @ex
     @extschema@.preview(text, integer), @extschema@.rollback(timestamptz, text, boolean, boolean, boolean),
     @extschema@.unmap_table(text),
     @extschema@.alter_mapping(text, text[], text, text, jsonb) TO PUBLIC;
+
+-- API: Public. Reads every record of a read_only mapping again: rows are updated in place (only those that
+-- changed are written), and when the read reaches the end, the rows whose records are gone from Salesforce are
+-- deleted. The table is never emptied or locked; applications go on reading and writing it. For pgforce_operator
+-- (and superusers).
+CREATE FUNCTION @extschema@.reload(tbl regclass) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM @extschema@._require_mapped(tbl);
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'reload() needs a table' USING ERRCODE = 'null_value_not_allowed',
+              HINT = 'SELECT salesforce.reload(''<table>'');';
+    END IF;
+    UPDATE @extschema@._read_state r
+       SET state = 'RELOAD_TABLE', position_stamp = NULL, position_id = NULL, reloading_since = pg_catalog.now()
+      FROM @extschema@._mapping m
+     WHERE r.relid OPERATOR(pg_catalog.=) tbl AND m.relid OPERATOR(pg_catalog.=) tbl
+       AND m.access OPERATOR(pg_catalog.=) 'read_only';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% does not read from Salesforce', tbl USING ERRCODE = 'object_not_in_prerequisite_state',
+              HINT = pg_catalog.format('Only read_only mappings read: SELECT salesforce.alter_mapping(%L, mode => ''read_only'');', tbl::pg_catalog.text);
+    END IF;
+    DELETE FROM @extschema@._read_seen s WHERE s.relid OPERATOR(pg_catalog.=) tbl;
+    PERFORM @extschema@._wake_worker_at_commit();
+    RETURN pg_catalog.format('%s is read again when this transaction commits: salesforce.sync_status shows its read_state', tbl);
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.reload(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.reload(regclass) TO pgforce_operator;
+CREATE FUNCTION @extschema@.reload(tbl text) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM @extschema@._may_call('@extschema@.reload(pg_catalog.regclass)', 'GRANT pgforce_operator TO %ROLE%;');
+    RETURN @extschema@.reload(@extschema@._table_named(tbl));
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.reload(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.reload(text) TO PUBLIC;

@@ -577,6 +577,13 @@ fn admin(org: &Org, call: &Call) -> Reply {
                 org.wake.notify_one();
                 Ok(Reply::json(200, &json!({"reset": true})))
             }
+            (&M::DELETE, ["admin", "records", _, id]) => {
+                // The record is purged (recycle bin emptied, merged away): no API shows it any more.
+                if !st.store.purge(id) {
+                    return Err(ApiError::not_found());
+                }
+                Ok(Reply::json(200, &json!({"purged": id})))
+            }
             (&M::PATCH, ["admin", "records", o, id]) => {
                 // {"fields": {...}, "by": "005…"}: another user changes the record.
                 let i = org.model.object(o).map(|x| x.index).ok_or_else(ApiError::not_found)?;

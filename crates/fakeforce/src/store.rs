@@ -530,6 +530,15 @@ impl Store {
         Ok(())
     }
 
+    /// Purges a record: gone as if the recycle bin were emptied (or it lost a merge): `queryAll` no longer returns
+    /// it. Returns whether it existed.
+    pub fn purge(&mut self, id: &str) -> bool {
+        let Some(record) = self.records.remove(id) else { return false };
+        self.unindex(&record);
+        self.order[record.object].retain(|x| x != id);
+        true
+    }
+
     /// Stores `record`, moving its index entries from `previous`.
     fn put(&mut self, record: Record, previous: Option<&Record>) {
         if let Some(p) = previous {

@@ -33,7 +33,8 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                     pg_catalog.array_agg(CASE WHEN t.typtype {EQ} 'd' THEN bt.typname ELSE t.typname END::pg_catalog.text
                                          ORDER BY a.attnum),
                     pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum),
-                    (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8, m.on_delete
+                    (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8, m.on_delete,
+                    r.reloading_since IS NOT NULL
                FROM {schema}._mapping m
                JOIN {schema}._read_state r ON r.relid {EQ} m.relid
                JOIN pg_catalog.pg_class c ON c.oid {EQ} m.relid
@@ -44,7 +45,7 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                LEFT JOIN pg_catalog.pg_type bt ON bt.oid {EQ} t.typbasetype
               WHERE m.access {EQ} 'read_only'
               GROUP BY m.relid, m.sobject, c.relowner, m.paused_at, r.position_stamp, r.position_id,
-                       m.read_interval, m.on_delete
+                       m.read_interval, m.on_delete, r.reloading_since
               ORDER BY m.relid"
         ),
         None,
@@ -72,6 +73,7 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
             columns,
             interval: row.get::<f64>(11)?.map(|s| std::time::Duration::from_secs_f64(s.max(1.0))),
             on_delete: row.get::<String>(12)?.and_then(|o| OnDelete::parse(&o)).unwrap_or(OnDelete::Delete),
+            reloading: row.get(13)?.unwrap_or(false),
         });
     }
     Ok(out)
@@ -135,7 +137,11 @@ pub(super) fn page(
             local.insert(sfid, local_row);
         }
         for record in &page.records {
-            let here = local.get(&record.id).copied().unwrap_or_default();
+            let mut here = local.get(&record.id).copied().unwrap_or_default();
+            if mapping.reloading {
+                // A reload writes every row whose values differ from its record's, whatever its stamp says.
+                here.stamp = None;
+            }
             match decide(record.stamp, record.deleted, here, mapping.on_delete) {
                 Apply::Insert | Apply::Update => match row_text(mapping, record) {
                     Ok(row) if here.exists => updates.push(row),
@@ -182,6 +188,20 @@ pub(super) fn page(
     for record in &page.records {
         position.advance(record.stamp, &record.id);
     }
+    if mapping.reloading {
+        client.update(
+            &format!(
+                "INSERT INTO {schema}._read_seen (relid, sfid)
+                 SELECT $1::pg_catalog.oid::pg_catalog.regclass, u.sfid FROM pg_catalog.unnest($2::pg_catalog.text[]) AS u(sfid)
+                 ON CONFLICT DO NOTHING"
+            ),
+            None,
+            &[DatumWithOid::from(mapping.relid), DatumWithOid::from(sfids.clone())],
+        )?;
+        if caught_up {
+            applied += delete_unseen(client, schema, mapping)?;
+        }
+    }
     for (sfid, why) in &failed {
         pgrx::warning!("pgforce: record {sfid} of {} was not read into {t}: {why}", mapping.sobject);
     }
@@ -194,7 +214,8 @@ pub(super) fn page(
                     rows_failed = rows_failed OPERATOR(pg_catalog.+) $5,
                     last_error = CASE WHEN $5 OPERATOR(pg_catalog.>) 0 THEN $6 ELSE last_error END,
                     state = CASE WHEN $7 THEN '{synced}' ELSE '{polling}' END,
-                    read_at = CASE WHEN $7 THEN pg_catalog.now() ELSE read_at END
+                    read_at = CASE WHEN $7 THEN pg_catalog.now() ELSE read_at END,
+                    reloading_since = CASE WHEN $7 THEN NULL ELSE reloading_since END
               WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass",
             synced = ReadState::DataSynced.as_str(),
             polling = ReadState::PollingSfChanges.as_str(),
@@ -211,6 +232,67 @@ pub(super) fn page(
         ],
     )?;
     Ok(())
+}
+
+/// Rows read back per round when a reload ends.
+const UNSEEN_BATCH: i64 = 10_000;
+
+/// At the end of a reload: deletes the rows whose records the reload did not see (gone from Salesforce, recycle bin
+/// emptied, merged away), then forgets what it saw. The table is read as its owner, a batch at a time, and checked
+/// against what the reload saw as the sync engine (the owner cannot read pgforce's tables). Returns the rows deleted.
+fn delete_unseen(client: &mut SpiClient<'_>, schema: &str, mapping: &Reading) -> Result<i64, WorkerError> {
+    let t = &mapping.qualified;
+    let (mut after, mut deleted) = (String::new(), 0i64);
+    loop {
+        let batch: Vec<String> = as_table_owner(mapping.owner, || -> Result<Vec<String>, WorkerError> {
+            let mut ids = Vec::new();
+            for row in client.select(
+                &format!(
+                    "SELECT t.sfid::pg_catalog.text FROM {t} t
+                      WHERE t.sfid IS NOT NULL AND t.sfid::pg_catalog.text OPERATOR(pg_catalog.>) $1
+                      ORDER BY t.sfid::pg_catalog.text LIMIT $2"
+                ),
+                None,
+                &[DatumWithOid::from(after.as_str()), DatumWithOid::from(UNSEEN_BATCH)],
+            )? {
+                ids.extend(row.get::<String>(1)?);
+            }
+            Ok(ids)
+        })?;
+        let Some(last) = batch.last().cloned() else { break };
+        let mut gone: Vec<String> = Vec::new();
+        for row in client.select(
+            &format!(
+                "SELECT u.sfid FROM pg_catalog.unnest($2::pg_catalog.text[]) AS u(sfid)
+                  WHERE NOT EXISTS (SELECT 1 FROM {schema}._read_seen s
+                                     WHERE s.relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass AND s.sfid::pg_catalog.text {EQ} u.sfid)"
+            ),
+            None,
+            &[DatumWithOid::from(mapping.relid), DatumWithOid::from(batch.clone())],
+        )? {
+            gone.extend(row.get::<String>(1)?);
+        }
+        if !gone.is_empty() {
+            deleted += as_table_owner(mapping.owner, || {
+                client.update(
+                    &format!("DELETE FROM {t} WHERE sfid::pg_catalog.text {EQ} ANY ($1)"),
+                    None,
+                    &[DatumWithOid::from(gone)],
+                )
+            })?
+            .len() as i64;
+        }
+        if (batch.len() as i64) < UNSEEN_BATCH {
+            break;
+        }
+        after = last;
+    }
+    client.update(
+        &format!("DELETE FROM {schema}._read_seen WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"),
+        None,
+        &[DatumWithOid::from(mapping.relid)],
+    )?;
+    Ok(deleted)
 }
 
 /// A record's values as its columns' text; an error names the field that does not fit.
@@ -236,7 +318,7 @@ fn write(
     if rows.is_empty() {
         return Ok(0);
     }
-    let sql = statement(mapping, insert);
+    let sql = statement(mapping, insert, mapping.reloading);
     let all = in_subtransaction(|| run(client, &sql, rows));
     if let Ok(n) = all {
         return Ok(n);
@@ -266,7 +348,8 @@ fn run(client: &mut SpiClient<'_>, sql: &str, rows: &[RowText]) -> Result<i64, W
 
 /// The set-based insert or update of a mapping's rows: `$1` sfids, `$2` stamps (epoch seconds), `$3` created
 /// dates, then one text array per column, each value cast to its column's type and assigned.
-fn statement(mapping: &Reading, insert: bool) -> String {
+/// `only_changed`: an update writes only the rows whose values differ (a reload re-reads every record).
+fn statement(mapping: &Reading, insert: bool, only_changed: bool) -> String {
     let t = &mapping.qualified;
     let synced = LastOp::Synced.as_str();
     let names: Vec<String> = mapping.columns.iter().map(|c| quote_identifier(&c.name)).collect();
@@ -314,6 +397,15 @@ fn statement(mapping: &Reading, insert: bool) -> String {
         .chain(sets)
         .collect::<Vec<_>>()
         .join(", ");
-        format!("UPDATE {t} AS t SET {sets} FROM {from} WHERE t.sfid::pg_catalog.text {EQ} u.sfid")
+        let differs = if only_changed {
+            let mut pairs: Vec<(String, String)> =
+                names.iter().zip(&casts).map(|(n, c)| (format!("t.{n}"), c.clone())).collect();
+            pairs.push(("t.isdeleted".into(), "false".into()));
+            let (old, new): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+            format!(" AND ROW({}) IS DISTINCT FROM ROW({})", old.join(", "), new.join(", "))
+        } else {
+            String::new()
+        };
+        format!("UPDATE {t} AS t SET {sets} FROM {from} WHERE t.sfid::pg_catalog.text {EQ} u.sfid{differs}")
     }
 }

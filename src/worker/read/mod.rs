@@ -45,6 +45,9 @@ pub(crate) struct Reading {
     /// `map_table(..., read_interval => …)`; `None`: `pgforce.read_interval`.
     pub interval: Option<Duration>,
     pub on_delete: OnDelete,
+    /// `salesforce.reload()` asked for every record again: what is read is remembered, and at the end the rows of
+    /// records not seen are deleted.
+    pub reloading: bool,
 }
 
 pub(crate) struct Column {

@@ -104,3 +104,54 @@ fn on_delete_flag_keeps_the_row_and_read_interval_is_per_mapping() {
         .expect("the row is kept");
     assert_eq!((lastname.as_str(), lastop.as_str()), ("Kept", "SYNCED"));
 }
+
+#[test]
+fn reload_repairs_drift_and_deletes_rows_whose_records_are_gone() {
+    let sf = Salesforce::start();
+    let ada = sf.create("Contact", json!({"LastName": "Ada"}));
+    let bob = sf.create("Contact", json!({"LastName": "Bob"}));
+    let cyd = sf.create("Contact", json!({"LastName": "Cyd"}));
+    let mut settings = sf.settings();
+    settings.push("pgforce.read_interval = '1s'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80), email text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    )
+    .expect("a read-only mapping");
+    wait_for(WAIT, "the initial load", || (rows(&mut c).len() == 3).then_some(()));
+    // Drift no poll repairs: a row changed in Postgres, a record purged from Salesforce (no delete to read).
+    c.execute("UPDATE salesforce.contact SET lastname = 'Drifted' WHERE sfid = $1", &[&ada]).expect("drift");
+    sf.admin("DELETE", &format!("/records/Contact/{bob}"), json!(null));
+    std::thread::sleep(Duration::from_secs(3));
+    let names =
+        |c: &mut postgres::Client| rows(c).into_iter().map(|r| (r.0, r.1.unwrap_or_default())).collect::<Vec<_>>();
+    assert_eq!(
+        names(&mut c),
+        vec![(bob.clone(), "Bob".into()), (cyd.clone(), "Cyd".into()), (ada.clone(), "Drifted".into())]
+    );
+    let said: String = c.query_one("SELECT salesforce.reload('contact')", &[]).expect("reload").get(0);
+    assert!(said.contains("read again"), "{said}");
+    wait_for(WAIT, "the reload", || {
+        (names(&mut c) == vec![(ada.clone(), "Ada".to_string()), (cyd.clone(), "Cyd".to_string())]).then_some(())
+    });
+    wait_for(WAIT, "the reload's end", || {
+        let state: String = c.query_one("SELECT read_state FROM salesforce.sync_status", &[]).ok()?.get(0);
+        (state == "DATA_SYNCED").then_some(())
+    });
+    let seen: i64 = c.query_one("SELECT count(*) FROM salesforce._read_seen", &[]).expect("seen").get(0);
+    assert_eq!(seen, 0, "what the reload saw is forgotten at its end");
+    // reload() is for operators, and only of a mapping that reads.
+    c.batch_execute(
+        "CREATE ROLE clerk LOGIN; CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text, company text);
+                     SELECT salesforce.map_table('salesforce.lead', 'Lead')",
+    )
+    .expect("a write mapping");
+    let err = c.query_one("SELECT salesforce.reload('lead')", &[]).expect_err("lead does not read");
+    assert_eq!(err.code().map(|c| c.code()), Some("55000"));
+    let mut clerk = cluster.connect("clerk", "postgres");
+    let err = clerk.query_one("SELECT salesforce.reload('contact')", &[]).expect_err("not an operator");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"));
+}
