@@ -155,3 +155,62 @@ fn reload_repairs_drift_and_deletes_rows_whose_records_are_gone() {
     let err = clerk.query_one("SELECT salesforce.reload('contact')", &[]).expect_err("not an operator");
     assert_eq!(err.code().map(|c| c.code()), Some("42501"));
 }
+
+/// Creates `n` Contacts through sObject Collections (200 a call); returns their ids.
+fn create_contacts(sf: &Salesforce, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for start in (0..n).step_by(200) {
+        let records: Vec<serde_json::Value> = (start..(start + 200).min(n))
+            .map(|i| json!({"attributes": {"type": "Contact"}, "LastName": format!("L{i:05}")}))
+            .collect();
+        let answer = sf.rest("POST", "composite/sobjects", Some(json!({"allOrNone": true, "records": records})));
+        for r in answer.as_array().expect("collection results") {
+            ids.push(r["id"].as_str().expect("created").to_string());
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_crash_during_the_load_loses_and_duplicates_nothing() {
+    // Each call takes 300 ms, so the load of 5,000 records (3 pages) is under way when the server goes down.
+    let sf = Salesforce::start_with(fakeforce::Config { latency_ms: 300, ..fakeforce::Config::default() });
+    let ids = create_contacts(&sf, 5000);
+    let mut settings = sf.settings();
+    settings.push("pgforce.read_interval = '1s'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    )
+    .expect("a read-only mapping");
+    let count = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM salesforce.contact", &[]).map(|r| r.get(0)).unwrap_or(-1)
+    };
+    wait_for(WAIT, "the load under way", || (count(&mut c) > 0).then_some(()));
+    let before = count(&mut c);
+    cluster.crash_and_restart();
+    let mut c = cluster.admin();
+    wait_for(Duration::from_secs(60), "the load finished after the crash", || (count(&mut c) == 5000).then_some(()));
+    let (rows, distinct): (i64, i64) = c
+        .query_one("SELECT count(*), count(DISTINCT sfid) FROM salesforce.contact", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("rows");
+    assert_eq!((rows, distinct), (5000, 5000), "{before} rows before the crash");
+    assert!(before < 5000, "the crash came after the load ({before} rows)");
+    let read: Vec<String> = c
+        .query("SELECT sfid FROM salesforce.contact ORDER BY sfid", &[])
+        .expect("sfids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(read, expected);
+    wait_for(WAIT, "the read caught up", || {
+        let s: String = c.query_one("SELECT read_state FROM salesforce.sync_status", &[]).ok()?.get(0);
+        (s == "DATA_SYNCED").then_some(())
+    });
+}
