@@ -729,9 +729,14 @@ SELECT m.table_name,
        coalesce(c.bytes, 0)     AS bytes,
        coalesce(c.api_calls, 0) AS api_calls,
        pg_catalog.round(lat.p50_1m)::pg_catalog.int8 AS latency_ms_p50_1m, pg_catalog.round(lat.p95_1m)::pg_catalog.int8 AS latency_ms_p95_1m, pg_catalog.round(lat.p99_1m)::pg_catalog.int8 AS latency_ms_p99_1m,
-       pg_catalog.round(lat.p50_1h)::pg_catalog.int8 AS latency_ms_p50_1h, pg_catalog.round(lat.p95_1h)::pg_catalog.int8 AS latency_ms_p95_1h, pg_catalog.round(lat.p99_1h)::pg_catalog.int8 AS latency_ms_p99_1h
+       pg_catalog.round(lat.p50_1h)::pg_catalog.int8 AS latency_ms_p50_1h, pg_catalog.round(lat.p95_1h)::pg_catalog.int8 AS latency_ms_p95_1h, pg_catalog.round(lat.p99_1h)::pg_catalog.int8 AS latency_ms_p99_1h,
+       -- read_only mappings: records written from Salesforce, and seconds since a read last reached the end
+       r.rows_read,
+       (EXTRACT(epoch FROM (pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at)))::pg_catalog.float8 AS read_lag_seconds
   FROM @extschema@._mapping m
   LEFT JOIN @extschema@._metrics c ON c.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
+  LEFT JOIN @extschema@._read_state r
+         ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.=) 'read_only'
   LEFT JOIN LATERAL (
         SELECT pg_catalog.percentile_cont(0.5::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p50_1m,
                pg_catalog.percentile_cont(0.95::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p95_1m,

@@ -34,7 +34,7 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                                          ORDER BY a.attnum),
                     pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum),
                     (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8, m.on_delete,
-                    r.reloading_since IS NOT NULL
+                    r.reloading_since IS NOT NULL, m.table_name::pg_catalog.text
                FROM {schema}._mapping m
                JOIN {schema}._read_state r ON r.relid {EQ} m.relid
                JOIN pg_catalog.pg_class c ON c.oid {EQ} m.relid
@@ -45,7 +45,7 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                LEFT JOIN pg_catalog.pg_type bt ON bt.oid {EQ} t.typbasetype
               WHERE m.access {EQ} 'read_only'
               GROUP BY m.relid, m.sobject, c.relowner, m.paused_at, r.position_stamp, r.position_id,
-                       m.read_interval, m.on_delete, r.reloading_since
+                       m.read_interval, m.on_delete, r.reloading_since, m.table_name
               ORDER BY m.relid"
         ),
         None,
@@ -74,6 +74,7 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
             interval: row.get::<f64>(11)?.map(|s| std::time::Duration::from_secs_f64(s.max(1.0))),
             on_delete: row.get::<String>(12)?.and_then(|o| OnDelete::parse(&o)).unwrap_or(OnDelete::Delete),
             reloading: row.get(13)?.unwrap_or(false),
+            table_name: row.get(14)?.unwrap_or_default(),
         });
     }
     Ok(out)

@@ -48,6 +48,8 @@ pub(crate) struct Reading {
     /// `salesforce.reload()` asked for every record again: what is read is remembered, and at the end the rows of
     /// records not seen are deleted.
     pub reloading: bool,
+    /// The mapping's name in the log and in `sync_metrics` (the table's bare name).
+    pub table_name: String,
 }
 
 pub(crate) struct Column {
@@ -114,6 +116,7 @@ fn read(engine: &mut Engine, config: &Config, mapping: &Reading, budget: usize) 
     let mut position = mapping.position.clone();
     for n in 0..budget.max(1) {
         let answer = client.query_all_page(&soql::page(&mapping.sobject, &fields, &from));
+        engine.metrics.api_call(&mapping.table_name);
         engine.write_requests(config);
         let answer = match answer {
             Ok(answer) => answer,

@@ -56,6 +56,14 @@ fn a_read_only_mapping_loads_every_record_then_follows_changes_and_deletes() {
         .map(|r| (r.get(0), r.get(1)))
         .expect("sync_status");
     assert_eq!((state.as_str(), lag_known), ("DATA_SYNCED", true));
+    // For postgres_exporter: the rows read, the lag, and the read's API calls, counted for the mapping.
+    wait_for(WAIT, "the read's counters", || {
+        let r = c
+            .query_one("SELECT rows_read, read_lag_seconds IS NOT NULL, api_calls FROM salesforce.sync_metrics", &[])
+            .ok()?;
+        let (read, lag, calls): (i64, bool, i64) = (r.get(0), r.get(1), r.get(2));
+        (read == 2 && lag && calls >= 1).then_some(())
+    });
     // The record whose LastName does not fit varchar(10) failed alone, visibly.
     let (failed, error): (i64, Option<String>) = c
         .query_one("SELECT rows_failed, read_error FROM salesforce.sync_status", &[])
