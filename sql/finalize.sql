@@ -613,8 +613,13 @@ SELECT m.table_name,
        r.read_at                   AS last_read_at,
        pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at AS read_lag,
        r.rows_read,
-       r.rows_failed,
-       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN r.last_error END AS read_error
+       CASE WHEN r.relid IS NOT NULL THEN (SELECT pg_catalog.count(*) FROM @extschema@._read_failures rf
+                                             WHERE rf.relid OPERATOR(pg_catalog.=) r.relid) END AS rows_failed,
+       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER')
+            THEN coalesce((SELECT 'record ' OPERATOR(pg_catalog.||) rf.sfid OPERATOR(pg_catalog.||) ': '
+                                  OPERATOR(pg_catalog.||) rf.message
+                             FROM @extschema@._read_failures rf WHERE rf.relid OPERATOR(pg_catalog.=) r.relid
+                            ORDER BY rf.failed_at DESC LIMIT 1), r.last_error) END AS read_error
   FROM @extschema@._mapping m
   LEFT JOIN @extschema@._read_state r
          ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.=) 'read_only'

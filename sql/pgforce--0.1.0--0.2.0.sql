@@ -87,11 +87,21 @@ CREATE TABLE @extschema@._read_state (
     position_id    varchar(18),
     read_at        timestamptz,             -- when a read last reached the end of Salesforce's changes
     rows_read      bigint NOT NULL DEFAULT 0,
-    rows_failed    bigint NOT NULL DEFAULT 0,
-    last_error     text,
+    last_error     text,                    -- why the last read failed (NULL once one succeeds)
     reloading_since timestamptz             -- salesforce.reload(): every record is read again since
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');
+-- API: Private. Records of read_only mappings that could not be read into their tables (a value that does not fit
+-- its column), until a read of them succeeds (a later change, the poll's look-back, salesforce.reload()). Superusers
+-- only; sync_status counts them and shows the newest message.
+CREATE TABLE @extschema@._read_failures (
+    relid     regclass NOT NULL,
+    sfid      varchar(18) NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    message   text NOT NULL,
+    CONSTRAINT _read_failures_pkey PRIMARY KEY (relid, sfid)
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_failures', '');
 -- API: Private. During salesforce.reload(): the records read so far (with the position, in the same transaction), so
 -- that at its end the rows whose records are gone are deleted. Superusers only, never dumped.
 CREATE TABLE @extschema@._read_seen (
@@ -737,8 +747,13 @@ SELECT m.table_name,
        r.read_at                   AS last_read_at,
        pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at AS read_lag,
        r.rows_read,
-       r.rows_failed,
-       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER') THEN r.last_error END AS read_error
+       CASE WHEN r.relid IS NOT NULL THEN (SELECT pg_catalog.count(*) FROM @extschema@._read_failures rf
+                                             WHERE rf.relid OPERATOR(pg_catalog.=) r.relid) END AS rows_failed,
+       CASE WHEN pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER')
+            THEN coalesce((SELECT 'record ' OPERATOR(pg_catalog.||) rf.sfid OPERATOR(pg_catalog.||) ': '
+                                  OPERATOR(pg_catalog.||) rf.message
+                             FROM @extschema@._read_failures rf WHERE rf.relid OPERATOR(pg_catalog.=) r.relid
+                            ORDER BY rf.failed_at DESC LIMIT 1), r.last_error) END AS read_error
   FROM @extschema@._mapping m
   LEFT JOIN @extschema@._read_state r
          ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.=) 'read_only'

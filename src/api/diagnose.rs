@@ -94,6 +94,52 @@ fn run(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<Finding>, pgrx::s
     out.push(diagnose::api_usage(usage, config.max_api_usage));
     out.push(oldest_waiting(client, schema, config.alert_stalled_after)?);
     out.extend(diagnose::failures(&failures(client, schema)?));
+    out.extend(readings(client, schema, config.read_interval.as_secs_f64())?.iter().map(diagnose::reading));
+    Ok(out)
+}
+
+/// The read_only mappings' reads (none before `ALTER EXTENSION pgforce UPDATE` creates their state).
+fn readings(
+    client: &SpiClient<'_>,
+    schema: &str,
+    default_interval: f64,
+) -> Result<Vec<diagnose::ReadingToCheck>, pgrx::spi::Error> {
+    let has_state = client
+        .select(&format!("SELECT pg_catalog.to_regclass('{schema}._read_state') IS NOT NULL"), Some(1), &[])?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false);
+    if !has_state {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for row in client.select(
+        &format!(
+            "SELECT m.relid::pg_catalog.regclass::pg_catalog.text, r.relid IS NOT NULL,
+                    (EXTRACT(epoch FROM (pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at)))::pg_catalog.float8,
+                    (SELECT pg_catalog.count(*) FROM {schema}._read_failures f WHERE f.relid OPERATOR(pg_catalog.=) m.relid),
+                    coalesce((SELECT 'record ' OPERATOR(pg_catalog.||) f.sfid OPERATOR(pg_catalog.||) ': '
+                                     OPERATOR(pg_catalog.||) f.message
+                                FROM {schema}._read_failures f WHERE f.relid OPERATOR(pg_catalog.=) m.relid
+                               ORDER BY f.failed_at DESC LIMIT 1), r.last_error),
+                    (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8
+               FROM {schema}._mapping m
+               LEFT JOIN {schema}._read_state r ON r.relid OPERATOR(pg_catalog.=) m.relid
+              WHERE m.access OPERATOR(pg_catalog.=) 'read_only' AND m.paused_at IS NULL
+              ORDER BY 1"
+        ),
+        None,
+        &[],
+    )? {
+        out.push(diagnose::ReadingToCheck {
+            table: row.get(1)?.unwrap_or_default(),
+            reading: row.get(2)?.unwrap_or(false),
+            caught_up_secs_ago: row.get(3)?,
+            rows_failed: row.get(4)?.unwrap_or(0),
+            last_error: row.get(5)?,
+            interval_secs: row.get::<f64>(6)?.unwrap_or(default_interval),
+        });
+    }
     Ok(out)
 }
 

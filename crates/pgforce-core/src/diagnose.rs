@@ -236,10 +236,66 @@ pub fn mapping(
     if problems == 0 {
         out.push(Finding::ok(
             check,
-            format!("{} exists; its {} mapped field(s) exist and are writable", m.sobject, m.fields.len()),
+            format!(
+                "{} exists; its {} mapped field(s) exist and are {}",
+                m.sobject,
+                m.fields.len(),
+                if m.read_write { "writable" } else { "readable" }
+            ),
         ));
     }
     out
+}
+
+/// What a read_only mapping's reads are, for their check (`_read_state`).
+#[derive(Debug, Clone, Default)]
+pub struct ReadingToCheck {
+    pub table: String,
+    /// It has a read state (a mapping made read_only before reading existed has none until altered).
+    pub reading: bool,
+    /// Seconds since a read last reached the end of Salesforce's changes (`None`: none has yet).
+    pub caught_up_secs_ago: Option<f64>,
+    pub rows_failed: i64,
+    pub last_error: Option<String>,
+    /// The mapping's read interval, in seconds.
+    pub interval_secs: f64,
+}
+
+/// A read_only mapping's reads, judged: not reading, records that could not be read, or reads that stopped
+/// reaching the end (more than three intervals and a minute behind).
+pub fn reading(r: &ReadingToCheck) -> Finding {
+    let check = format!("reading {}", r.table);
+    let quoted = r.table.replace('\'', "''");
+    if !r.reading {
+        return Finding::warning(
+            check,
+            "the mapping is read_only but does not read from Salesforce (it was made before reading existed)",
+            format!("SELECT salesforce.alter_mapping('{quoted}', mode => 'read_only');"),
+        );
+    }
+    if r.rows_failed > 0 {
+        return Finding::warning(
+            check,
+            format!(
+                "{} record(s) could not be read into the table; the last: {}",
+                r.rows_failed,
+                r.last_error.as_deref().unwrap_or("(no message)")
+            ),
+            format!("Widen the column or fix the value in Salesforce, then: SELECT salesforce.reload('{quoted}');"),
+        );
+    }
+    match r.caught_up_secs_ago {
+        None => Finding::ok(check, "the first read (loading every record) is under way"),
+        Some(ago) if ago > 3.0 * r.interval_secs + 60.0 => Finding::warning(
+            check,
+            format!(
+                "no read has reached the end of Salesforce's changes for {ago:.0} s (interval {:.0} s)",
+                r.interval_secs
+            ),
+            "Look at connection_state and read_error in salesforce.sync_status, and at the server log.",
+        ),
+        Some(ago) => Finding::ok(check, format!("caught up {ago:.0} s ago")),
+    }
 }
 
 /// The hint for a common Salesforce (or pgforce) error code.
@@ -303,6 +359,35 @@ pub fn failures(groups: &[(String, i64, String)]) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_judged_by_their_state() {
+        let r = ReadingToCheck {
+            table: "salesforce.account".into(),
+            reading: true,
+            interval_secs: 30.0,
+            ..Default::default()
+        };
+        assert_eq!(reading(&r).status, Status::Ok);
+        assert_eq!(reading(&ReadingToCheck { caught_up_secs_ago: Some(40.0), ..r.clone() }).status, Status::Ok);
+        let behind = reading(&ReadingToCheck { caught_up_secs_ago: Some(600.0), ..r.clone() });
+        assert_eq!(behind.status, Status::Warning);
+        assert!(behind.detail.contains("600 s"), "{behind:?}");
+        let failed =
+            reading(&ReadingToCheck { rows_failed: 2, last_error: Some("record 001: too long".into()), ..r.clone() });
+        assert!(
+            failed.detail.contains("2 record(s)")
+                && failed.hint.as_deref().is_some_and(|h| h.contains("reload('salesforce.account')")),
+            "{failed:?}"
+        );
+        let idle = reading(&ReadingToCheck { reading: false, ..r });
+        assert!(
+            idle.hint
+                .as_deref()
+                .is_some_and(|h| h.contains("alter_mapping('salesforce.account', mode => 'read_only')")),
+            "{idle:?}"
+        );
+    }
     use crate::describe::FieldDescription;
     use serde_json::json;
     use std::sync::Arc;

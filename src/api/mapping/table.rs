@@ -253,11 +253,19 @@ pub(super) fn start_reading(client: &mut SpiClient, schema: &str, tbl: pg_sys::O
                 "INSERT INTO {schema}._read_state (relid) VALUES ($1::pg_catalog.oid::pg_catalog.regclass)
                  ON CONFLICT (relid) DO UPDATE
                     SET state = DEFAULT, position_stamp = NULL, position_id = NULL, read_at = NULL, rows_read = 0,
-                        rows_failed = 0, last_error = NULL"
+                        last_error = NULL, reloading_since = NULL"
             ),
             None,
             &[DatumWithOid::from(tbl)],
         )?;
+        // What an earlier mapping of the same table (or a reused oid) left is not this read's.
+        for leftover in ["_read_failures", "_read_seen"] {
+            client.update(
+                &format!("DELETE FROM {schema}.{leftover} WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass"),
+                None,
+                &[DatumWithOid::from(tbl)],
+            )?;
+        }
     }
     Ok(())
 }

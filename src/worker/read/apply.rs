@@ -1,7 +1,8 @@
 //! Applying a page of records to its table, as the table's owner (`engine::owner::as_table_owner`: its triggers
 //! run as the owner, never as the sync engine, and nothing it sets outlives the write), in one transaction that
 //! also records the position reached. Rows are written set-based; when a value does not fit its column, the page
-//! is written again record by record, and only the records that do not fit fail (counted in the read state).
+//! is written again record by record, and only the records that do not fit fail (kept in `_read_failures` until a
+//! read of them succeeds).
 
 use std::collections::HashMap;
 
@@ -206,17 +207,37 @@ pub(super) fn page(
     for (sfid, why) in &failed {
         pgrx::warning!("pgforce: record {sfid} of {} was not read into {t}: {why}", mapping.sobject);
     }
-    let last_error = failed.last().map(|(sfid, why)| format!("record {sfid}: {why}"));
+    // Records that failed are kept apart until a read of them succeeds; every other record of the page is fine now.
+    let (failed_ids, messages): (Vec<String>, Vec<String>) = failed.iter().cloned().unzip();
+    let fine: Vec<&String> = sfids.iter().filter(|id| !failed_ids.contains(id)).collect();
+    client.update(
+        &format!(
+            "WITH fine AS (DELETE FROM {schema}._read_failures
+                            WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass
+                              AND sfid::pg_catalog.text {EQ} ANY ($2::pg_catalog.text[]))
+             INSERT INTO {schema}._read_failures (relid, sfid, message)
+             SELECT $1::pg_catalog.oid::pg_catalog.regclass, u.sfid, u.message
+               FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]))
+                    AS u(sfid, message)
+             ON CONFLICT (relid, sfid) DO UPDATE SET failed_at = pg_catalog.now(), message = excluded.message"
+        ),
+        None,
+        &[
+            DatumWithOid::from(mapping.relid),
+            DatumWithOid::from(fine.into_iter().cloned().collect::<Vec<String>>()),
+            DatumWithOid::from(failed_ids),
+            DatumWithOid::from(messages),
+        ],
+    )?;
     client.update(
         &format!(
             "UPDATE {schema}._read_state
                 SET position_stamp = pg_catalog.to_timestamp($2::pg_catalog.float8) AT TIME ZONE 'UTC',
                     position_id = $3, rows_read = rows_read OPERATOR(pg_catalog.+) $4,
-                    rows_failed = rows_failed OPERATOR(pg_catalog.+) $5,
-                    last_error = CASE WHEN $5 OPERATOR(pg_catalog.>) 0 THEN $6 ELSE last_error END,
-                    state = CASE WHEN $7 THEN '{synced}' ELSE '{polling}' END,
-                    read_at = CASE WHEN $7 THEN pg_catalog.now() ELSE read_at END,
-                    reloading_since = CASE WHEN $7 THEN NULL ELSE reloading_since END
+                    last_error = NULL,
+                    state = CASE WHEN $5 THEN '{synced}' ELSE '{polling}' END,
+                    read_at = CASE WHEN $5 THEN pg_catalog.now() ELSE read_at END,
+                    reloading_since = CASE WHEN $5 THEN NULL ELSE reloading_since END
               WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass",
             synced = ReadState::DataSynced.as_str(),
             polling = ReadState::PollingSfChanges.as_str(),
@@ -227,8 +248,6 @@ pub(super) fn page(
             DatumWithOid::from(position.stamp.map(|s| s as f64)),
             DatumWithOid::from(position.id.clone()),
             DatumWithOid::from(applied),
-            DatumWithOid::from(failed.len() as i64),
-            DatumWithOid::from(last_error),
             DatumWithOid::from(caught_up),
         ],
     )?;

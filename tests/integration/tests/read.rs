@@ -71,6 +71,17 @@ fn a_read_only_mapping_loads_every_record_then_follows_changes_and_deletes() {
         .expect("read state");
     assert_eq!(failed, 1);
     assert!(error.as_deref().is_some_and(|e| e.contains(&long) && e.contains("too long")), "{error:?}");
+    // diagnose() says so, with what to do.
+    let (status, detail, hint): (String, String, Option<String>) = c
+        .query_one(
+            "SELECT status, detail, hint FROM salesforce.diagnose() WHERE check_name = 'reading salesforce.contact'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .expect("diagnose");
+    assert_eq!(status, "warning", "{detail}");
+    assert!(detail.contains("1 record(s)"), "{detail}");
+    assert!(hint.is_some_and(|h| h.contains("salesforce.reload('salesforce.contact')")));
 
     // A change in Salesforce arrives within the interval; a delete deletes the row.
     std::thread::sleep(Duration::from_millis(1100)); // a new SystemModstamp second
@@ -81,6 +92,18 @@ fn a_read_only_mapping_loads_every_record_then_follows_changes_and_deletes() {
     sf.delete("Contact", &bob);
     wait_for(WAIT, "the delete", || (!rows(&mut c).iter().any(|r| r.0 == bob)).then_some(()));
     assert_eq!(rows(&mut c).len(), 1);
+    // Re-reads of the failed record (the poll's look-back) count it once; once the column fits, a reload reads it.
+    let failed: i64 = c.query_one("SELECT rows_failed FROM salesforce.sync_status", &[]).expect("failed").get(0);
+    assert_eq!(failed, 1);
+    c.batch_execute(
+        "ALTER TABLE salesforce.contact ALTER COLUMN lastname TYPE varchar(80); SELECT salesforce.reload('contact');",
+    )
+    .expect("widen and reload");
+    wait_for(WAIT, "the record that did not fit", || rows(&mut c).iter().any(|r| r.0 == long).then_some(()));
+    wait_for(WAIT, "no failure left", || {
+        let r = c.query_one("SELECT rows_failed, read_error IS NULL FROM salesforce.sync_status", &[]).ok()?;
+        (r.get::<_, i64>(0) == 0 && r.get::<_, bool>(1)).then_some(())
+    });
 }
 
 #[test]
