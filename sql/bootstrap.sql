@@ -130,7 +130,7 @@ CREATE TABLE @extschema@._mapping (
     on_delete       text NOT NULL DEFAULT 'delete',
     CONSTRAINT _mapping_pkey PRIMARY KEY (table_name),
     CONSTRAINT _mapping_relid_key UNIQUE (relid),
-    CONSTRAINT _mapping_access_check CHECK (access OPERATOR(pg_catalog.=) ANY (ARRAY['read_write', 'read_only']::pg_catalog.text[])),
+    CONSTRAINT _mapping_access_check CHECK (access OPERATOR(pg_catalog.=) ANY (ARRAY['read_write', 'write_only', 'read_only']::pg_catalog.text[])),
     CONSTRAINT _mapping_on_delete_check CHECK (on_delete OPERATOR(pg_catalog.=) ANY (ARRAY['delete', 'flag']::pg_catalog.text[]))
 );
 

@@ -484,7 +484,7 @@ END
 $do$;
 
 -- API: Public. Make a table synced: adds the system columns it lacks, installs the capture triggers and records the
--- mapping. mode is 'read_write' or 'read_only'; fields defaults to every non-system column. For superusers, and for
+-- mapping. mode is 'read_write', 'write_only' or 'read_only'; fields defaults to every non-system column. For superusers, and for
 -- roles a superuser grants it to, on tables they own.
 CREATE FUNCTION @extschema@.map_table(
     tbl regclass,

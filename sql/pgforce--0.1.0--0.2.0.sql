@@ -32,7 +32,10 @@ ALTER TABLE @extschema@._mapping
     ALTER COLUMN created_at SET DEFAULT pg_catalog.now(),
     ALTER COLUMN updated_at SET DEFAULT pg_catalog.now(),
     DROP CONSTRAINT _mapping_access_check,
-    ADD CONSTRAINT _mapping_access_check CHECK (access OPERATOR(pg_catalog.=) ANY (ARRAY['read_write', 'read_only']::pg_catalog.text[]));
+    ADD CONSTRAINT _mapping_access_check CHECK (access OPERATOR(pg_catalog.=) ANY (ARRAY['read_write', 'write_only', 'read_only']::pg_catalog.text[]));
+-- Release 0.1.0's read_write mappings only sent; read_write now reads too (as in Heroku Connect). They become
+-- write_only, so that no upgrade starts writing into a table by surprise.
+UPDATE @extschema@._mapping SET access = 'write_only' WHERE access OPERATOR(pg_catalog.=) 'read_write';
 ALTER TABLE @extschema@._sync_state ALTER COLUMN updated_at SET DEFAULT pg_catalog.now(),
     ADD COLUMN next_attempt_at timestamptz;
 DROP INDEX @extschema@._trigger_log_idx_queue, @extschema@._trigger_log_idx_failed, @extschema@._trigger_log_idx_retry,

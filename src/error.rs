@@ -101,9 +101,11 @@ impl PgforceError {
             Self::NotMapped(_) => "salesforce.map_table() maps a table; the mapped tables are listed in \
                  salesforce._mapping."
                 .into(),
-            Self::BadMode(_) => "Use 'read_write' (changes are sent to Salesforce) or 'read_only' (changes are \
-                 recorded as READONLY and never sent)."
-                .into(),
+            Self::BadMode(_) => {
+                "Use 'read_write' or 'write_only' (the table's changes are sent to Salesforce), or \
+                 'read_only' (Salesforce is read into the table; its own changes are recorded as READONLY, never sent)."
+                    .into()
+            }
             Self::BadSobject(_) => "Pass the object's API name, such as 'Contact' or 'Invoice__c'.".into(),
             Self::WrongKindOfTable { hint, .. } => (*hint).into(),
             Self::WrongColumnType { column, .. } => {

@@ -338,6 +338,28 @@ mod tests {
     }
 
     #[pg_test]
+    fn write_only_mappings_capture_as_read_write_ones_do() {
+        sql("CREATE TABLE public.wo (id serial PRIMARY KEY, name text, sfid varchar(18))");
+        sql("SELECT salesforce.map_table('public.wo', 'Account', 'write_only')");
+        sql("INSERT INTO public.wo (name) VALUES ('a')");
+        sql("UPDATE public.wo SET name = name");
+        // The no-op update and the sfid-less delete are ignored, as for read_write; nothing is READONLY.
+        sql("DELETE FROM public.wo");
+        assert_eq!(
+            text("SELECT string_agg(action || ':' || state, ',' ORDER BY id) FROM salesforce._trigger_log"),
+            "INSERT:NEW,UPDATE:IGNORE,DELETE:IGNORE"
+        );
+        // Its writes are waiting to be sent (or being sent), as a read_write mapping's would be.
+        assert!(["write_only SYNCING", "write_only WAITING"]
+            .contains(&text("SELECT access || ' ' || write_state FROM salesforce.sync_status").as_str()));
+        assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status"), None);
+        assert_eq!(
+            outcome("SELECT salesforce.map_table('public.wo', 'Account', 'write-mostly')").get(..5),
+            Some("22023")
+        );
+    }
+
+    #[pg_test]
     fn sync_engine_writes_are_not_captured_and_keep_their_outcome() {
         contact_table();
         sql("INSERT INTO salesforce.contact (firstname) VALUES ('Ann')");

@@ -194,7 +194,7 @@ fn mappings(client: &SpiClient<'_>, schema: &str) -> Result<Vec<(MappingToCheck,
     let mut out = Vec::new();
     for row in client.select(
         &format!(
-            "SELECT m.relid::pg_catalog.regclass::pg_catalog.text, m.sobject, m.access OPERATOR(pg_catalog.=) 'read_write',
+            "SELECT m.relid::pg_catalog.regclass::pg_catalog.text, m.sobject, m.access OPERATOR(pg_catalog.<>) 'read_only',
                     m.upsert_field, m.fields, m.paused_at::pg_catalog.text
                FROM {schema}._mapping m ORDER BY 1"
         ),

@@ -117,7 +117,7 @@ fn mappings(
         &format!(
             "SELECT m.table_name::pg_catalog.text, m.relid::pg_catalog.regclass::pg_catalog.text, c.relowner, m.sobject, m.fields
                FROM {schema}._mapping m JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) m.relid::pg_catalog.oid
-              WHERE m.access OPERATOR(pg_catalog.=) 'read_write'
+              WHERE m.access OPERATOR(pg_catalog.<>) 'read_only'
                 AND ($1::pg_catalog.oid IS NULL OR m.relid::pg_catalog.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid)"
         ),
         None,
@@ -167,7 +167,7 @@ fn delivered(
               WHERE e.processed_at OPERATOR(pg_catalog.>=) $1
                 AND e.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY['{success}', '{merged}'])
                 AND e.sf_result IS DISTINCT FROM {gone}
-                AND m.access OPERATOR(pg_catalog.=) 'read_write'
+                AND m.access OPERATOR(pg_catalog.<>) 'read_only'
                 AND ($2::pg_catalog.oid IS NULL OR m.relid::pg_catalog.oid OPERATOR(pg_catalog.=) $2::pg_catalog.oid)
               ORDER BY e.id"
         ),

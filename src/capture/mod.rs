@@ -165,8 +165,7 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
                     let record_id = renderer.record_id(&new);
                     let text = renderer.render_update(&old, &new);
                     let nothing_changed = text.values.is_some_and(<[u8]>::is_empty);
-                    let state =
-                        if access == Access::ReadWrite && nothing_changed { LogState::Ignore } else { base_state };
+                    let state = if access.sends() && nothing_changed { LogState::Ignore } else { base_state };
                     writer.push(CapturedChange {
                         state,
                         record_id,
@@ -178,8 +177,7 @@ unsafe fn capture_statement(data: &pg_sys::TriggerData, access: Access, action: 
                 (Some(old), None) => {
                     let record_id = renderer.record_id(&old);
                     let text = renderer.render_delete(&old);
-                    let state =
-                        if access == Access::ReadWrite && text.sfid.is_none() { LogState::Ignore } else { base_state };
+                    let state = if access.sends() && text.sfid.is_none() { LogState::Ignore } else { base_state };
                     writer.push(CapturedChange {
                         state,
                         record_id,

@@ -63,10 +63,14 @@ pub struct Target {
     pub columns: Vec<(String, PgKind)>,
 }
 
-/// Whether changes are sent to Salesforce (`read_write`) or only recorded as `READONLY` (`read_only`).
+/// Which ways a mapping syncs: `read_write` sends the table's changes (and will read Salesforce's back, as Heroku
+/// Connect's read-write mappings do), `write_only` only sends them (what every mapping of release 0.1.0 did: the
+/// upgrade turns their `read_write` into this, so no upgrade starts writing into a table by surprise), `read_only`
+/// reads Salesforce into the table and records the table's own changes as `READONLY`, never sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     ReadWrite,
+    WriteOnly,
     ReadOnly,
 }
 
@@ -74,15 +78,22 @@ impl Access {
     pub fn as_str(self) -> &'static str {
         match self {
             Access::ReadWrite => "read_write",
+            Access::WriteOnly => "write_only",
             Access::ReadOnly => "read_only",
         }
     }
 
+    /// Whether the table's changes are sent to Salesforce.
+    pub fn sends(self) -> bool {
+        self != Access::ReadOnly
+    }
+
     /// The state a fresh change of this mapping gets in the trigger log.
     pub fn capture_state(self) -> LogState {
-        match self {
-            Access::ReadWrite => LogState::New,
-            Access::ReadOnly => LogState::ReadOnly,
+        if self.sends() {
+            LogState::New
+        } else {
+            LogState::ReadOnly
         }
     }
 }
@@ -172,10 +183,11 @@ pub struct UnknownAccess(pub String);
 impl FromStr for Access {
     type Err = UnknownAccess;
 
-    /// Accepts Heroku Connect's spellings (`read_write`, `read_only`) and their dashed forms, any case.
+    /// Accepts Heroku Connect's spellings (`read_write`, `read_only`), `write_only`, and their dashed forms, any case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "read_write" | "readwrite" => Ok(Access::ReadWrite),
+            "write_only" | "writeonly" => Ok(Access::WriteOnly),
             "read_only" | "readonly" => Ok(Access::ReadOnly),
             _ => Err(UnknownAccess(s.to_string())),
         }
@@ -308,6 +320,9 @@ mod tests {
         assert_eq!("write".parse::<Access>(), Err(UnknownAccess("write".into())));
         assert_eq!(Access::ReadOnly.capture_state(), LogState::ReadOnly);
         assert_eq!(Access::ReadWrite.capture_state(), LogState::New);
+        assert_eq!("Write-Only".parse(), Ok(Access::WriteOnly));
+        assert_eq!(Access::WriteOnly.capture_state(), LogState::New);
+        assert!(Access::WriteOnly.sends() && Access::ReadWrite.sends() && !Access::ReadOnly.sends());
     }
 
     #[test]

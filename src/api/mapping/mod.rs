@@ -182,7 +182,7 @@ fn map_table(
         )?;
     }
 
-    if access == Access::ReadWrite && upsert_field.is_none() {
+    if access.sends() && upsert_field.is_none() {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_WARNING,
             format!(
@@ -194,7 +194,7 @@ fn map_table(
         .set_hint("Map it with upsert_field => '<unique external id field>' and fill that column on insert, as Heroku Connect advises (docs/internals.md: \"Inserts in doubt never duplicate\").")
         .report(PgLogLevel::WARNING);
     }
-    if access == Access::ReadWrite {
+    if access.sends() {
         report_unsent_rows(client, tbl, &table)?;
     }
     pgrx::notice!(
@@ -287,7 +287,7 @@ fn alter_mapping(
             DatumWithOid::from(pgrx::JsonB(plan.relationships())),
         ],
     )?;
-    if plan.access == Access::ReadWrite && upsert_field.is_none() && old_upsert.is_some() {
+    if plan.access.sends() && upsert_field.is_none() && old_upsert.is_some() {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_WARNING,
             format!(

@@ -123,7 +123,7 @@ impl QueueStatements {
                          ON a.attrelid {EQ} m.relid::pg_catalog.oid AND a.attnum {GT} 0 AND NOT a.attisdropped
                        JOIN pg_catalog.pg_type t ON t.oid {EQ} a.atttypid
                        LEFT JOIN pg_catalog.pg_type bt ON bt.oid {EQ} t.typbasetype
-                      WHERE m.access {EQ} 'read_write'
+                      WHERE m.access {NE} 'read_only'
                       GROUP BY m.table_name, m.relid, m.sobject, m.upsert_field, m.fields, c.relowner"
                 ),
                 &[],
@@ -140,7 +140,7 @@ impl QueueStatements {
                          ON k.conrelid {EQ} m.relid::pg_catalog.oid AND k.contype {EQ} 'f'
                         AND k.conkey {EQ} ARRAY[a.attnum]
                        LEFT JOIN {schema}._mapping pm ON pm.relid::pg_catalog.oid {EQ} k.confrelid
-                      WHERE m.access {EQ} 'read_write'
+                      WHERE m.access {NE} 'read_only'
                       ORDER BY m.table_name, r.key, pm.table_name"
                 ),
                 &[],

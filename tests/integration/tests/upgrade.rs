@@ -127,6 +127,10 @@ fn the_previous_release_upgrades_to_exactly_a_fresh_install() {
         only_fresh.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
     );
 
+    // The release's read_write mapping only sent: it stays so (write_only), never reading by surprise.
+    let access: String = up.query_one("SELECT access FROM salesforce._mapping", &[]).expect("mapping").get(0);
+    assert_eq!(access, "write_only");
+
     // Data captured before the upgrade is kept, and capture goes on.
     up.batch_execute("INSERT INTO salesforce.contact (lastname, external_id__c) VALUES ('After', 'U-2')")
         .expect("capture");
