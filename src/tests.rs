@@ -1137,6 +1137,10 @@ mod tests {
             text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"),
             ReadState::ReloadTable.as_str()
         );
+        // reload(): by bare name, for a mapping that reads; 55000 with the way to make one read otherwise.
+        assert!(text("SELECT salesforce.reload('account')").contains("read again"));
+        assert_eq!(text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"), ReadState::ReloadTable.as_str());
+        assert_eq!(one::<bool>("SELECT reloading_since IS NOT NULL FROM salesforce._read_state"), Some(true));
         // on_delete and read_interval: checked, kept with the mapping.
         sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");
         assert_eq!(
@@ -1160,5 +1164,6 @@ mod tests {
         // A mapping that does not read has no read state.
         contact_table();
         assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'contact'"), None);
+        assert_eq!(outcome("SELECT salesforce.reload('contact')"), "55000 +hint");
     }
 }
