@@ -1139,7 +1139,10 @@ mod tests {
         );
         // reload(): by bare name, for a mapping that reads; 55000 with the way to make one read otherwise.
         assert!(text("SELECT salesforce.reload('account')").contains("read again"));
-        assert_eq!(text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"), ReadState::ReloadTable.as_str());
+        assert_eq!(
+            text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'account'"),
+            ReadState::ReloadTable.as_str()
+        );
         assert_eq!(one::<bool>("SELECT reloading_since IS NOT NULL FROM salesforce._read_state"), Some(true));
         // on_delete and read_interval: checked, kept with the mapping.
         sql("CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text)");

@@ -22,6 +22,9 @@ mod apply;
 /// (a long transaction) is still seen. Re-read records that did not change write nothing.
 const LOOK_BACK_SECS: i64 = 120;
 
+/// While reads wait for the API budget, how often Salesforce is asked for the usage now.
+const USAGE_RECHECK: Duration = Duration::from_secs(30);
+
 /// Pages one step reads at most before it gives the write pipeline its turn again.
 const PAGES_PER_STEP: usize = 10;
 
@@ -29,6 +32,8 @@ const PAGES_PER_STEP: usize = 10;
 #[derive(Default)]
 pub(crate) struct Read {
     next_read: HashMap<pg_sys::Oid, Instant>,
+    /// When the API usage was last asked for while reads waited for the budget.
+    usage_checked: Option<Instant>,
 }
 
 /// A read-only mapping as the read pipeline needs it.
@@ -61,10 +66,27 @@ pub(crate) struct Column {
 }
 
 impl Read {
-    /// The read pipeline's turn in a cycle: reads each mapping that is due, up to `PAGES_PER_STEP` pages. Returns
-    /// how long until a mapping is due again (zero: more pages are waiting).
+    /// The read pipeline's turn in a cycle: reads each mapping that is due, up to `PAGES_PER_STEP` pages, unless the
+    /// API usage is above `pgforce.max_api_usage`. Returns how long until a mapping is due again (zero: more pages
+    /// are waiting).
     pub(crate) fn step(&mut self, engine: &mut Engine, config: &Config) -> Duration {
         let default_interval = config.read_interval;
+        // Reads never spend the budget writes need: above pgforce.max_api_usage they wait (writes are paced). Salesforce
+        // is asked for the usage now (/limits) at most every USAGE_RECHECK, so reads go on once the budget frees up
+        // even when nothing else makes a call.
+        if engine.conn.throttled(config) {
+            if self.usage_checked.is_some_and(|t| t.elapsed() < USAGE_RECHECK) {
+                return default_interval.min(USAGE_RECHECK);
+            }
+            self.usage_checked = Some(Instant::now());
+            if let Some(client) = engine.conn.current().cloned() {
+                let _ = client.refresh_usage();
+                engine.write_requests(config);
+            }
+            if engine.conn.throttled(config) {
+                return default_interval.min(USAGE_RECHECK);
+            }
+        }
         let mappings = match engine.with_statements(|c, st| apply::readings(c, &st.schema)) {
             Ok(m) => m,
             Err(_) => return default_interval,
@@ -135,7 +157,7 @@ fn read(engine: &mut Engine, config: &Config, mapping: &Reading, budget: usize) 
             Some(last) if !done => from = Position { stamp: Some(last.stamp), id: Some(last.id.clone()) },
             _ => return Ok((n + 1, true)),
         }
-        if stop_requested() {
+        if stop_requested() || engine.conn.throttled(config) {
             return Ok((n + 1, false));
         }
     }

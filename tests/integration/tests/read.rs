@@ -245,3 +245,31 @@ fn a_crash_during_the_load_loses_and_duplicates_nothing() {
         (s == "DATA_SYNCED").then_some(())
     });
 }
+
+#[test]
+fn reads_stop_above_the_api_budget_and_go_on_below_it() {
+    let sf = Salesforce::start();
+    create_contacts(&sf, 2500);
+    // The org's usage is above pgforce.max_api_usage (0.9): the first page's answer says so, and reading stops.
+    sf.admin("PUT", "/api-usage", json!({"used": 950, "limit": 1000}));
+    let mut settings = sf.settings();
+    settings.push("pgforce.read_interval = '1s'".into());
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(
+        "CREATE EXTENSION pgforce CASCADE;
+         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    )
+    .expect("a read-only mapping");
+    let count = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM salesforce.contact", &[]).map(|r| r.get(0)).unwrap_or(-1)
+    };
+    wait_for(WAIT, "the first page", || (count(&mut c) > 0).then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(&mut c), 2000, "one page read, then the reads wait");
+    // The budget frees up (a new day): the next writes' or reads' answer says so, and the read goes on.
+    sf.admin("PUT", "/api-usage", json!({"used": 0, "limit": 1000}));
+    c.batch_execute("SELECT salesforce.retry_now()").expect("retry_now");
+    wait_for(Duration::from_secs(60), "the rest of the load", || (count(&mut c) == 2500).then_some(()));
+}

@@ -462,6 +462,10 @@ impl Client {
             request = request.query(name, value);
         }
         let mut r = request.call().map_err(|e| call_failed(&e, timeout))?;
+        // Queries and describes count against the budget too: their answers say how much is used.
+        if let Some(u) = r.headers().get("Sforce-Limit-Info").and_then(|h| h.to_str().ok()).and_then(Usage::parse) {
+            *lock(&self.usage) = Some(u);
+        }
         let status = r.status().as_u16();
         answered.set(Some(status));
         let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
