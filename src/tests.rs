@@ -353,8 +353,9 @@ mod tests {
         assert!(["write_only SYNCING", "write_only WAITING"]
             .contains(&text("SELECT access || ' ' || write_state FROM salesforce.sync_status").as_str()));
         assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status"), None);
+        sql("CREATE TABLE public.other (id serial PRIMARY KEY, name text)");
         assert_eq!(
-            outcome("SELECT salesforce.map_table('public.wo', 'Account', 'write-mostly')").get(..5),
+            outcome("SELECT salesforce.map_table('public.other', 'Account', 'write-mostly')").get(..5),
             Some("22023")
         );
     }
