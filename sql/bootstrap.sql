@@ -171,7 +171,9 @@ CREATE TABLE @extschema@._read_state (
     read_at        timestamptz,             -- when a read last reached the end of Salesforce's changes
     rows_read      bigint NOT NULL DEFAULT 0,
     last_error     text,                    -- why the last read failed (NULL once one succeeds)
-    reloading_since timestamptz             -- salesforce.reload(): every record is read again since
+    reloading_since timestamptz,            -- salesforce.reload(): every record is read again since
+    -- bumped by every start over (reload(), mapping again): a page read before it is not applied
+    generation     bigint NOT NULL DEFAULT 0
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');
 -- API: Private. Records of read_only mappings that could not be read into their tables (a value that does not fit

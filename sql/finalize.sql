@@ -978,7 +978,8 @@ BEGIN
               HINT = 'SELECT salesforce.reload(''<table>'');';
     END IF;
     UPDATE @extschema@._read_state r
-       SET state = 'RELOAD_TABLE', position_stamp = NULL, position_id = NULL, reloading_since = pg_catalog.now()
+       SET state = 'RELOAD_TABLE', position_stamp = NULL, position_id = NULL, reloading_since = pg_catalog.now(),
+           generation = r.generation OPERATOR(pg_catalog.+) 1
       FROM @extschema@._mapping m
      WHERE r.relid OPERATOR(pg_catalog.=) tbl AND m.relid OPERATOR(pg_catalog.=) tbl
        AND m.access OPERATOR(pg_catalog.=) 'read_only';

@@ -253,7 +253,8 @@ pub(super) fn start_reading(client: &mut SpiClient, schema: &str, tbl: pg_sys::O
                 "INSERT INTO {schema}._read_state (relid) VALUES ($1::pg_catalog.oid::pg_catalog.regclass)
                  ON CONFLICT (relid) DO UPDATE
                     SET state = DEFAULT, position_stamp = NULL, position_id = NULL, read_at = NULL, rows_read = 0,
-                        last_error = NULL, reloading_since = NULL"
+                        last_error = NULL, reloading_since = NULL,
+                        generation = _read_state.generation OPERATOR(pg_catalog.+) 1"
             ),
             None,
             &[DatumWithOid::from(tbl)],

@@ -21,6 +21,10 @@ pub enum Step {
         objects: Vec<String>,
     },
     Recording,
+    /// Reading a page of an object's records from Salesforce (the read pipeline).
+    Reading {
+        object: String,
+    },
     Maintaining,
     Waiting,
     /// `pgforce.database` does not exist (yet), or the last attempt to connect to it failed.
@@ -35,6 +39,7 @@ impl std::fmt::Display for Step {
                 write!(f, "sending {records} record{} to {}", if *records == 1 { "" } else { "s" }, objects.join(", "))
             }
             Step::Recording => f.write_str("recording outcomes"),
+            Step::Reading { object } => write!(f, "reading {object} from Salesforce"),
             Step::Maintaining => f.write_str("archiving"),
             Step::Waiting => f.write_str("waiting for changes"),
             Step::WaitingForDatabase(name) => write!(f, "waiting for database \"{name}\" (pgforce.database)"),

@@ -35,7 +35,7 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                                          ORDER BY a.attnum),
                     pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum),
                     (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8, m.on_delete,
-                    r.reloading_since IS NOT NULL, m.table_name::pg_catalog.text
+                    r.reloading_since IS NOT NULL, m.table_name::pg_catalog.text, r.generation
                FROM {schema}._mapping m
                JOIN {schema}._read_state r ON r.relid {EQ} m.relid
                JOIN pg_catalog.pg_class c ON c.oid {EQ} m.relid
@@ -46,7 +46,7 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                LEFT JOIN pg_catalog.pg_type bt ON bt.oid {EQ} t.typbasetype
               WHERE m.access {EQ} 'read_only'
               GROUP BY m.relid, m.sobject, c.relowner, m.paused_at, r.position_stamp, r.position_id,
-                       m.read_interval, m.on_delete, r.reloading_since, m.table_name
+                       m.read_interval, m.on_delete, r.reloading_since, m.table_name, r.generation
               ORDER BY m.relid"
         ),
         None,
@@ -76,6 +76,7 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
             on_delete: row.get::<String>(12)?.and_then(|o| OnDelete::parse(&o)).unwrap_or(OnDelete::Delete),
             reloading: row.get(13)?.unwrap_or(false),
             table_name: row.get(14)?.unwrap_or_default(),
+            generation: row.get(15)?.unwrap_or(0),
         });
     }
     Ok(out)
@@ -107,7 +108,8 @@ struct RowText {
 }
 
 /// Applies `page` to `mapping`'s table and records the position reached (`position`, moved forward past every
-/// record of the page); `caught_up`: the read reached the end of Salesforce's changes.
+/// record of the page); `caught_up`: the read reached the end of Salesforce's changes. `false`: the read started over
+/// since this page was asked for, and nothing was applied.
 pub(super) fn page(
     client: &mut SpiClient<'_>,
     schema: &str,
@@ -115,7 +117,26 @@ pub(super) fn page(
     page: &Page,
     position: &mut Position,
     caught_up: bool,
-) -> Result<(), WorkerError> {
+) -> Result<bool, WorkerError> {
+    // The read state is locked for the page's transaction; a start over (reload(), mapping again) since this read
+    // began means the page was read from a position that no longer holds: it is not applied (the next read is).
+    // (`update`: pgrx's `select` runs read-only, which refuses FOR UPDATE.)
+    let current: Option<i64> = client
+        .update(
+            &format!(
+                "SELECT generation FROM {schema}._read_state
+                  WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass FOR UPDATE"
+            ),
+            None,
+            &[DatumWithOid::from(mapping.relid)],
+        )?
+        .first()
+        .get(1)
+        .ok()
+        .flatten();
+    if current != Some(mapping.generation) {
+        return Ok(false);
+    }
     let t = &mapping.qualified;
     let sfids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
     let (mut inserts, mut updates, mut deletes, mut failed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -251,7 +272,7 @@ pub(super) fn page(
             DatumWithOid::from(caught_up),
         ],
     )?;
-    Ok(())
+    Ok(true)
 }
 
 /// Rows read back per round when a reload ends.

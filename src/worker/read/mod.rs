@@ -12,6 +12,7 @@ use pgforce_core::read::apply::OnDelete;
 use pgforce_core::read::{page, soql, Position};
 use pgrx::pg_sys;
 
+use crate::worker::engine::status::Step;
 use crate::worker::engine::Engine;
 use crate::worker::error::WorkerError;
 use crate::worker::stop_requested;
@@ -55,6 +56,8 @@ pub(crate) struct Reading {
     pub reloading: bool,
     /// The mapping's name in the log and in `sync_metrics` (the table's bare name).
     pub table_name: String,
+    /// The read state's generation when this read began (`_read_state.generation`).
+    pub generation: i64,
 }
 
 pub(crate) struct Column {
@@ -137,6 +140,7 @@ fn read(engine: &mut Engine, config: &Config, mapping: &Reading, budget: usize) 
     let mut from = soql::poll_start(&mapping.position, LOOK_BACK_SECS);
     let mut position = mapping.position.clone();
     for n in 0..budget.max(1) {
+        engine.set_step(Step::Reading { object: mapping.sobject.clone() });
         let answer = client.query_all_page(&soql::page(&mapping.sobject, &fields, &from));
         engine.metrics.api_call(&mapping.table_name);
         engine.write_requests(config);
@@ -150,9 +154,12 @@ fn read(engine: &mut Engine, config: &Config, mapping: &Reading, budget: usize) 
         };
         let page = page::parse(&answer)?;
         let done = page.records.len() < soql::PAGE_SIZE;
-        let applied: Result<(), WorkerError> =
+        let applied: Result<bool, WorkerError> =
             engine.with_statements(|c, st| apply::page(c, &st.schema, mapping, &page, &mut position, done));
-        applied.map_err(|e| e.to_string())?;
+        if !applied.map_err(|e| e.to_string())? {
+            // Started over meanwhile (reload(), mapping again): the next step reads from the new start, at once.
+            return Ok((n + 1, false));
+        }
         match page.records.last() {
             Some(last) if !done => from = Position { stamp: Some(last.stamp), id: Some(last.id.clone()) },
             _ => return Ok((n + 1, true)),

@@ -138,7 +138,9 @@ fn on_delete_flag_keeps_the_row_and_read_interval_is_per_mapping() {
 
 #[test]
 fn reload_repairs_drift_and_deletes_rows_whose_records_are_gone() {
-    let sf = Salesforce::start();
+    // Each call takes 1 s, so that reload() can commit while a poll is in flight: the page that poll brings back
+    // was read from the old position and must not undo the reload (it did: the reload was forgotten).
+    let sf = Salesforce::start_with(fakeforce::Config { latency_ms: 1000, ..fakeforce::Config::default() });
     let ada = sf.create("Contact", json!({"LastName": "Ada"}));
     let bob = sf.create("Contact", json!({"LastName": "Bob"}));
     let cyd = sf.create("Contact", json!({"LastName": "Cyd"}));
@@ -163,6 +165,11 @@ fn reload_repairs_drift_and_deletes_rows_whose_records_are_gone() {
         names(&mut c),
         vec![(bob.clone(), "Bob".into()), (cyd.clone(), "Cyd".into()), (ada.clone(), "Drifted".into())]
     );
+    // reload() while a poll is in flight (pg_stat_activity shows the worker's step).
+    wait_for(WAIT, "a poll in flight", || {
+        let q = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker' AND query LIKE '%reading Contact%'";
+        (c.query_one(q, &[]).ok()?.get::<_, i64>(0) == 1).then_some(())
+    });
     let said: String = c.query_one("SELECT salesforce.reload('contact')", &[]).expect("reload").get(0);
     assert!(said.contains("read again"), "{said}");
     wait_for(WAIT, "the reload", || {
