@@ -2,6 +2,7 @@
 # Initial load benchmark (issue 29): how long a read_only mapping takes to load an object's records from Salesforce
 # (fakeforce, in its own process) into an empty table, against a plain COPY of the same rows from a CSV file into the
 # same kind of table, side by side in one run; with the API calls the load made and the sync worker's peak memory.
+# The load's time includes the worker's first look at the new mapping (up to pgforce.read_interval, 1 s here).
 #   bench/read.sh [records (default 100000)]
 #   PGFORCE_BENCH_PG_CONFIG=/path/to/pg_config   another PostgreSQL (default: 15, installed by setup)
 #   PGFORCE_BENCH_PROFILE=debug                  a quick check of the script itself (numbers meaningless)
@@ -78,7 +79,12 @@ while :; do
     sleep 0.2
 done
 load_s=$(awk -v b="$began" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - b}')
-calls=$(psql -c "SELECT api_calls FROM salesforce.sync_metrics WHERE table_name = 'contact'")
+# The worker writes its counters when it is next idle: wait for them (at most 10 s).
+for _ in $(seq 50); do
+    calls=$(psql -c "SELECT api_calls FROM salesforce.sync_metrics WHERE table_name = 'contact'")
+    [ "$calls" != 0 ] && break
+    sleep 0.2
+done
 worker=$(psql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgforce sync worker'")
 rss=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$worker/status")
 
