@@ -19,22 +19,34 @@ fn rows(c: &mut postgres::Client) -> Vec<(String, Option<String>, Option<String>
     .collect()
 }
 
+/// A cluster whose sync worker reads `sf` (`pgforce.read_interval` = `read_interval`), with pgforce installed and
+/// `mapping` (the tables and their map_table) run; its admin connection.
+fn reading_cluster(sf: &Salesforce, read_interval: &str, mapping: &str) -> (Cluster, postgres::Client) {
+    let mut settings = sf.settings();
+    settings.push(format!("pgforce.read_interval = '{read_interval}'"));
+    let cluster = Cluster::start_with(true, &settings);
+    let mut c = cluster.admin();
+    c.batch_execute(&format!("CREATE EXTENSION pgforce CASCADE; {mapping}")).expect("a reading mapping");
+    (cluster, c)
+}
+
+/// Rows in `salesforce.contact` (-1 while the server cannot answer).
+fn contact_rows(c: &mut postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM salesforce.contact", &[]).map(|r| r.get(0)).unwrap_or(-1)
+}
+
 #[test]
 fn a_read_only_mapping_loads_every_record_then_follows_changes_and_deletes() {
     let sf = Salesforce::start();
     let ada = sf.create("Contact", json!({"LastName": "Ada", "Email": "ada@example.com"}));
     let bob = sf.create("Contact", json!({"LastName": "Bob"}));
     let long = sf.create("Contact", json!({"LastName": "Longer than ten"}));
-    let mut settings = sf.settings();
-    settings.push("pgforce.read_interval = '1s'".into());
-    let cluster = Cluster::start_with(true, &settings);
-    let mut c = cluster.admin();
-    c.batch_execute(
-        "CREATE EXTENSION pgforce CASCADE;
-         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(10), email text);
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(10), email text);
          SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
-    )
-    .expect("a read-only mapping");
+    );
     // The initial load: every record, written as the sync engine writes (SYNCED, never captured).
     wait_for(WAIT, "the initial load", || (rows(&mut c).len() == 2).then_some(()));
     assert_eq!(
@@ -111,17 +123,13 @@ fn on_delete_flag_keeps_the_row_and_read_interval_is_per_mapping() {
     let sf = Salesforce::start();
     let kept = sf.create("Lead", json!({"LastName": "Kept", "Company": "Acme"}));
     // The default interval is long: only the mapping's own read_interval can bring the delete in time.
-    let mut settings = sf.settings();
-    settings.push("pgforce.read_interval = '1h'".into());
-    let cluster = Cluster::start_with(true, &settings);
-    let mut c = cluster.admin();
-    c.batch_execute(
-        "CREATE EXTENSION pgforce CASCADE;
-         CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text, company text);
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1h",
+        "CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text, company text);
          SELECT salesforce.map_table('salesforce.lead', 'Lead', mode => 'read_only', read_interval => '1s',
                                      on_delete => 'flag');",
-    )
-    .expect("a read-only mapping that flags deletes");
+    );
     let flagged = |c: &mut postgres::Client| -> Option<bool> {
         c.query_opt("SELECT isdeleted FROM salesforce.lead WHERE sfid = $1", &[&kept]).ok().flatten().map(|r| r.get(0))
     };
@@ -144,16 +152,12 @@ fn reload_repairs_drift_and_deletes_rows_whose_records_are_gone() {
     let ada = sf.create("Contact", json!({"LastName": "Ada"}));
     let bob = sf.create("Contact", json!({"LastName": "Bob"}));
     let cyd = sf.create("Contact", json!({"LastName": "Cyd"}));
-    let mut settings = sf.settings();
-    settings.push("pgforce.read_interval = '1s'".into());
-    let cluster = Cluster::start_with(true, &settings);
-    let mut c = cluster.admin();
-    c.batch_execute(
-        "CREATE EXTENSION pgforce CASCADE;
-         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80), email text);
+    let (cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80), email text);
          SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
-    )
-    .expect("a read-only mapping");
+    );
     wait_for(WAIT, "the initial load", || (rows(&mut c).len() == 3).then_some(()));
     // Drift no poll repairs: a row changed in Postgres, a record purged from Salesforce (no delete to read).
     c.execute("UPDATE salesforce.contact SET lastname = 'Drifted' WHERE sfid = $1", &[&ada]).expect("drift");
@@ -214,24 +218,19 @@ fn a_crash_during_the_load_loses_and_duplicates_nothing() {
     // Each call takes 300 ms, so the load of 5,000 records (3 pages) is under way when the server goes down.
     let sf = Salesforce::start_with(fakeforce::Config { latency_ms: 300, ..fakeforce::Config::default() });
     let ids = create_contacts(&sf, 5000);
-    let mut settings = sf.settings();
-    settings.push("pgforce.read_interval = '1s'".into());
-    let cluster = Cluster::start_with(true, &settings);
-    let mut c = cluster.admin();
-    c.batch_execute(
-        "CREATE EXTENSION pgforce CASCADE;
-         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
+    let (cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
          SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
-    )
-    .expect("a read-only mapping");
-    let count = |c: &mut postgres::Client| -> i64 {
-        c.query_one("SELECT count(*) FROM salesforce.contact", &[]).map(|r| r.get(0)).unwrap_or(-1)
-    };
-    wait_for(WAIT, "the load under way", || (count(&mut c) > 0).then_some(()));
-    let before = count(&mut c);
+    );
+    wait_for(WAIT, "the load under way", || (contact_rows(&mut c) > 0).then_some(()));
+    let before = contact_rows(&mut c);
     cluster.crash_and_restart();
     let mut c = cluster.admin();
-    wait_for(Duration::from_secs(60), "the load finished after the crash", || (count(&mut c) == 5000).then_some(()));
+    wait_for(Duration::from_secs(60), "the load finished after the crash", || {
+        (contact_rows(&mut c) == 5000).then_some(())
+    });
     let (rows, distinct): (i64, i64) = c
         .query_one("SELECT count(*), count(DISTINCT sfid) FROM salesforce.contact", &[])
         .map(|r| (r.get(0), r.get(1)))
@@ -259,24 +258,17 @@ fn reads_stop_above_the_api_budget_and_go_on_below_it() {
     create_contacts(&sf, 2500);
     // The org's usage is above pgforce.max_api_usage (0.9): the first page's answer says so, and reading stops.
     sf.admin("PUT", "/api-usage", json!({"used": 950, "limit": 1000}));
-    let mut settings = sf.settings();
-    settings.push("pgforce.read_interval = '1s'".into());
-    let cluster = Cluster::start_with(true, &settings);
-    let mut c = cluster.admin();
-    c.batch_execute(
-        "CREATE EXTENSION pgforce CASCADE;
-         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
          SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
-    )
-    .expect("a read-only mapping");
-    let count = |c: &mut postgres::Client| -> i64 {
-        c.query_one("SELECT count(*) FROM salesforce.contact", &[]).map(|r| r.get(0)).unwrap_or(-1)
-    };
-    wait_for(WAIT, "the first page", || (count(&mut c) > 0).then_some(()));
+    );
+    wait_for(WAIT, "the first page", || (contact_rows(&mut c) > 0).then_some(()));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(count(&mut c), 2000, "one page read, then the reads wait");
+    assert_eq!(contact_rows(&mut c), 2000, "one page read, then the reads wait");
     // The budget frees up (a new day): the next writes' or reads' answer says so, and the read goes on.
     sf.admin("PUT", "/api-usage", json!({"used": 0, "limit": 1000}));
     c.batch_execute("SELECT salesforce.retry_now()").expect("retry_now");
-    wait_for(Duration::from_secs(60), "the rest of the load", || (count(&mut c) == 2500).then_some(()));
+    wait_for(Duration::from_secs(60), "the rest of the load", || (contact_rows(&mut c) == 2500).then_some(()));
 }
