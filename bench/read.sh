@@ -12,31 +12,15 @@ source scripts/lib.sh
 source bench/lib.sh
 RECORDS=${1:-100000}
 PG=${PGFORCE_BENCH_PG:-15}
-PROFILE=${PGFORCE_BENCH_PROFILE:-release}
-if [ -n "${PGFORCE_BENCH_PG_CONFIG:-}" ]; then
-    pg_config=$PGFORCE_BENCH_PG_CONFIG
-    PG=$("$pg_config" --version | sed -E 's/[^0-9]*([0-9]+).*/\1/')
-else
-    bash scripts/setup.sh
-    pg_config=$(pg_config_for "$PG")
-fi
-bindir=$("$pg_config" --bindir)
-say "building pgforce and fakeforce ($PROFILE) for PostgreSQL $PG"
-release=$([ "$PROFILE" = release ] && echo --release || true)
-cargo pgrx install $release -p pgforce --pg-config "$pg_config" --no-default-features --features "pg$PG" >/dev/null
-cargo build -q $release -p fakeforce --bin fakeforce
-fakeforce="${CARGO_TARGET_DIR:-target}/$([ "$PROFILE" = release ] && echo release || echo debug)/fakeforce"
+build_for_bench
 
 work="$PWD/target/bench/read"
 data="$work/pgdata"
 port=${PGFORCE_BENCH_PORT:-54342}
-rm -rf "$data" "$work/fakeforce.url" "$work/contact.csv"
+rm -rf "$data" "$work/contact.csv"
 mkdir -p "$work"
 chmod 777 "$work"
-"$fakeforce" --daily-api-requests 1000000000 --port 0 --url-file "$work/fakeforce.url" >/dev/null 2>&1 &
-ff_pid=$!
-for _ in $(seq 200); do [ -s "$work/fakeforce.url" ] && break; sleep 0.05; done
-ff=$(cat "$work/fakeforce.url")
+start_fakeforce "$work"
 cleanup() { stop_cluster "$bindir" "$data"; kill "$ff_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 psql() { "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -X -q -At "$@"; }
