@@ -104,27 +104,18 @@ fn readings(
     schema: &str,
     default_interval: f64,
 ) -> Result<Vec<diagnose::ReadingToCheck>, pgrx::spi::Error> {
-    let has_state = client
-        .select(&format!("SELECT pg_catalog.to_regclass('{schema}._read_state') IS NOT NULL"), Some(1), &[])?
-        .first()
-        .get::<bool>(1)?
-        .unwrap_or(false);
-    if !has_state {
+    if !super::mapping::reads_installed(client, schema)? {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
     for row in client.select(
         &format!(
-            "SELECT m.relid::pg_catalog.regclass::pg_catalog.text, r.relid IS NOT NULL,
-                    (EXTRACT(epoch FROM (pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at)))::pg_catalog.float8,
-                    (SELECT pg_catalog.count(*) FROM {schema}._read_failures f WHERE f.relid OPERATOR(pg_catalog.=) m.relid),
-                    coalesce((SELECT 'record ' OPERATOR(pg_catalog.||) f.sfid OPERATOR(pg_catalog.||) ': '
-                                     OPERATOR(pg_catalog.||) f.message
-                                FROM {schema}._read_failures f WHERE f.relid OPERATOR(pg_catalog.=) m.relid
-                               ORDER BY f.failed_at DESC LIMIT 1), r.last_error),
+            // What sync_status shows of the reads (one definition of the failures and the lag).
+            "SELECT m.relid::pg_catalog.regclass::pg_catalog.text, s.read_state IS NOT NULL,
+                    (EXTRACT(epoch FROM s.read_lag))::pg_catalog.float8, coalesce(s.rows_failed, 0), s.read_error,
                     (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8
                FROM {schema}._mapping m
-               LEFT JOIN {schema}._read_state r ON r.relid OPERATOR(pg_catalog.=) m.relid
+               JOIN {schema}.sync_status s ON s.table_name OPERATOR(pg_catalog.=) m.table_name
               WHERE m.access OPERATOR(pg_catalog.=) 'read_only' AND m.paused_at IS NULL
               ORDER BY 1"
         ),

@@ -388,6 +388,16 @@ fn check_owner(client: &SpiClient, tbl: pg_sys::Oid, table: &TableInfo) -> Resul
     }
 }
 
+/// Whether the installed schema has the read path's state. Release 0.1.0's schema, which this library serves until
+/// `ALTER EXTENSION pgforce UPDATE`, has none: nothing reads then.
+pub(crate) fn reads_installed(client: &SpiClient, schema: &str) -> std::result::Result<bool, pgrx::spi::Error> {
+    Ok(client
+        .select(&format!("SELECT pg_catalog.to_regclass('{schema}._read_state') IS NOT NULL"), Some(1), &[])?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false))
+}
+
 pub(crate) fn extension_schema(client: &SpiClient) -> Result<String> {
     let name: Option<String> = client
         .select(

@@ -242,12 +242,7 @@ pub(super) fn add_read_columns(client: &mut SpiClient, table: &TableInfo) -> Res
 /// the initial load). Release 0.1.0's schema, which this library serves until the update, has no read state: then
 /// nothing is read until `ALTER EXTENSION pgforce UPDATE`.
 pub(super) fn start_reading(client: &mut SpiClient, schema: &str, tbl: pg_sys::Oid) -> Result<()> {
-    let has_state: bool = client
-        .select(&format!("SELECT pg_catalog.to_regclass('{schema}._read_state') IS NOT NULL"), Some(1), &[])?
-        .first()
-        .get(1)?
-        .unwrap_or(false);
-    if has_state {
+    if super::reads_installed(client, schema)? {
         client.update(
             &format!(
                 "INSERT INTO {schema}._read_state (relid) VALUES ($1::pg_catalog.oid::pg_catalog.regclass)
@@ -273,12 +268,14 @@ pub(super) fn start_reading(client: &mut SpiClient, schema: &str, tbl: pg_sys::O
 
 /// Whether `tbl` has a read state (it reads, or will at the worker's next turn).
 pub(super) fn reading(client: &SpiClient, schema: &str, tbl: pg_sys::Oid) -> Result<bool> {
+    if !super::reads_installed(client, schema)? {
+        return Ok(false);
+    }
     Ok(client
         .select(
             &format!(
-                "SELECT pg_catalog.to_regclass('{schema}._read_state') IS NOT NULL
-                        AND EXISTS (SELECT 1 FROM {schema}._read_state r
-                                     WHERE r.relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass)"
+                "SELECT EXISTS (SELECT 1 FROM {schema}._read_state r
+                                 WHERE r.relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid::pg_catalog.regclass)"
             ),
             Some(1),
             &[DatumWithOid::from(tbl)],
