@@ -398,11 +398,8 @@ fn statement(mapping: &Reading, insert: bool, only_changed: bool) -> String {
         mapping.columns.iter().enumerate().map(|(i, c)| format!("u.c{i}::{}", c.type_sql)).collect();
     let unnest: Vec<String> = (1..=mapping.columns.len() + 3)
         .map(|n| {
-            let array = match n {
-                1 | 3 => "pg_catalog.text[]",
-                2 => "pg_catalog.float8[]",
-                _ => "pg_catalog.text[]",
-            };
+            // $2, the stamps, are epoch seconds; everything else is text.
+            let array = if n == 2 { "pg_catalog.float8[]" } else { "pg_catalog.text[]" };
             format!("pg_catalog.unnest(${n}::{array})")
         })
         .collect();

@@ -126,7 +126,6 @@ impl Read {
                 return Duration::ZERO;
             }
         }
-        engine.write_requests(config);
         wait
     }
 }
