@@ -35,6 +35,9 @@ pub struct Config {
     pub faults: Vec<FaultRule>,
     /// How many of the last write calls `GET /fakeforce/admin/writes` keeps (method, path, query, body, arrival).
     pub writes_kept: usize,
+    /// What `sobjects/X/updated` and `/deleted` floor their window to: Salesforce's minute (60,000). Tests shorten
+    /// it, so that a sweep of the delete log need not wait minutes.
+    pub replication_unit_ms: u64,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             builtin_objects: true,
             faults: Vec::new(),
             writes_kept: 1000,
+            replication_unit_ms: 60_000,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod bulk;
+pub mod composite;
 pub mod config;
 pub mod errors;
 pub mod faults;
@@ -15,6 +16,7 @@ pub mod jobs;
 pub mod model;
 pub mod oauth;
 pub mod org;
+pub mod replication;
 pub mod reply;
 pub mod server;
 pub mod soql;

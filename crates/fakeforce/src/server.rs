@@ -230,6 +230,7 @@ fn classify(method: &hyper::Method, rest: &[&str]) -> (&'static str, Operation, 
     match (method, rest) {
         (_, ["limits"]) => ("limits", Operation::Limits, None),
         (_, ["query" | "queryAll", ..]) => ("query", Operation::Query, None),
+        (&M::POST, ["composite"]) => ("composite", Operation::Query, None),
         (&M::POST, ["composite", "sobjects"]) => ("create", Operation::Create, None),
         (&M::PATCH, ["composite", "sobjects"]) => ("update", Operation::Update, None),
         (&M::DELETE, ["composite", "sobjects"]) => ("delete", Operation::Delete, None),
@@ -363,6 +364,29 @@ fn route(org: &Org, st: &mut crate::org::State, call: &Call, version: &str, rest
         }
         (&M::GET, ["query" | "queryAll", cursor]) => query_more(st, version, cursor),
         (&M::GET, ["sobjects"]) => Ok(describe_global(org, version)),
+        (&M::GET, ["sobjects", o, "deleted"]) => {
+            object(o).and_then(|i| {
+                crate::replication::deleted(&st.store, i, &call.query, org.config.replication_unit_ms.max(1) as i64)
+            })
+        }
+        (&M::GET, ["sobjects", o, "updated"]) => {
+            object(o).and_then(|i| {
+                crate::replication::updated(&st.store, i, &call.query, org.config.replication_unit_ms.max(1) as i64)
+            })
+        }
+        (&M::POST, ["composite"]) => crate::composite::run(body, |sub| {
+            let segments: Vec<&str> = sub.segments.iter().map(String::as_str).collect();
+            let call = Call {
+                method: sub.method.clone(),
+                segments: sub.segments.clone(),
+                query: sub.query.clone(),
+                authorization: None,
+                content_type: Some("application/json".into()),
+                body: Bytes::from(sub.body.clone()),
+            };
+            let version = if valid_version(&sub.version) { sub.version.as_str() } else { version };
+            route(org, st, &call, version, &segments).0.unwrap_or_else(|e| Reply::error(&e))
+        }),
         (&M::GET, ["sobjects", o, "describe"]) => object(o).map(|i| describe(org, version, i)),
         (&M::POST, ["sobjects", o]) => object(o).and_then(|i| writes::single_create(st, version, i, body)),
         (&M::GET, ["sobjects", o, id]) => object(o).and_then(|i| {
@@ -584,13 +608,38 @@ fn admin(org: &Org, call: &Call) -> Reply {
                 }
                 Ok(Reply::json(200, &json!({"purged": id})))
             }
+            (&M::POST, ["admin", "records", _, id, "undelete"]) => {
+                st.store.undelete(id).map_err(|e| ApiError::new(400, "UNDELETE_FAILED", e))?;
+                Ok(Reply::json(200, &json!({"undeleted": id})))
+            }
+            (&M::POST, ["admin", "merge"]) => {
+                // {"master": id, "losers": [ids]}: Salesforce's merge (the losers are deleted for good).
+                let body: Value = serde_json::from_slice(&call.body).unwrap_or(Value::Null);
+                let master = body.get("master").and_then(Value::as_str).unwrap_or_default().to_string();
+                let losers: Vec<String> = body
+                    .get("losers")
+                    .and_then(Value::as_array)
+                    .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                st.store.merge(&master, &losers).map_err(|e| ApiError::new(400, "MERGE_FAILED", e))?;
+                Ok(Reply::json(200, &json!({"merged": losers, "into": master})))
+            }
+            (&M::POST, ["admin", "delete-log", "purge"]) => {
+                // Salesforce purges its delete log: getDeleted from before now is INVALID_REPLICATION_DATE.
+                st.store.delete_log_floor = crate::values::now_ms();
+                Ok(Reply::json(200, &json!({"purged": true})))
+            }
             (&M::PATCH, ["admin", "records", o, id]) => {
-                // {"fields": {...}, "by": "005…"}: another user changes the record.
+                // {"fields": {...}, "by": "005…", "stamp_seconds_ago": n}: another user changes the record (in a
+                // transaction that commits n seconds after its SystemModstamp).
                 let i = org.model.object(o).map(|x| x.index).ok_or_else(ApiError::not_found)?;
                 let body: Value = serde_json::from_slice(&call.body).unwrap_or(Value::Null);
                 let fields = body.get("fields").and_then(Value::as_object).cloned().unwrap_or_default();
                 let by = body.get("by").and_then(Value::as_str).unwrap_or("005Dn00000OthrUAAA");
-                st.store.edit_as(i, id, &fields, by).map_err(|e| ApiError::new(400, "INVALID_FIELD", e))?;
+                let ago = body.get("stamp_seconds_ago").and_then(Value::as_f64).unwrap_or(0.0);
+                st.store
+                    .edit_as(i, id, &fields, by, (ago * 1000.0) as i64)
+                    .map_err(|e| ApiError::new(400, "INVALID_FIELD", e))?;
                 Ok(Reply::json(200, &json!({"edited": id})))
             }
             (&M::GET, ["admin", "records", o]) => {

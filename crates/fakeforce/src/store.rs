@@ -104,6 +104,11 @@ pub struct Store {
     order: Vec<Vec<String>>,
     /// (object, field index) of unique or external-id fields → lower-cased value → ids holding it.
     indexed: HashMap<(usize, usize), HashMap<String, Vec<String>>>,
+    /// Records deleted for good (purged from the recycle bin, merged away), for `sobjects/X/deleted`: object, id,
+    /// when (ms). Soft-deleted records still in the bin are listed from the records themselves.
+    pub hard_deleted: Vec<(usize, String, i64)>,
+    /// The delete log was purged up to here (ms): `sobjects/X/deleted` from earlier is `INVALID_REPLICATION_DATE`.
+    pub delete_log_floor: i64,
 }
 
 fn index_key(v: &Value) -> Option<String> {
@@ -126,7 +131,15 @@ impl Store {
             }
         }
         let order = vec![Vec::new(); model.objects().count()];
-        Store { model, mint: IdMint::default(), records: HashMap::new(), order, indexed }
+        Store {
+            model,
+            mint: IdMint::default(),
+            records: HashMap::new(),
+            order,
+            indexed,
+            hard_deleted: Vec::new(),
+            delete_log_floor: 0,
+        }
     }
 
     pub fn clear(&mut self) {
@@ -421,7 +434,16 @@ impl Store {
 
     /// Another user changes a live record's fields (by their names, any case): the admin endpoint's way to show
     /// that someone else worked on a record. No rules run.
-    pub fn edit_as(&mut self, object: usize, id: &str, fields: &Map<String, Value>, by: &str) -> Result<(), String> {
+    /// `stamped_ms_ago`: the change committed late, stamped that long before now (a long transaction's change
+    /// becomes visible after records stamped later than it).
+    pub fn edit_as(
+        &mut self,
+        object: usize,
+        id: &str,
+        fields: &Map<String, Value>,
+        by: &str,
+        stamped_ms_ago: i64,
+    ) -> Result<(), String> {
         let current = self.records.get(id).filter(|r| r.object == object && !r.deleted).cloned();
         let Some(current) = current else { return Err(format!("no live record {id}")) };
         let def = self.model.object_at(object);
@@ -430,7 +452,7 @@ impl Store {
             let f = def.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name)).ok_or(format!("no field {name}"))?;
             edited.fields.insert(f.name.clone(), value.clone());
         }
-        edited.modified_date = values::now_datetime();
+        edited.modified_date = values::format_datetime(values::now_ms() - stamped_ms_ago.max(0));
         edited.modified_by = Some(by.to_string());
         self.put(edited, Some(&current));
         Ok(())
@@ -536,7 +558,65 @@ impl Store {
         let Some(record) = self.records.remove(id) else { return false };
         self.unindex(&record);
         self.order[record.object].retain(|x| x != id);
+        // The delete log keeps the first delete's time (a record purged from the bin was deleted then).
+        let at = if record.deleted {
+            values::parse_datetime(&record.modified_date).unwrap_or_else(values::now_ms)
+        } else {
+            values::now_ms()
+        };
+        self.hard_deleted.push((record.object, record.id, at));
         true
+    }
+
+    /// Restores a record from the recycle bin. Its `SystemModstamp` stays as the delete set it: Salesforce does not
+    /// document that an undelete moves it, so fakeforce takes the worst case, in which no poll by stamp sees it.
+    pub fn undelete(&mut self, id: &str) -> Result<(), String> {
+        let current = self.records.get(id).filter(|r| r.deleted).cloned().ok_or(format!("{id} is not in the recycle bin"))?;
+        let mut back = current.clone();
+        back.deleted = false;
+        back.writes += 1;
+        self.put(back, Some(&current));
+        Ok(())
+    }
+
+    /// Merges `losers` into `master`, as Salesforce's merge does: the master is saved (its stamp moves), the losers
+    /// are deleted for good (no `queryAll` shows them; `sobjects/X/deleted` does).
+    pub fn merge(&mut self, master: &str, losers: &[String]) -> Result<(), String> {
+        let current = self.records.get(master).filter(|r| !r.deleted).cloned().ok_or(format!("no live record {master}"))?;
+        for loser in losers {
+            if loser == master || self.records.get(loser).is_none_or(|r| r.deleted || r.object != current.object) {
+                return Err(format!("{loser} cannot be merged into {master}"));
+            }
+        }
+        let mut saved = current.clone();
+        saved.modified_date = values::now_datetime();
+        saved.writes += 1;
+        self.put(saved, Some(&current));
+        for loser in losers {
+            self.purge(loser);
+        }
+        Ok(())
+    }
+
+    /// Ids of `object`'s records deleted within `[start, end)` (ms), soft or for good, with when.
+    pub fn deleted_between(&self, object: usize, start: i64, end: i64) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = self
+            .all(object)
+            .filter(|r| r.deleted)
+            .filter_map(|r| Some((r.id.clone(), values::parse_datetime(&r.modified_date)?)))
+            .chain(self.hard_deleted.iter().filter(|(o, _, _)| *o == object).map(|(_, id, at)| (id.clone(), *at)))
+            .filter(|(_, at)| (start..end).contains(at))
+            .collect();
+        out.sort_by_key(|(_, at)| *at);
+        out
+    }
+
+    /// Ids of `object`'s live records changed within `[start, end)` (ms).
+    pub fn updated_between(&self, object: usize, start: i64, end: i64) -> Vec<String> {
+        self.live(object)
+            .filter(|r| values::parse_datetime(&r.modified_date).is_some_and(|at| (start..end).contains(&at)))
+            .map(|r| r.id.clone())
+            .collect()
     }
 
     /// Stores `record`, moving its index entries from `previous`.
@@ -645,14 +725,14 @@ mod tests {
         let p = s.prepare(contact, &body(json!({"LastName": "A", "External_Id__c": "x1"}))).expect("prepare");
         let id = s.create(&mut txn, contact, &p).expect("create");
         let fields = body(json!({"lastname": "By hand", "External_Id__c": "x9"}));
-        s.edit_as(contact, &id, &fields, "005000000000002AAA").expect("edit");
+        s.edit_as(contact, &id, &fields, "005000000000002AAA", 0).expect("edit");
         let r = s.get(&id).expect("record");
         assert_eq!(
             (r.get("LastName"), r.get("LastModifiedById")),
             (Some(json!("By hand")), Some(json!("005000000000002AAA")))
         );
         assert_eq!(s.find_by(contact, "External_Id__c", "x9"), vec![id.clone()], "indexes follow the edit");
-        assert!(s.edit_as(contact, &id, &body(json!({"Nope__c": 1})), "005000000000002AAA").is_err());
+        assert!(s.edit_as(contact, &id, &body(json!({"Nope__c": 1})), "005000000000002AAA", 0).is_err());
         let p = s.prepare(contact, &body(json!({"LastName": "B"}))).expect("prepare");
         s.update(&mut txn, contact, &id, &p).expect("update");
         assert_eq!(s.get(&id).and_then(|r| r.get("LastModifiedById")), Some(json!(crate::ids::integration_user())));
