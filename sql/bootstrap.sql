@@ -173,7 +173,11 @@ CREATE TABLE @extschema@._read_state (
     last_error     text,                    -- why the last read failed (NULL once one succeeds)
     reloading_since timestamptz,            -- salesforce.reload(): every record is read again since
     -- bumped by every start over (reload(), mapping again): a page read before it is not applied
-    generation     bigint NOT NULL DEFAULT 0
+    generation     bigint NOT NULL DEFAULT 0,
+    -- where the next sweep of Salesforce's delete log (sobjects/X/deleted) starts, UTC (NULL: at the first read's
+    -- start), and when a read of every record last reached its end (the periodic full comparison counts from it)
+    swept_to       timestamp,
+    compared_at    timestamptz
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');
 -- API: Private. Records of read_only mappings that could not be read into their tables (a value that does not fit

@@ -605,9 +605,9 @@ SELECT m.table_name,
                  THEN 'WAITING'
             WHEN l.pending OPERATOR(pg_catalog.>) 0 THEN 'SYNCING'
             ELSE 'DATA_SYNCED' END AS write_state,
-       -- how a read_only mapping's reads are (pgforce_core::read::ReadState; NULL for mappings that do not read),
+       -- how a reading mapping's reads are (pgforce_core::read::ReadState; NULL for mappings that do not read),
        -- when a read last reached the end of Salesforce's changes, and how long ago that was
-       CASE WHEN m.access OPERATOR(pg_catalog.<>) 'read_only' THEN NULL
+       CASE WHEN m.access OPERATOR(pg_catalog.=) 'write_only' THEN NULL
             WHEN m.paused_at IS NOT NULL THEN 'PAUSED'
             ELSE r.state END AS read_state,
        r.read_at                   AS last_read_at,
@@ -622,7 +622,7 @@ SELECT m.table_name,
                             ORDER BY rf.failed_at DESC LIMIT 1), r.last_error) END AS read_error
   FROM @extschema@._mapping m
   LEFT JOIN @extschema@._read_state r
-         ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.=) 'read_only'
+         ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.<>) 'write_only'
   LEFT JOIN LATERAL (
         -- through the queue's (relid, id) index; entries put in by hand name their table only
         SELECT pg_catalog.count(*) AS pending,
@@ -735,13 +735,13 @@ SELECT m.table_name,
        coalesce(c.api_calls, 0) AS api_calls,
        pg_catalog.round(lat.p50_1m)::pg_catalog.int8 AS latency_ms_p50_1m, pg_catalog.round(lat.p95_1m)::pg_catalog.int8 AS latency_ms_p95_1m, pg_catalog.round(lat.p99_1m)::pg_catalog.int8 AS latency_ms_p99_1m,
        pg_catalog.round(lat.p50_1h)::pg_catalog.int8 AS latency_ms_p50_1h, pg_catalog.round(lat.p95_1h)::pg_catalog.int8 AS latency_ms_p95_1h, pg_catalog.round(lat.p99_1h)::pg_catalog.int8 AS latency_ms_p99_1h,
-       -- read_only mappings: records written from Salesforce, and seconds since a read last reached the end
+       -- reading mappings: records written from Salesforce, and seconds since a read last reached the end
        r.rows_read,
        (EXTRACT(epoch FROM (pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at)))::pg_catalog.float8 AS read_lag_seconds
   FROM @extschema@._mapping m
   LEFT JOIN @extschema@._metrics c ON c.table_name::pg_catalog.text OPERATOR(pg_catalog.=) m.table_name::pg_catalog.text
   LEFT JOIN @extschema@._read_state r
-         ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.=) 'read_only'
+         ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.<>) 'write_only'
   LEFT JOIN LATERAL (
         SELECT pg_catalog.percentile_cont(0.5::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p50_1m,
                pg_catalog.percentile_cont(0.95::float8) WITHIN GROUP (ORDER BY d.ms) FILTER (WHERE d.recent) AS p95_1m,
@@ -963,7 +963,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.pause(text), @extschema@.resume(text), @ex
     @extschema@.unmap_table(text),
     @extschema@.alter_mapping(text, text[], text, text, jsonb) TO PUBLIC;
 
--- API: Public. Reads every record of a read_only mapping again: rows are updated in place (only those that
+-- API: Public. Reads every record of a reading mapping (read_only, read_write) again: rows are updated in place (only those that
 -- changed are written), and when the read reaches the end, the rows whose records are gone from Salesforce are
 -- deleted. The table is never emptied or locked; applications go on reading and writing it. For pgforce_operator
 -- (and superusers).
@@ -982,10 +982,10 @@ BEGIN
            generation = r.generation OPERATOR(pg_catalog.+) 1
       FROM @extschema@._mapping m
      WHERE r.relid OPERATOR(pg_catalog.=) tbl AND m.relid OPERATOR(pg_catalog.=) tbl
-       AND m.access OPERATOR(pg_catalog.=) 'read_only';
+       AND m.access OPERATOR(pg_catalog.<>) 'write_only';
     IF NOT FOUND THEN
         RAISE EXCEPTION '% does not read from Salesforce', tbl USING ERRCODE = 'object_not_in_prerequisite_state',
-              HINT = pg_catalog.format('Only read_only mappings read: SELECT salesforce.alter_mapping(%L, mode => ''read_only'');', tbl::pg_catalog.text);
+              HINT = pg_catalog.format('Only read_only and read_write mappings read: SELECT salesforce.alter_mapping(%L, mode => ''read_write'');', tbl::pg_catalog.text);
     END IF;
     DELETE FROM @extschema@._read_seen s WHERE s.relid OPERATOR(pg_catalog.=) tbl;
     PERFORM @extschema@._wake_worker_at_commit();

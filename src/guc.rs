@@ -95,6 +95,8 @@ static BULK_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 static MAX_REQUEST_BYTES: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 1024);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static READ_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static DELETE_SWEEP_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+static COMPARE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static DEBUG_FAULT: GucSetting<DebugFault> = GucSetting::<DebugFault>::new(DebugFault::None);
@@ -422,6 +424,26 @@ pub fn register(preloading: bool) {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"pgforce.delete_sweep_interval",
+        c"How often each reading mapping asks Salesforce's delete log for records deleted for good.",
+        c"Salesforce counts whole minutes and refuses a window of a minute or less: keep it at 2 minutes or more.",
+        &DELETE_SWEEP_INTERVAL_S,
+        1,
+        86_400,
+        Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgforce.compare_interval",
+        c"How often each reading mapping reads every record again, to find what no poll shows (0: never).",
+        c"",
+        &COMPARE_INTERVAL_S,
+        0,
+        i32::MAX,
+        Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"pgforce.lock_timeout",
         c"How long the worker waits for a row a user has locked before it tries that entry again later.",
         c"",
@@ -598,6 +620,8 @@ pub fn config() -> Config {
         request_history: i64::from(REQUEST_HISTORY.get().max(0)),
         poll_interval: Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64),
         read_interval: Duration::from_millis(READ_INTERVAL_MS.get().max(1_000) as u64),
+        delete_sweep_interval: Duration::from_secs(DELETE_SWEEP_INTERVAL_S.get().max(1) as u64),
+        compare_interval: (COMPARE_INTERVAL_S.get() > 0).then(|| Duration::from_secs(COMPARE_INTERVAL_S.get() as u64)),
         lock_timeout: Duration::from_millis(LOCK_TIMEOUT_MS.get().max(1) as u64),
         statement_timeout: Duration::from_millis(STATEMENT_TIMEOUT_MS.get().max(1) as u64),
         alert_stalled_after: (alert_stalled_after >= 0).then(|| Duration::from_secs(alert_stalled_after as u64)),

@@ -98,7 +98,7 @@ fn run(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<Finding>, pgrx::s
     Ok(out)
 }
 
-/// The read_only mappings' reads (none before `ALTER EXTENSION pgforce UPDATE` creates their state).
+/// The reading mappings' reads (none before `ALTER EXTENSION pgforce UPDATE` creates their state).
 fn readings(
     client: &SpiClient<'_>,
     schema: &str,
@@ -116,7 +116,7 @@ fn readings(
                     (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8
                FROM {schema}._mapping m
                JOIN {schema}.sync_status s ON s.table_name OPERATOR(pg_catalog.=) m.table_name
-              WHERE m.access OPERATOR(pg_catalog.=) 'read_only' AND m.paused_at IS NULL
+              WHERE m.access OPERATOR(pg_catalog.<>) 'write_only' AND m.paused_at IS NULL
               ORDER BY 1"
         ),
         None,

@@ -28,6 +28,9 @@ pub enum AlertKind {
     Throttled,
     /// The oldest change waiting is older than `pgforce.alert_stalled_after`.
     Stalled,
+    /// A reading mapping has not caught up with Salesforce for longer than `pgforce.alert_stalled_after` (and
+    /// twice its read interval).
+    ReadStalled,
 }
 
 impl AlertKind {
@@ -37,6 +40,7 @@ impl AlertKind {
             AlertKind::Connection => "connection",
             AlertKind::Throttled => "throttled",
             AlertKind::Stalled => "stalled",
+            AlertKind::ReadStalled => "read_stalled",
         }
     }
 }
@@ -107,6 +111,21 @@ impl Alert {
             message: format!(
                 "the oldest change waiting ({table}) is {} s old, more than pgforce.alert_stalled_after ({} s): SELECT * FROM salesforce.sync_status",
                 age.as_secs(),
+                limit.as_secs()
+            ),
+            tables: vec![table],
+            count: 0,
+            codes: Vec::new(),
+        }
+    }
+
+    /// A reading mapping's last read that reached the end of Salesforce's changes was `lag` ago, more than `limit`.
+    pub fn read_stalled(table: String, lag: Duration, limit: Duration) -> Alert {
+        Alert {
+            kind: AlertKind::ReadStalled,
+            message: format!(
+                "{table} has not caught up with Salesforce for {} s, more than {} s: SELECT read_state, read_error FROM salesforce.sync_status",
+                lag.as_secs(),
                 limit.as_secs()
             ),
             tables: vec![table],

@@ -49,6 +49,10 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How often each reading mapping asks Salesforce for changes (`pgforce.read_interval`).
     pub read_interval: Duration,
+    /// How often each reading mapping sweeps Salesforce's delete log (`pgforce.delete_sweep_interval`).
+    pub delete_sweep_interval: Duration,
+    /// How often each reading mapping reads every record again (`pgforce.compare_interval`; `None`: never).
+    pub compare_interval: Option<Duration>,
     /// How long the worker's statements wait for a lock a user holds (`pgforce.lock_timeout`).
     pub lock_timeout: Duration,
     /// How long any statement of the worker may run (`pgforce.statement_timeout`).

@@ -63,8 +63,8 @@ pub struct Target {
     pub columns: Vec<(String, PgKind)>,
 }
 
-/// Which ways a mapping syncs: `read_write` sends the table's changes (and will read Salesforce's back, as Heroku
-/// Connect's read-write mappings do), `write_only` only sends them (what every mapping of release 0.1.0 did: the
+/// Which ways a mapping syncs: `read_write` sends the table's changes and reads Salesforce's back, as Heroku
+/// Connect's read-write mappings do, `write_only` only sends them (what every mapping of release 0.1.0 did: the
 /// upgrade turns their `read_write` into this, so no upgrade starts writing into a table by surprise), `read_only`
 /// reads Salesforce into the table and records the table's own changes as `READONLY`, never sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,11 @@ impl Access {
     /// Whether the table's changes are sent to Salesforce.
     pub fn sends(self) -> bool {
         self != Access::ReadOnly
+    }
+
+    /// Whether Salesforce's records are read into the table.
+    pub fn reads(self) -> bool {
+        self != Access::WriteOnly
     }
 
     /// The state a fresh change of this mapping gets in the trigger log.
@@ -323,6 +328,7 @@ mod tests {
         assert_eq!("Write-Only".parse(), Ok(Access::WriteOnly));
         assert_eq!(Access::WriteOnly.capture_state(), LogState::New);
         assert!(Access::WriteOnly.sends() && Access::ReadWrite.sends() && !Access::ReadOnly.sends());
+        assert!(Access::ReadOnly.reads() && Access::ReadWrite.reads() && !Access::WriteOnly.reads());
     }
 
     #[test]

@@ -148,7 +148,7 @@ fn map_table(
     let MappingPlan { access, ref fields, ref links } = plan;
     let relationships = plan.relationships();
     add_system_columns(client, &table)?;
-    if access == Access::ReadOnly {
+    if access.reads() {
         add_read_columns(client, &table)?;
         start_reading(client, &schema, tbl)?;
     }
@@ -266,9 +266,10 @@ fn alter_mapping(
         drop_triggers(client, &table)?;
         install_triggers(client, &schema, &table, plan.access)?;
     }
-    // A mapping made read_only starts reading; so does a read_only one that does not read yet (mapped before
-    // reading existed: alter_mapping(tbl, mode => 'read_only') is how it starts).
-    if plan.access == Access::ReadOnly && (plan.access.as_str() != old_access || !reading(client, &schema, tbl)?) {
+    // A mapping made to read (read_only, read_write) starts reading; so does a reading one that does not read yet
+    // (mapped before reading existed: alter_mapping(tbl, mode => 'read_only') is how it starts).
+    let read_before = old_access.parse::<Access>().is_ok_and(Access::reads);
+    if plan.access.reads() && (!read_before || !reading(client, &schema, tbl)?) {
         add_read_columns(client, &table)?;
         start_reading(client, &schema, tbl)?;
     }

@@ -245,10 +245,11 @@ pub(super) fn start_reading(client: &mut SpiClient, schema: &str, tbl: pg_sys::O
     if super::reads_installed(client, schema)? {
         client.update(
             &format!(
-                "INSERT INTO {schema}._read_state (relid) VALUES ($1::pg_catalog.oid::pg_catalog.regclass)
+                "INSERT INTO {schema}._read_state (relid, swept_to)
+                 VALUES ($1::pg_catalog.oid::pg_catalog.regclass, pg_catalog.now() AT TIME ZONE 'UTC')
                  ON CONFLICT (relid) DO UPDATE
                     SET state = DEFAULT, position_stamp = NULL, position_id = NULL, read_at = NULL, rows_read = 0,
-                        last_error = NULL, reloading_since = NULL,
+                        last_error = NULL, reloading_since = NULL, swept_to = excluded.swept_to, compared_at = NULL,
                         generation = _read_state.generation OPERATOR(pg_catalog.+) 1"
             ),
             None,

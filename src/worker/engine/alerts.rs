@@ -104,7 +104,7 @@ fn still_true(db: &mut Db, reporter: &Reporter, alert: &Alert) -> bool {
             .flatten()
             .unwrap_or(true)
         }
-        AlertKind::Stalled | AlertKind::Throttled => true,
+        AlertKind::Stalled | AlertKind::Throttled | AlertKind::ReadStalled => true,
     }
 }
 

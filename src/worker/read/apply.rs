@@ -4,11 +4,12 @@
 //! is written again record by record, and only the records that do not fit fail (kept in `_read_failures` until a
 //! read of them succeeds).
 
-use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
+use pgforce_core::alert::AlertKind;
 use pgforce_core::log::LastOp;
-use pgforce_core::mapping::PgKind;
-use pgforce_core::read::apply::{decide, Apply, Local, OnDelete};
+use pgforce_core::mapping::{Access, PgKind};
+use pgforce_core::read::apply::{decide, Apply, OnDelete};
 use pgforce_core::read::page::{Page, SfRecord};
 use pgforce_core::read::values::column_text;
 use pgforce_core::read::{Position, ReadState};
@@ -16,14 +17,16 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::{quote_identifier, SpiClient};
 
+use super::local::{self, Found};
 use super::{Column, Reading};
+use crate::capture::WRITING_OUTCOMES;
 use crate::engine::owner::as_table_owner;
 use crate::worker::error::WorkerError;
 use crate::worker::transaction::in_subtransaction;
 
 const EQ: &str = "OPERATOR(pg_catalog.=)";
 
-/// The read-only mappings, with their positions and the columns they read (system columns are read apart).
+/// The mappings that read (read_only, read_write), with their positions and the columns they read (system columns are read apart).
 pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<Reading>, WorkerError> {
     let rows = client.select(
         &format!(
@@ -35,7 +38,11 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                                          ORDER BY a.attnum),
                     pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum),
                     (EXTRACT(epoch FROM m.read_interval))::pg_catalog.float8, m.on_delete,
-                    r.reloading_since IS NOT NULL, m.table_name::pg_catalog.text, r.generation
+                    r.reloading_since IS NOT NULL, m.table_name::pg_catalog.text, r.generation,
+                    m.access {EQ} 'read_write', m.upsert_field,
+                    (EXTRACT(epoch FROM r.swept_to))::pg_catalog.int8,
+                    (EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) r.compared_at))::pg_catalog.float8,
+                    (EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) coalesce(r.read_at, m.updated_at)))::pg_catalog.float8
                FROM {schema}._mapping m
                JOIN {schema}._read_state r ON r.relid {EQ} m.relid
                JOIN pg_catalog.pg_class c ON c.oid {EQ} m.relid
@@ -44,10 +51,13 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                                               AND a.attname::pg_catalog.text {EQ} ANY (m.fields)
                JOIN pg_catalog.pg_type t ON t.oid {EQ} a.atttypid
                LEFT JOIN pg_catalog.pg_type bt ON bt.oid {EQ} t.typbasetype
-              WHERE m.access {EQ} 'read_only'
+              WHERE m.access {EQ} ANY (ARRAY['{read_only}', '{read_write}'])
               GROUP BY m.relid, m.sobject, c.relowner, m.paused_at, r.position_stamp, r.position_id,
-                       m.read_interval, m.on_delete, r.reloading_since, m.table_name, r.generation
-              ORDER BY m.relid"
+                       m.read_interval, m.on_delete, r.reloading_since, m.table_name, r.generation, m.access,
+                       m.upsert_field, r.swept_to, r.compared_at, r.read_at, m.updated_at
+              ORDER BY m.relid",
+            read_only = Access::ReadOnly.as_str(),
+            read_write = Access::ReadWrite.as_str(),
         ),
         None,
         &[],
@@ -77,9 +87,88 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
             reloading: row.get(13)?.unwrap_or(false),
             table_name: row.get(14)?.unwrap_or_default(),
             generation: row.get(15)?.unwrap_or(0),
+            sends: row.get(16)?.unwrap_or(false),
+            upsert_field: row.get(17)?,
+            swept_to: row.get(18)?,
+            compared_ago: row.get::<f64>(19)?.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
+            lag: row.get::<f64>(20)?.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
         });
     }
     Ok(out)
+}
+
+/// Starts the mapping's read over from the first record, as `salesforce.reload()` does (rows are written where they
+/// differ, and those whose records are gone deleted at the end): when the delete log has a gap, and periodically
+/// (`pgforce.compare_interval`), to find what no poll shows.
+pub(super) fn start_over(client: &mut SpiClient<'_>, schema: &str, relid: pg_sys::Oid) -> Result<(), WorkerError> {
+    client.update(
+        &format!(
+            "UPDATE {schema}._read_state r
+                SET state = '{reload}', position_stamp = NULL, position_id = NULL, reloading_since = pg_catalog.now(),
+                    generation = r.generation OPERATOR(pg_catalog.+) 1
+              WHERE r.relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass",
+            reload = ReadState::ReloadTable.as_str(),
+        ),
+        None,
+        &[DatumWithOid::from(relid)],
+    )?;
+    client.update(
+        &format!("DELETE FROM {schema}._read_seen s WHERE s.relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"),
+        None,
+        &[DatumWithOid::from(relid)],
+    )?;
+    Ok(())
+}
+
+/// Records where the next delete sweep starts (seconds since 1970 UTC).
+pub(super) fn record_swept(
+    client: &mut SpiClient<'_>,
+    schema: &str,
+    relid: pg_sys::Oid,
+    to: i64,
+) -> Result<(), WorkerError> {
+    client.update(
+        &format!(
+            "UPDATE {schema}._read_state
+                SET swept_to = pg_catalog.to_timestamp($2::pg_catalog.float8) AT TIME ZONE 'UTC'
+              WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"
+        ),
+        None,
+        &[DatumWithOid::from(relid), DatumWithOid::from(to as f64)],
+    )?;
+    Ok(())
+}
+
+/// Of `sfids`, those some row of the mapping's table has (read as the table's owner).
+pub(super) fn rows_of(client: &mut SpiClient<'_>, mapping: &Reading, sfids: &[String]) -> Result<Vec<String>, WorkerError> {
+    as_table_owner(mapping.owner, || {
+        let mut out = Vec::new();
+        for row in client.select(
+            &format!(
+                "SELECT t.sfid::pg_catalog.text FROM {} t WHERE t.sfid::pg_catalog.text {EQ} ANY ($1)",
+                mapping.qualified
+            ),
+            None,
+            &[DatumWithOid::from(sfids.to_vec())],
+        )? {
+            out.extend(row.get::<String>(1)?);
+        }
+        Ok(out)
+    })
+}
+
+/// Resolves the open `read_stalled` alerts of `tables` (they caught up).
+pub(super) fn resolve_read_alerts(client: &mut SpiClient<'_>, schema: &str, tables: &[String]) -> Result<(), WorkerError> {
+    client.update(
+        &format!(
+            "UPDATE {schema}.sync_alerts a SET resolved_at = pg_catalog.now()
+              WHERE a.resolved_at IS NULL AND a.kind {EQ} '{kind}' AND a.tables OPERATOR(pg_catalog.<@) $1",
+            kind = AlertKind::ReadStalled.as_str(),
+        ),
+        None,
+        &[DatumWithOid::from(tables.to_vec())],
+    )?;
+    Ok(())
 }
 
 /// Records why a read failed, for `sync_status`.
@@ -102,14 +191,28 @@ pub(super) fn record_error(
 /// One record's row values as text, in the order of `Reading::columns` (system fields first).
 struct RowText {
     sfid: String,
+    /// The row it goes to (`None`: a new row).
+    row: Option<i64>,
     stamp: i64,
     created: Option<String>,
     values: Vec<Option<String>>,
 }
 
+/// What became of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PageOutcome {
+    /// Applied, the position moved past every record.
+    Applied,
+    /// Applied up to a record an insert in flight may have created (`Apply::Hold`): the position stops before it,
+    /// and the read goes on from there at the next interval.
+    Held,
+    /// The read started over since this page was asked for: nothing was applied.
+    StartedOver,
+}
+
 /// Applies `page` to `mapping`'s table and records the position reached (`position`, moved forward past every
-/// record of the page); `caught_up`: the read reached the end of Salesforce's changes. `false`: the read started over
-/// since this page was asked for, and nothing was applied.
+/// record applied); `caught_up`: the read reached the end of Salesforce's changes. `user`: the integration user's
+/// Id (`local::lookup`). `moves`: the page is the poll's (its position is recorded), not the delete sweep's.
 pub(super) fn page(
     client: &mut SpiClient<'_>,
     schema: &str,
@@ -117,7 +220,9 @@ pub(super) fn page(
     page: &Page,
     position: &mut Position,
     caught_up: bool,
-) -> Result<bool, WorkerError> {
+    user: Option<&str>,
+    moves: bool,
+) -> Result<PageOutcome, WorkerError> {
     // The read state is locked for the page's transaction; a start over (reload(), mapping again) since this read
     // began means the page was read from a position that no longer holds: it is not applied (the next read is).
     // (`update`: pgrx's `select` runs read-only, which refuses FOR UPDATE.)
@@ -135,47 +240,42 @@ pub(super) fn page(
         .ok()
         .flatten();
     if current != Some(mapping.generation) {
-        return Ok(false);
+        return Ok(PageOutcome::StartedOver);
     }
     let t = &mapping.qualified;
-    let sfids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
+    let found = local::lookup(client, schema, mapping, page, user)?;
     let (mut inserts, mut updates, mut deletes, mut failed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut flags: Vec<(String, f64)> = Vec::new();
+    let mut held = None;
+    for (n, record) in page.records.iter().enumerate() {
+        let Found { row, mut local } = found.get(&record.id).copied().unwrap_or_default();
+        if mapping.reloading {
+            // A reload writes every row whose values differ from its record's, whatever its stamp says.
+            local.stamp = None;
+        }
+        match decide(record.stamp, record.deleted, local, mapping.on_delete) {
+            Apply::Insert | Apply::Update => match row_text(mapping, record, row) {
+                Ok(text) if row.is_some() => updates.push(text),
+                Ok(text) => inserts.push(text),
+                Err(e) => failed.push((record.id.clone(), e)),
+            },
+            Apply::Delete => deletes.push(record.id.clone()),
+            Apply::Flag => flags.push((record.id.clone(), record.stamp as f64)),
+            Apply::Unchanged | Apply::KeepLocal => {}
+            Apply::Hold => {
+                held = Some(n);
+                break;
+            }
+        }
+    }
+    let records = &page.records[..held.unwrap_or(page.records.len())];
+    let sfids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let caught_up = caught_up && held.is_none();
     let mut applied = 0i64;
+    // Every row written says what it is (SYNCED, or the echo of a write keeping that write's outcome): the status
+    // trigger keeps it as written (the flag ends with the transaction).
+    WRITING_OUTCOMES.store(true, Ordering::SeqCst);
     as_table_owner(mapping.owner, || -> Result<(), WorkerError> {
-        let mut local: HashMap<String, Local> = HashMap::new();
-        let rows = client.select(
-            &format!(
-                "SELECT t.sfid::pg_catalog.text, (EXTRACT(epoch FROM t.systemmodstamp))::pg_catalog.int8,
-                        COALESCE(t.isdeleted, false)
-                   FROM {t} t WHERE t.sfid::pg_catalog.text {EQ} ANY ($1)"
-            ),
-            None,
-            &[DatumWithOid::from(sfids.clone())],
-        )?;
-        for row in rows {
-            let sfid: String = row.get(1)?.unwrap_or_default();
-            let local_row =
-                Local { exists: true, stamp: row.get(2)?, flagged: row.get(3)?.unwrap_or(false), pending: false };
-            local.insert(sfid, local_row);
-        }
-        for record in &page.records {
-            let mut here = local.get(&record.id).copied().unwrap_or_default();
-            if mapping.reloading {
-                // A reload writes every row whose values differ from its record's, whatever its stamp says.
-                here.stamp = None;
-            }
-            match decide(record.stamp, record.deleted, here, mapping.on_delete) {
-                Apply::Insert | Apply::Update => match row_text(mapping, record) {
-                    Ok(row) if here.exists => updates.push(row),
-                    Ok(row) => inserts.push(row),
-                    Err(e) => failed.push((record.id.clone(), e)),
-                },
-                Apply::Delete => deletes.push(record.id.clone()),
-                Apply::Flag => flags.push((record.id.clone(), record.stamp as f64)),
-                Apply::Unchanged | Apply::KeepLocal => {}
-            }
-        }
         applied = write(client, mapping, &inserts, true, &mut failed)?
             + write(client, mapping, &updates, false, &mut failed)?;
         if !deletes.is_empty() {
@@ -208,8 +308,19 @@ pub(super) fn page(
         }
         Ok(())
     })?;
-    for record in &page.records {
+    for record in records {
         position.advance(record.stamp, &record.id);
+    }
+    if !moves {
+        client.update(
+            &format!(
+                "UPDATE {schema}._read_state SET rows_read = rows_read OPERATOR(pg_catalog.+) $2
+                  WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"
+            ),
+            None,
+            &[DatumWithOid::from(mapping.relid), DatumWithOid::from(applied)],
+        )?;
+        return Ok(PageOutcome::Applied);
     }
     if mapping.reloading {
         client.update(
@@ -258,6 +369,8 @@ pub(super) fn page(
                     last_error = NULL,
                     state = CASE WHEN $5 THEN '{synced}' ELSE '{polling}' END,
                     read_at = CASE WHEN $5 THEN pg_catalog.now() ELSE read_at END,
+                    compared_at = CASE WHEN $5 AND (reloading_since IS NOT NULL OR compared_at IS NULL)
+                                       THEN pg_catalog.now() ELSE compared_at END,
                     reloading_since = CASE WHEN $5 THEN NULL ELSE reloading_since END
               WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass",
             synced = ReadState::DataSynced.as_str(),
@@ -272,7 +385,7 @@ pub(super) fn page(
             DatumWithOid::from(caught_up),
         ],
     )?;
-    Ok(true)
+    Ok(if held.is_some() { PageOutcome::Held } else { PageOutcome::Applied })
 }
 
 /// Rows read back per round when a reload ends.
@@ -285,23 +398,24 @@ fn delete_unseen(client: &mut SpiClient<'_>, schema: &str, mapping: &Reading) ->
     let t = &mapping.qualified;
     let (mut after, mut deleted) = (String::new(), 0i64);
     loop {
-        let batch: Vec<String> = as_table_owner(mapping.owner, || -> Result<Vec<String>, WorkerError> {
-            let mut ids = Vec::new();
+        let batch: Vec<(String, i64)> = as_table_owner(mapping.owner, || -> Result<_, WorkerError> {
+            let mut rows = Vec::new();
             for row in client.select(
                 &format!(
-                    "SELECT t.sfid::pg_catalog.text FROM {t} t
+                    "SELECT t.sfid::pg_catalog.text, t.id::pg_catalog.int8 FROM {t} t
                       WHERE t.sfid IS NOT NULL AND t.sfid::pg_catalog.text OPERATOR(pg_catalog.>) $1
                       ORDER BY t.sfid::pg_catalog.text LIMIT $2"
                 ),
                 None,
                 &[DatumWithOid::from(after.as_str()), DatumWithOid::from(UNSEEN_BATCH)],
             )? {
-                ids.extend(row.get::<String>(1)?);
+                rows.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<i64>(2)?.unwrap_or_default()));
             }
-            Ok(ids)
+            Ok(rows)
         })?;
-        let Some(last) = batch.last().cloned() else { break };
-        let mut gone: Vec<String> = Vec::new();
+        let Some((last, _)) = batch.last().cloned() else { break };
+        let sfids: Vec<String> = batch.iter().map(|(sfid, _)| sfid.clone()).collect();
+        let mut unseen: Vec<String> = Vec::new();
         for row in client.select(
             &format!(
                 "SELECT u.sfid FROM pg_catalog.unnest($2::pg_catalog.text[]) AS u(sfid)
@@ -309,10 +423,19 @@ fn delete_unseen(client: &mut SpiClient<'_>, schema: &str, mapping: &Reading) ->
                                      WHERE s.relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass AND s.sfid::pg_catalog.text {EQ} u.sfid)"
             ),
             None,
-            &[DatumWithOid::from(mapping.relid), DatumWithOid::from(batch.clone())],
+            &[DatumWithOid::from(mapping.relid), DatumWithOid::from(sfids)],
         )? {
-            gone.extend(row.get::<String>(1)?);
+            unseen.extend(row.get::<String>(1)?);
         }
+        // A row with a change on its way keeps it (its record may be created again, or the change fail visibly).
+        let ids: Vec<i64> = batch.iter().filter(|(sfid, _)| unseen.contains(sfid)).map(|(_, id)| *id).collect();
+        let pending =
+            if mapping.sends { local::pending_rows(client, schema, mapping, &ids, &ids)? } else { Default::default() };
+        let gone: Vec<String> = batch
+            .iter()
+            .filter(|(sfid, id)| unseen.contains(sfid) && !pending.contains(id))
+            .map(|(sfid, _)| sfid.clone())
+            .collect();
         if !gone.is_empty() {
             deleted += as_table_owner(mapping.owner, || {
                 client.update(
@@ -337,14 +460,14 @@ fn delete_unseen(client: &mut SpiClient<'_>, schema: &str, mapping: &Reading) ->
 }
 
 /// A record's values as its columns' text; an error names the field that does not fit.
-fn row_text(mapping: &Reading, record: &SfRecord) -> Result<RowText, String> {
+fn row_text(mapping: &Reading, record: &SfRecord, row: Option<i64>) -> Result<RowText, String> {
     let mut values = Vec::with_capacity(mapping.columns.len());
     for column in &mapping.columns {
         let value = record.fields.get(&column.name.to_ascii_lowercase()).cloned().unwrap_or_default();
         values.push(column_text(column.kind, &value).map_err(|e| format!("{}: {e}", column.name))?);
     }
     let created = record.fields.get("createddate").map(|v| column_text(PgKind::Timestamp, v)).transpose()?.flatten();
-    Ok(RowText { sfid: record.id.clone(), stamp: record.stamp, created, values })
+    Ok(RowText { sfid: record.id.clone(), row, stamp: record.stamp, created, values })
 }
 
 /// Inserts or updates `rows` in one statement; if it fails (a value does not fit its column), row by row, each in
@@ -380,6 +503,7 @@ fn run(client: &mut SpiClient<'_>, sql: &str, rows: &[RowText]) -> Result<i64, W
         DatumWithOid::from(rows.iter().map(|r| r.sfid.clone()).collect::<Vec<_>>()),
         DatumWithOid::from(rows.iter().map(|r| r.stamp as f64).collect::<Vec<_>>()),
         DatumWithOid::from(rows.iter().map(|r| r.created.clone()).collect::<Vec<_>>()),
+        DatumWithOid::from(rows.iter().map(|r| r.row).collect::<Vec<Option<i64>>>()),
     ];
     for i in 0..width {
         args.push(DatumWithOid::from(rows.iter().map(|r| r.values[i].clone()).collect::<Vec<Option<String>>>()));
@@ -388,7 +512,9 @@ fn run(client: &mut SpiClient<'_>, sql: &str, rows: &[RowText]) -> Result<i64, W
 }
 
 /// The set-based insert or update of a mapping's rows: `$1` sfids, `$2` stamps (epoch seconds), `$3` created
-/// dates, then one text array per column, each value cast to its column's type and assigned.
+/// dates, `$4` the rows' ids (an update's), then one text array per column, each value cast to its column's type and
+/// assigned. An update whose values equal the row's (the echo of a write pgforce sent) moves the row's
+/// `systemmodstamp` and keeps its `_hc_lastop` and `_hc_err`, which tell the write's outcome.
 /// `only_changed`: an update writes only the rows whose values differ (a reload re-reads every record).
 fn statement(mapping: &Reading, insert: bool, only_changed: bool) -> String {
     let t = &mapping.qualified;
@@ -396,14 +522,18 @@ fn statement(mapping: &Reading, insert: bool, only_changed: bool) -> String {
     let names: Vec<String> = mapping.columns.iter().map(|c| quote_identifier(&c.name)).collect();
     let casts: Vec<String> =
         mapping.columns.iter().enumerate().map(|(i, c)| format!("u.c{i}::{}", c.type_sql)).collect();
-    let unnest: Vec<String> = (1..=mapping.columns.len() + 3)
+    let unnest: Vec<String> = (1..=mapping.columns.len() + 4)
         .map(|n| {
-            // $2, the stamps, are epoch seconds; everything else is text.
-            let array = if n == 2 { "pg_catalog.float8[]" } else { "pg_catalog.text[]" };
+            // $2, the stamps, are epoch seconds, $4 the rows' ids; everything else is text.
+            let array = match n {
+                2 => "pg_catalog.float8[]",
+                4 => "pg_catalog.int8[]",
+                _ => "pg_catalog.text[]",
+            };
             format!("pg_catalog.unnest(${n}::{array})")
         })
         .collect();
-    let aliases: Vec<String> = ["sfid".to_string(), "stamp".into(), "created".into()]
+    let aliases: Vec<String> = ["sfid".to_string(), "stamp".into(), "created".into(), "row_id".into()]
         .into_iter()
         .chain((0..mapping.columns.len()).map(|i| format!("c{i}")))
         .collect();
@@ -423,27 +553,25 @@ fn statement(mapping: &Reading, insert: bool, only_changed: bool) -> String {
                 .collect();
         format!("INSERT INTO {t} ({}) SELECT {} FROM {from}", columns.join(", "), values.join(", "))
     } else {
-        let sets: Vec<String> = names.iter().zip(&casts).map(|(n, c)| format!("{n} = {c}")).collect();
+        let mut pairs: Vec<(String, String)> =
+            names.iter().zip(&casts).map(|(n, c)| (format!("t.{n}"), c.clone())).collect();
+        pairs.push(("COALESCE(t.isdeleted, false)".into(), "false".into()));
+        pairs.push(("t.sfid::pg_catalog.text".into(), "u.sfid".into()));
+        let (old, new): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+        let differs = format!("ROW({}) IS DISTINCT FROM ROW({})", old.join(", "), new.join(", "));
         let sets = [
+            "sfid = u.sfid".to_string(),
             format!("systemmodstamp = {stamp}"),
             "isdeleted = false".into(),
             format!("createddate = {created}"),
-            format!("_hc_lastop = '{synced}'"),
-            "_hc_err = NULL".into(),
+            format!("_hc_lastop = CASE WHEN {differs} THEN '{synced}' ELSE t._hc_lastop END"),
+            format!("_hc_err = CASE WHEN {differs} THEN NULL ELSE t._hc_err END"),
         ]
         .into_iter()
-        .chain(sets)
+        .chain(names.iter().zip(&casts).map(|(n, c)| format!("{n} = {c}")))
         .collect::<Vec<_>>()
         .join(", ");
-        let differs = if only_changed {
-            let mut pairs: Vec<(String, String)> =
-                names.iter().zip(&casts).map(|(n, c)| (format!("t.{n}"), c.clone())).collect();
-            pairs.push(("t.isdeleted".into(), "false".into()));
-            let (old, new): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
-            format!(" AND ROW({}) IS DISTINCT FROM ROW({})", old.join(", "), new.join(", "))
-        } else {
-            String::new()
-        };
-        format!("UPDATE {t} AS t SET {sets} FROM {from} WHERE t.sfid::pg_catalog.text {EQ} u.sfid{differs}")
+        let only = if only_changed { format!(" AND {differs}") } else { String::new() };
+        format!("UPDATE {t} AS t SET {sets} FROM {from} WHERE t.id {EQ} u.row_id{only}")
     }
 }

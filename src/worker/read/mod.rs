@@ -1,23 +1,26 @@
-//! Salesforce → Postgres, as the worker drives it: each read-only mapping whose interval is up asks Salesforce for
+//! Salesforce → Postgres, as the worker drives it: each reading mapping (read_only, read_write) whose interval is up asks Salesforce for
 //! the records changed since its position (`pgforce_core::read`), a page at a time with no transaction open, and
 //! applies each page as the table's owner in one transaction that also moves the position (`apply`): a crash
 //! re-reads a page, and loses or duplicates nothing. The write pipeline has its turn first in every cycle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use pgforce_core::alert::Alert;
 use pgforce_core::config::Config;
 use pgforce_core::mapping::PgKind;
 use pgforce_core::read::apply::OnDelete;
-use pgforce_core::read::{page, soql, Position};
+use pgforce_core::read::Position;
+use pgforce_core::salesforce::composite::MAX_QUERIES;
 use pgrx::pg_sys;
 
-use crate::worker::engine::status::Step;
 use crate::worker::engine::Engine;
-use crate::worker::error::WorkerError;
 use crate::worker::stop_requested;
 
 mod apply;
+mod local;
+mod poll;
+mod sweep;
 
 /// How far back each poll starts before the position, so that a record Salesforce committed later than its stamp
 /// (a long transaction) is still seen. Re-read records that did not change write nothing.
@@ -35,9 +38,13 @@ pub(crate) struct Read {
     next_read: HashMap<pg_sys::Oid, Instant>,
     /// When the API usage was last asked for while reads waited for the budget.
     usage_checked: Option<Instant>,
+    /// Mappings alerted as not catching up (`read_stalled`), until they do.
+    behind: HashSet<String>,
+    /// When the open `read_stalled` alerts of caught-up mappings were last resolved.
+    resolved_at: Option<Instant>,
 }
 
-/// A read-only mapping as the read pipeline needs it.
+/// A reading mapping as the read pipeline needs it.
 pub(crate) struct Reading {
     pub relid: pg_sys::Oid,
     /// The table, schema-qualified and quoted.
@@ -58,6 +65,17 @@ pub(crate) struct Reading {
     pub table_name: String,
     /// The read state's generation when this read began (`_read_state.generation`).
     pub generation: i64,
+    /// `read_write`: the table's changes are sent too, and a read never undoes one still on its way.
+    pub sends: bool,
+    /// The column a record is matched by when no row has its Id yet (`map_table(..., upsert_field => …)`).
+    pub upsert_field: Option<String>,
+    /// Where the next sweep of the delete log starts (seconds since 1970 UTC).
+    pub swept_to: Option<i64>,
+    /// How long ago a read of every record last reached its end (`None`: none has yet).
+    pub compared_ago: Option<Duration>,
+    /// How long ago a read last reached the end of Salesforce's changes (none has yet: since the mapping was made
+    /// or last changed).
+    pub lag: Option<Duration>,
 }
 
 pub(crate) struct Column {
@@ -95,77 +113,104 @@ impl Read {
             Err(_) => return default_interval,
         };
         self.next_read.retain(|relid, _| mappings.iter().any(|m| m.relid == *relid));
-        let mut wait = default_interval;
+        self.watch_lag(engine, config, &mappings);
+        let interval = |m: &Reading| m.interval.unwrap_or(default_interval);
+        let now = Instant::now();
+        let active: Vec<&Reading> = mappings.iter().filter(|m| !m.paused).collect();
+        let due_at = |m: &Reading| self.next_read.get(&m.relid).copied().unwrap_or(now);
+        let Some(first_due) = active.iter().map(|m| due_at(m)).min() else { return default_interval };
+        if first_due > now {
+            return (first_due - now).min(default_interval);
+        }
+        // Due now, and those due within half their interval: polled together, their first pages share Composite
+        // calls (five queries a call), and they stay in step afterwards.
+        let due: Vec<&Reading> = active.into_iter().filter(|m| due_at(m) <= now + interval(m) / 2).collect();
+        // Every pgforce.compare_interval each mapping reads every record again (a reload), for what no poll shows:
+        // records undeleted without a new stamp, a delete log with a gap.
+        let comparing: Vec<&&Reading> = due
+            .iter()
+            .filter(|m| !m.reloading && config.compare_interval.is_some_and(|every| m.compared_ago.is_some_and(|a| a >= every)))
+            .collect();
+        if !comparing.is_empty() {
+            for m in comparing {
+                let _ = engine.with_statements(|c, st| apply::start_over(c, &st.schema, m.relid));
+            }
+            return Duration::ZERO;
+        }
         let mut pages = 0;
-        for mapping in mappings.iter().filter(|m| !m.paused) {
-            let interval = mapping.interval.unwrap_or(default_interval);
-            wait = wait.min(interval);
-            let now = Instant::now();
-            if let Some(due) = self.next_read.get(&mapping.relid).filter(|due| **due > now) {
-                wait = wait.min(*due - now);
-                continue;
-            }
-            match read(engine, config, mapping, PAGES_PER_STEP - pages) {
-                Ok((read, true)) => {
-                    pages += read;
-                    self.next_read.insert(mapping.relid, Instant::now() + interval);
-                }
-                // More pages wait: the next cycle goes on at once, after the writes' turn.
-                Ok((_, false)) => return Duration::ZERO,
-                Err(e) => {
-                    if !engine.vanished() {
-                        pgrx::warning!(
-                            "pgforce: reading {} from Salesforce failed (trying again later): {e}",
-                            mapping.qualified
-                        );
+        for group in due.chunks(MAX_QUERIES) {
+            let asked = poll::ask_together(engine, config, group);
+            for (mapping, asked) in group.iter().zip(asked) {
+                let result = match asked.first {
+                    Err(e) => Err(e),
+                    Ok(first) => poll::read(engine, config, mapping, PAGES_PER_STEP.saturating_sub(pages), first),
+                };
+                if let Some((start, answer)) = asked.sweep {
+                    if let Err(e) = sweep::apply(engine, config, mapping, start, answer) {
+                        pgrx::warning!("pgforce: sweeping {}'s deleted records failed (trying again later): {e}", mapping.qualified);
                     }
-                    self.next_read.insert(mapping.relid, Instant::now() + interval);
                 }
-            }
-            if pages >= PAGES_PER_STEP || stop_requested() {
-                return Duration::ZERO;
+                match result {
+                    Ok((read, true)) => {
+                        pages += read;
+                        self.next_read.insert(mapping.relid, Instant::now() + interval(mapping));
+                    }
+                    // More pages wait: the next cycle goes on at once, after the writes' turn.
+                    Ok((_, false)) => return Duration::ZERO,
+                    Err(e) => {
+                        if !engine.vanished() {
+                            pgrx::warning!(
+                                "pgforce: reading {} from Salesforce failed (trying again later): {e}",
+                                mapping.qualified
+                            );
+                        }
+                        self.next_read.insert(mapping.relid, Instant::now() + interval(mapping));
+                    }
+                }
+                if pages >= PAGES_PER_STEP || stop_requested() {
+                    return Duration::ZERO;
+                }
             }
         }
-        wait
+        let now = Instant::now();
+        mappings
+            .iter()
+            .filter(|m| !m.paused)
+            .filter_map(|m| self.next_read.get(&m.relid))
+            .map(|due| due.saturating_duration_since(now))
+            .min()
+            .unwrap_or(default_interval)
+            .min(default_interval)
     }
 }
 
-/// Reads `mapping`'s changes since its position, at most `budget` pages. Returns the pages read and whether the
-/// read reached the end of Salesforce's changes.
-fn read(engine: &mut Engine, config: &Config, mapping: &Reading, budget: usize) -> Result<(usize, bool), String> {
-    let settings = engine.conn.settings(config)?;
-    let client = engine.conn.client(&mut engine.db, &settings);
-    let fields: Vec<String> = mapping.columns.iter().map(|c| c.name.clone()).collect();
-    let mut from = soql::poll_start(&mapping.position, LOOK_BACK_SECS);
-    let mut position = mapping.position.clone();
-    for n in 0..budget.max(1) {
-        engine.set_step(Step::Reading { object: mapping.sobject.clone() });
-        let answer = client.query_all_page(&soql::page(&mapping.sobject, &fields, &from));
-        engine.metrics.api_call(&mapping.table_name);
-        engine.write_requests(config);
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(e) => {
-                let message = e.to_string();
-                let _ = engine.with_statements(|c, st| apply::record_error(c, &st.schema, mapping.relid, &message));
-                return Err(message);
+
+impl Read {
+    /// Alerts (`read_stalled`) when a mapping not paused has not caught up with Salesforce for longer than
+    /// `pgforce.alert_stalled_after` and twice its interval (a failing read, an expired token, a load that cannot
+    /// end), once per episode; resolves the alert once it has (at once, and every `USAGE_RECHECK` for alerts left
+    /// open by an earlier run of the worker).
+    fn watch_lag(&mut self, engine: &mut Engine, config: &Config, mappings: &[Reading]) {
+        let Some(limit) = config.alert_stalled_after else { return };
+        let (mut caught_up, mut ended) = (Vec::new(), false);
+        for m in mappings.iter().filter(|m| !m.paused) {
+            let allowed = limit.max(2 * m.interval.unwrap_or(config.read_interval));
+            match m.lag {
+                Some(lag) if lag > allowed => {
+                    if self.behind.insert(m.table_name.clone()) {
+                        engine.alerts.offer(&mut engine.db, &engine.reporter, Alert::read_stalled(m.table_name.clone(), lag, allowed));
+                    }
+                }
+                Some(_) => {
+                    ended |= self.behind.remove(&m.table_name);
+                    caught_up.push(m.table_name.clone());
+                }
+                None => {}
             }
-        };
-        let page = page::parse(&answer)?;
-        let done = page.records.len() < soql::PAGE_SIZE;
-        let applied: Result<bool, WorkerError> =
-            engine.with_statements(|c, st| apply::page(c, &st.schema, mapping, &page, &mut position, done));
-        if !applied.map_err(|e| e.to_string())? {
-            // Started over meanwhile (reload(), mapping again): the next step reads from the new start, at once.
-            return Ok((n + 1, false));
         }
-        match page.records.last() {
-            Some(last) if !done => from = Position { stamp: Some(last.stamp), id: Some(last.id.clone()) },
-            _ => return Ok((n + 1, true)),
-        }
-        if stop_requested() || engine.conn.throttled(config) {
-            return Ok((n + 1, false));
+        if !caught_up.is_empty() && (ended || self.resolved_at.is_none_or(|t| t.elapsed() >= USAGE_RECHECK)) {
+            self.resolved_at = Some(Instant::now());
+            let _ = engine.with_statements(|c, st| apply::resolve_read_alerts(c, &st.schema, &caught_up));
         }
     }
-    Ok((budget, false))
 }

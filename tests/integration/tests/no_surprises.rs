@@ -21,7 +21,10 @@ fn setup(sf: &Salesforce, settings: &[&str]) -> Cluster {
              CREATE ROLE ops LOGIN IN ROLE pgforce_operator;
              CREATE TABLE public.contact (id serial PRIMARY KEY, lastname text, email text, external_id__c text);
              CREATE TABLE public.account (id serial PRIMARY KEY, name text, phone text);
-             SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c');
+             -- write_only: these tests plant other users' records in Salesforce, which a read_write mapping would
+             -- read into the table.
+             SELECT salesforce.map_table('public.contact', 'Contact', upsert_field => 'external_id__c',
+                                         mode => 'write_only');
              SELECT salesforce.map_table('public.account', 'Account');
              GRANT SELECT ON public.contact, public.account TO ops;",
         )

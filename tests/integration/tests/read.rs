@@ -22,8 +22,13 @@ fn rows(c: &mut postgres::Client) -> Vec<(String, Option<String>, Option<String>
 /// A cluster whose sync worker reads `sf` (`pgforce.read_interval` = `read_interval`), with pgforce installed and
 /// `mapping` (the tables and their map_table) run; its admin connection.
 fn reading_cluster(sf: &Salesforce, read_interval: &str, mapping: &str) -> (Cluster, postgres::Client) {
+    reading_cluster_with(sf, &[&format!("pgforce.read_interval = '{read_interval}'")], mapping)
+}
+
+/// `reading_cluster` with these `postgresql.conf` lines.
+fn reading_cluster_with(sf: &Salesforce, lines: &[&str], mapping: &str) -> (Cluster, postgres::Client) {
     let mut settings = sf.settings();
-    settings.push(format!("pgforce.read_interval = '{read_interval}'"));
+    settings.extend(lines.iter().map(|l| l.to_string()));
     let cluster = Cluster::start_with(true, &settings);
     let mut c = cluster.admin();
     c.batch_execute(&format!("CREATE EXTENSION pgforce CASCADE; {mapping}")).expect("a reading mapping");
@@ -188,7 +193,7 @@ fn reload_repairs_drift_and_deletes_rows_whose_records_are_gone() {
     // reload() is for operators, and only of a mapping that reads.
     c.batch_execute(
         "CREATE ROLE clerk LOGIN; CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text, company text);
-                     SELECT salesforce.map_table('salesforce.lead', 'Lead')",
+                     SELECT salesforce.map_table('salesforce.lead', 'Lead', mode => 'write_only')",
     )
     .expect("a write mapping");
     let err = c.query_one("SELECT salesforce.reload('lead')", &[]).expect_err("lead does not read");
@@ -271,4 +276,361 @@ fn reads_stop_above_the_api_budget_and_go_on_below_it() {
     sf.admin("PUT", "/api-usage", json!({"used": 0, "limit": 1000}));
     c.batch_execute("SELECT salesforce.retry_now()").expect("retry_now");
     wait_for(Duration::from_secs(60), "the rest of the load", || (contact_rows(&mut c) == 2500).then_some(()));
+}
+
+/// `salesforce.contact`'s row of `sfid`: (lastname, email, _hc_lastop, _hc_err).
+fn contact(c: &mut postgres::Client, sfid: &str) -> Option<(Option<String>, Option<String>, Option<String>, Option<String>)> {
+    c.query_opt("SELECT lastname, email, _hc_lastop, _hc_err FROM salesforce.contact WHERE sfid = $1", &[&sfid])
+        .ok()
+        .flatten()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+}
+
+#[test]
+fn a_read_write_mapping_reads_and_never_undoes_a_local_change_on_its_way() {
+    let sf = Salesforce::start();
+    let ada = sf.create("Contact", json!({"LastName": "Ada", "Email": "ada@example.com"}));
+    let bob = sf.create("Contact", json!({"LastName": "Bob"}));
+    // The default mode, read_write: both ways.
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80), email text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact');",
+    );
+    wait_for(WAIT, "the initial load", || (contact_rows(&mut c) == 2).then_some(()));
+    // Two local changes that cannot be delivered: an email Salesforce refuses (FAILED, awaiting a fix) and a delete
+    // refused as well.
+    sf.admin(
+        "PUT",
+        "/faults",
+        json!([{"object": "Contact", "field": "Email", "contains": "@blocked.", "effect": {"type": "record_error",
+                 "status_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Blocked domain"}},
+               {"object": "Contact", "operation": "delete", "effect": {"type": "record_error",
+                 "status_code": "ENTITY_IS_LOCKED", "message": "Locked by an approval"}}]),
+    );
+    c.batch_execute(&format!(
+        "UPDATE salesforce.contact SET email = 'ada@blocked.example' WHERE sfid = '{ada}';
+         DELETE FROM salesforce.contact WHERE sfid = '{bob}';"
+    ))
+    .expect("local changes");
+    wait_for(WAIT, "both changes failed", || {
+        let failed: i64 =
+            c.query_one("SELECT count(*) FROM salesforce._trigger_log WHERE state = 'FAILED'", &[]).ok()?.get(0);
+        (failed == 2).then_some(())
+    });
+    // Meanwhile both records change in Salesforce; a third record, changed after them, shows a read went past them.
+    std::thread::sleep(Duration::from_millis(1100));
+    sf.admin("PATCH", &format!("/records/Contact/{ada}"), json!({"fields": {"LastName": "Ada SF"}}));
+    sf.admin("PATCH", &format!("/records/Contact/{bob}"), json!({"fields": {"LastName": "Bob SF"}}));
+    std::thread::sleep(Duration::from_millis(1100));
+    let cyd = sf.create("Contact", json!({"LastName": "Cyd"}));
+    wait_for(WAIT, "a read past the changes", || contact(&mut c, &cyd).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(2500)); // and a few more polls
+    let (lastname, email, lastop, err) = contact(&mut c, &ada).expect("ada's row");
+    assert_eq!(
+        (lastname.as_deref(), email.as_deref(), lastop.as_deref()),
+        (Some("Ada"), Some("ada@blocked.example"), Some("FAILED")),
+        "the failed local change keeps its values until it is fixed"
+    );
+    assert!(err.is_some_and(|e| e.contains("Blocked domain")));
+    assert_eq!(contact(&mut c, &bob), None, "a row whose delete is on its way is not brought back");
+
+    // Fixed, the change goes out, and Salesforce's own change comes in beside it.
+    sf.admin("DELETE", "/faults", json!(null));
+    c.batch_execute(&format!("UPDATE salesforce.contact SET email = 'ada@example.org' WHERE sfid = '{ada}'"))
+        .expect("the fix");
+    wait_for(WAIT, "the fix delivered and Salesforce's change read", || {
+        let (lastname, email, _, _) = contact(&mut c, &ada)?;
+        (lastname.as_deref() == Some("Ada SF") && email.as_deref() == Some("ada@example.org")).then_some(())
+    });
+    let record = sf.records("Contact").into_iter().find(|r| r["Id"] == json!(ada)).expect("ada's record");
+    assert_eq!((&record["LastName"], &record["Email"]), (&json!("Ada SF"), &json!("ada@example.org")));
+
+    // A row inserted here gets its record, and reads of that record (its echo) neither copy the row nor hide the
+    // insert's outcome.
+    c.batch_execute("INSERT INTO salesforce.contact (lastname) VALUES ('Dee')").expect("insert");
+    let dee: String = wait_for(WAIT, "the insert delivered", || {
+        c.query_one("SELECT sfid FROM salesforce.contact WHERE lastname = 'Dee'", &[]).ok()?.get(0)
+    });
+    wait_for(WAIT, "its echo read", || {
+        let stamped: bool = c
+            .query_one("SELECT systemmodstamp IS NOT NULL FROM salesforce.contact WHERE sfid = $1", &[&dee])
+            .ok()?
+            .get(0);
+        stamped.then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let (count, lastop): (i64, Option<String>) = c
+        .query_one("SELECT count(*), max(_hc_lastop) FROM salesforce.contact WHERE lastname = 'Dee'", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("dee");
+    assert_eq!((count, lastop.as_deref()), (1, Some("INSERTED")));
+    let live: Vec<String> = sf.live("Contact").iter().map(|r| r["Id"].as_str().unwrap_or_default().to_string()).collect();
+    let rows: i64 = c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid IS NOT NULL", &[]).expect("n").get(0);
+    assert_eq!(rows as usize, live.len() - 1, "one row per record, but bob's, whose delete failed: {live:?}");
+}
+
+#[test]
+fn a_record_whose_insert_answer_was_lost_is_not_read_as_a_second_row() {
+    let sf = Salesforce::start();
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80), email text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact');",
+    );
+    wait_for(WAIT, "the (empty) initial load", || {
+        let state: Option<String> = c.query_one("SELECT read_state FROM salesforce.sync_status", &[]).ok()?.get(0);
+        (state.as_deref() == Some("DATA_SYNCED")).then_some(())
+    });
+    // The create is applied in Salesforce, but its answer is lost: until the in-doubt search (after
+    // pgforce.request_timeout, 5 s here) adopts the record, reads every second see a record no row has.
+    sf.admin("PUT", "/faults", json!([{"operation": "create", "times": 1, "effect": {"type": "drop_after_commit"}}]));
+    c.batch_execute("INSERT INTO salesforce.contact (lastname) VALUES ('Twin')").expect("insert");
+    let sfid: String = wait_for(Duration::from_secs(30), "the insert's record adopted", || {
+        c.query_one("SELECT sfid FROM salesforce.contact WHERE lastname = 'Twin' AND sfid IS NOT NULL", &[])
+            .ok()?
+            .get(0)
+    });
+    assert_eq!(sf.counters()["dropped_connections"], json!(1), "the answer was lost once");
+    std::thread::sleep(Duration::from_millis(2500)); // more polls
+    let rows: i64 = c.query_one("SELECT count(*) FROM salesforce.contact", &[]).expect("rows").get(0);
+    let live = sf.live("Contact");
+    assert_eq!((rows, live.len()), (1, 1), "one row, one record: {live:?}");
+    assert_eq!(live[0]["Id"], json!(sfid));
+}
+
+#[test]
+fn mappings_polled_together_share_one_call() {
+    let sf = Salesforce::start();
+    sf.create("Contact", json!({"LastName": "Ada"}));
+    sf.create("Lead", json!({"LastName": "Bob", "Company": "Acme"}));
+    sf.create("Account", json!({"Name": "Acme"}));
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text);
+         CREATE TABLE salesforce.lead (id serial PRIMARY KEY, lastname text, company text);
+         CREATE TABLE salesforce.account (id serial PRIMARY KEY, name text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');
+         SELECT salesforce.map_table('salesforce.lead', 'Lead', mode => 'read_only');
+         SELECT salesforce.map_table('salesforce.account', 'Account', mode => 'read_only');",
+    );
+    wait_for(WAIT, "the three loads", || {
+        let n: i64 = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM salesforce.contact) + (SELECT count(*) FROM salesforce.lead)
+                      + (SELECT count(*) FROM salesforce.account)",
+                &[],
+            )
+            .ok()?
+            .get(0);
+        (n == 3).then_some(())
+    });
+    let used = |sf: &Salesforce| sf.counters()["api_usage"]["used"].as_u64().unwrap_or_default();
+    let before = used(&sf);
+    std::thread::sleep(Duration::from_secs(6));
+    let spent = used(&sf) - before;
+    let counters = sf.counters();
+    // Three objects polled every second: one Composite call a second, not three queries.
+    assert!(spent <= 9, "{spent} calls in 6 s for three mappings polled every second: {counters}");
+    assert!(counters["by_kind"]["composite"].as_u64().unwrap_or_default() >= 4, "{counters}");
+    assert_eq!(counters["by_kind"]["query"].as_u64().unwrap_or_default(), 0, "{counters}");
+    let calls: i64 = c.query_one("SELECT sum(api_calls)::int8 FROM salesforce.sync_metrics", &[]).expect("metrics").get(0);
+    assert!(calls >= 4 && calls as u64 <= used(&sf), "each call counted once: {calls}");
+}
+
+#[test]
+fn records_purged_merged_away_or_undeleted_unseen_by_polls_are_found() {
+    // fakeforce's delete log counts in seconds instead of Salesforce's minutes, so that sweeps need not wait.
+    let sf = Salesforce::start_with(fakeforce::Config { replication_unit_ms: 1000, ..fakeforce::Config::default() });
+    let ids: Vec<String> =
+        ["Ada", "Bob", "Cyd", "Dee"].iter().map(|n| sf.create("Contact", json!({"LastName": n}))).collect();
+    let (ada, bob, cyd, dee) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    let (cluster, mut c) = reading_cluster_with(
+        &sf,
+        &["pgforce.read_interval = '1s'", "pgforce.delete_sweep_interval = '3s'", "pgforce.compare_interval = '12s'"],
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    );
+    let has = |c: &mut postgres::Client, sfid: &str| -> Option<bool> {
+        c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid = $1", &[&sfid]).ok().map(|r| r.get::<_, i64>(0) == 1)
+    };
+    wait_for(WAIT, "the initial load", || (contact_rows(&mut c) == 4).then_some(()));
+    // Purged without a delete a poll could see (the recycle bin emptied at once), and merged away: only the
+    // delete log tells.
+    sf.admin("DELETE", &format!("/records/Contact/{bob}"), json!(null));
+    sf.admin("POST", "/merge", json!({"master": ada, "losers": [cyd]}));
+    wait_for(WAIT, "the purged and merged-away rows deleted", || {
+        (has(&mut c, bob) == Some(false) && has(&mut c, cyd) == Some(false)).then_some(())
+    });
+    assert_eq!(has(&mut c, ada), Some(true), "the merge's master stays");
+    // Undeleted without a new SystemModstamp: no poll sees it; the periodic comparison does.
+    std::thread::sleep(Duration::from_millis(1100));
+    sf.delete("Contact", dee);
+    wait_for(WAIT, "the delete", || (has(&mut c, dee) == Some(false)).then_some(()));
+    sf.admin("POST", &format!("/records/Contact/{dee}/undelete"), json!(null));
+    wait_for(Duration::from_secs(40), "the undeleted record back", || (has(&mut c, dee) == Some(true)).then_some(()));
+    // A delete log purged since the last sweep is a gap: everything is compared, nothing guessed.
+    sf.admin("POST", "/delete-log/purge", json!(null));
+    wait_for(Duration::from_secs(30), "the gap noticed", || {
+        cluster.server_log().contains("delete log has a gap").then_some(())
+    });
+    wait_for(WAIT, "the comparison's end", || {
+        let state: String = c.query_one("SELECT read_state FROM salesforce.sync_status", &[]).ok()?.get(0);
+        (state == "DATA_SYNCED").then_some(())
+    });
+    assert_eq!(contact_rows(&mut c), 2, "ada and dee");
+}
+
+#[test]
+fn a_mapping_that_stops_reading_raises_an_alert_resolved_when_it_reads_again() {
+    let sf = Salesforce::start();
+    sf.create("Contact", json!({"LastName": "Ada"}));
+    let (_cluster, mut c) = reading_cluster_with(
+        &sf,
+        &["pgforce.read_interval = '1s'", "pgforce.alert_stalled_after = '3s'"],
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    );
+    wait_for(WAIT, "the initial load", || (contact_rows(&mut c) == 1).then_some(()));
+    // Every query refused from now on: the reads fail, the mapping falls behind.
+    sf.admin(
+        "PUT",
+        "/faults",
+        json!([{"operation": "query", "effect": {"type": "http", "status": 400, "error_code": "INVALID_FIELD",
+                 "message": "No such column 'LastName' on entity 'Contact'"}}]),
+    );
+    let alert = |c: &mut postgres::Client| -> Option<(String, Option<bool>)> {
+        let r = c
+            .query_opt(
+                "SELECT message, resolved_at IS NOT NULL FROM salesforce.sync_alerts WHERE kind = 'read_stalled'
+                  ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .ok()??;
+        Some((r.get(0), r.get(1)))
+    };
+    let (message, resolved) = wait_for(WAIT, "the read_stalled alert", || alert(&mut c));
+    assert!(message.contains("contact has not caught up with Salesforce"), "{message}");
+    assert_eq!(resolved, Some(false));
+    let error: Option<String> = c.query_one("SELECT read_error FROM salesforce.sync_status", &[]).expect("s").get(0);
+    assert!(error.is_some_and(|e| e.contains("INVALID_FIELD")));
+    sf.admin("DELETE", "/faults", json!(null));
+    wait_for(WAIT, "the alert resolved", || alert(&mut c).filter(|a| a.1 == Some(true)).map(|_| ()));
+}
+
+#[test]
+fn values_arrive_exactly_whatever_the_servers_time_zone() {
+    let sf = Salesforce::start();
+    let id = sf.create(
+        "Invoice__c",
+        json!({"Name": "INV-1", "Amount__c": 1234.5, "Due_Date__c": "2026-02-28", "Paid__c": true,
+               "Issued_At__c": "2026-03-29T01:30:00.000+0000", "acme__Tier__c": "Gold"}),
+    );
+    // A server far from UTC, on the day its clocks change.
+    let (_cluster, mut c) = reading_cluster_with(
+        &sf,
+        &["pgforce.read_interval = '1s'", "timezone = 'Europe/Paris'"],
+        "CREATE TABLE salesforce.invoice__c (id serial PRIMARY KEY, name varchar(80), amount__c numeric(18, 6),
+                                             due_date__c date, paid__c boolean, issued_at__c timestamptz,
+                                             acme__tier__c text);
+         SELECT salesforce.map_table('salesforce.invoice__c', 'Invoice__c', mode => 'read_only');",
+    );
+    // This session reads in UTC; the worker's ran in Paris.
+    c.batch_execute("SET TIME ZONE 'UTC'").expect("session time zone");
+    let row = wait_for(WAIT, "the invoice", || {
+        c.query_opt(
+            "SELECT name, amount__c::text, due_date__c::text, paid__c, issued_at__c::text, acme__tier__c,
+                    abs(EXTRACT(epoch FROM systemmodstamp - (now() AT TIME ZONE 'UTC'))) < 120
+                    AND abs(EXTRACT(epoch FROM createddate - (now() AT TIME ZONE 'UTC'))) < 120
+               FROM salesforce.invoice__c WHERE sfid = $1",
+            &[&id],
+        )
+        .ok()
+        .flatten()
+    });
+    let got: (String, String, String, bool, String, String, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5), row.get(6));
+    assert_eq!(
+        got,
+        (
+            "INV-1".into(),
+            "1234.500000".into(),
+            "2026-02-28".into(),
+            true,
+            "2026-03-29 01:30:00+00".into(),
+            "Gold".into(),
+            true
+        ),
+        "systemmodstamp and createddate are UTC wall time in timestamp columns, whatever the server's TimeZone"
+    );
+}
+
+#[test]
+fn an_outage_and_an_expired_session_are_waited_out_and_lose_nothing() {
+    let sf = Salesforce::start();
+    let ada = sf.create("Contact", json!({"LastName": "Ada"}));
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    );
+    let lastname = |c: &mut postgres::Client| -> Option<String> {
+        c.query_opt("SELECT lastname FROM salesforce.contact WHERE sfid = $1", &[&ada]).ok().flatten().map(|r| r.get(0))
+    };
+    wait_for(WAIT, "the initial load", || lastname(&mut c));
+    // Salesforce refuses connections for 4 s; a change made meanwhile (by another user) arrives after.
+    sf.admin("POST", "/outage", json!({"mode": "refuse", "seconds": 4}));
+    std::thread::sleep(Duration::from_millis(1100));
+    sf.admin("PATCH", &format!("/records/Contact/{ada}"), json!({"fields": {"LastName": "During the outage"}}));
+    wait_for(Duration::from_secs(40), "the change after the outage", || {
+        (lastname(&mut c).as_deref() == Some("During the outage")).then_some(())
+    });
+    // The session expires: the next read logs in again, transparently.
+    sf.admin("POST", "/expire-sessions", json!(null));
+    std::thread::sleep(Duration::from_millis(1100));
+    sf.admin("PATCH", &format!("/records/Contact/{ada}"), json!({"fields": {"LastName": "After the expiry"}}));
+    wait_for(WAIT, "the change after the expiry", || {
+        (lastname(&mut c).as_deref() == Some("After the expiry")).then_some(())
+    });
+    let (rows, error): (i64, Option<String>) = c
+        .query_one("SELECT (SELECT count(*) FROM salesforce.contact), read_error FROM salesforce.sync_status", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("status");
+    assert_eq!((rows, error), (1, None));
+}
+
+#[test]
+fn a_change_committed_later_than_its_stamp_is_still_read() {
+    let sf = Salesforce::start();
+    let ada = sf.create("Contact", json!({"LastName": "Ada"}));
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    );
+    wait_for(WAIT, "the initial load", || (contact_rows(&mut c) == 1).then_some(()));
+    // Later records move the position past now…
+    std::thread::sleep(Duration::from_millis(3100));
+    let bob = sf.create("Contact", json!({"LastName": "Bob"}));
+    wait_for(WAIT, "bob", || {
+        let n: i64 = c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid = $1", &[&bob]).ok()?.get(0);
+        (n == 1).then_some(())
+    });
+    // …then a long transaction commits a change of ada stamped 2 s ago, before the position (and after ada's
+    // previous version).
+    sf.admin(
+        "PATCH",
+        &format!("/records/Contact/{ada}"),
+        json!({"fields": {"LastName": "Ada, late"}, "stamp_seconds_ago": 2}),
+    );
+    wait_for(WAIT, "the late change", || {
+        let name: String =
+            c.query_one("SELECT lastname FROM salesforce.contact WHERE sfid = $1", &[&ada]).ok()?.get(0);
+        (name == "Ada, late").then_some(())
+    });
 }

@@ -38,6 +38,10 @@ pub struct Local {
     /// The row has log entries not yet delivered (NEW, PENDING, retried, or FAILED awaiting a fix), or a delete
     /// of a row with this sfid is on its way.
     pub pending: bool,
+    /// No row has the record, the integration user created it, and inserts of rows without an sfid are in flight
+    /// (a Bulk job running) or in doubt (no answer): the record may be one of theirs, whose `sfid` is not written
+    /// back yet. Read now, it would become a second row; the in-doubt search would then never adopt it.
+    pub maybe_in_flight: bool,
 }
 
 /// The decision for one record.
@@ -52,6 +56,9 @@ pub enum Apply {
     Unchanged,
     /// A local change is on its way: the row keeps its values until it is delivered.
     KeepLocal,
+    /// The record may be an insert in flight's (`Local::maybe_in_flight`): the read stops before it and reads it
+    /// again once the insert's outcome is written back.
+    Hold,
 }
 
 /// Decides what `record` (its stamp, whether it is deleted) does to the row `local`.
@@ -68,7 +75,7 @@ pub fn decide(stamp: i64, deleted: bool, local: Local, on_delete: OnDelete) -> A
         };
     }
     if !local.exists {
-        return Apply::Insert;
+        return if local.maybe_in_flight { Apply::Hold } else { Apply::Insert };
     }
     // The same version (re-read by a poll's look-back) or an older one than the row has: nothing to write. A
     // flagged row of an undeleted record is written whatever its stamp (undelete may not move it).
@@ -82,7 +89,7 @@ pub fn decide(stamp: i64, deleted: bool, local: Local, on_delete: OnDelete) -> A
 mod tests {
     use super::*;
 
-    const ROW: Local = Local { exists: true, stamp: Some(100), flagged: false, pending: false };
+    const ROW: Local = Local { exists: true, stamp: Some(100), flagged: false, pending: false, maybe_in_flight: false };
 
     #[test]
     fn new_changed_and_unchanged_records() {
@@ -113,6 +120,15 @@ mod tests {
         let deleting = Local { pending: true, ..Local::default() };
         assert_eq!(decide(200, false, deleting, OnDelete::Delete), Apply::KeepLocal);
         assert_eq!(OnDelete::parse(OnDelete::Flag.as_str()), Some(OnDelete::Flag));
+    }
+
+    #[test]
+    fn a_record_an_insert_in_flight_may_have_created_waits() {
+        let maybe = Local { maybe_in_flight: true, ..Local::default() };
+        assert_eq!(decide(200, false, maybe, OnDelete::Delete), Apply::Hold);
+        assert_eq!(decide(200, true, maybe, OnDelete::Delete), Apply::Unchanged, "deleted: nothing to insert");
+        // A row has it already: the flag does not matter.
+        assert_eq!(decide(200, false, Local { maybe_in_flight: true, ..ROW }, OnDelete::Delete), Apply::Update);
         assert_eq!(OnDelete::parse("purge"), None);
     }
 }

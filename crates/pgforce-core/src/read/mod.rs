@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod page;
 pub mod soql;
+pub mod sweep;
 pub mod values;
 
 /// How a mapping's reads are (Heroku Connect's mapping states where they fit), as `_read_state.state` and

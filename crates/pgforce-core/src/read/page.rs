@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::values::epoch_seconds;
 
 /// One record read from Salesforce.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SfRecord {
     pub id: String,
     /// `SystemModstamp`, seconds since 1970-01-01 UTC.

@@ -48,7 +48,7 @@ pub fn poll_start(position: &Position, overlap_secs: i64) -> Position {
 }
 
 /// A SOQL string literal's content: backslashes and quotes escaped.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     text.replace('\\', "\\\\").replace('\'', "\\'")
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::describe::FieldDescription;
 
+pub mod composite;
 pub mod journal;
 pub mod settings;
 

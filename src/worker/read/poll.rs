@@ -1,0 +1,165 @@
+//! Asking Salesforce for a mapping's changes: the first page of every mapping polled together (and the delete log of
+//! those whose sweep is due) in one Composite call, then each mapping's further pages one by one, each applied as it
+//! arrives (`apply::page`), with no transaction open while a call is out.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pgforce_core::config::Config;
+use pgforce_core::read::{page, soql, sweep, Position};
+use pgforce_core::salesforce::composite;
+use pgforce_core::salesforce::CallError;
+use serde_json::Value;
+
+use super::apply::{self, PageOutcome};
+use super::{Reading, LOOK_BACK_SECS};
+use crate::worker::engine::status::Step;
+use crate::worker::engine::Engine;
+use crate::worker::error::WorkerError;
+use crate::worker::stop_requested;
+
+/// What one mapping got from the call made for its group.
+pub(super) struct Asked {
+    /// The first page of changes; `None`: `read` asks for it itself.
+    pub first: Result<Option<Result<Value, CallError>>, String>,
+    /// The delete log since `swept_to` (the window's start, and the answer), when a sweep was due.
+    pub sweep: Option<(i64, Result<Value, CallError>)>,
+}
+
+/// The fields a mapping's pages select besides the system ones; on a mapping that sends, `CreatedById` too (a
+/// record the integration user created may be one of its inserts in flight: `local::lookup`).
+pub(super) fn fields(mapping: &Reading) -> Vec<String> {
+    let mut fields: Vec<String> = mapping.columns.iter().map(|c| c.name.clone()).collect();
+    if mapping.sends {
+        fields.push("CreatedById".into());
+    }
+    fields
+}
+
+pub(super) fn now_epoch() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+/// Asks for the first page of each mapping of `group` (at most five), and for the delete log of each whose sweep is
+/// due, in one Composite call: one API call, not one each. A lone mapping with no sweep due asks for itself. A
+/// failure of the call is recorded for each mapping.
+pub(super) fn ask_together(engine: &mut Engine, config: &Config, group: &[&Reading]) -> Vec<Asked> {
+    let now = now_epoch();
+    let sweep_every = config.delete_sweep_interval.as_secs() as i64;
+    let mut sweeps: Vec<Option<i64>> = Vec::new();
+    for m in group {
+        match m.swept_to {
+            Some(from) if now - from >= sweep_every => sweeps.push(Some(from)),
+            Some(_) => sweeps.push(None),
+            None => {
+                // Never swept: deletes from now on (the first read saw everything before).
+                let _ = engine.with_statements(|c, st| apply::record_swept(c, &st.schema, m.relid, now));
+                sweeps.push(None);
+            }
+        }
+    }
+    if group.len() < 2 && sweeps.iter().all(Option::is_none) {
+        return group.iter().map(|_| Asked { first: Ok(None), sweep: None }).collect();
+    }
+    let settings = match engine.conn.settings(config) {
+        Ok(s) => s,
+        Err(e) => return group.iter().map(|_| Asked { first: Err(e.clone()), sweep: None }).collect(),
+    };
+    let client = engine.conn.client(&mut engine.db, &settings);
+    let version = client.api_version().to_string();
+    let mut urls: Vec<String> = group
+        .iter()
+        .map(|m| {
+            let soql = soql::page(&m.sobject, &fields(m), &soql::poll_start(&m.position, LOOK_BACK_SECS));
+            composite::url(&format!("/services/data/v{version}/queryAll"), &[("q", &soql)])
+        })
+        .collect();
+    for (m, from) in group.iter().zip(&sweeps) {
+        if let Some(from) = from {
+            let (path, [(a, start), (b, end)]) = sweep::deleted_path(&version, &m.sobject, *from, now);
+            urls.push(composite::url(&path, &[(a, &start), (b, &end)]));
+        }
+    }
+    engine.set_step(Step::Reading { object: group.iter().map(|m| m.sobject.as_str()).collect::<Vec<_>>().join(", ") });
+    let answer = client.composite_get(&urls);
+    // One call, counted once (for the first mapping of the group).
+    engine.metrics.api_call(&group[0].table_name);
+    engine.write_requests(config);
+    match answer {
+        Ok(parts) => {
+            let mut parts = parts.into_iter();
+            let firsts: Vec<Result<Value, CallError>> = parts.by_ref().take(group.len()).collect();
+            firsts
+                .into_iter()
+                .zip(&sweeps)
+                .map(|(first, from)| Asked {
+                    first: Ok(Some(first)),
+                    sweep: from.and_then(|from| parts.next().map(|answer| (from, answer))),
+                })
+                .collect()
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for m in group {
+                let _ = engine.with_statements(|c, st| apply::record_error(c, &st.schema, m.relid, &message));
+            }
+            group.iter().map(|_| Asked { first: Err(message.clone()), sweep: None }).collect()
+        }
+    }
+}
+
+/// Reads `mapping`'s changes since its position, at most `budget` pages. Returns the pages read and whether the
+/// read reached the end of Salesforce's changes.
+pub(super) fn read(
+    engine: &mut Engine,
+    config: &Config,
+    mapping: &Reading,
+    budget: usize,
+    mut first: Option<Result<Value, CallError>>,
+) -> Result<(usize, bool), String> {
+    let settings = engine.conn.settings(config)?;
+    let client = engine.conn.client(&mut engine.db, &settings);
+    let fields = fields(mapping);
+    let user = if mapping.sends { client.user_id().ok().flatten() } else { None };
+    let mut from = soql::poll_start(&mapping.position, LOOK_BACK_SECS);
+    let mut position = mapping.position.clone();
+    for n in 0..budget.max(1) {
+        let answer = match first.take() {
+            Some(answer) => answer,
+            None => {
+                engine.set_step(Step::Reading { object: mapping.sobject.clone() });
+                let answer = client.query_all_page(&soql::page(&mapping.sobject, &fields, &from));
+                engine.metrics.api_call(&mapping.table_name);
+                engine.write_requests(config);
+                answer
+            }
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                let message = e.to_string();
+                let _ = engine.with_statements(|c, st| apply::record_error(c, &st.schema, mapping.relid, &message));
+                return Err(message);
+            }
+        };
+        let page = page::parse(&answer)?;
+        let done = page.records.len() < soql::PAGE_SIZE;
+        let applied: Result<PageOutcome, WorkerError> = engine.with_statements(|c, st| {
+            apply::page(c, &st.schema, mapping, &page, &mut position, done, user.as_deref(), true)
+        });
+        match applied.map_err(|e| e.to_string())? {
+            PageOutcome::Applied => {}
+            // Started over meanwhile (reload(), mapping again): the next step reads from the new start, at once.
+            PageOutcome::StartedOver => return Ok((n + 1, false)),
+            // An insert in flight may own a record: the rest waits for the next interval, when its outcome is in.
+            PageOutcome::Held => return Ok((n + 1, true)),
+        }
+        match page.records.last() {
+            Some(last) if !done => from = Position { stamp: Some(last.stamp), id: Some(last.id.clone()) },
+            _ => return Ok((n + 1, true)),
+        }
+        if stop_requested() || engine.conn.throttled(config) {
+            return Ok((n + 1, false));
+        }
+    }
+    Ok((budget, false))
+}
