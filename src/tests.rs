@@ -148,9 +148,11 @@ mod tests {
         sql("SELECT salesforce.map_table('public.lead', 'Lead', 'read_write', NULL, ARRAY['name','company'])");
         let columns = text("SELECT string_agg(attname || ':' || format_type(atttypid, atttypmod), ',' ORDER BY attnum)
                               FROM pg_attribute WHERE attrelid = 'public.lead'::regclass AND attnum > 0 AND NOT attisdropped");
+        // read_write reads too: Heroku Connect's system columns of a reading mapping come with it.
         assert_eq!(
             columns,
-            "name:text,company:text,id:bigint,sfid:character varying(18),_hc_lastop:character varying(32),_hc_err:text"
+            "name:text,company:text,id:bigint,sfid:character varying(18),_hc_lastop:character varying(32),_hc_err:text,\
+             systemmodstamp:timestamp without time zone,isdeleted:boolean,createddate:timestamp without time zone"
         );
         assert_eq!(
             one::<bool>(
@@ -1165,9 +1167,15 @@ mod tests {
             "00:00:05 flag"
         );
         assert_eq!(one::<bool>("SELECT read_interval IS NULL AND on_delete = 'delete' FROM salesforce._mapping WHERE table_name = 'account'"), Some(true));
-        // A mapping that does not read has no read state.
+        // read_write (the default) reads too; a write_only mapping has no read state.
         contact_table();
-        assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'contact'"), None);
-        assert_eq!(outcome("SELECT salesforce.reload('contact')"), "55000 +hint");
+        assert_eq!(
+            text("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'contact'"),
+            ReadState::ReloadTable.as_str()
+        );
+        sql("CREATE TABLE public.task (id serial PRIMARY KEY, subject text)");
+        sql("SELECT salesforce.map_table('public.task', 'Task', mode => 'write_only')");
+        assert_eq!(one::<String>("SELECT read_state FROM salesforce.sync_status WHERE table_name = 'task'"), None);
+        assert_eq!(outcome("SELECT salesforce.reload('task')"), "55000 +hint");
     }
 }
