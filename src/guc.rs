@@ -96,6 +96,7 @@ static MAX_REQUEST_BYTES: GucSetting<i32> = GucSetting::<i32>::new(2 * 1024 * 10
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static READ_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static DELETE_SWEEP_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+static READ_LOOK_BACK_S: GucSetting<i32> = GucSetting::<i32>::new(120);
 static COMPARE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
@@ -424,6 +425,16 @@ pub fn register(preloading: bool) {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"pgforce.read_look_back",
+        c"How far before its position each poll starts, for changes Salesforce commits later than their stamp.",
+        c"",
+        &READ_LOOK_BACK_S,
+        0,
+        86_400,
+        Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"pgforce.delete_sweep_interval",
         c"How often each reading mapping asks Salesforce's delete log for records deleted for good.",
         c"Salesforce counts whole minutes and refuses a window of a minute or less: keep it at 2 minutes or more.",
@@ -620,6 +631,7 @@ pub fn config() -> Config {
         request_history: i64::from(REQUEST_HISTORY.get().max(0)),
         poll_interval: Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64),
         read_interval: Duration::from_millis(READ_INTERVAL_MS.get().max(1_000) as u64),
+        read_look_back: Duration::from_secs(READ_LOOK_BACK_S.get().max(0) as u64),
         delete_sweep_interval: Duration::from_secs(DELETE_SWEEP_INTERVAL_S.get().max(1) as u64),
         compare_interval: (COMPARE_INTERVAL_S.get() > 0).then(|| Duration::from_secs(COMPARE_INTERVAL_S.get() as u64)),
         lock_timeout: Duration::from_millis(LOCK_TIMEOUT_MS.get().max(1) as u64),

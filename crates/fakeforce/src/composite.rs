@@ -10,12 +10,15 @@ use crate::reply::Reply;
 const MAX_SUBREQUESTS: usize = 25;
 const MAX_QUERIES: usize = 5;
 
+/// A query string's pairs, decoded.
+type Query = Vec<(String, String)>;
+
 /// One subrequest, parsed: its method, its path below `/services/data/<version>/` as segments, and its query.
 pub struct Subrequest {
     pub method: hyper::Method,
     pub version: String,
     pub segments: Vec<String>,
-    pub query: Vec<(String, String)>,
+    pub query: Query,
     pub body: Vec<u8>,
 }
 
@@ -23,9 +26,10 @@ pub struct Subrequest {
 pub fn run(body: &[u8], mut route: impl FnMut(&Subrequest) -> Reply) -> Result<Reply, ApiError> {
     let request: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(400, "JSON_PARSER_ERROR", format!("composite request: {e}")))?;
-    let subrequests = request.get("compositeRequest").and_then(Value::as_array).ok_or_else(|| {
-        ApiError::new(400, "INVALID_INPUT", "compositeRequest: a list of subrequests is required")
-    })?;
+    let subrequests = request
+        .get("compositeRequest")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::new(400, "INVALID_INPUT", "compositeRequest: a list of subrequests is required"))?;
     if subrequests.is_empty() || subrequests.len() > MAX_SUBREQUESTS {
         return Err(ApiError::new(
             400,
@@ -40,15 +44,21 @@ pub fn run(body: &[u8], mut route: impl FnMut(&Subrequest) -> Reply) -> Result<R
         let url = sub.get("url").and_then(Value::as_str).unwrap_or_default();
         let method = hyper::Method::from_bytes(method.as_bytes())
             .map_err(|_| ApiError::new(400, "INVALID_INPUT", format!("{reference}: method {method:?}")))?;
-        let parsed_url = parse_url(url)
-            .ok_or_else(|| ApiError::new(400, "INVALID_INPUT", format!("{reference}: url {url:?} is not under /services/data/vXX.X/")))?;
+        let parsed_url = parse_url(url).ok_or_else(|| {
+            ApiError::new(400, "INVALID_INPUT", format!("{reference}: url {url:?} is not under /services/data/vXX.X/"))
+        })?;
         let body = sub.get("body").map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
-        parsed.push((reference, Subrequest { method, version: parsed_url.0, segments: parsed_url.1, query: parsed_url.2, body }));
+        parsed.push((
+            reference,
+            Subrequest { method, version: parsed_url.0, segments: parsed_url.1, query: parsed_url.2, body },
+        ));
     }
     let queries = parsed
         .iter()
-        .filter(|(_, s)| matches!(s.segments.first().map(String::as_str), Some("query" | "queryAll"))
-            || s.segments.first().is_some_and(|f| f == "composite"))
+        .filter(|(_, s)| {
+            matches!(s.segments.first().map(String::as_str), Some("query" | "queryAll"))
+                || s.segments.first().is_some_and(|f| f == "composite")
+        })
         .count();
     if queries > MAX_QUERIES {
         return Err(ApiError::new(
@@ -61,13 +71,14 @@ pub fn run(body: &[u8], mut route: impl FnMut(&Subrequest) -> Reply) -> Result<R
     for (reference, sub) in &parsed {
         let reply = route(sub);
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-        answers.push(json!({"body": body, "httpHeaders": {}, "httpStatusCode": reply.status, "referenceId": reference}));
+        answers
+            .push(json!({"body": body, "httpHeaders": {}, "httpStatusCode": reply.status, "referenceId": reference}));
     }
     Ok(Reply::json(200, &json!({"compositeResponse": answers})))
 }
 
 /// `/services/data/v62.0/queryAll?q=…` → ("v62.0", ["queryAll"], [("q", "…")]).
-fn parse_url(url: &str) -> Option<(String, Vec<String>, Vec<(String, String)>)> {
+fn parse_url(url: &str) -> Option<(String, Vec<String>, Query)> {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let rest = path.strip_prefix("/services/data/")?;
     let mut segments = rest
@@ -86,7 +97,10 @@ mod tests {
     #[test]
     fn urls_split_into_version_segments_and_query() {
         let (v, s, q) = parse_url("/services/data/v62.0/queryAll?q=SELECT+Id+FROM+Contact%20WHERE").expect("url");
-        assert_eq!((v.as_str(), s, q), ("v62.0", vec!["queryAll".to_string()], vec![("q".into(), "SELECT Id FROM Contact WHERE".into())]));
+        assert_eq!(
+            (v.as_str(), s, q),
+            ("v62.0", vec!["queryAll".to_string()], vec![("q".into(), "SELECT Id FROM Contact WHERE".into())])
+        );
         assert!(parse_url("/services/oauth2/token").is_none());
     }
 

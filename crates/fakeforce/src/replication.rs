@@ -21,9 +21,11 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// The window `[start, end)` from the query string, both floored to the minute (`unit` ms).
 fn window(query: &[(String, String)], max_days: i64, unit: i64) -> Result<(i64, i64), ApiError> {
     let param = |name: &str| -> Result<i64, ApiError> {
-        let text = query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).ok_or_else(|| {
-            ApiError::new(400, "MISSING_ARGUMENT", format!("{name} was not specified"))
-        })?;
+        let text = query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| ApiError::new(400, "MISSING_ARGUMENT", format!("{name} was not specified")))?;
         parse_datetime(text)
             .map(|ms| ms - ms.rem_euclid(unit))
             .ok_or_else(|| ApiError::new(400, "INVALID_DATE_FORMAT", format!("{name}: {text} is not a dateTime")))

@@ -364,16 +364,12 @@ fn route(org: &Org, st: &mut crate::org::State, call: &Call, version: &str, rest
         }
         (&M::GET, ["query" | "queryAll", cursor]) => query_more(st, version, cursor),
         (&M::GET, ["sobjects"]) => Ok(describe_global(org, version)),
-        (&M::GET, ["sobjects", o, "deleted"]) => {
-            object(o).and_then(|i| {
-                crate::replication::deleted(&st.store, i, &call.query, org.config.replication_unit_ms.max(1) as i64)
-            })
-        }
-        (&M::GET, ["sobjects", o, "updated"]) => {
-            object(o).and_then(|i| {
-                crate::replication::updated(&st.store, i, &call.query, org.config.replication_unit_ms.max(1) as i64)
-            })
-        }
+        (&M::GET, ["sobjects", o, "deleted"]) => object(o).and_then(|i| {
+            crate::replication::deleted(&st.store, i, &call.query, org.config.replication_unit_ms.max(1) as i64)
+        }),
+        (&M::GET, ["sobjects", o, "updated"]) => object(o).and_then(|i| {
+            crate::replication::updated(&st.store, i, &call.query, org.config.replication_unit_ms.max(1) as i64)
+        }),
         (&M::POST, ["composite"]) => crate::composite::run(body, |sub| {
             let segments: Vec<&str> = sub.segments.iter().map(String::as_str).collect();
             let call = Call {

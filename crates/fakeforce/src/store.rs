@@ -571,7 +571,8 @@ impl Store {
     /// Restores a record from the recycle bin. Its `SystemModstamp` stays as the delete set it: Salesforce does not
     /// document that an undelete moves it, so fakeforce takes the worst case, in which no poll by stamp sees it.
     pub fn undelete(&mut self, id: &str) -> Result<(), String> {
-        let current = self.records.get(id).filter(|r| r.deleted).cloned().ok_or(format!("{id} is not in the recycle bin"))?;
+        let current =
+            self.records.get(id).filter(|r| r.deleted).cloned().ok_or(format!("{id} is not in the recycle bin"))?;
         let mut back = current.clone();
         back.deleted = false;
         back.writes += 1;
@@ -582,7 +583,8 @@ impl Store {
     /// Merges `losers` into `master`, as Salesforce's merge does: the master is saved (its stamp moves), the losers
     /// are deleted for good (no `queryAll` shows them; `sobjects/X/deleted` does).
     pub fn merge(&mut self, master: &str, losers: &[String]) -> Result<(), String> {
-        let current = self.records.get(master).filter(|r| !r.deleted).cloned().ok_or(format!("no live record {master}"))?;
+        let current =
+            self.records.get(master).filter(|r| !r.deleted).cloned().ok_or(format!("no live record {master}"))?;
         for loser in losers {
             if loser == master || self.records.get(loser).is_none_or(|r| r.deleted || r.object != current.object) {
                 return Err(format!("{loser} cannot be merged into {master}"));

@@ -49,6 +49,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How often each reading mapping asks Salesforce for changes (`pgforce.read_interval`).
     pub read_interval: Duration,
+    /// How far before its position each poll starts (`pgforce.read_look_back`).
+    pub read_look_back: Duration,
     /// How often each reading mapping sweeps Salesforce's delete log (`pgforce.delete_sweep_interval`).
     pub delete_sweep_interval: Duration,
     /// How often each reading mapping reads every record again (`pgforce.compare_interval`; `None`: never).

@@ -140,7 +140,11 @@ pub(super) fn record_swept(
 }
 
 /// Of `sfids`, those some row of the mapping's table has (read as the table's owner).
-pub(super) fn rows_of(client: &mut SpiClient<'_>, mapping: &Reading, sfids: &[String]) -> Result<Vec<String>, WorkerError> {
+pub(super) fn rows_of(
+    client: &mut SpiClient<'_>,
+    mapping: &Reading,
+    sfids: &[String],
+) -> Result<Vec<String>, WorkerError> {
     as_table_owner(mapping.owner, || {
         let mut out = Vec::new();
         for row in client.select(
@@ -158,7 +162,11 @@ pub(super) fn rows_of(client: &mut SpiClient<'_>, mapping: &Reading, sfids: &[St
 }
 
 /// Resolves the open `read_stalled` alerts of `tables` (they caught up).
-pub(super) fn resolve_read_alerts(client: &mut SpiClient<'_>, schema: &str, tables: &[String]) -> Result<(), WorkerError> {
+pub(super) fn resolve_read_alerts(
+    client: &mut SpiClient<'_>,
+    schema: &str,
+    tables: &[String],
+) -> Result<(), WorkerError> {
     client.update(
         &format!(
             "UPDATE {schema}.sync_alerts a SET resolved_at = pg_catalog.now()
@@ -210,18 +218,16 @@ pub(super) enum PageOutcome {
     StartedOver,
 }
 
-/// Applies `page` to `mapping`'s table and records the position reached (`position`, moved forward past every
-/// record applied); `caught_up`: the read reached the end of Salesforce's changes. `user`: the integration user's
-/// Id (`local::lookup`). `moves`: the page is the poll's (its position is recorded), not the delete sweep's.
+/// Applies `page` to `mapping`'s table. `poll`: a poll's page, with the position it records (moved forward past
+/// every record applied) and whether the read reached the end of Salesforce's changes; `None`: the delete sweep's
+/// records, which move no position. `user`: the integration user's Id (`local::lookup`).
 pub(super) fn page(
     client: &mut SpiClient<'_>,
     schema: &str,
     mapping: &Reading,
     page: &Page,
-    position: &mut Position,
-    caught_up: bool,
+    poll: Option<(&mut Position, bool)>,
     user: Option<&str>,
-    moves: bool,
 ) -> Result<PageOutcome, WorkerError> {
     // The read state is locked for the page's transaction; a start over (reload(), mapping again) since this read
     // began means the page was read from a position that no longer holds: it is not applied (the next read is).
@@ -270,7 +276,12 @@ pub(super) fn page(
     }
     let records = &page.records[..held.unwrap_or(page.records.len())];
     let sfids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let caught_up = caught_up && held.is_none();
+    let moves = poll.is_some();
+    let mut unmoved = Position::default();
+    let (position, caught_up) = match poll {
+        Some((position, caught_up)) => (position, caught_up && held.is_none()),
+        None => (&mut unmoved, false),
+    };
     let mut applied = 0i64;
     // Every row written says what it is (SYNCED, or the echo of a write keeping that write's outcome): the status
     // trigger keeps it as written (the flag ends with the transaction).
@@ -311,18 +322,7 @@ pub(super) fn page(
     for record in records {
         position.advance(record.stamp, &record.id);
     }
-    if !moves {
-        client.update(
-            &format!(
-                "UPDATE {schema}._read_state SET rows_read = rows_read OPERATOR(pg_catalog.+) $2
-                  WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"
-            ),
-            None,
-            &[DatumWithOid::from(mapping.relid), DatumWithOid::from(applied)],
-        )?;
-        return Ok(PageOutcome::Applied);
-    }
-    if mapping.reloading {
+    if mapping.reloading && moves {
         client.update(
             &format!(
                 "INSERT INTO {schema}._read_seen (relid, sfid)
@@ -361,6 +361,17 @@ pub(super) fn page(
             DatumWithOid::from(messages),
         ],
     )?;
+    if !moves {
+        client.update(
+            &format!(
+                "UPDATE {schema}._read_state SET rows_read = rows_read OPERATOR(pg_catalog.+) $2
+                  WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"
+            ),
+            None,
+            &[DatumWithOid::from(mapping.relid), DatumWithOid::from(applied)],
+        )?;
+        return Ok(PageOutcome::Applied);
+    }
     client.update(
         &format!(
             "UPDATE {schema}._read_state

@@ -70,7 +70,8 @@ pub(super) fn lookup(
         for row in rows {
             let sfid: String = row.get(1)?.unwrap_or_default();
             let id: Option<i64> = row.get(2)?;
-            let local = Local { exists: true, stamp: row.get(3)?, flagged: row.get(4)?.unwrap_or(false), ..Local::default() };
+            let local =
+                Local { exists: true, stamp: row.get(3)?, flagged: row.get(4)?.unwrap_or(false), ..Local::default() };
             if row.get(5)?.unwrap_or(false) {
                 last_failed.extend(id);
             }

@@ -22,10 +22,6 @@ mod local;
 mod poll;
 mod sweep;
 
-/// How far back each poll starts before the position, so that a record Salesforce committed later than its stamp
-/// (a long transaction) is still seen. Re-read records that did not change write nothing.
-const LOOK_BACK_SECS: i64 = 120;
-
 /// While reads wait for the API budget, how often Salesforce is asked for the usage now.
 const USAGE_RECHECK: Duration = Duration::from_secs(30);
 
@@ -129,7 +125,9 @@ impl Read {
         // records undeleted without a new stamp, a delete log with a gap.
         let comparing: Vec<&&Reading> = due
             .iter()
-            .filter(|m| !m.reloading && config.compare_interval.is_some_and(|every| m.compared_ago.is_some_and(|a| a >= every)))
+            .filter(|m| {
+                !m.reloading && config.compare_interval.is_some_and(|every| m.compared_ago.is_some_and(|a| a >= every))
+            })
             .collect();
         if !comparing.is_empty() {
             for m in comparing {
@@ -147,7 +145,10 @@ impl Read {
                 };
                 if let Some((start, answer)) = asked.sweep {
                     if let Err(e) = sweep::apply(engine, config, mapping, start, answer) {
-                        pgrx::warning!("pgforce: sweeping {}'s deleted records failed (trying again later): {e}", mapping.qualified);
+                        pgrx::warning!(
+                            "pgforce: sweeping {}'s deleted records failed (trying again later): {e}",
+                            mapping.qualified
+                        );
                     }
                 }
                 match result {
@@ -184,7 +185,6 @@ impl Read {
     }
 }
 
-
 impl Read {
     /// Alerts (`read_stalled`) when a mapping not paused has not caught up with Salesforce for longer than
     /// `pgforce.alert_stalled_after` and twice its interval (a failing read, an expired token, a load that cannot
@@ -196,11 +196,15 @@ impl Read {
         for m in mappings.iter().filter(|m| !m.paused) {
             let allowed = limit.max(2 * m.interval.unwrap_or(config.read_interval));
             match m.lag {
-                Some(lag) if lag > allowed => {
-                    if self.behind.insert(m.table_name.clone()) {
-                        engine.alerts.offer(&mut engine.db, &engine.reporter, Alert::read_stalled(m.table_name.clone(), lag, allowed));
-                    }
+                // Once per episode: `behind` remembers the mapping until it catches up.
+                Some(lag) if lag > allowed && self.behind.insert(m.table_name.clone()) => {
+                    engine.alerts.offer(
+                        &mut engine.db,
+                        &engine.reporter,
+                        Alert::read_stalled(m.table_name.clone(), lag, allowed),
+                    );
                 }
+                Some(lag) if lag > allowed => {}
                 Some(_) => {
                     ended |= self.behind.remove(&m.table_name);
                     caught_up.push(m.table_name.clone());

@@ -11,7 +11,7 @@ use pgforce_core::salesforce::CallError;
 use serde_json::Value;
 
 use super::apply::{self, PageOutcome};
-use super::{Reading, LOOK_BACK_SECS};
+use super::Reading;
 use crate::worker::engine::status::Step;
 use crate::worker::engine::Engine;
 use crate::worker::error::WorkerError;
@@ -69,7 +69,11 @@ pub(super) fn ask_together(engine: &mut Engine, config: &Config, group: &[&Readi
     let mut urls: Vec<String> = group
         .iter()
         .map(|m| {
-            let soql = soql::page(&m.sobject, &fields(m), &soql::poll_start(&m.position, LOOK_BACK_SECS));
+            let soql = soql::page(
+                &m.sobject,
+                &fields(m),
+                &soql::poll_start(&m.position, config.read_look_back.as_secs() as i64),
+            );
             composite::url(&format!("/services/data/v{version}/queryAll"), &[("q", &soql)])
         })
         .collect();
@@ -120,7 +124,9 @@ pub(super) fn read(
     let client = engine.conn.client(&mut engine.db, &settings);
     let fields = fields(mapping);
     let user = if mapping.sends { client.user_id().ok().flatten() } else { None };
-    let mut from = soql::poll_start(&mapping.position, LOOK_BACK_SECS);
+    // Each poll starts `pgforce.read_look_back` before the position, so that a record Salesforce committed later than
+    // its stamp (a long transaction) is still seen; re-read records that did not change write nothing.
+    let mut from = soql::poll_start(&mapping.position, config.read_look_back.as_secs() as i64);
     let mut position = mapping.position.clone();
     for n in 0..budget.max(1) {
         let answer = match first.take() {
@@ -144,7 +150,7 @@ pub(super) fn read(
         let page = page::parse(&answer)?;
         let done = page.records.len() < soql::PAGE_SIZE;
         let applied: Result<PageOutcome, WorkerError> = engine.with_statements(|c, st| {
-            apply::page(c, &st.schema, mapping, &page, &mut position, done, user.as_deref(), true)
+            apply::page(c, &st.schema, mapping, &page, Some((&mut position, done)), user.as_deref())
         });
         match applied.map_err(|e| e.to_string())? {
             PageOutcome::Applied => {}

@@ -6,7 +6,6 @@
 use pgforce_core::config::Config;
 use pgforce_core::read::page::{self, SfRecord};
 use pgforce_core::read::sweep::{self, Swept, IDS_PER_QUERY};
-use pgforce_core::read::Position;
 use pgforce_core::salesforce::CallError;
 use serde_json::Value;
 
@@ -31,7 +30,10 @@ pub(super) fn apply(
     };
     let (ids, covered) = match swept {
         Swept::Gap => {
-            pgrx::log!("pgforce: {}'s delete log has a gap since the last sweep: every record is read again", mapping.qualified);
+            pgrx::log!(
+                "pgforce: {}'s delete log has a gap since the last sweep: every record is read again",
+                mapping.qualified
+            );
             let now = now_epoch();
             return engine
                 .with_statements(|c, st| {
@@ -60,17 +62,22 @@ pub(super) fn apply(
             // Gone from queryAll too: deleted for good. Its row goes as a delete read by a poll would take it.
             for id in chunk {
                 if !found.records.iter().any(|r| &r.id == id) {
-                    found.records.push(SfRecord { id: id.clone(), stamp: covered, deleted: true, ..Default::default() });
+                    found.records.push(SfRecord {
+                        id: id.clone(),
+                        stamp: covered,
+                        deleted: true,
+                        ..Default::default()
+                    });
                 }
             }
-            let applied: Result<PageOutcome, WorkerError> = engine.with_statements(|c, st| {
-                let mut unmoved = Position::default();
-                apply::page(c, &st.schema, mapping, &found, &mut unmoved, false, user.as_deref(), false)
-            });
+            let applied: Result<PageOutcome, WorkerError> =
+                engine.with_statements(|c, st| apply::page(c, &st.schema, mapping, &found, None, user.as_deref()));
             if applied.map_err(|e| e.to_string())? == PageOutcome::StartedOver {
                 return Ok(()); // the reload that began meanwhile sees everything
             }
         }
     }
-    engine.with_statements(|c, st| apply::record_swept(c, &st.schema, mapping.relid, covered)).map_err(|e| e.to_string())
+    engine
+        .with_statements(|c, st| apply::record_swept(c, &st.schema, mapping.relid, covered))
+        .map_err(|e| e.to_string())
 }

@@ -279,7 +279,10 @@ fn reads_stop_above_the_api_budget_and_go_on_below_it() {
 }
 
 /// `salesforce.contact`'s row of `sfid`: (lastname, email, _hc_lastop, _hc_err).
-fn contact(c: &mut postgres::Client, sfid: &str) -> Option<(Option<String>, Option<String>, Option<String>, Option<String>)> {
+fn contact(
+    c: &mut postgres::Client,
+    sfid: &str,
+) -> Option<(Option<String>, Option<String>, Option<String>, Option<String>)> {
     c.query_opt("SELECT lastname, email, _hc_lastop, _hc_err FROM salesforce.contact WHERE sfid = $1", &[&sfid])
         .ok()
         .flatten()
@@ -366,8 +369,10 @@ fn a_read_write_mapping_reads_and_never_undoes_a_local_change_on_its_way() {
         .map(|r| (r.get(0), r.get(1)))
         .expect("dee");
     assert_eq!((count, lastop.as_deref()), (1, Some("INSERTED")));
-    let live: Vec<String> = sf.live("Contact").iter().map(|r| r["Id"].as_str().unwrap_or_default().to_string()).collect();
-    let rows: i64 = c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid IS NOT NULL", &[]).expect("n").get(0);
+    let live: Vec<String> =
+        sf.live("Contact").iter().map(|r| r["Id"].as_str().unwrap_or_default().to_string()).collect();
+    let rows: i64 =
+        c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid IS NOT NULL", &[]).expect("n").get(0);
     assert_eq!(rows as usize, live.len() - 1, "one row per record, but bob's, whose delete failed: {live:?}");
 }
 
@@ -437,7 +442,8 @@ fn mappings_polled_together_share_one_call() {
     assert!(spent <= 9, "{spent} calls in 6 s for three mappings polled every second: {counters}");
     assert!(counters["by_kind"]["composite"].as_u64().unwrap_or_default() >= 4, "{counters}");
     assert_eq!(counters["by_kind"]["query"].as_u64().unwrap_or_default(), 0, "{counters}");
-    let calls: i64 = c.query_one("SELECT sum(api_calls)::int8 FROM salesforce.sync_metrics", &[]).expect("metrics").get(0);
+    let calls: i64 =
+        c.query_one("SELECT sum(api_calls)::int8 FROM salesforce.sync_metrics", &[]).expect("metrics").get(0);
     assert!(calls >= 4 && calls as u64 <= used(&sf), "each call counted once: {calls}");
 }
 
@@ -450,12 +456,20 @@ fn records_purged_merged_away_or_undeleted_unseen_by_polls_are_found() {
     let (ada, bob, cyd, dee) = (&ids[0], &ids[1], &ids[2], &ids[3]);
     let (cluster, mut c) = reading_cluster_with(
         &sf,
-        &["pgforce.read_interval = '1s'", "pgforce.delete_sweep_interval = '3s'", "pgforce.compare_interval = '12s'"],
+        &[
+            "pgforce.read_interval = '1s'",
+            "pgforce.delete_sweep_interval = '3s'",
+            "pgforce.compare_interval = '12s'",
+            // No look-back: an undeleted record is found by the comparison alone.
+            "pgforce.read_look_back = 0",
+        ],
         "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
          SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
     );
     let has = |c: &mut postgres::Client, sfid: &str| -> Option<bool> {
-        c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid = $1", &[&sfid]).ok().map(|r| r.get::<_, i64>(0) == 1)
+        c.query_one("SELECT count(*) FROM salesforce.contact WHERE sfid = $1", &[&sfid])
+            .ok()
+            .map(|r| r.get::<_, i64>(0) == 1)
     };
     wait_for(WAIT, "the initial load", || (contact_rows(&mut c) == 4).then_some(()));
     // Purged without a delete a poll could see (the recycle bin emptied at once), and merged away: only the
@@ -470,6 +484,10 @@ fn records_purged_merged_away_or_undeleted_unseen_by_polls_are_found() {
     std::thread::sleep(Duration::from_millis(1100));
     sf.delete("Contact", dee);
     wait_for(WAIT, "the delete", || (has(&mut c, dee) == Some(false)).then_some(()));
+    // A later record moves the position past the delete's stamp, which the undelete keeps.
+    std::thread::sleep(Duration::from_millis(1100));
+    let eve = sf.create("Contact", json!({"LastName": "Eve"}));
+    wait_for(WAIT, "eve", || (has(&mut c, &eve) == Some(true)).then_some(()));
     sf.admin("POST", &format!("/records/Contact/{dee}/undelete"), json!(null));
     wait_for(Duration::from_secs(40), "the undeleted record back", || (has(&mut c, dee) == Some(true)).then_some(()));
     // A delete log purged since the last sweep is a gap: everything is compared, nothing guessed.
@@ -481,7 +499,7 @@ fn records_purged_merged_away_or_undeleted_unseen_by_polls_are_found() {
         let state: String = c.query_one("SELECT read_state FROM salesforce.sync_status", &[]).ok()?.get(0);
         (state == "DATA_SYNCED").then_some(())
     });
-    assert_eq!(contact_rows(&mut c), 2, "ada and dee");
+    assert_eq!(contact_rows(&mut c), 3, "ada, dee and eve");
 }
 
 #[test]
@@ -629,8 +647,7 @@ fn a_change_committed_later_than_its_stamp_is_still_read() {
         json!({"fields": {"LastName": "Ada, late"}, "stamp_seconds_ago": 2}),
     );
     wait_for(WAIT, "the late change", || {
-        let name: String =
-            c.query_one("SELECT lastname FROM salesforce.contact WHERE sfid = $1", &[&ada]).ok()?.get(0);
+        let name: String = c.query_one("SELECT lastname FROM salesforce.contact WHERE sfid = $1", &[&ada]).ok()?.get(0);
         (name == "Ada, late").then_some(())
     });
 }

@@ -44,7 +44,15 @@ fn fields(rng: &mut StdRng) -> Value {
         f.insert("Amount__c".into(), json!(cents as f64 / 100.0));
     }
     if rng.random_bool(0.7) {
-        f.insert("Due_Date__c".into(), json!(format!("20{:02}-{:02}-{:02}", rng.random_range(0..40), rng.random_range(1..13), rng.random_range(1..29))));
+        f.insert(
+            "Due_Date__c".into(),
+            json!(format!(
+                "20{:02}-{:02}-{:02}",
+                rng.random_range(0..40),
+                rng.random_range(1..13),
+                rng.random_range(1..29)
+            )),
+        );
     }
     if rng.random_bool(0.7) {
         f.insert("Paid__c".into(), json!(rng.random_bool(0.5)));
@@ -52,7 +60,14 @@ fn fields(rng: &mut StdRng) -> Value {
     if rng.random_bool(0.7) {
         f.insert(
             "Issued_At__c".into(),
-            json!(format!("2026-{:02}-{:02}T{:02}:{:02}:{:02}.000+0000", rng.random_range(1..13), rng.random_range(1..29), rng.random_range(0..24), rng.random_range(0..60), rng.random_range(0..60))),
+            json!(format!(
+                "2026-{:02}-{:02}T{:02}:{:02}:{:02}.000+0000",
+                rng.random_range(1..13),
+                rng.random_range(1..29),
+                rng.random_range(0..24),
+                rng.random_range(0..60),
+                rng.random_range(0..60)
+            )),
         );
     }
     Value::Object(f)
@@ -167,7 +182,9 @@ fn rows(c: &mut postgres::Client) -> Values {
         return Values::new();
     };
     rows.iter()
-        .map(|r| (r.get::<_, Option<String>>(0).unwrap_or_default(), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)]))
+        .map(|r| {
+            (r.get::<_, Option<String>>(0).unwrap_or_default(), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)])
+        })
         .collect()
 }
 
@@ -188,10 +205,9 @@ fn records(sf: &Salesforce) -> Values {
 fn difference(rows: &Values, records: &Values) -> String {
     let missing: Vec<&String> = records.keys().filter(|k| !rows.contains_key(*k)).collect();
     let extra: Vec<&String> = rows.keys().filter(|k| !records.contains_key(*k)).collect();
-    let differ: Vec<(&String, &[Option<String>; 5], &[Option<String>; 5])> = records
-        .iter()
-        .filter_map(|(k, v)| rows.get(k).filter(|r| *r != v).map(|r| (k, r, v)))
-        .take(3)
-        .collect();
-    format!("records without a row {missing:?}; rows without a record {extra:?}; rows that differ (row, record) {differ:?}")
+    let differ: Vec<(&String, &[Option<String>; 5], &[Option<String>; 5])> =
+        records.iter().filter_map(|(k, v)| rows.get(k).filter(|r| *r != v).map(|r| (k, r, v))).take(3).collect();
+    format!(
+        "records without a row {missing:?}; rows without a record {extra:?}; rows that differ (row, record) {differ:?}"
+    )
 }
