@@ -37,7 +37,8 @@ ff=$(cat "$ff_url_file")
 
 say "starting PostgreSQL $PG with shared_preload_libraries = 'pgforce' on port $port, delivering to $ff"
 start_cluster "$bindir" "$data" "$port" \
-    "pgforce.login_url = '$ff'" "pgforce.client_id = 'pgforce-demo-client'" "pgforce.client_secret = 'pgforce-demo-secret'"
+    "pgforce.login_url = '$ff'" "pgforce.client_id = 'pgforce-demo-client'" "pgforce.client_secret = 'pgforce-demo-secret'" \
+    "pgforce.read_interval = '2s'"
 stop() { stop_cluster "$bindir" "$data"; kill "$ff_pid" 2>/dev/null || true; }
 [ "${1:-}" = --keep ] || trap stop EXIT
 
@@ -71,7 +72,7 @@ CREATE TABLE salesforce.contact (
 SELECT salesforce.map_table('salesforce.contact', 'Contact', upsert_field => 'external_id__c');
 INSERT INTO salesforce.account (name, external_id__c) SELECT 'Account ' || g, 'A-' || g FROM generate_series(0, 9) g;
 SQL
-show "Columns map_table added (id, sfid, _hc_lastop, _hc_err) and the triggers it installed:" \
+show "Columns map_table added (id, sfid, _hc_lastop, _hc_err; systemmodstamp, isdeleted, createddate for reading) and the triggers it installed:" \
     -c "\d salesforce.contact"
 
 total=2000
@@ -127,6 +128,21 @@ soql "SELECT LastName FROM Contact WHERE External_Id__c IN ('C-1', 'C-2')"
 show "What happened to each change (salesforce.sync_audit, the last ten):" -c "
     SELECT log_id, table_name, record_id, action, state, status_code, status_text, sfid
       FROM salesforce.sync_audit ORDER BY log_id DESC LIMIT 10"
+say "Salesforce → Postgres: someone changes a contact in Salesforce, another creates one (read_write reads too)"
+curl -s -X PATCH -H 'Content-Type: application/json' -d '{"fields": {"LastName": "Hopper"}}' \
+    "$ff/fakeforce/admin/records/Contact/$(value "SELECT sfid FROM salesforce.contact WHERE external_id__c = 'C-3'")" >/dev/null
+token=$(curl -s -d grant_type=client_credentials -d client_id=pgforce-demo-client -d client_secret=pgforce-demo-secret \
+    "$ff/services/oauth2/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"LastName": "Created in Salesforce", "External_Id__c": "SF-1"}' "$ff/services/data/v62.0/sobjects/Contact" >/dev/null
+for _ in $(seq 200); do
+    [ "$(value "SELECT count(*) FROM salesforce.contact WHERE lastname IN ('Hopper', 'Created in Salesforce')")" = 2 ] && break
+    sleep 0.05
+done
+show "Both arrived within pgforce.read_interval (2 s here), written as SYNCED and never sent back:" -c "
+    SELECT external_id__c, lastname, sfid, _hc_lastop, systemmodstamp IS NOT NULL AS stamped
+      FROM salesforce.contact WHERE external_id__c IN ('C-3', 'SF-1') ORDER BY 1" -c "
+    SELECT table_name, read_state, last_read_at IS NOT NULL AS has_read, rows_read FROM salesforce.sync_status"
 show "What salesforce.diagnose() finds:" -c "SELECT check_name, status, detail FROM salesforce.diagnose()"
 printf '\n\033[1m%s\033[0m\n' "What the stand-in saw (requests by kind, records by operation):"
 curl -s "$ff/fakeforce/admin/counters" | python3 -c 'import json,sys; c=json.load(sys.stdin); print("  requests:", c["by_kind"], "\n  records:", c["records"], "\n  failed records:", c["records_failed"])'
@@ -135,4 +151,6 @@ if [ "${1:-}" = --keep ]; then
     say "server left running: $bindir/psql -h 127.0.0.1 -p $port -U postgres; fakeforce at $ff"
     say "stop them with: runuser -u postgres -- $bindir/pg_ctl -D $data stop; kill $ff_pid"
 fi
-say "demo finished: every change was delivered, the failure was shown, fixed and retried"
+[ "$(value "SELECT count(*) FROM salesforce.contact WHERE lastname IN ('Hopper', 'Created in Salesforce')")" = 2 ] ||
+    { echo "the changes made in Salesforce did not arrive" >&2; exit 1; }
+say "demo finished: every change was delivered, the failure was shown, fixed and retried, Salesforce's changes read back"

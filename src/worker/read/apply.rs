@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use pgforce_core::alert::AlertKind;
 use pgforce_core::log::LastOp;
-use pgforce_core::mapping::{Access, PgKind};
+use pgforce_core::mapping::{relationship_column, Access, PgKind};
 use pgforce_core::read::apply::{decide, Apply, OnDelete};
 use pgforce_core::read::page::{Page, SfRecord};
 use pgforce_core::read::values::column_text;
@@ -470,11 +470,26 @@ fn delete_unseen(client: &mut SpiClient<'_>, schema: &str, mapping: &Reading) ->
     Ok(deleted)
 }
 
+/// The value a column reads from a record: the field its name spells, or for a relationship column the parent's
+/// external id inside the relationship (`"Account": {"External_Id__c": …}`; no parent: NULL).
+fn field_value(record: &SfRecord, column: &str) -> serde_json::Value {
+    match relationship_column(column) {
+        Some(r) => record
+            .fields
+            .get(&r.relationship.to_ascii_lowercase())
+            .and_then(serde_json::Value::as_object)
+            .and_then(|parent| parent.iter().find(|(k, _)| k.eq_ignore_ascii_case(&r.external_id_field)))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        None => record.fields.get(&column.to_ascii_lowercase()).cloned().unwrap_or_default(),
+    }
+}
+
 /// A record's values as its columns' text; an error names the field that does not fit.
 fn row_text(mapping: &Reading, record: &SfRecord, row: Option<i64>) -> Result<RowText, String> {
     let mut values = Vec::with_capacity(mapping.columns.len());
     for column in &mapping.columns {
-        let value = record.fields.get(&column.name.to_ascii_lowercase()).cloned().unwrap_or_default();
+        let value = field_value(record, &column.name);
         values.push(column_text(column.kind, &value).map_err(|e| format!("{}: {e}", column.name))?);
     }
     let created = record.fields.get("createddate").map(|v| column_text(PgKind::Timestamp, v)).transpose()?.flatten();

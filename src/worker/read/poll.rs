@@ -5,6 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pgforce_core::config::Config;
+use pgforce_core::mapping::relationship_column;
 use pgforce_core::read::{page, soql, sweep, Position};
 use pgforce_core::salesforce::composite;
 use pgforce_core::salesforce::CallError;
@@ -28,7 +29,16 @@ pub(super) struct Asked {
 /// The fields a mapping's pages select besides the system ones; on a mapping that sends, `CreatedById` too (a
 /// record the integration user created may be one of its inserts in flight: `local::lookup`).
 pub(super) fn fields(mapping: &Reading) -> Vec<String> {
-    let mut fields: Vec<String> = mapping.columns.iter().map(|c| c.name.clone()).collect();
+    // A relationship column (`account__external_id__c`) reads the parent's external id through the relationship
+    // (`account.external_id__c`), as it is sent.
+    let mut fields: Vec<String> = mapping
+        .columns
+        .iter()
+        .map(|c| match relationship_column(&c.name) {
+            Some(r) => format!("{}.{}", r.relationship, r.external_id_field),
+            None => c.name.clone(),
+        })
+        .collect();
     if mapping.sends {
         fields.push("CreatedById".into());
     }

@@ -651,3 +651,27 @@ fn a_change_committed_later_than_its_stamp_is_still_read() {
         (name == "Ada, late").then_some(())
     });
 }
+
+#[test]
+fn a_parent_referenced_by_its_external_id_is_read_through_the_relationship() {
+    let sf = Salesforce::start();
+    let acme = sf.create("Account", json!({"Name": "Acme", "External_Id__c": "A-1"}));
+    let ada = sf.create("Contact", json!({"LastName": "Ada", "AccountId": acme}));
+    let bob = sf.create("Contact", json!({"LastName": "Bob"}));
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text, accountid varchar(18),
+                                          account__external_id__c text);
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only');",
+    );
+    let parent = |c: &mut postgres::Client, sfid: &str| -> Option<(Option<String>, Option<String>)> {
+        c.query_opt("SELECT accountid, account__external_id__c FROM salesforce.contact WHERE sfid = $1", &[&sfid])
+            .ok()
+            .flatten()
+            .map(|r| (r.get(0), r.get(1)))
+    };
+    wait_for(WAIT, "the initial load", || (contact_rows(&mut c) == 2).then_some(()));
+    assert_eq!(parent(&mut c, &ada), Some((Some(acme.clone()), Some("A-1".into()))), "the lookup as text and by key");
+    assert_eq!(parent(&mut c, &bob), Some((None, None)), "no parent: NULL");
+}
