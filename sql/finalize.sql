@@ -979,6 +979,7 @@ BEGIN
     END IF;
     UPDATE @extschema@._read_state r
        SET state = 'RELOAD_TABLE', position_stamp = NULL, position_id = NULL, reloading_since = pg_catalog.now(),
+           bulk_job = NULL, bulk_locator = NULL, bulk_since = NULL,
            generation = r.generation OPERATOR(pg_catalog.+) 1
       FROM @extschema@._mapping m
      WHERE r.relid OPERATOR(pg_catalog.=) tbl AND m.relid OPERATOR(pg_catalog.=) tbl

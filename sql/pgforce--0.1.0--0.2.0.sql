@@ -97,7 +97,12 @@ CREATE TABLE @extschema@._read_state (
     -- where the next sweep of Salesforce's delete log (sobjects/X/deleted) starts, UTC (NULL: at the first read's
     -- start), and when a read of every record last reached its end (the periodic full comparison counts from it)
     swept_to       timestamp,
-    compared_at    timestamptz
+    compared_at    timestamptz,
+    -- a load through a Bulk API 2.0 query job: the job, the locator of its next result set (NULL: the first), and
+    -- when the job was asked for, UTC (the polls go on from there once its results are in)
+    bulk_job       varchar(18),
+    bulk_locator   text,
+    bulk_since     timestamp
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._read_state', '');
 -- API: Private. Records of read_only mappings that could not be read into their tables (a value that does not fit
@@ -1193,6 +1198,7 @@ BEGIN
     END IF;
     UPDATE @extschema@._read_state r
        SET state = 'RELOAD_TABLE', position_stamp = NULL, position_id = NULL, reloading_since = pg_catalog.now(),
+           bulk_job = NULL, bulk_locator = NULL, bulk_since = NULL,
            generation = r.generation OPERATOR(pg_catalog.+) 1
       FROM @extschema@._mapping m
      WHERE r.relid OPERATOR(pg_catalog.=) tbl AND m.relid OPERATOR(pg_catalog.=) tbl

@@ -97,6 +97,7 @@ static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static READ_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static DELETE_SWEEP_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 static READ_LOOK_BACK_S: GucSetting<i32> = GucSetting::<i32>::new(120);
+static READ_BULK_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static COMPARE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
@@ -425,6 +426,16 @@ pub fn register(preloading: bool) {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"pgforce.read_bulk_threshold",
+        c"Loads (a mapping's first read, reload(), the comparison) of at least this many records go through a Bulk API 2.0 query job (0: never).",
+        c"",
+        &READ_BULK_THRESHOLD,
+        0,
+        i32::MAX,
+        Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"pgforce.read_look_back",
         c"How far before its position each poll starts, for changes Salesforce commits later than their stamp.",
         c"",
@@ -631,6 +642,7 @@ pub fn config() -> Config {
         request_history: i64::from(REQUEST_HISTORY.get().max(0)),
         poll_interval: Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64),
         read_interval: Duration::from_millis(READ_INTERVAL_MS.get().max(1_000) as u64),
+        read_bulk_threshold: (READ_BULK_THRESHOLD.get() > 0).then(|| READ_BULK_THRESHOLD.get() as u64),
         read_look_back: Duration::from_secs(READ_LOOK_BACK_S.get().max(0) as u64),
         delete_sweep_interval: Duration::from_secs(DELETE_SWEEP_INTERVAL_S.get().max(1) as u64),
         compare_interval: (COMPARE_INTERVAL_S.get() > 0).then(|| Duration::from_secs(COMPARE_INTERVAL_S.get() as u64)),

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod bulk;
+pub mod bulk_query;
 pub mod composite;
 pub mod config;
 pub mod errors;

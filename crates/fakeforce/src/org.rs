@@ -69,6 +69,8 @@ pub struct State {
     pub counters: Counters,
     pub outage: Option<Outage>,
     pub jobs: BTreeMap<String, Job>,
+    /// Bulk API 2.0 query jobs (`bulk_query`).
+    pub query_jobs: BTreeMap<String, crate::bulk_query::QueryJob>,
     pub cursors: HashMap<String, (String, VecDeque<Value>)>,
     pub serial: u64,
     /// The last `Config::writes_kept` write calls as they arrived (method, path, query, body, arrival), for tests
@@ -141,6 +143,7 @@ impl Org {
             counters: Counters::default(),
             outage: None,
             jobs: BTreeMap::new(),
+            query_jobs: BTreeMap::new(),
             cursors: HashMap::new(),
             serial: 0,
             writes: VecDeque::new(),

@@ -330,6 +330,17 @@ fn with_usage(org: &Org, reply: Reply) -> Reply {
 
 fn spawn_bulk(org: Arc<Org>, job: String) {
     let half = Duration::from_millis(org.config.bulk_processing_ms / 2);
+    if let Some(query) = job.strip_prefix("query:").map(str::to_string) {
+        tokio::spawn(async move {
+            tokio::time::sleep(half).await;
+            if !crate::bulk_query::start(&mut org.lock(), &query) {
+                return;
+            }
+            tokio::time::sleep(half).await;
+            crate::bulk_query::process(&mut org.lock(), &query);
+        });
+        return;
+    }
     tokio::spawn(async move {
         tokio::time::sleep(half).await;
         if !bulk::start(&mut org.lock(), &job) {
@@ -428,6 +439,18 @@ fn route(org: &Org, st: &mut crate::org::State, call: &Call, version: &str, rest
         (&M::PATCH, ["composite", "sobjects"]) => writes::collection_write(st, writes::Kind::Update, body),
         (&M::DELETE, ["composite", "sobjects"]) => writes::collection_delete(st, &call.query),
         (&M::PATCH, ["composite", "sobjects", o, field]) => writes::collection_upsert(st, o, field, body),
+        (&M::POST, ["jobs", "query"]) => match crate::bulk_query::create(st, version, &org.user_id, body) {
+            Ok(reply) => {
+                let id =
+                    serde_json::from_slice::<Value>(&reply.body).ok().and_then(|v| v["id"].as_str().map(String::from));
+                return (Ok(reply), id.map(|id| format!("query:{id}")));
+            }
+            Err(e) => Err(e),
+        },
+        (&M::GET, ["jobs", "query", id]) => crate::bulk_query::get(st, id),
+        (&M::PATCH, ["jobs", "query", id]) => crate::bulk_query::abort_or_delete(st, id, false),
+        (&M::DELETE, ["jobs", "query", id]) => crate::bulk_query::abort_or_delete(st, id, true),
+        (&M::GET, ["jobs", "query", id, "results"]) => crate::bulk_query::results(st, version, id, &call.query),
         (&M::POST, ["jobs", "ingest"]) => bulk::create(st, version, &org.user_id, body),
         (&M::GET, ["jobs", "ingest"]) => Ok(bulk::list(st)),
         (&M::GET, ["jobs", "ingest", id]) => bulk::info(st, id),

@@ -160,6 +160,23 @@ pub struct Query {
     offset: usize,
 }
 
+impl Query {
+    /// The fields selected, as written.
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// The object queried.
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// `SELECT COUNT()`.
+    pub fn is_count(&self) -> bool {
+        self.count
+    }
+}
+
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,

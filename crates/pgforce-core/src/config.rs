@@ -49,6 +49,9 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How often each reading mapping asks Salesforce for changes (`pgforce.read_interval`).
     pub read_interval: Duration,
+    /// Loads of at least this many records go through a Bulk query job (`pgforce.read_bulk_threshold`; `None`:
+    /// never).
+    pub read_bulk_threshold: Option<u64>,
     /// How far before its position each poll starts (`pgforce.read_look_back`).
     pub read_look_back: Duration,
     /// How often each reading mapping sweeps Salesforce's delete log (`pgforce.delete_sweep_interval`).

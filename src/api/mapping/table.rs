@@ -250,6 +250,7 @@ pub(super) fn start_reading(client: &mut SpiClient, schema: &str, tbl: pg_sys::O
                  ON CONFLICT (relid) DO UPDATE
                     SET state = DEFAULT, position_stamp = NULL, position_id = NULL, read_at = NULL, rows_read = 0,
                         last_error = NULL, reloading_since = NULL, swept_to = excluded.swept_to, compared_at = NULL,
+                        bulk_job = NULL, bulk_locator = NULL, bulk_since = NULL,
                         generation = _read_state.generation OPERATOR(pg_catalog.+) 1"
             ),
             None,

@@ -18,7 +18,7 @@ use pgrx::pg_sys;
 use pgrx::spi::{quote_identifier, SpiClient};
 
 use super::local::{self, Found};
-use super::{Column, Reading};
+use super::{BulkLoad, Column, Reading};
 use crate::capture::WRITING_OUTCOMES;
 use crate::engine::owner::as_table_owner;
 use crate::worker::error::WorkerError;
@@ -42,7 +42,8 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
                     m.access {EQ} 'read_write', m.upsert_field,
                     (EXTRACT(epoch FROM r.swept_to))::pg_catalog.int8,
                     (EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) r.compared_at))::pg_catalog.float8,
-                    (EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) coalesce(r.read_at, m.updated_at)))::pg_catalog.float8
+                    (EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) coalesce(r.read_at, m.updated_at)))::pg_catalog.float8,
+                    r.bulk_job::pg_catalog.text, r.bulk_locator, (EXTRACT(epoch FROM r.bulk_since))::pg_catalog.int8
                FROM {schema}._mapping m
                JOIN {schema}._read_state r ON r.relid {EQ} m.relid
                JOIN pg_catalog.pg_class c ON c.oid {EQ} m.relid
@@ -54,7 +55,8 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
               WHERE m.access {EQ} ANY (ARRAY['{read_only}', '{read_write}'])
               GROUP BY m.relid, m.sobject, c.relowner, m.paused_at, r.position_stamp, r.position_id,
                        m.read_interval, m.on_delete, r.reloading_since, m.table_name, r.generation, m.access,
-                       m.upsert_field, r.swept_to, r.compared_at, r.read_at, m.updated_at
+                       m.upsert_field, r.swept_to, r.compared_at, r.read_at, m.updated_at,
+                       r.bulk_job, r.bulk_locator, r.bulk_since
               ORDER BY m.relid",
             read_only = Access::ReadOnly.as_str(),
             read_write = Access::ReadWrite.as_str(),
@@ -92,6 +94,12 @@ pub(super) fn readings(client: &mut SpiClient<'_>, schema: &str) -> Result<Vec<R
             swept_to: row.get(18)?,
             compared_ago: row.get::<f64>(19)?.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
             lag: row.get::<f64>(20)?.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
+            bulk: row
+                .get::<String>(21)?
+                .map(|job| -> Result<BulkLoad, WorkerError> {
+                    Ok(BulkLoad { job, locator: row.get(22)?, since: row.get(23)?.unwrap_or_default() })
+                })
+                .transpose()?,
         });
     }
     Ok(out)
@@ -105,6 +113,7 @@ pub(super) fn start_over(client: &mut SpiClient<'_>, schema: &str, relid: pg_sys
         &format!(
             "UPDATE {schema}._read_state r
                 SET state = '{reload}', position_stamp = NULL, position_id = NULL, reloading_since = pg_catalog.now(),
+                    bulk_job = NULL, bulk_locator = NULL, bulk_since = NULL,
                     generation = r.generation OPERATOR(pg_catalog.+) 1
               WHERE r.relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass",
             reload = ReadState::ReloadTable.as_str(),
@@ -116,6 +125,34 @@ pub(super) fn start_over(client: &mut SpiClient<'_>, schema: &str, relid: pg_sys
         &format!("DELETE FROM {schema}._read_seen s WHERE s.relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass"),
         None,
         &[DatumWithOid::from(relid)],
+    )?;
+    Ok(())
+}
+
+/// Records the Bulk query job a load reads (`None`: none any more, the load starts over at the next turn) and when
+/// it was asked for (seconds since 1970 UTC), if the read did not start over since `generation`.
+pub(super) fn record_bulk_job(
+    client: &mut SpiClient<'_>,
+    schema: &str,
+    mapping: &Reading,
+    job: Option<&str>,
+    since: i64,
+) -> Result<(), WorkerError> {
+    client.update(
+        &format!(
+            "UPDATE {schema}._read_state
+                SET bulk_job = $2, bulk_locator = NULL,
+                    bulk_since = CASE WHEN $2 IS NULL THEN NULL
+                                      ELSE pg_catalog.to_timestamp($3::pg_catalog.float8) AT TIME ZONE 'UTC' END
+              WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass AND generation {EQ} $4"
+        ),
+        None,
+        &[
+            DatumWithOid::from(mapping.relid),
+            DatumWithOid::from(job),
+            DatumWithOid::from(since as f64),
+            DatumWithOid::from(mapping.generation),
+        ],
     )?;
     Ok(())
 }
@@ -218,15 +255,26 @@ pub(super) enum PageOutcome {
     StartedOver,
 }
 
-/// Applies `page` to `mapping`'s table. `poll`: a poll's page, with the position it records (moved forward past
-/// every record applied) and whether the read reached the end of Salesforce's changes; `None`: the delete sweep's
-/// records, which move no position. `user`: the integration user's Id (`local::lookup`).
+/// Where a page comes from, and what applying it records.
+pub(super) enum Pass<'a> {
+    /// A poll's page, in `(SystemModstamp, Id)` order: the position moves past every record applied; `caught_up`:
+    /// the read reached the end of Salesforce's changes.
+    Poll { position: &'a mut Position, caught_up: bool },
+    /// A result set of a Bulk load (in no order): the next set's `locator` is recorded (`None`: this was the last,
+    /// and the polls go on from `since`, when the job was asked for).
+    Bulk { locator: Option<String>, since: i64 },
+    /// The delete sweep's records: nothing but the rows moves.
+    Sweep,
+}
+
+/// Applies `page` to `mapping`'s table, and records what `pass` says. `user`: the integration user's Id
+/// (`local::lookup`).
 pub(super) fn page(
     client: &mut SpiClient<'_>,
     schema: &str,
     mapping: &Reading,
     page: &Page,
-    poll: Option<(&mut Position, bool)>,
+    pass: Pass<'_>,
     user: Option<&str>,
 ) -> Result<PageOutcome, WorkerError> {
     // The read state is locked for the page's transaction; a start over (reload(), mapping again) since this read
@@ -268,6 +316,8 @@ pub(super) fn page(
             Apply::Delete => deletes.push(record.id.clone()),
             Apply::Flag => flags.push((record.id.clone(), record.stamp as f64)),
             Apply::Unchanged | Apply::KeepLocal => {}
+            // A Bulk set is not read again: the record is an insert's in flight, whose outcome writes its sfid.
+            Apply::Hold if matches!(pass, Pass::Bulk { .. }) => {}
             Apply::Hold => {
                 held = Some(n);
                 break;
@@ -276,11 +326,17 @@ pub(super) fn page(
     }
     let records = &page.records[..held.unwrap_or(page.records.len())];
     let sfids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let moves = poll.is_some();
+    let moves = !matches!(pass, Pass::Sweep);
     let mut unmoved = Position::default();
-    let (position, caught_up) = match poll {
-        Some((position, caught_up)) => (position, caught_up && held.is_none()),
-        None => (&mut unmoved, false),
+    let (position, caught_up, locator) = match pass {
+        Pass::Poll { position, caught_up } => (position, caught_up && held.is_none(), None),
+        Pass::Bulk { locator, since } => {
+            // The polls go on from when the job was asked for; until the last set, its locator says where the load is.
+            unmoved = Position { stamp: Some(since), id: None };
+            let last = locator.is_none();
+            (&mut unmoved, last, Some(locator))
+        }
+        Pass::Sweep => (&mut unmoved, false, None),
     };
     let mut applied = 0i64;
     // Every row written says what it is (SYNCED, or the echo of a write keeping that write's outcome): the status
@@ -319,8 +375,10 @@ pub(super) fn page(
         }
         Ok(())
     })?;
-    for record in records {
-        position.advance(record.stamp, &record.id);
+    if locator.is_none() {
+        for record in records {
+            position.advance(record.stamp, &record.id);
+        }
     }
     if mapping.reloading && moves {
         client.update(
@@ -396,6 +454,22 @@ pub(super) fn page(
             DatumWithOid::from(caught_up),
         ],
     )?;
+    if let Some(next) = locator {
+        // A Bulk load: where its next set is; after the last, no job. Shown as the load it is until then.
+        client.update(
+            &format!(
+                "UPDATE {schema}._read_state
+                    SET bulk_locator = $2,
+                        bulk_job = CASE WHEN $2 IS NULL THEN NULL ELSE bulk_job END,
+                        bulk_since = CASE WHEN $2 IS NULL THEN NULL ELSE bulk_since END,
+                        state = CASE WHEN $2 IS NULL THEN state ELSE '{reload}' END
+                  WHERE relid {EQ} $1::pg_catalog.oid::pg_catalog.regclass",
+                reload = ReadState::ReloadTable.as_str(),
+            ),
+            None,
+            &[DatumWithOid::from(mapping.relid), DatumWithOid::from(next)],
+        )?;
+    }
     Ok(if held.is_some() { PageOutcome::Held } else { PageOutcome::Applied })
 }
 

@@ -18,6 +18,7 @@ use crate::worker::engine::Engine;
 use crate::worker::stop_requested;
 
 mod apply;
+mod bulk;
 mod local;
 mod poll;
 mod sweep;
@@ -38,6 +39,8 @@ pub(crate) struct Read {
     behind: HashSet<String>,
     /// When the open `read_stalled` alerts of caught-up mappings were last resolved.
     resolved_at: Option<Instant>,
+    /// Loads through Bulk query jobs.
+    loads: bulk::Loads,
 }
 
 /// A reading mapping as the read pipeline needs it.
@@ -72,6 +75,17 @@ pub(crate) struct Reading {
     /// How long ago a read last reached the end of Salesforce's changes (none has yet: since the mapping was made
     /// or last changed).
     pub lag: Option<Duration>,
+    /// The Bulk query job a load is reading, if any.
+    pub bulk: Option<BulkLoad>,
+}
+
+/// A load through a Bulk API 2.0 query job (`_read_state.bulk_*`).
+pub(crate) struct BulkLoad {
+    pub job: String,
+    /// The next result set's locator (`None`: the first set is next).
+    pub locator: Option<String>,
+    /// When the job was asked for, less the look-back (seconds since 1970 UTC): the polls go on from there.
+    pub since: i64,
 }
 
 pub(crate) struct Column {
@@ -134,6 +148,35 @@ impl Read {
                 let _ = engine.with_statements(|c, st| apply::start_over(c, &st.schema, m.relid));
             }
             return Duration::ZERO;
+        }
+        // Loads go through a Bulk query job when they are large (each counted first); the rest poll.
+        let (loading, due): (Vec<&Reading>, Vec<&Reading>) =
+            due.into_iter().partition(|m| self.loads.concerns(m, config));
+        let mut due = due;
+        for mapping in loading {
+            match self.loads.step(engine, config, mapping) {
+                Ok(bulk::Progress::Rest) => due.push(mapping),
+                Ok(bulk::Progress::Waiting(wait)) => {
+                    self.next_read.insert(mapping.relid, Instant::now() + wait);
+                }
+                // More sets wait: the next cycle goes on at once, after the writes' turn.
+                Ok(bulk::Progress::Applied { done: false }) => return Duration::ZERO,
+                Ok(bulk::Progress::Applied { done: true }) => {
+                    self.next_read.insert(mapping.relid, Instant::now() + interval(mapping));
+                }
+                Err(e) => {
+                    if !engine.vanished() {
+                        pgrx::warning!(
+                            "pgforce: loading {} from Salesforce failed (trying again later): {e}",
+                            mapping.qualified
+                        );
+                    }
+                    self.next_read.insert(mapping.relid, Instant::now() + interval(mapping));
+                }
+            }
+            if stop_requested() {
+                return Duration::ZERO;
+            }
         }
         let mut pages = 0;
         for group in due.chunks(MAX_QUERIES) {

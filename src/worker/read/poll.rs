@@ -11,7 +11,7 @@ use pgforce_core::salesforce::composite;
 use pgforce_core::salesforce::CallError;
 use serde_json::Value;
 
-use super::apply::{self, PageOutcome};
+use super::apply::{self, PageOutcome, Pass};
 use super::Reading;
 use crate::worker::engine::status::Step;
 use crate::worker::engine::Engine;
@@ -160,7 +160,14 @@ pub(super) fn read(
         let page = page::parse(&answer)?;
         let done = page.records.len() < soql::PAGE_SIZE;
         let applied: Result<PageOutcome, WorkerError> = engine.with_statements(|c, st| {
-            apply::page(c, &st.schema, mapping, &page, Some((&mut position, done)), user.as_deref())
+            apply::page(
+                c,
+                &st.schema,
+                mapping,
+                &page,
+                Pass::Poll { position: &mut position, caught_up: done },
+                user.as_deref(),
+            )
         });
         match applied.map_err(|e| e.to_string())? {
             PageOutcome::Applied => {}

@@ -9,7 +9,7 @@ use pgforce_core::read::sweep::{self, Swept, IDS_PER_QUERY};
 use pgforce_core::salesforce::CallError;
 use serde_json::Value;
 
-use super::apply::{self, PageOutcome};
+use super::apply::{self, PageOutcome, Pass};
 use super::poll::{fields, now_epoch};
 use super::Reading;
 use crate::worker::engine::Engine;
@@ -70,8 +70,8 @@ pub(super) fn apply(
                     });
                 }
             }
-            let applied: Result<PageOutcome, WorkerError> =
-                engine.with_statements(|c, st| apply::page(c, &st.schema, mapping, &found, None, user.as_deref()));
+            let applied: Result<PageOutcome, WorkerError> = engine
+                .with_statements(|c, st| apply::page(c, &st.schema, mapping, &found, Pass::Sweep, user.as_deref()));
             if applied.map_err(|e| e.to_string())? == PageOutcome::StartedOver {
                 return Ok(()); // the reload that began meanwhile sees everything
             }

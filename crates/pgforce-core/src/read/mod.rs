@@ -3,6 +3,7 @@
 //! the text of its column (`values`), and what a record does to its row (`apply`).
 
 pub mod apply;
+pub mod bulk;
 pub mod page;
 pub mod soql;
 pub mod sweep;

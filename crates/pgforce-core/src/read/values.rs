@@ -72,6 +72,8 @@ fn string(kind: PgKind, s: &str) -> Result<String, String> {
                 .collect();
             Ok(format!("{{{}}}", items.join(",")))
         }
+        // A whole number as Bulk's CSV prints it (`12.0`).
+        PgKind::Integer if s.parse::<f64>().is_ok() => number(kind, s),
         // Dates, text, and numbers or booleans Salesforce sent as text go as they are; the column's input function
         // refuses what is not its type.
         _ => Ok(s.to_string()),

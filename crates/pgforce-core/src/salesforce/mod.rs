@@ -562,10 +562,25 @@ impl Client {
     /// logs in again and retries once. Returns the text of a 2xx answer; other answers and transport failures
     /// are `CallError`s as for sObject Collections calls.
     pub fn rest(&self, method: &'static str, path: &str, body: Option<(&str, &[u8])>) -> Result<String, CallError> {
+        Ok(self.rest_answer(method, path, body)?.text)
+    }
+
+    /// `rest`, with the answer's `Sforce-Locator` header (Bulk API 2.0 query results come in sets by locator).
+    pub fn rest_answer(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<RestAnswer, CallError> {
         self.renewing_session(|| self.rest_once(method, path, body))
     }
 
-    fn rest_once(&self, method: &'static str, path: &str, body: Option<(&str, &[u8])>) -> Result<String, CallError> {
+    fn rest_once(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<RestAnswer, CallError> {
         let session = self.session()?;
         self.exchange(method, path, 0, true, |answered| self.rest_with(&session, method, path, body, answered))
     }
@@ -577,7 +592,7 @@ impl Client {
         path: &str,
         body: Option<(&str, &[u8])>,
         answered: &Cell<Option<u16>>,
-    ) -> Result<String, CallError> {
+    ) -> Result<RestAnswer, CallError> {
         let url = format!("{}{path}", session.instance_url);
         let auth = format!("Bearer {}", session.token);
         let sent = match (method, body) {
@@ -600,13 +615,21 @@ impl Client {
         }
         let status = r.status().as_u16();
         answered.set(Some(status));
+        let locator = r.headers().get("Sforce-Locator").and_then(|h| h.to_str().ok()).map(str::to_string);
         let text = r.body_mut().with_config().limit(u64::MAX).read_to_string().map_err(|e| call_failed(&e, timeout))?;
         if (200..300).contains(&status) {
-            return Ok(text);
+            return Ok(RestAnswer { text, locator });
         }
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Err(answer_error(status, &body, &text))
     }
+}
+
+/// A REST answer's text, and its `Sforce-Locator` header if it had one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestAnswer {
+    pub text: String,
+    pub locator: Option<String>,
 }
 
 /// What an answer other than 2xx means: 401 refused credentials; 403 limits, 420 and 503 an outage (nothing was
