@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::apply::{self, PageOutcome, Pass};
 use super::poll::{fields, now_epoch};
+use super::state;
 use super::{BulkLoad, Reading};
 use crate::worker::engine::status::Step;
 use crate::worker::engine::Engine;
@@ -76,7 +77,7 @@ impl Loads {
             let job = created.get("id").and_then(Value::as_str).ok_or("the Bulk query job's answer has no id")?;
             let since = now_epoch() - config.read_look_back.as_secs() as i64;
             engine
-                .with_statements(|c, st| apply::record_bulk_job(c, &st.schema, mapping, Some(job), since))
+                .with_statements(|c, st| state::record_bulk_job(c, &st.schema, mapping, Some(job), since))
                 .map_err(|e| e.to_string())?;
             let first = bulk::next_check(None);
             self.checks.insert(mapping.relid, (Instant::now() + first, first));
@@ -149,9 +150,9 @@ impl Loads {
         let message = format!("the Bulk query job {} for {}: {e}", load.job, mapping.qualified);
         if gone {
             self.checks.remove(&mapping.relid);
-            let _ = engine.with_statements(|c, st| apply::start_over(c, &st.schema, mapping.relid));
+            let _ = engine.with_statements(|c, st| state::start_over(c, &st.schema, mapping.relid));
         }
-        let _ = engine.with_statements(|c, st| apply::record_error(c, &st.schema, mapping.relid, &message));
+        let _ = engine.with_statements(|c, st| state::record_error(c, &st.schema, mapping.relid, &message));
         message
     }
 }
@@ -159,6 +160,6 @@ impl Loads {
 /// Records a failed call for `sync_status` and returns its text.
 fn failed(engine: &mut Engine, mapping: &Reading, e: CallError) -> String {
     let message = e.to_string();
-    let _ = engine.with_statements(|c, st| apply::record_error(c, &st.schema, mapping.relid, &message));
+    let _ = engine.with_statements(|c, st| state::record_error(c, &st.schema, mapping.relid, &message));
     message
 }

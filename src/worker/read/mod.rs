@@ -1,7 +1,14 @@
-//! Salesforce → Postgres, as the worker drives it: each reading mapping (read_only, read_write) whose interval is up asks Salesforce for
-//! the records changed since its position (`pgforce_core::read`), a page at a time with no transaction open, and
-//! applies each page as the table's owner in one transaction that also moves the position (`apply`): a crash
-//! re-reads a page, and loses or duplicates nothing. The write pipeline has its turn first in every cycle.
+//! Salesforce → Postgres, as the worker drives it: each reading mapping (read_only, read_write) whose interval is up
+//! asks Salesforce for the records changed since its position (`pgforce_core::read`), with no transaction open, and
+//! applies each page as the table's owner in one transaction that also moves the position: a crash re-reads a page,
+//! and loses or duplicates nothing. The write pipeline has its turn first in every cycle.
+//!
+//! - `state`: which mappings read and where each stands (`_read_state`);
+//! - `poll`: the polls, several mappings' first pages in one Composite call, then page by page;
+//! - `bulk`: large loads through one Bulk API 2.0 query job;
+//! - `sweep`: records deleted for good, from Salesforce's delete log;
+//! - `local`: what the table and the trigger log hold of a page's records (local changes on their way win);
+//! - `apply`: a page written into its table.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -21,6 +28,7 @@ mod apply;
 mod bulk;
 mod local;
 mod poll;
+mod state;
 mod sweep;
 
 /// While reads wait for the API budget, how often Salesforce is asked for the usage now.
@@ -94,6 +102,16 @@ pub(crate) struct Column {
     /// The column's type without its modifier (`character varying`, `numeric`): values are cast to it and then
     /// assigned, so a value longer or larger than the column allows is refused, never cut.
     pub type_sql: String,
+    /// A relationship by foreign key (`map_table(..., relationships => …)`): the column holds the parent row's `id`.
+    pub parent: Option<Parent>,
+}
+
+/// The parent a foreign-key column reads: the record's lookup field (`AccountId`) names the parent's record, whose
+/// row in the parent's mapped table (`salesforce.account`) the column references.
+pub(crate) struct Parent {
+    pub field: String,
+    /// The parent table, schema-qualified and quoted.
+    pub table: String,
 }
 
 impl Read {
@@ -118,7 +136,7 @@ impl Read {
                 return default_interval.min(USAGE_RECHECK);
             }
         }
-        let mappings = match engine.with_statements(|c, st| apply::readings(c, &st.schema)) {
+        let mappings = match engine.with_statements(|c, st| state::readings(c, &st.schema)) {
             Ok(m) => m,
             Err(_) => return default_interval,
         };
@@ -145,10 +163,13 @@ impl Read {
             .collect();
         if !comparing.is_empty() {
             for m in comparing {
-                let _ = engine.with_statements(|c, st| apply::start_over(c, &st.schema, m.relid));
+                let _ = engine.with_statements(|c, st| state::start_over(c, &st.schema, m.relid));
             }
             return Duration::ZERO;
         }
+        // Parents before children: a row that references another mapping's row by foreign key finds it read first.
+        let mut due = due;
+        due.sort_by_key(|m| m.columns.iter().any(|c| c.parent.is_some()));
         // Loads go through a Bulk query job when they are large (each counted first); the rest poll.
         let (loading, due): (Vec<&Reading>, Vec<&Reading>) =
             due.into_iter().partition(|m| self.loads.concerns(m, config));
@@ -257,7 +278,7 @@ impl Read {
         }
         if !caught_up.is_empty() && (ended || self.resolved_at.is_none_or(|t| t.elapsed() >= USAGE_RECHECK)) {
             self.resolved_at = Some(Instant::now());
-            let _ = engine.with_statements(|c, st| apply::resolve_read_alerts(c, &st.schema, &caught_up));
+            let _ = engine.with_statements(|c, st| state::resolve_read_alerts(c, &st.schema, &caught_up));
         }
     }
 }

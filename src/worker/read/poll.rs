@@ -12,6 +12,7 @@ use pgforce_core::salesforce::CallError;
 use serde_json::Value;
 
 use super::apply::{self, PageOutcome, Pass};
+use super::state;
 use super::Reading;
 use crate::worker::engine::status::Step;
 use crate::worker::engine::Engine;
@@ -34,9 +35,10 @@ pub(super) fn fields(mapping: &Reading) -> Vec<String> {
     let mut fields: Vec<String> = mapping
         .columns
         .iter()
-        .map(|c| match relationship_column(&c.name) {
-            Some(r) => format!("{}.{}", r.relationship, r.external_id_field),
-            None => c.name.clone(),
+        .map(|c| match (&c.parent, relationship_column(&c.name)) {
+            (Some(parent), _) => parent.field.clone(),
+            (None, Some(r)) => format!("{}.{}", r.relationship, r.external_id_field),
+            (None, None) => c.name.clone(),
         })
         .collect();
     if mapping.sends {
@@ -62,7 +64,7 @@ pub(super) fn ask_together(engine: &mut Engine, config: &Config, group: &[&Readi
             Some(_) => sweeps.push(None),
             None => {
                 // Never swept: deletes from now on (the first read saw everything before).
-                let _ = engine.with_statements(|c, st| apply::record_swept(c, &st.schema, m.relid, now));
+                let _ = engine.with_statements(|c, st| state::record_swept(c, &st.schema, m.relid, now));
                 sweeps.push(None);
             }
         }
@@ -114,7 +116,7 @@ pub(super) fn ask_together(engine: &mut Engine, config: &Config, group: &[&Readi
         Err(e) => {
             let message = e.to_string();
             for m in group {
-                let _ = engine.with_statements(|c, st| apply::record_error(c, &st.schema, m.relid, &message));
+                let _ = engine.with_statements(|c, st| state::record_error(c, &st.schema, m.relid, &message));
             }
             group.iter().map(|_| Asked { first: Err(message.clone()), sweep: None }).collect()
         }
@@ -153,7 +155,7 @@ pub(super) fn read(
             Ok(answer) => answer,
             Err(e) => {
                 let message = e.to_string();
-                let _ = engine.with_statements(|c, st| apply::record_error(c, &st.schema, mapping.relid, &message));
+                let _ = engine.with_statements(|c, st| state::record_error(c, &st.schema, mapping.relid, &message));
                 return Err(message);
             }
         };

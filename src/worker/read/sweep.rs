@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::apply::{self, PageOutcome, Pass};
 use super::poll::{fields, now_epoch};
+use super::state;
 use super::Reading;
 use crate::worker::engine::Engine;
 use crate::worker::error::WorkerError;
@@ -37,8 +38,8 @@ pub(super) fn apply(
             let now = now_epoch();
             return engine
                 .with_statements(|c, st| {
-                    apply::start_over(c, &st.schema, mapping.relid)?;
-                    apply::record_swept(c, &st.schema, mapping.relid, now)
+                    state::start_over(c, &st.schema, mapping.relid)?;
+                    state::record_swept(c, &st.schema, mapping.relid, now)
                 })
                 .map_err(|e| e.to_string());
         }
@@ -78,6 +79,6 @@ pub(super) fn apply(
         }
     }
     engine
-        .with_statements(|c, st| apply::record_swept(c, &st.schema, mapping.relid, covered))
+        .with_statements(|c, st| state::record_swept(c, &st.schema, mapping.relid, covered))
         .map_err(|e| e.to_string())
 }

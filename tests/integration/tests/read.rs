@@ -735,3 +735,34 @@ fn a_large_object_loads_through_one_bulk_job_and_a_small_one_through_rest() {
     });
     assert!(sf.counters()["by_kind"]["bulk"].as_u64().unwrap_or_default() > bulk, "the reload's own job");
 }
+
+#[test]
+fn a_foreign_key_relationship_reads_the_parent_rows_id() {
+    let sf = Salesforce::start();
+    let acme = sf.create("Account", json!({"Name": "Acme"}));
+    let ada = sf.create("Contact", json!({"LastName": "Ada", "AccountId": acme}));
+    let bob = sf.create("Contact", json!({"LastName": "Bob"}));
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.account (id serial PRIMARY KEY, name text);
+         CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname text,
+                                          account_id integer REFERENCES salesforce.account (id));
+         SELECT salesforce.map_table('salesforce.account', 'Account', mode => 'read_only');
+         SELECT salesforce.map_table('salesforce.contact', 'Contact', mode => 'read_only',
+                                     relationships => '{\"account_id\": \"AccountId\"}');",
+    );
+    wait_for(WAIT, "the initial loads", || (contact_rows(&mut c) == 2).then_some(()));
+    let parent = |c: &mut postgres::Client, sfid: &str| -> Option<Option<String>> {
+        c.query_opt(
+            "SELECT a.sfid FROM salesforce.contact t LEFT JOIN salesforce.account a ON a.id = t.account_id
+              WHERE t.sfid = $1",
+            &[&sfid],
+        )
+        .ok()
+        .flatten()
+        .map(|r| r.get(0))
+    };
+    wait_for(WAIT, "ada's parent", || (parent(&mut c, &ada) == Some(Some(acme.clone()))).then_some(()));
+    assert_eq!(parent(&mut c, &bob), Some(None), "no parent: NULL");
+}
