@@ -621,8 +621,12 @@ SELECT m.table_name,
                              FROM @extschema@._read_failures rf WHERE rf.relid OPERATOR(pg_catalog.=) r.relid
                             ORDER BY rf.failed_at DESC LIMIT 1), r.last_error) END AS read_error
   FROM @extschema@._mapping m
+  -- A reading mapping's reads are for roles that may read its table (and monitors): the others learn nothing of
+  -- what is read into it.
   LEFT JOIN @extschema@._read_state r
          ON r.relid OPERATOR(pg_catalog.=) m.relid AND m.access OPERATOR(pg_catalog.<>) 'write_only'
+        AND (pg_catalog.pg_has_role('pgforce_monitor', 'MEMBER')
+             OR coalesce(pg_catalog.has_table_privilege(m.relid::pg_catalog.oid, 'SELECT'), false))
   LEFT JOIN LATERAL (
         -- through the queue's (relid, id) index; entries put in by hand name their table only
         SELECT pg_catalog.count(*) AS pending,

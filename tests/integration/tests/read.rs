@@ -201,6 +201,20 @@ fn reload_repairs_drift_and_deletes_rows_whose_records_are_gone() {
     let mut clerk = cluster.connect("clerk", "postgres");
     let err = clerk.query_one("SELECT salesforce.reload('contact')", &[]).expect_err("not an operator");
     assert_eq!(err.code().map(|c| c.code()), Some("42501"));
+    // A role that may not read the table learns nothing of what is read into it; once it may, it sees the reads.
+    let reads = |c: &mut postgres::Client| -> (Option<String>, Option<i64>, Option<i64>) {
+        let r = c
+            .query_one(
+                "SELECT read_state, rows_read, rows_failed FROM salesforce.sync_status WHERE table_name = 'contact'",
+                &[],
+            )
+            .expect("sync_status");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(reads(&mut clerk), (None, None, None));
+    c.batch_execute("GRANT SELECT ON salesforce.contact TO clerk").expect("grant");
+    let (state, read, failed) = reads(&mut clerk);
+    assert!(state.is_some() && read.is_some_and(|n| n > 0) && failed == Some(0), "{state:?} {read:?} {failed:?}");
 }
 
 /// Creates `n` Contacts through sObject Collections (200 a call); returns their ids.
