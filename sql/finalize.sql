@@ -609,6 +609,11 @@ SELECT m.table_name,
        -- when a read last reached the end of Salesforce's changes, and how long ago that was
        CASE WHEN m.access OPERATOR(pg_catalog.=) 'write_only' THEN NULL
             WHEN m.paused_at IS NOT NULL THEN 'PAUSED'
+            -- the last read failed on what the mapping names, or on what the integration user may read
+            WHEN pg_catalog.split_part(r.last_error, ':', 1) OPERATOR(pg_catalog.=)
+                 ANY (ARRAY['INVALID_FIELD', 'INVALID_TYPE', 'NOT_FOUND']) THEN 'BAD_CONFIG'
+            WHEN pg_catalog.split_part(r.last_error, ':', 1) OPERATOR(pg_catalog.=)
+                 ANY (ARRAY['INSUFFICIENT_ACCESS', 'INSUFFICIENT_ACCESS_OR_READONLY']) THEN 'UNAUTHORIZED'
             ELSE r.state END AS read_state,
        r.read_at                   AS last_read_at,
        pg_catalog.now() OPERATOR(pg_catalog.-) r.read_at AS read_lag,

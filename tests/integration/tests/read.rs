@@ -549,8 +549,12 @@ fn a_mapping_that_stops_reading_raises_an_alert_resolved_when_it_reads_again() {
     let (message, resolved) = wait_for(WAIT, "the read_stalled alert", || alert(&mut c));
     assert!(message.contains("contact has not caught up with Salesforce"), "{message}");
     assert_eq!(resolved, Some(false));
-    let error: Option<String> = c.query_one("SELECT read_error FROM salesforce.sync_status", &[]).expect("s").get(0);
+    let (state, error): (Option<String>, Option<String>) = c
+        .query_one("SELECT read_state, read_error FROM salesforce.sync_status", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("status");
     assert!(error.is_some_and(|e| e.contains("INVALID_FIELD")));
+    assert_eq!(state.as_deref(), Some("BAD_CONFIG"), "Salesforce has no such field: the mapping needs a fix");
     sf.admin("DELETE", "/faults", json!(null));
     wait_for(WAIT, "the alert resolved", || alert(&mut c).filter(|a| a.1 == Some(true)).map(|_| ()));
 }

@@ -21,11 +21,26 @@ pub enum ReadState {
     DataSynced,
     /// `salesforce.pause()`: nothing is read until `resume()`.
     Paused,
+    /// The last read failed because Salesforce does not have what the mapping names (`INVALID_FIELD`,
+    /// `INVALID_TYPE`, `NOT_FOUND`): the mapping needs a fix (sync_status only, from `last_error`).
+    BadConfig,
+    /// The last read failed because the integration user may not read the object or a field.
+    Unauthorized,
 }
 
 impl ReadState {
-    pub const ALL: [ReadState; 4] =
-        [ReadState::ReloadTable, ReadState::PollingSfChanges, ReadState::DataSynced, ReadState::Paused];
+    pub const ALL: [ReadState; 6] = [
+        ReadState::ReloadTable,
+        ReadState::PollingSfChanges,
+        ReadState::DataSynced,
+        ReadState::Paused,
+        ReadState::BadConfig,
+        ReadState::Unauthorized,
+    ];
+
+    /// Error codes of a failed read that make it `BadConfig`, and `Unauthorized`.
+    pub const BAD_CONFIG_CODES: [&'static str; 3] = ["INVALID_FIELD", "INVALID_TYPE", "NOT_FOUND"];
+    pub const UNAUTHORIZED_CODES: [&'static str; 2] = ["INSUFFICIENT_ACCESS", "INSUFFICIENT_ACCESS_OR_READONLY"];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +48,8 @@ impl ReadState {
             ReadState::PollingSfChanges => "POLLING_SF_CHANGES",
             ReadState::DataSynced => "DATA_SYNCED",
             ReadState::Paused => "PAUSED",
+            ReadState::BadConfig => "BAD_CONFIG",
+            ReadState::Unauthorized => "UNAUTHORIZED",
         }
     }
 }
