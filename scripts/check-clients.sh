@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a common Salesforce client library, unchanged, against fakeforce: jsforce (Node.js) gets a token by client
-# credentials, creates, updates, upserts, deletes, queries and runs a Bulk API 2.0 ingest job.
+# credentials, creates, updates, upserts, deletes, queries (queryAll, getDeleted, Composite) and runs Bulk API 2.0
+# ingest and query jobs.
 # jsforce and its dependencies are installed with `npm ci` from the committed lockfile (exact versions, integrity
 # hashes, no registry host) into target/clients/jsforce once, and reused while the lockfile is unchanged.
 set -euo pipefail

@@ -1,5 +1,7 @@
 // jsforce (the common Node.js Salesforce client), used unchanged against fakeforce.
 // Usage: node check.cjs <fakeforce base URL>. Exits non-zero on the first mismatch.
+// It writes (collections, upsert, delete, a Bulk ingest job) and reads (query, queryAll, getDeleted, Composite, a
+// Bulk query job) as any Salesforce client would.
 const assert = require('node:assert/strict');
 const jsforce = require('jsforce');
 
@@ -49,6 +51,41 @@ async function main() {
   const after = await conn.query('SELECT COUNT() FROM Account');
   assert.equal(after.totalSize, 2);
   console.log('ok delete');
+
+  // Reading, as pgforce's read path does: queryAll, the delete log, Composite, a Bulk API 2.0 query job.
+  const all = await conn.query('SELECT Id, IsDeleted FROM Account', { scanAll: true });
+  assert.equal(all.totalSize, 3);
+  assert.ok(all.records.some((r) => r.Id === created[1].id && r.IsDeleted === true), JSON.stringify(all.records));
+  console.log('ok queryAll (deleted records too)');
+
+  const log = await conn.sobject('Account').deleted(new Date(Date.now() - 600000), new Date(Date.now() + 120000));
+  assert.ok(log.deletedRecords.some((r) => r.id === created[1].id), JSON.stringify(log));
+  assert.ok(log.latestDateCovered, JSON.stringify(log));
+  console.log('ok getDeleted');
+
+  const composite = await conn.requestPost('/services/data/v62.0/composite', {
+    allOrNone: false,
+    compositeRequest: [
+      { method: 'GET', url: '/services/data/v62.0/queryAll?q=SELECT+Id+FROM+Account', referenceId: 'accounts' },
+      { method: 'GET', url: '/services/data/v62.0/query?q=SELECT+Nope+FROM+Account', referenceId: 'bad' },
+    ],
+  });
+  const byRef = Object.fromEntries(composite.compositeResponse.map((r) => [r.referenceId, r]));
+  assert.equal(byRef.accounts.httpStatusCode, 200);
+  assert.equal(byRef.accounts.body.totalSize, 3);
+  assert.equal(byRef.bad.httpStatusCode, 400, JSON.stringify(byRef.bad));
+  console.log('ok Composite');
+
+  const rows = [];
+  const stream = await conn.bulk2.query('SELECT Id, Name, External_Id__c FROM Account', {
+    scanAll: true,
+    pollInterval: 100,
+    pollTimeout: 30000,
+  });
+  for await (const r of stream) rows.push(r);
+  assert.equal(rows.length, 3, JSON.stringify(rows));
+  assert.deepEqual(rows.map((r) => r.External_Id__c).sort(), ['JS-1', 'JS-2', 'JS-3']);
+  console.log('ok Bulk API 2.0 query');
 
   const csv = 'LastName,Email,Account.External_Id__c\nOne,one@example.com,JS-1\nTwo,two@example.com,JS-3\n,none@example.com,JS-1\n';
   const results = await conn.bulk2.loadAndWaitForResults({
