@@ -6,6 +6,7 @@ pub(crate) mod alerts;
 pub(crate) mod connection;
 pub(crate) mod db;
 pub(crate) mod status;
+pub(crate) mod threads;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -2,6 +2,7 @@
 //! those whose sweep is due) in one Composite call, then each mapping's further pages one by one, each applied as it
 //! arrives (`apply::page`), with no transaction open while a call is out.
 
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pgforce_core::config::Config;
@@ -15,7 +16,7 @@ use super::apply::{self, PageOutcome, Pass};
 use super::state;
 use super::Reading;
 use crate::worker::engine::status::Step;
-use crate::worker::engine::Engine;
+use crate::worker::engine::{threads, Engine};
 use crate::worker::error::WorkerError;
 use crate::worker::stop_requested;
 
@@ -140,8 +141,21 @@ pub(super) fn read(
     // its stamp (a long transaction) is still seen; re-read records that did not change write nothing.
     let mut from = soql::poll_start(&mapping.position, config.read_look_back.as_secs() as i64);
     let mut position = mapping.position.clone();
+    // The next page is asked for while this one is applied (its start is known before): a load costs the slower of
+    // the two, not their sum. The asking thread touches no Postgres; its answer is counted when it is taken.
+    let mut next: Option<JoinHandle<Result<Value, CallError>>> = None;
+    let took = |engine: &mut Engine, next: &mut Option<JoinHandle<Result<Value, CallError>>>| {
+        next.take().map(|h| {
+            let answer = h.join().unwrap_or_else(|_| {
+                Err(CallError::Failed { code: "PREFETCH".into(), message: "the page's thread failed".into() })
+            });
+            engine.metrics.api_call(&mapping.table_name);
+            engine.write_requests(config);
+            answer
+        })
+    };
     for n in 0..budget.max(1) {
-        let answer = match first.take() {
+        let answer = match first.take().or_else(|| took(engine, &mut next)) {
             Some(answer) => answer,
             None => {
                 engine.set_step(Step::Reading { object: mapping.sobject.clone() });
@@ -161,6 +175,13 @@ pub(super) fn read(
         };
         let page = page::parse(&answer)?;
         let done = page.records.len() < soql::PAGE_SIZE;
+        if let Some(last) = page.records.last().filter(|_| !done && n + 1 < budget) {
+            let (client, soql) = (
+                client.clone(),
+                soql::page(&mapping.sobject, &fields, &Position { stamp: Some(last.stamp), id: Some(last.id.clone()) }),
+            );
+            next = threads::spawn("pgforce page", move || client.query_all_page(&soql)).ok();
+        }
         let applied: Result<PageOutcome, WorkerError> = engine.with_statements(|c, st| {
             apply::page(
                 c,
@@ -171,20 +192,35 @@ pub(super) fn read(
                 user.as_deref(),
             )
         });
-        match applied.map_err(|e| e.to_string())? {
+        let outcome = match applied {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let _ = took(engine, &mut next);
+                return Err(e.to_string());
+            }
+        };
+        match outcome {
             PageOutcome::Applied => {}
             // Started over meanwhile (reload(), mapping again): the next step reads from the new start, at once.
-            PageOutcome::StartedOver => return Ok((n + 1, false)),
+            PageOutcome::StartedOver => {
+                let _ = took(engine, &mut next);
+                return Ok((n + 1, false));
+            }
             // An insert in flight may own a record: the rest waits for the next interval, when its outcome is in.
-            PageOutcome::Held => return Ok((n + 1, true)),
+            PageOutcome::Held => {
+                let _ = took(engine, &mut next);
+                return Ok((n + 1, true));
+            }
         }
         match page.records.last() {
             Some(last) if !done => from = Position { stamp: Some(last.stamp), id: Some(last.id.clone()) },
             _ => return Ok((n + 1, true)),
         }
         if stop_requested() || engine.conn.throttled(config) {
+            let _ = took(engine, &mut next);
             return Ok((n + 1, false));
         }
     }
+    let _ = took(engine, &mut next);
     Ok((budget, false))
 }

@@ -32,7 +32,7 @@ pub fn start(client: Arc<Client>, waves: Vec<Vec<Batch>>, concurrency: usize) ->
     let (jobs_tx, jobs) = channel();
     let abort = Arc::new(AtomicBool::new(false));
     let stop = abort.clone();
-    let done = without_signals(|| {
+    let done = crate::worker::engine::threads::without_signals(|| {
         std::thread::Builder::new().name("pgforce sender".into()).spawn(move || {
             // The receiver may be gone (the worker stopped waiting at SIGTERM): the verdict is then not recorded,
             // and the entry, still PENDING, is checked at the next start.
@@ -48,19 +48,4 @@ pub fn start(client: Arc<Client>, waves: Vec<Vec<Batch>>, concurrency: usize) ->
         })
     })?;
     Ok(Sender { verdicts, jobs, abort, done })
-}
-
-/// Runs `f` (which starts a thread) with every signal blocked in the calling thread, so that the new thread starts
-/// with them blocked; the caller's mask is restored afterwards.
-fn without_signals<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: plain libc calls on a stack-allocated signal set; only the calling thread's mask changes.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
-        let result = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-        result
-    }
 }
