@@ -784,3 +784,56 @@ fn a_foreign_key_relationship_reads_the_parent_rows_id() {
     wait_for(WAIT, "ada's parent", || (parent(&mut c, &ada) == Some(Some(acme.clone()))).then_some(()));
     assert_eq!(parent(&mut c, &bob), Some(None), "no parent: NULL");
 }
+
+#[test]
+fn a_reload_of_a_read_write_table_while_it_is_written_loses_nothing_and_never_empties_it() {
+    // Each call takes 300 ms: the reload of 5,000 records (three pages) takes a while, and the writes go on.
+    let sf = Salesforce::start_with(fakeforce::Config { latency_ms: 300, ..fakeforce::Config::default() });
+    create_contacts(&sf, 5000);
+    let (_cluster, mut c) = reading_cluster(
+        &sf,
+        "1s",
+        "CREATE TABLE salesforce.contact (id serial PRIMARY KEY, lastname varchar(80));
+         SELECT salesforce.map_table('salesforce.contact', 'Contact');",
+    );
+    wait_for(Duration::from_secs(60), "the initial load", || (contact_rows(&mut c) == 5000).then_some(()));
+    c.batch_execute("SELECT salesforce.reload('contact')").expect("reload");
+    let mut fewest = i64::MAX;
+    for n in 0..20 {
+        c.batch_execute(&format!(
+            "INSERT INTO salesforce.contact (lastname) VALUES ('New {n}');
+             UPDATE salesforce.contact SET lastname = 'Edited {n}' WHERE lastname = 'L{n:05}';"
+        ))
+        .expect("writes during the reload");
+        fewest = fewest.min(contact_rows(&mut c));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(fewest >= 5000, "the table was never emptied: {fewest} rows at the fewest");
+    wait_for(Duration::from_secs(60), "the reload's end and every write delivered", || {
+        let r = c
+            .query_one(
+                "SELECT (SELECT read_state FROM salesforce.sync_status),
+                        (SELECT count(*) FROM salesforce._trigger_log WHERE state IN ('NEW', 'PENDING'))",
+                &[],
+            )
+            .ok()?;
+        (r.get::<_, String>(0) == "DATA_SYNCED" && r.get::<_, i64>(1) == 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(2500)); // a few more polls
+    let rows: Vec<(String, String)> = c
+        .query("SELECT sfid, lastname FROM salesforce.contact ORDER BY sfid", &[])
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get::<_, Option<String>>(0).unwrap_or_default(), r.get(1)))
+        .collect();
+    let mut records: Vec<(String, String)> = sf
+        .live("Contact")
+        .iter()
+        .map(|r| {
+            (r["Id"].as_str().unwrap_or_default().to_string(), r["LastName"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    records.sort();
+    assert_eq!(rows.len(), 5020, "5,000 records and 20 new rows, each once");
+    assert_eq!(rows, records, "every row is its record, with the edits made during the reload");
+}
