@@ -112,6 +112,8 @@ pub(super) fn page(
     let t = &mapping.qualified;
     let found = local::lookup(client, schema, mapping, page, user)?;
     let (mut inserts, mut updates, mut deletes, mut failed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Records with the row's own stamp: written only where their values differ.
+    let mut compared = Vec::new();
     let mut flags: Vec<(String, f64)> = Vec::new();
     let mut held = None;
     for (n, record) in page.records.iter().enumerate() {
@@ -123,6 +125,11 @@ pub(super) fn page(
         match decide(record.stamp, record.deleted, local, mapping.on_delete) {
             Apply::Insert | Apply::Update => match row_text(mapping, record, row) {
                 Ok(text) if row.is_some() => updates.push(text),
+                Ok(text) => inserts.push(text),
+                Err(e) => failed.push((record.id.clone(), e)),
+            },
+            Apply::Compare => match row_text(mapping, record, row) {
+                Ok(text) if row.is_some() => compared.push(text),
                 Ok(text) => inserts.push(text),
                 Err(e) => failed.push((record.id.clone(), e)),
             },
@@ -156,8 +163,9 @@ pub(super) fn page(
     // trigger keeps it as written (the flag ends with the transaction).
     WRITING_OUTCOMES.store(true, Ordering::SeqCst);
     as_table_owner(mapping.owner, || -> Result<(), WorkerError> {
-        applied = write(client, mapping, &inserts, true, &mut failed)?
-            + write(client, mapping, &updates, false, &mut failed)?;
+        applied = write(client, mapping, &inserts, Write::Insert, &mut failed)?
+            + write(client, mapping, &updates, Write::Update, &mut failed)?
+            + write(client, mapping, &compared, Write::IfDiffers, &mut failed)?;
         if !deletes.is_empty() {
             applied += client
                 .update(
@@ -389,17 +397,27 @@ fn row_text(mapping: &Reading, record: &SfRecord, row: Option<i64>) -> Result<Ro
 
 /// Inserts or updates `rows` in one statement; if it fails (a value does not fit its column), row by row, each in
 /// a subtransaction, the rows that fail going to `failed`. Returns the rows written.
+/// How `write` writes its rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Insert,
+    /// A newer version: written (only where it differs during a reload, which reads every record).
+    Update,
+    /// The row's own stamp: written only where the values differ.
+    IfDiffers,
+}
+
 fn write(
     client: &mut SpiClient<'_>,
     mapping: &Reading,
     rows: &[RowText],
-    insert: bool,
+    how: Write,
     failed: &mut Vec<(String, String)>,
 ) -> Result<i64, WorkerError> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let sql = statement(mapping, insert, mapping.reloading);
+    let sql = statement(mapping, how == Write::Insert, mapping.reloading || how == Write::IfDiffers);
     let all = in_subtransaction(|| run(client, &sql, rows));
     if let Ok(n) = all {
         return Ok(n);

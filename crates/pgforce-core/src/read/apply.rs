@@ -54,6 +54,9 @@ pub enum Apply {
     Flag,
     /// Nothing to write: the row already has this version, or there is no row of a deleted record.
     Unchanged,
+    /// The record has the row's stamp: a second version saved within the same second (stamps have second
+    /// precision) looks the same by its stamp. Written only if its values differ.
+    Compare,
     /// A local change is on its way: the row keeps its values until it is delivered.
     KeepLocal,
     /// The record may be an insert in flight's (`Local::maybe_in_flight`): the read stops before it and reads it
@@ -77,12 +80,15 @@ pub fn decide(stamp: i64, deleted: bool, local: Local, on_delete: OnDelete) -> A
     if !local.exists {
         return if local.maybe_in_flight { Apply::Hold } else { Apply::Insert };
     }
-    // The same version (re-read by a poll's look-back) or an older one than the row has: nothing to write. A
-    // flagged row of an undeleted record is written whatever its stamp (undelete may not move it).
-    if local.stamp.is_some_and(|s| s >= stamp) && !local.flagged {
-        return Apply::Unchanged;
+    // An older version than the row has: nothing to write. The same stamp may be the same version (re-read by a
+    // poll's look-back) or a later one saved within the same second: compared. A flagged row of an undeleted record
+    // is written whatever its stamp (undelete may not move it).
+    match local.stamp {
+        _ if local.flagged => Apply::Update,
+        Some(s) if s > stamp => Apply::Unchanged,
+        Some(s) if s == stamp => Apply::Compare,
+        _ => Apply::Update,
     }
-    Apply::Update
 }
 
 #[cfg(test)]
@@ -95,7 +101,7 @@ mod tests {
     fn new_changed_and_unchanged_records() {
         assert_eq!(decide(100, false, Local::default(), OnDelete::Delete), Apply::Insert);
         assert_eq!(decide(101, false, ROW, OnDelete::Delete), Apply::Update);
-        assert_eq!(decide(100, false, ROW, OnDelete::Delete), Apply::Unchanged, "re-read by the look-back");
+        assert_eq!(decide(100, false, ROW, OnDelete::Delete), Apply::Compare, "re-read, or saved again in that second");
         assert_eq!(decide(99, false, ROW, OnDelete::Delete), Apply::Unchanged, "older than the row");
         assert_eq!(decide(101, false, Local { stamp: None, ..ROW }, OnDelete::Delete), Apply::Update);
     }
