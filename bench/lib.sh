@@ -35,3 +35,9 @@ start_fakeforce() {
     for _ in $(seq 200); do [ -s "$1/fakeforce.url" ] && break; sleep 0.05; done
     ff=$(cat "$1/fakeforce.url")
 }
+
+# ff_token: an access token of fakeforce's demo client (client credentials), for the benchmarks' own API calls.
+ff_token() {
+    curl -s -X POST "$ff/services/oauth2/token" -d grant_type=client_credentials \
+        -d client_id=pgforce-demo-client -d client_secret=pgforce-demo-secret | sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+}

@@ -26,8 +26,7 @@ trap cleanup EXIT
 psql() { "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -X -q -At "$@"; }
 
 say "creating $RECORDS Contacts in fakeforce (sObject Collections, 200 a call)"
-token=$(curl -s -X POST "$ff/services/oauth2/token" -d grant_type=client_credentials \
-    -d client_id=pgforce-demo-client -d client_secret=pgforce-demo-secret | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+token=$(ff_token)
 for start in $(seq 0 200 $((RECORDS - 1))); do
     end=$((start + 200 < RECORDS ? start + 200 : RECORDS))
     awk -v s="$start" -v e="$end" 'BEGIN {

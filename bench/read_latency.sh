@@ -25,8 +25,7 @@ start_fakeforce "$work"
 cleanup() { stop_cluster "$bindir" "$data"; kill "$ff_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 psql() { "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -X -q -At "$@"; }
-token=$(curl -s -X POST "$ff/services/oauth2/token" -d grant_type=client_credentials \
-    -d client_id=pgforce-demo-client -d client_secret=pgforce-demo-secret | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+token=$(ff_token)
 create() {  # create OBJECT JSON → id
     curl -sf -X POST "$ff/services/data/v62.0/sobjects/$1" -H "Authorization: Bearer $token" \
         -H 'Content-Type: application/json' -d "$2" | sed -E 's/.*"id":"([^"]+)".*/\1/'

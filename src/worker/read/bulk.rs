@@ -58,7 +58,7 @@ impl Loads {
             let count = client.query_all_page(&soql::count(&mapping.sobject));
             engine.metrics.api_call(&mapping.table_name);
             engine.write_requests(config);
-            let count = count.map_err(|e| failed(engine, mapping, e))?;
+            let count = count.map_err(|e| state::failed(engine, mapping.relid, e.to_string()))?;
             let total = count.get("totalSize").and_then(Value::as_u64).unwrap_or_default();
             if config.read_bulk_threshold.is_none_or(|t| total < t) {
                 self.small.insert(mapping.relid, mapping.generation);
@@ -72,8 +72,9 @@ impl Loads {
             );
             engine.metrics.api_call(&mapping.table_name);
             engine.write_requests(config);
-            let created: Value = serde_json::from_str(&created.map_err(|e| failed(engine, mapping, e))?)
-                .map_err(|e| format!("the Bulk query job's answer is not JSON: {e}"))?;
+            let created: Value =
+                serde_json::from_str(&created.map_err(|e| state::failed(engine, mapping.relid, e.to_string()))?)
+                    .map_err(|e| format!("the Bulk query job's answer is not JSON: {e}"))?;
             let job = created.get("id").and_then(Value::as_str).ok_or("the Bulk query job's answer has no id")?;
             let since = now_epoch() - config.read_look_back.as_secs() as i64;
             engine
@@ -152,14 +153,6 @@ impl Loads {
             self.checks.remove(&mapping.relid);
             let _ = engine.with_statements(|c, st| state::start_over(c, &st.schema, mapping.relid));
         }
-        let _ = engine.with_statements(|c, st| state::record_error(c, &st.schema, mapping.relid, &message));
-        message
+        state::failed(engine, mapping.relid, message)
     }
-}
-
-/// Records a failed call for `sync_status` and returns its text.
-fn failed(engine: &mut Engine, mapping: &Reading, e: CallError) -> String {
-    let message = e.to_string();
-    let _ = engine.with_statements(|c, st| state::record_error(c, &st.schema, mapping.relid, &message));
-    message
 }

@@ -117,7 +117,7 @@ pub(super) fn ask_together(engine: &mut Engine, config: &Config, group: &[&Readi
         Err(e) => {
             let message = e.to_string();
             for m in group {
-                let _ = engine.with_statements(|c, st| state::record_error(c, &st.schema, m.relid, &message));
+                state::failed(engine, m.relid, message.clone());
             }
             group.iter().map(|_| Asked { first: Err(message.clone()), sweep: None }).collect()
         }
@@ -167,11 +167,7 @@ pub(super) fn read(
         };
         let answer = match answer {
             Ok(answer) => answer,
-            Err(e) => {
-                let message = e.to_string();
-                let _ = engine.with_statements(|c, st| state::record_error(c, &st.schema, mapping.relid, &message));
-                return Err(message);
-            }
+            Err(e) => return Err(state::failed(engine, mapping.relid, e.to_string())),
         };
         let page = page::parse(&answer)?;
         let done = page.records.len() < soql::PAGE_SIZE;

@@ -10,6 +10,7 @@ use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
 
 use super::{BulkLoad, Column, Parent, Reading};
+use crate::worker::engine::Engine;
 use crate::worker::error::WorkerError;
 
 const EQ: &str = "OPERATOR(pg_catalog.=)";
@@ -197,6 +198,12 @@ pub(super) fn resolve_read_alerts(
         &[DatumWithOid::from(tables.to_vec())],
     )?;
     Ok(())
+}
+
+/// Records `message` as why `relid`'s read failed (for `sync_status`), in a transaction of its own, and returns it.
+pub(super) fn failed(engine: &mut Engine, relid: pg_sys::Oid, message: String) -> String {
+    let _ = engine.with_statements(|c, st| record_error(c, &st.schema, relid, &message));
+    message
 }
 
 /// Records why a read failed, for `sync_status`.
